@@ -1,0 +1,64 @@
+"""The contract every dataplane backend (nftables, iptables + ipset, in-memory) fulfils."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from stockade.model import NodeDelta, NodeModel
+
+
+class ApplyError(Exception):
+    """The kernel refused a transaction; nothing of it took effect."""
+
+
+class Dataplane(Protocol):
+    """Applies rule models to one node. Every call is one atomic transaction.
+
+    ``apply_snapshot`` replaces whatever we hold with ``model`` (and only touches what differs
+    from what the kernel already has, so an agent restart does not flap). ``apply_delta`` applies
+    ``delta``; ``model`` is the result the delta leads to, for backends that need context.
+    ``verify`` reads back what the kernel holds and returns a list of differences from
+    ``model`` (empty when in sync); ``repair`` re-applies ``model`` in one transaction.
+    """
+
+    name: str
+
+    def apply_snapshot(self, model: NodeModel) -> None: ...
+
+    def apply_delta(self, delta: NodeDelta, model: NodeModel) -> None: ...
+
+    def verify(self, model: NodeModel) -> list[str]: ...
+
+    def repair(self, model: NodeModel) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class MemoryDataplane:
+    """Records the model in memory: for tests and benchmarks of everything around the kernel."""
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self.model: NodeModel | None = None
+        self.transactions = 0
+
+    def apply_snapshot(self, model: NodeModel) -> None:
+        self.model = model.copy()
+        self.transactions += 1
+
+    def apply_delta(self, delta: NodeDelta, model: NodeModel) -> None:
+        from stockade.model import apply
+
+        base = self.model if self.model is not None else NodeModel(delta.node)
+        self.model = apply(base, delta)
+        self.transactions += 1
+
+    def verify(self, model: NodeModel) -> list[str]:
+        return [] if self.model == model else ["memory dataplane differs from the desired model"]
+
+    def repair(self, model: NodeModel) -> None:
+        self.apply_snapshot(model)
+
+    def close(self) -> None:
+        pass
