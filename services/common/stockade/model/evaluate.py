@@ -33,17 +33,13 @@ class Verdict:
     matched: tuple[Rule, ...] = ()
 
 
-def decide(
-    model: NodeModel, direction: Direction, pod_ip: str, peer_ip: str, protocol: Protocol, port: int
-) -> Verdict:
+def decide(model: NodeModel, direction: Direction, pod_ip: str, peer_ip: str, protocol: Protocol, port: int) -> Verdict:
     """The verdict for ``pod_ip`` talking to (egress) or from (ingress) ``peer_ip``."""
     cid = model.dispatch(direction).get(pod_ip)
     if cid is None:
         return Verdict(isolated=False, allowed=True)
     chain = model.chains[cid]
     matched = tuple(
-        r
-        for r in chain.rules
-        if r.matches_port(protocol, port) and (r.peer is None or in_set(model, r.peer, peer_ip))
+        r for r in chain.rules if r.matches_port(protocol, port) and (r.peer is None or in_set(model, r.peer, peer_ip))
     )
     return Verdict(isolated=True, allowed=bool(matched), chain=cid, matched=matched)

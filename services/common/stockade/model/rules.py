@@ -74,11 +74,7 @@ class Rule:
 
 
 def _rule_key(rule: Rule) -> tuple[str, tuple[tuple[str, int, int], ...]]:
-    ports = (
-        ()
-        if rule.ports is None
-        else tuple((p.protocol.value, p.port or 0, p.end_port or 0) for p in rule.ports)
-    )
+    ports = () if rule.ports is None else tuple((p.protocol.value, p.port or 0, p.end_port or 0) for p in rule.ports)
     return (rule.peer or "", ports)
 
 

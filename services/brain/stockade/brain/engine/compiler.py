@@ -1,0 +1,984 @@
+"""The policy engine: cluster objects in, per-node rule models and per-change deltas out.
+
+Pure: no I/O, no asyncio. The design follows the controller model of Antrea:
+
+* **address groups**: the pods (IPs) a peer definition selects, keyed by that definition, so
+  two policies naming the same peer share one set and a pod joining it is one element change;
+* **applied-to**: per namespace, the policies grouped by identical podSelector, so a pod finds
+  the policies that isolate it with one selector test per distinct selector;
+* **span**: a node model holds only the chains its own pods dispatch to and the sets those
+  chains use; a set's element change goes only to the nodes that hold it.
+
+Every mutation of a node model goes through `_Journal`, which remembers the first value it
+overwrote; a change's delta is the difference between those values and the final ones, so
+deltas are exact by construction and cost only what the change touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from stockade.brain.engine.api import Deltas, LintWarning, Rejection
+from stockade.brain.engine.errors import PolicyError
+from stockade.brain.engine.objects import (
+    NamespaceInfo,
+    PodInfo,
+    implicit_namespace,
+    parse_namespace,
+    parse_pod,
+)
+from stockade.brain.engine.policy import IPBlockPeer, Peer, Policy, PolicyRule, parse_policy
+from stockade.brain.engine.selectors import LabelIndex, Selector, SelectorIndex
+from stockade.model import Chain, Direction, NodeDelta, NodeModel, PortMatch, Protocol, Rule
+
+_MISSING: Any = object()
+
+
+def _sid(*parts: object) -> str:
+    return "ag_" + hashlib.blake2b(repr(parts).encode(), digest_size=6).hexdigest()
+
+
+@lru_cache(maxsize=4096)
+def _networks(block: IPBlockPeer) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(c) for c in block.networks())
+
+
+def _port_key(p: PortMatch) -> tuple[str, int, int]:
+    return (p.protocol.value, p.port or 0, p.end_port or 0)
+
+
+def _elem(ip: str) -> str:
+    return f"{ip}/128" if ":" in ip else f"{ip}/32"
+
+
+# --------------------------------------------------------------------------------------------
+# Address groups
+
+
+@dataclass
+class _Group:
+    """A peer's address set. ``kind``: pods (selectors), all (every pod), ipblock, ipmembers
+    (pods inside an ipBlock, for named-port resolution) or named (a named-port slice)."""
+
+    sid: str
+    kind: str
+    namespace: str | None = None
+    pod_selector: Selector | None = None
+    ns_selector: Selector | None = None
+    block: IPBlockPeer | None = None
+    members: set[str] = field(default_factory=set)  # pod keys
+    elements: frozenset[str] = frozenset()
+    refs: int = 0  # policies referencing it (directly or via a named slice)
+    matched_ns: set[str] = field(default_factory=set)  # for ns-selector groups
+    named: dict[tuple[str, Protocol], _Named] = field(default_factory=dict)
+
+
+@dataclass
+class _Named:
+    """Members of a base group, split by what one named port resolves to on each of them."""
+
+    base: _Group
+    port_name: str
+    protocol: Protocol
+    by_number: dict[int, set[str]] = field(default_factory=dict)
+    policies: dict[str, int] = field(default_factory=dict)  # policy key -> references
+
+    def sid(self, number: int) -> str:
+        return _sid("named", self.base.sid, self.port_name, self.protocol.value, number)
+
+
+# --------------------------------------------------------------------------------------------
+# Journal of node-model mutations, from which deltas are derived
+
+
+class _Journal:
+    def __init__(self) -> None:
+        self.sets: dict[str, dict[str, Any]] = {}
+        self.chains: dict[str, dict[str, Any]] = {}
+        self.ingress: dict[str, dict[str, Any]] = {}
+        self.egress: dict[str, dict[str, Any]] = {}
+
+    def deltas(self, models: Mapping[str, NodeModel]) -> Deltas:
+        out: Deltas = {}
+        nodes = set(self.sets) | set(self.chains) | set(self.ingress) | set(self.egress)
+        for node in nodes:
+            model = models.get(node) or NodeModel(node)
+            d = NodeDelta(node=node)
+            for sid, old in self.sets.get(node, {}).items():
+                new = model.sets.get(sid, _MISSING)
+                if old is _MISSING and new is not _MISSING:
+                    d.new_sets[sid] = new
+                elif old is not _MISSING and new is _MISSING:
+                    d.removed_sets |= {sid}
+                elif old is not _MISSING and old != new:
+                    if new - old:
+                        d.set_added[sid] = new - old
+                    if old - new:
+                        d.set_removed[sid] = old - new
+            for cid, old in self.chains.get(node, {}).items():
+                present = cid in model.chains
+                if old is _MISSING and present:
+                    d.new_chains[cid] = model.chains[cid]
+                elif old is not _MISSING and not present:
+                    d.removed_chains |= {cid}
+            for ip, old in self.ingress.get(node, {}).items():
+                new = model.ingress.get(ip, _MISSING)
+                if new is _MISSING and old is not _MISSING:
+                    d.ingress_removed |= {ip}
+                elif new is not _MISSING and new != old:
+                    d.ingress_set[ip] = new
+            for ip, old in self.egress.get(node, {}).items():
+                new = model.egress.get(ip, _MISSING)
+                if new is _MISSING and old is not _MISSING:
+                    d.egress_removed |= {ip}
+                elif new is not _MISSING and new != old:
+                    d.egress_set[ip] = new
+            if not d.is_empty():
+                out[node] = d
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+
+
+class Engine:
+    """Compiles cluster objects into per-node rule models, incrementally. See `engine/api.py`."""
+
+    def __init__(self, *, beta_default_deny: bool = True) -> None:
+        self.beta_default_deny = beta_default_deny
+        # Store
+        self._ns: dict[str, NamespaceInfo] = {}
+        self._ns_errors: dict[str, Rejection] = {}
+        self._pods: dict[str, PodInfo] = {}
+        self._pods_by_ns: dict[str, set[str]] = {}
+        self._claims: dict[str, set[str]] = {}  # ip -> candidate pod keys
+        self._endpoint: set[str] = set()  # pod keys that own their IP
+        self._ip_owner: dict[str, str] = {}
+        self._policies: dict[str, Policy] = {}
+        self._rejected: dict[str, Rejection] = {}
+        self._node_objects: set[str] = set()
+        # Applied-to index: ns -> selector -> policy keys
+        self._applied: dict[str, dict[Selector, set[str]]] = {}
+        # Address groups
+        self._groups: dict[str, _Group] = {}
+        self._groups_in_ns: dict[str, set[str]] = {}  # single-namespace pod groups
+        self._ns_group_index = SelectorIndex()  # groups with a namespaceSelector
+        self._ns_groups_matching: dict[str, set[str]] = {}  # ns -> ns-selector groups matching it
+        self._global_groups: set[str] = set()  # "all" and "ipmembers" groups
+        self._ns_labels = LabelIndex()
+        self._set_elems: dict[str, frozenset[str]] = {}  # every live set id -> elements
+        self._set_nodes: dict[str, set[str]] = {}
+        self._dirty_sets: set[str] = set()
+        # Compiled output
+        self._chain_cache: dict[tuple[Any, ...], Chain] = {}
+        self._placement: dict[str, tuple[str, str, str | None, str | None]] = {}
+        self._dispatch_owner: dict[tuple[str, str, Direction], str] = {}
+        self._models: dict[str, NodeModel] = {}
+        self._chain_refs: dict[str, dict[str, int]] = {}
+        self._set_refs: dict[str, dict[str, int]] = {}
+        self._journal: _Journal | None = None
+
+    # ---------------------------------------------------------------- public: queries
+
+    def model(self, node: str) -> NodeModel:
+        m = self._models.get(node)
+        return m.copy() if m is not None else NodeModel(node)
+
+    def models(self) -> dict[str, NodeModel]:
+        return {n: self.model(n) for n in self.nodes()}
+
+    def nodes(self) -> list[str]:
+        return sorted(self._node_objects | {n for n, m in self._models.items() if m.ingress or m.egress})
+
+    def rejections(self) -> list[Rejection]:
+        return [self._rejected[k] for k in sorted(self._rejected)] + [
+            self._ns_errors[k] for k in sorted(self._ns_errors)
+        ]
+
+    def policy(self, namespace: str, name: str) -> Policy | None:
+        return self._policies.get(f"{namespace}/{name}")
+
+    def policy_keys(self) -> list[str]:
+        return sorted(self._policies)
+
+    def policy_pods(self, namespace: str, name: str) -> list[str]:
+        pol = self._policies.get(f"{namespace}/{name}")
+        if pol is None:
+            return []
+        return sorted(k for k in self._pods_by_ns.get(namespace, ()) if pol.pod_selector.matches(self._pods[k].labels))
+
+    def policy_nodes(self, namespace: str, name: str) -> set[str]:
+        out = set()
+        for k in self.policy_pods(namespace, name):
+            pod = self._pods[k]
+            if k in self._endpoint and pod.node:
+                out.add(pod.node)
+        return out
+
+    def pod_by_ip(self, ip: str) -> str | None:
+        return self._ip_owner.get(ip)
+
+    def pod_info(self, namespace: str, name: str) -> PodInfo | None:
+        return self._pods.get(f"{namespace}/{name}")
+
+    def pods(self) -> list[PodInfo]:
+        return [self._pods[k] for k in sorted(self._pods)]
+
+    def is_endpoint(self, namespace: str, name: str) -> bool:
+        return f"{namespace}/{name}" in self._endpoint
+
+    def namespaces(self) -> list[NamespaceInfo]:
+        return [self._ns[k] for k in sorted(self._ns)]
+
+    def namespace_info(self, name: str) -> NamespaceInfo:
+        return self._ns.get(name) or implicit_namespace(name)
+
+    def policies_for_pod(self, namespace: str, name: str) -> dict[Direction, list[str]]:
+        pod = self._pods.get(f"{namespace}/{name}")
+        if pod is None:
+            return {Direction.INGRESS: [], Direction.EGRESS: []}
+        ing, eg = self._applying(pod)
+        return {Direction.INGRESS: sorted(ing), Direction.EGRESS: sorted(eg)}
+
+    def beta_isolated(self, namespace: str) -> bool:
+        return self.beta_default_deny and self.namespace_info(namespace).beta_default_deny
+
+    def group_for_peer(self, peer: Peer) -> str:
+        """The address set id a peer compiles to."""
+        return self._peer_sid(peer)
+
+    def lint(self) -> list[LintWarning]:
+        from stockade.brain.engine.lint import lint
+
+        return lint(self)
+
+    # ---------------------------------------------------------------- public: changes
+
+    def load(
+        self,
+        namespaces: Iterable[Mapping[str, Any]] = (),
+        pods: Iterable[Mapping[str, Any]] = (),
+        policies: Iterable[Mapping[str, Any]] = (),
+        nodes: Iterable[Mapping[str, Any]] = (),
+    ) -> None:
+        """Bulk load and compute every model at once (the cold start). Records no deltas."""
+        self._journal = None
+        for n in nodes:
+            self._node_objects.add(str((n.get("metadata") or {}).get("name")))
+        for obj in namespaces:
+            self._set_namespace(obj)
+        touched: set[str] = set()
+        for obj in pods:
+            pod = parse_pod(obj)
+            touched |= self._store_pod(pod.key, pod)
+        for obj in policies:
+            touched |= self._set_policy(obj)
+        self._chain_cache.clear()
+        for key in sorted(touched | set(self._pods)):
+            self._refresh_pod(key)
+        self._flush_sets()
+
+    def upsert(self, obj: Mapping[str, Any]) -> Deltas:
+        kind = obj.get("kind")
+        if kind == "Pod":
+            return self.upsert_pod(obj)
+        if kind == "Namespace":
+            return self.upsert_namespace(obj)
+        if kind == "NetworkPolicy":
+            return self.upsert_policy(obj)
+        if kind == "Node":
+            return self.upsert_node(obj)
+        raise ValueError(f"the engine does not handle kind {kind!r}")
+
+    def delete(self, kind: str, namespace: str | None, name: str) -> Deltas:
+        if kind == "Pod":
+            return self.delete_pod(namespace or "default", name)
+        if kind == "Namespace":
+            return self.delete_namespace(name)
+        if kind == "NetworkPolicy":
+            return self.delete_policy(namespace or "default", name)
+        if kind == "Node":
+            return self.delete_node(name)
+        raise ValueError(f"the engine does not handle kind {kind!r}")
+
+    def upsert_pod(self, obj: Mapping[str, Any]) -> Deltas:
+        pod = parse_pod(obj)
+        return self._change(lambda: self._pod_change(pod.key, pod))
+
+    def delete_pod(self, namespace: str, name: str) -> Deltas:
+        return self._change(lambda: self._pod_change(f"{namespace}/{name}", None))
+
+    def upsert_namespace(self, obj: Mapping[str, Any]) -> Deltas:
+        return self._change(lambda: self._namespace_change(obj))
+
+    def delete_namespace(self, name: str) -> Deltas:
+        return self._change(lambda: self._namespace_change({"metadata": {"name": name}}, deleted=True))
+
+    def upsert_policy(self, obj: Mapping[str, Any]) -> Deltas:
+        return self._change(lambda: self._set_policy(obj, invalidate=True))
+
+    def delete_policy(self, namespace: str, name: str) -> Deltas:
+        return self._change(lambda: self._remove_policy(f"{namespace}/{name}", invalidate=True))
+
+    def upsert_node(self, obj: Mapping[str, Any]) -> Deltas:
+        self._node_objects.add(str((obj.get("metadata") or {}).get("name")))
+        return {}
+
+    def delete_node(self, name: str) -> Deltas:
+        # Pods on a deleted node are deleted by Kubernetes in turn; their events empty the model.
+        self._node_objects.discard(name)
+        return {}
+
+    # ---------------------------------------------------------------- change plumbing
+
+    def _change(self, fn: Any) -> Deltas:
+        journal = _Journal()
+        self._journal = journal
+        try:
+            touched: set[str] = fn()
+            for key in sorted(touched):
+                self._refresh_pod(key)
+            self._flush_sets()
+        finally:
+            self._journal = None
+        return journal.deltas(self._models)
+
+    # ---------------------------------------------------------------- namespaces
+
+    def _set_namespace(self, obj: Mapping[str, Any]) -> set[str]:
+        info, error = parse_namespace(obj)
+        if not info.name:
+            return set()
+        if error is not None:
+            self._ns_errors[info.name] = Rejection(f"Namespace {info.name}", error.field, error.message)
+        else:
+            self._ns_errors.pop(info.name, None)
+        return self._put_namespace(info)
+
+    def _namespace_change(self, obj: Mapping[str, Any], deleted: bool = False) -> set[str]:
+        if deleted:
+            name = str(obj["metadata"]["name"])
+            self._ns_errors.pop(name, None)
+            return self._put_namespace(implicit_namespace(name))
+        return self._set_namespace(obj)
+
+    def _put_namespace(self, info: NamespaceInfo) -> set[str]:
+        """Store a namespace; update ns-selector group membership; return pods to refresh."""
+        old = self._ns.get(info.name)
+        if old is not None:
+            self._ns_labels.remove(old.name, old.labels)
+        self._ns[info.name] = info
+        self._ns_labels.add(info.name, info.labels)
+        touched: set[str] = set()
+        old_matching = self._ns_groups_matching.get(info.name, set())
+        new_matching = {
+            gid
+            for gid in self._ns_group_index.candidates(info.labels)
+            if self._groups[gid].ns_selector.matches(info.labels)  # type: ignore[union-attr]
+        }
+        self._ns_groups_matching[info.name] = new_matching
+        if old_matching != new_matching:
+            pods = [k for k in self._pods_by_ns.get(info.name, ()) if k in self._endpoint]
+            for gid in old_matching - new_matching:
+                g = self._groups[gid]
+                g.matched_ns.discard(info.name)
+                for k in pods:
+                    touched |= self._group_remove(g, k)
+            for gid in new_matching - old_matching:
+                g = self._groups[gid]
+                g.matched_ns.add(info.name)
+                for k in pods:
+                    if self._pod_in_group(g, self._pods[k]):
+                        touched |= self._group_add(g, k)
+        if old is None or old.beta_default_deny != info.beta_default_deny:
+            touched |= self._pods_by_ns.get(info.name, set())
+        return touched
+
+    def _ensure_namespace(self, name: str) -> None:
+        if name not in self._ns:
+            self._put_namespace(implicit_namespace(name))
+
+    # ---------------------------------------------------------------- pods
+
+    def _pod_change(self, key: str, pod: PodInfo | None) -> set[str]:
+        return self._store_pod(key, pod)
+
+    def _store_pod(self, key: str, pod: PodInfo | None) -> set[str]:
+        """Store (or remove) a pod and update everything that depends on it. Returns pods to refresh."""
+        old = self._pods.get(key)
+        touched = {key}
+        if old is not None:
+            self._pods_by_ns[old.namespace].discard(key)
+            if old.candidate and old.ip:
+                self._claims[old.ip].discard(key)
+        if pod is None:
+            self._pods.pop(key, None)
+        else:
+            self._ensure_namespace(pod.namespace)
+            self._pods[key] = pod
+            self._pods_by_ns.setdefault(pod.namespace, set()).add(key)
+            if pod.candidate and pod.ip:
+                self._claims.setdefault(pod.ip, set()).add(key)
+        # Ownership of the IPs involved may move between pods (weave#2632: an IP reused by a new
+        # pod before the finished one is gone belongs to the new one).
+        ips = {p.ip for p in (old, pod) if p is not None and p.ip}
+        affected = {key}
+        for ip in ips:
+            prev = self._ip_owner.get(ip)
+            if prev is not None:
+                affected.add(prev)
+            claims = self._claims.get(ip)
+            if claims:
+                owner = max(claims, key=lambda k: (self._pods[k].created, k))
+                self._ip_owner[ip] = owner
+                affected.add(owner)
+            else:
+                self._ip_owner.pop(ip, None)
+                self._claims.pop(ip, None)
+        changes: list[tuple[str, PodInfo | None, PodInfo | None]] = []
+        for k in sorted(affected):
+            before = old if k == key else self._pods.get(k)
+            cur = self._pods.get(k)
+            was = k in self._endpoint
+            now = cur is not None and cur.candidate and cur.ip is not None and self._ip_owner.get(cur.ip) == k
+            if k != key and was == now:
+                continue
+            if now:
+                self._endpoint.add(k)
+            else:
+                self._endpoint.discard(k)
+            changes.append((k, before if was else None, cur if now else None))
+            touched.add(k)
+        # Leavers first, then movers, then joiners: two pods may hand one IP over, and a set
+        # element must not be removed after the new owner added it.
+        for k, b, c in changes:
+            if b is not None and c is None:
+                touched |= self._update_memberships(k, b, None)
+        for k, b, c in changes:
+            if b is not None and c is not None:
+                touched |= self._update_memberships(k, b, c)
+        for k, b, c in changes:
+            if b is None and c is not None:
+                touched |= self._update_memberships(k, None, c)
+        return touched
+
+    def _pod_in_group(self, g: _Group, pod: PodInfo) -> bool:
+        if g.kind == "all":
+            return True
+        if g.kind == "ipmembers":
+            assert g.block is not None and pod.ip is not None
+            addr = ipaddress.ip_address(pod.ip)
+            return any(addr in net for net in _networks(g.block))
+        if g.kind != "pods":
+            return False
+        if g.ns_selector is None:
+            if pod.namespace != g.namespace:
+                return False
+        elif g.sid not in self._ns_groups_matching.get(pod.namespace, ()):
+            return False
+        return g.pod_selector is None or g.pod_selector.matches(pod.labels)
+
+    def _candidate_groups(self, ns: str) -> set[str]:
+        return self._groups_in_ns.get(ns, set()) | self._ns_groups_matching.get(ns, set()) | self._global_groups
+
+    def _update_memberships(self, key: str, old: PodInfo | None, new: PodInfo | None) -> set[str]:
+        """Move pod ``key`` from its old endpoint state to the new one in every group."""
+        touched: set[str] = set()
+        gids: set[str] = set()
+        if old is not None:
+            gids |= self._candidate_groups(old.namespace)
+        if new is not None:
+            gids |= self._candidate_groups(new.namespace)
+        same_addr = old is not None and new is not None and old.ip == new.ip and old.named_ports == new.named_ports
+        for gid in gids:
+            g = self._groups[gid]
+            was = old is not None and key in g.members
+            now = new is not None and self._pod_in_group(g, new)
+            if was and now and same_addr:
+                continue
+            if was:
+                touched |= self._group_remove(g, key, old)
+            if now:
+                touched |= self._group_add(g, key, new)
+        return touched
+
+    def _group_add(self, g: _Group, key: str, pod: PodInfo | None = None) -> set[str]:
+        pod = pod or self._pods[key]
+        assert pod.ip is not None
+        g.members.add(key)
+        self._set_elements(g.sid, g.elements | {_elem(pod.ip)})
+        g.elements = self._set_elems[g.sid]
+        touched: set[str] = set()
+        for named in g.named.values():
+            num = pod.named_ports.get((named.port_name, named.protocol))
+            if num is None:
+                continue
+            bucket = named.by_number.get(num)
+            if bucket is None:
+                named.by_number[num] = {key}
+                self._set_elements(named.sid(num), frozenset({_elem(pod.ip)}))
+                touched |= self._invalidate_named(named)
+            else:
+                bucket.add(key)
+                sid = named.sid(num)
+                self._set_elements(sid, self._set_elems[sid] | {_elem(pod.ip)})
+        return touched
+
+    def _group_remove(self, g: _Group, key: str, pod: PodInfo | None = None) -> set[str]:
+        pod = pod or self._pods[key]
+        if key not in g.members:
+            return set()
+        assert pod.ip is not None
+        g.members.discard(key)
+        self._set_elements(g.sid, g.elements - {_elem(pod.ip)})
+        g.elements = self._set_elems[g.sid]
+        touched: set[str] = set()
+        for named in g.named.values():
+            num = pod.named_ports.get((named.port_name, named.protocol))
+            bucket = named.by_number.get(num) if num is not None else None
+            if bucket is None or key not in bucket:
+                continue
+            bucket.discard(key)
+            sid = named.sid(num)  # type: ignore[arg-type]
+            if bucket:
+                self._set_elements(sid, self._set_elems[sid] - {_elem(pod.ip)})
+            else:
+                del named.by_number[num]  # type: ignore[arg-type]
+                self._set_elements(sid, frozenset())
+                touched |= self._invalidate_named(named)
+        return touched
+
+    def _invalidate_named(self, named: _Named) -> set[str]:
+        """A named port's set of resolved numbers changed: egress rules of its policies change."""
+        self._chain_cache.clear()
+        touched: set[str] = set()
+        for pkey in named.policies:
+            pol = self._policies.get(pkey)
+            if pol is not None:
+                touched |= self._selected(pol)
+        return touched
+
+    # ---------------------------------------------------------------- policies
+
+    def _set_policy(self, obj: Mapping[str, Any], invalidate: bool = False) -> set[str]:
+        meta = obj.get("metadata") or {}
+        key = f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
+        try:
+            pol = parse_policy(obj)
+        except PolicyError as e:
+            touched = self._remove_policy(key, invalidate)
+            self._rejected[key] = Rejection(f"NetworkPolicy {key}", e.field, e.message)
+            return touched
+        self._ensure_namespace(pol.namespace)
+        # Reference the new version's groups before releasing the old version's, so groups
+        # both use survive the update instead of being rebuilt.
+        self._ref_policy_groups(pol)
+        touched = self._remove_policy(key, invalidate)
+        self._policies[key] = pol
+        self._applied.setdefault(pol.namespace, {}).setdefault(pol.pod_selector, set()).add(key)
+        if invalidate:
+            self._chain_cache.clear()
+        return touched | self._selected(pol)
+
+    def _ref_policy_groups(self, pol: Policy) -> None:
+        for direction, rules in ((Direction.INGRESS, pol.ingress), (Direction.EGRESS, pol.egress)):
+            for rule in rules or ():
+                for base in self._rule_bases(rule, direction):
+                    g = self._ref_group(base)
+                    if direction is Direction.EGRESS and rule.has_named_ports:
+                        for p in rule.ports or ():
+                            if isinstance(p.port, str):
+                                self._ref_named(g, p.port, p.protocol, pol.key)
+
+    def _remove_policy(self, key: str, invalidate: bool) -> set[str]:
+        self._rejected.pop(key, None)
+        pol = self._policies.pop(key, None)
+        if pol is None:
+            return set()
+        sel = self._applied[pol.namespace][pol.pod_selector]
+        sel.discard(key)
+        if not sel:
+            del self._applied[pol.namespace][pol.pod_selector]
+        for direction, rules in ((Direction.INGRESS, pol.ingress), (Direction.EGRESS, pol.egress)):
+            for rule in rules or ():
+                for base in self._rule_bases(rule, direction):
+                    gid = self._peer_sid(base)
+                    g = self._groups[gid]
+                    if direction is Direction.EGRESS and rule.has_named_ports:
+                        for p in rule.ports or ():
+                            if isinstance(p.port, str):
+                                self._unref_named(g, p.port, p.protocol, key)
+                    self._unref_group(gid)
+        if invalidate:
+            self._chain_cache.clear()
+        return self._selected(pol)
+
+    def _selected(self, pol: Policy) -> set[str]:
+        return {k for k in self._pods_by_ns.get(pol.namespace, ()) if pol.pod_selector.matches(self._pods[k].labels)}
+
+    @staticmethod
+    def _rule_bases(rule: PolicyRule, direction: Direction) -> list[Peer | None]:
+        """The groups a rule needs: one per peer; for egress named ports with any peer, 'all'."""
+        if rule.peers is not None:
+            return list(rule.peers)
+        if direction is Direction.EGRESS and rule.has_named_ports:
+            return [None]
+        return []
+
+    def _peer_sid(self, peer: Peer | None) -> str:
+        if peer is None:
+            return _sid("all")
+        if isinstance(peer, IPBlockPeer):
+            return _sid("ipblock", peer.cidr, peer.excepts)
+        return _sid(
+            "pods",
+            peer.namespace if peer.ns_selector is None else None,
+            peer.pod_selector,
+            peer.ns_selector,
+        )
+
+    def _ref_group(self, peer: Peer | None) -> _Group:
+        gid = self._peer_sid(peer)
+        g = self._groups.get(gid)
+        if g is None:
+            g = self._new_group(gid, peer)
+        g.refs += 1
+        return g
+
+    def _new_group(self, gid: str, peer: Peer | None) -> _Group:
+        if peer is None:
+            g = _Group(gid, "all")
+            self._global_groups.add(gid)
+            self._groups[gid] = g
+            self._fill(g, self._endpoint)
+            return g
+        if isinstance(peer, IPBlockPeer):
+            g = _Group(gid, "ipblock", block=peer)
+            g.elements = frozenset(peer.networks())
+            self._groups[gid] = g
+            self._set_elements(gid, g.elements)
+            return g
+        g = _Group(
+            gid,
+            "pods",
+            namespace=peer.namespace,
+            pod_selector=peer.pod_selector,
+            ns_selector=peer.ns_selector,
+        )
+        self._groups[gid] = g
+        self._set_elements(gid, frozenset())
+        if peer.ns_selector is None:
+            self._groups_in_ns.setdefault(peer.namespace, set()).add(gid)
+            namespaces: Iterable[str] = [peer.namespace]
+        else:
+            self._ns_group_index.add(gid, peer.ns_selector)
+            namespaces = []
+            for ns in self._ns_labels.candidates(peer.ns_selector):
+                if peer.ns_selector.matches(self._ns[ns].labels):
+                    g.matched_ns.add(ns)
+                    self._ns_groups_matching.setdefault(ns, set()).add(gid)
+                    namespaces.append(ns)
+        sel = peer.pod_selector
+        self._fill(
+            g,
+            (
+                k
+                for ns in namespaces
+                for k in self._pods_by_ns.get(ns, ())
+                if k in self._endpoint and (sel is None or sel.matches(self._pods[k].labels))
+            ),
+        )
+        return g
+
+    def _fill(self, g: _Group, keys: Iterable[str]) -> None:
+        """Set a new group's members in one go (adding one by one would copy the set each time)."""
+        g.members = set(keys)
+        g.elements = frozenset(_elem(self._pods[k].ip or "") for k in g.members)
+        self._set_elements(g.sid, g.elements)
+
+    def _unref_group(self, gid: str) -> None:
+        g = self._groups[gid]
+        g.refs -= 1
+        if g.refs > 0:
+            return
+        del self._groups[gid]
+        self._set_elems.pop(gid, None)
+        self._dirty_sets.discard(gid)
+        if g.kind == "all" or g.kind == "ipmembers":
+            self._global_groups.discard(gid)
+        elif g.kind == "pods":
+            if g.ns_selector is None:
+                self._groups_in_ns.get(g.namespace or "", set()).discard(gid)
+            else:
+                self._ns_group_index.remove(gid, g.ns_selector)
+                for ns in g.matched_ns:
+                    self._ns_groups_matching.get(ns, set()).discard(gid)
+
+    def _ref_named(self, base: _Group, name: str, protocol: Protocol, policy: str) -> None:
+        if base.kind == "ipblock":
+            # Named ports resolve against pods: use the pods inside the block.
+            assert base.block is not None
+            mid = _sid("ipmembers", base.block.cidr, base.block.excepts)
+            mg = self._groups.get(mid)
+            if mg is None:
+                mg = _Group(mid, "ipmembers", block=base.block)
+                self._groups[mid] = mg
+                self._global_groups.add(mid)
+                self._fill(mg, (k for k in self._endpoint if self._pod_in_group(mg, self._pods[k])))
+            mg.refs += 1
+            base = mg
+        named = base.named.get((name, protocol))
+        if named is None:
+            named = _Named(base, name, protocol)
+            base.named[(name, protocol)] = named
+            for k in base.members:
+                num = self._pods[k].named_ports.get((name, protocol))
+                if num is not None:
+                    named.by_number.setdefault(num, set()).add(k)
+            for num, keys in named.by_number.items():
+                self._set_elements(named.sid(num), frozenset(_elem(self._pods[k].ip or "") for k in keys))
+        named.policies[policy] = named.policies.get(policy, 0) + 1
+
+    def _unref_named(self, base: _Group, name: str, protocol: Protocol, policy: str) -> None:
+        if base.kind == "ipblock":
+            assert base.block is not None
+            mid = _sid("ipmembers", base.block.cidr, base.block.excepts)
+            mg = self._groups[mid]
+            self._drop_named(mg, name, protocol, policy)
+            self._unref_group(mid)
+            return
+        self._drop_named(base, name, protocol, policy)
+
+    def _drop_named(self, base: _Group, name: str, protocol: Protocol, policy: str) -> None:
+        named = base.named.get((name, protocol))
+        if named is None:
+            return
+        n = named.policies.get(policy, 0) - 1
+        if n > 0:
+            named.policies[policy] = n
+        else:
+            named.policies.pop(policy, None)
+        if not named.policies:
+            del base.named[(name, protocol)]
+            for num in named.by_number:
+                self._set_elems.pop(named.sid(num), None)
+
+    def _named_for(self, peer: Peer | None, name: str, protocol: Protocol) -> _Named | None:
+        gid = self._peer_sid(peer)
+        g = self._groups.get(gid)
+        if g is None:
+            return None
+        if g.kind == "ipblock":
+            assert g.block is not None
+            g = self._groups.get(_sid("ipmembers", g.block.cidr, g.block.excepts))
+            if g is None:
+                return None
+        return g.named.get((name, protocol))
+
+    # ---------------------------------------------------------------- sets
+
+    def _set_elements(self, sid: str, elems: frozenset[str]) -> None:
+        self._set_elems[sid] = elems
+        if self._set_nodes.get(sid):
+            self._dirty_sets.add(sid)
+
+    def _flush_sets(self) -> None:
+        for sid in self._dirty_sets:
+            elems = self._set_elems.get(sid)
+            if elems is None:
+                continue
+            for node in self._set_nodes.get(sid, ()):
+                model = self._models[node]
+                if model.sets.get(sid) != elems:
+                    self._record("sets", node, sid, model.sets)
+                    model.sets[sid] = elems
+        self._dirty_sets.clear()
+
+    # ---------------------------------------------------------------- compiling one pod
+
+    def _applying(self, pod: PodInfo) -> tuple[list[str], list[str]]:
+        ing: list[str] = []
+        eg: list[str] = []
+        for sel, keys in self._applied.get(pod.namespace, {}).items():
+            if sel.matches(pod.labels):
+                for k in keys:
+                    pol = self._policies[k]
+                    if pol.ingress is not None:
+                        ing.append(k)
+                    if pol.egress is not None:
+                        eg.append(k)
+        return ing, eg
+
+    def _chain(self, direction: Direction, keys: list[str], pod: PodInfo) -> Chain:
+        pols = [self._policies[k] for k in sorted(keys)]
+        ingress = direction is Direction.INGRESS
+        needs_ports = ingress and any(r.has_named_ports for p in pols for r in (p.ingress or ()))
+        ck = (direction, tuple(p.key for p in pols), pod.port_signature() if needs_ports else None)
+        chain = self._chain_cache.get(ck)
+        if chain is None:
+            rules: list[Rule] = []
+            for p in pols:
+                for rule in (p.ingress if ingress else p.egress) or ():
+                    rules.extend(self._compile_rule(rule, direction, pod))
+            chain = Chain.of(direction, rules)
+            self._chain_cache[ck] = chain
+        return chain
+
+    def _compile_rule(self, rule: PolicyRule, direction: Direction, pod: PodInfo) -> list[Rule]:
+        out: list[Rule] = []
+        ports: tuple[PortMatch, ...] | None
+        named: list[tuple[str, Protocol]] = []
+        if rule.ports is None:
+            ports = None
+        else:
+            matches: list[PortMatch] = []
+            for p in rule.ports:
+                if p.port is None:
+                    matches.append(PortMatch(p.protocol))
+                elif isinstance(p.port, int):
+                    matches.append(PortMatch(p.protocol, p.port, p.end_port if p.end_port != p.port else None))
+                elif direction is Direction.INGRESS:
+                    num = pod.named_ports.get((p.port, p.protocol))
+                    if num is not None:
+                        matches.append(PortMatch(p.protocol, num))
+                else:
+                    named.append((p.port, p.protocol))
+            ports = tuple(sorted(set(matches), key=_port_key))
+            if not ports and not named:
+                return []  # only named ports, none of which resolve: the rule allows nothing
+        if ports is None or ports:
+            if rule.peers is None:
+                out.append(Rule(None, ports))
+            else:
+                out.extend(Rule(self._peer_sid(peer), ports) for peer in rule.peers)
+        for name, proto in named:
+            for peer in rule.peers if rule.peers is not None else [None]:
+                nm = self._named_for(peer, name, proto)
+                if nm is None:
+                    continue
+                for num in nm.by_number:
+                    out.append(Rule(nm.sid(num), (PortMatch(proto, num),)))
+        return out
+
+    def _refresh_pod(self, key: str) -> None:
+        pod = self._pods.get(key)
+        desired: tuple[str, str, str | None, str | None] | None = None
+        if pod is not None and key in self._endpoint and pod.node and pod.ip:
+            ing, eg = self._applying(pod)
+            in_chain = self._chain(Direction.INGRESS, ing, pod) if ing or self.beta_isolated(pod.namespace) else None
+            eg_chain = self._chain(Direction.EGRESS, eg, pod) if eg else None
+            desired = (
+                pod.node,
+                pod.ip,
+                self._intern(pod.node, in_chain),
+                self._intern(pod.node, eg_chain),
+            )
+        current = self._placement.get(key)
+        if current == desired:
+            if desired is not None:
+                # _intern took references for the chains; give back the extra ones.
+                self._release(desired[0], desired[2])
+                self._release(desired[0], desired[3])
+            return
+        if current is not None:
+            node, ip, ic, ec = current
+            self._set_dispatch(node, Direction.INGRESS, ip, None, key)
+            self._set_dispatch(node, Direction.EGRESS, ip, None, key)
+            self._release(node, ic)
+            self._release(node, ec)
+            del self._placement[key]
+        if desired is not None:
+            node, ip, ic, ec = desired
+            self._set_dispatch(node, Direction.INGRESS, ip, ic, key)
+            self._set_dispatch(node, Direction.EGRESS, ip, ec, key)
+            self._placement[key] = desired
+
+    # ---------------------------------------------------------------- node model mutation
+
+    def _node(self, node: str) -> NodeModel:
+        m = self._models.get(node)
+        if m is None:
+            m = self._models[node] = NodeModel(node)
+            self._chain_refs[node] = {}
+            self._set_refs[node] = {}
+        return m
+
+    def _record(self, kind: str, node: str, key: str, current: Mapping[str, Any]) -> None:
+        j = self._journal
+        if j is None:
+            return
+        book: dict[str, dict[str, Any]] = getattr(j, kind)
+        entries = book.setdefault(node, {})
+        if key not in entries:
+            entries[key] = current.get(key, _MISSING)
+
+    def _intern(self, node: str, chain: Chain | None) -> str | None:
+        """Take a reference on ``chain`` in ``node``'s model, adding it (and its sets) if new."""
+        if chain is None:
+            return None
+        model = self._node(node)
+        cid = chain.id
+        refs = self._chain_refs[node]
+        n = refs.get(cid, 0)
+        refs[cid] = n + 1
+        if n == 0:
+            self._record("chains", node, cid, model.chains)
+            model.chains[cid] = chain
+            srefs = self._set_refs[node]
+            for sid in chain.set_refs():
+                c = srefs.get(sid, 0)
+                srefs[sid] = c + 1
+                if c == 0:
+                    self._record("sets", node, sid, model.sets)
+                    model.sets[sid] = self._set_elems.get(sid, frozenset())
+                    self._set_nodes.setdefault(sid, set()).add(node)
+        return cid
+
+    def _release(self, node: str, cid: str | None) -> None:
+        if cid is None:
+            return
+        model = self._models[node]
+        refs = self._chain_refs[node]
+        n = refs[cid] - 1
+        if n > 0:
+            refs[cid] = n
+            return
+        del refs[cid]
+        chain = model.chains[cid]
+        self._record("chains", node, cid, model.chains)
+        del model.chains[cid]
+        srefs = self._set_refs[node]
+        for sid in chain.set_refs():
+            c = srefs[sid] - 1
+            if c > 0:
+                srefs[sid] = c
+                continue
+            del srefs[sid]
+            self._record("sets", node, sid, model.sets)
+            del model.sets[sid]
+            nodes = self._set_nodes.get(sid)
+            if nodes is not None:
+                nodes.discard(node)
+                if not nodes:
+                    del self._set_nodes[sid]
+
+    def _set_dispatch(self, node: str, direction: Direction, ip: str, cid: str | None, owner: str) -> None:
+        model = self._node(node)
+        table = model.dispatch(direction)
+        okey = (node, ip, direction)
+        kind = "ingress" if direction is Direction.INGRESS else "egress"
+        if cid is None:
+            if self._dispatch_owner.get(okey) == owner:
+                self._record(kind, node, ip, table)
+                table.pop(ip, None)
+                del self._dispatch_owner[okey]
+            return
+        if table.get(ip) != cid:
+            self._record(kind, node, ip, table)
+            table[ip] = cid
+        self._dispatch_owner[okey] = owner

@@ -1,0 +1,230 @@
+"""NetworkPolicy parsing and validation: a Kubernetes dict in, a canonical `Policy` out.
+
+networking.k8s.io/v1 and extensions/v1beta1 are read alike (the beta shape is a subset).
+Every error names the field, so a malformed policy is rejected alone with a message a person
+can act on.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from stockade.brain.engine.errors import PolicyError
+from stockade.brain.engine.selectors import Selector, parse_selector
+from stockade.model import Protocol
+
+POLICY_API_VERSIONS = ("networking.k8s.io/v1", "extensions/v1beta1", "networking.k8s.io/v1beta1")
+_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class PodPeer:
+    """Pods chosen by selectors. ``namespace`` is the policy's own, used when ``ns_selector`` is None."""
+
+    namespace: str
+    pod_selector: Selector | None
+    ns_selector: Selector | None
+
+    def describe(self) -> str:
+        parts = []
+        if self.ns_selector is not None:
+            parts.append(f"namespaces matching {self.ns_selector}")
+        else:
+            parts.append(f"namespace {self.namespace}")
+        parts.append(f"pods matching {self.pod_selector}" if self.pod_selector is not None else "all pods")
+        return " / ".join(parts)
+
+
+@dataclass(frozen=True)
+class IPBlockPeer:
+    cidr: str
+    excepts: tuple[str, ...]
+
+    def describe(self) -> str:
+        return self.cidr + (f" except {', '.join(self.excepts)}" if self.excepts else "")
+
+    def networks(self) -> list[str]:
+        """The block minus its exceptions, as a list of CIDRs."""
+        nets = [ipaddress.ip_network(self.cidr)]
+        for ex in self.excepts:
+            exn = ipaddress.ip_network(ex)
+            nxt: list[Any] = []
+            for n in nets:
+                if exn.version == n.version and exn.subnet_of(n):  # type: ignore[arg-type]
+                    nxt.extend(n.address_exclude(exn))  # type: ignore[arg-type]
+                elif n.version == exn.version and n.subnet_of(exn):  # type: ignore[arg-type]
+                    continue
+                else:
+                    nxt.append(n)
+            nets = nxt
+        return sorted(str(n) for n in nets)
+
+
+Peer = PodPeer | IPBlockPeer
+
+
+@dataclass(frozen=True)
+class PortDef:
+    protocol: Protocol
+    port: int | str | None  # a number, a named port, or None for every port
+    end_port: int | None = None
+
+
+@dataclass(frozen=True)
+class PolicyRule:
+    peers: tuple[Peer, ...] | None  # None: every peer
+    ports: tuple[PortDef, ...] | None  # None: every port and protocol
+
+    @property
+    def has_named_ports(self) -> bool:
+        return self.ports is not None and any(isinstance(p.port, str) for p in self.ports)
+
+
+@dataclass(frozen=True)
+class Policy:
+    namespace: str
+    name: str
+    pod_selector: Selector
+    ingress: tuple[PolicyRule, ...] | None  # None: the policy does not isolate for ingress
+    egress: tuple[PolicyRule, ...] | None
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+def parse_policy(obj: Mapping[str, Any]) -> Policy:
+    """Parse and validate one NetworkPolicy object; raise PolicyError on the first problem."""
+    api = obj.get("apiVersion", "networking.k8s.io/v1")
+    if api not in POLICY_API_VERSIONS:
+        raise PolicyError("apiVersion", f"{api!r} is not a NetworkPolicy API; use networking.k8s.io/v1")
+    meta = obj.get("metadata")
+    if not isinstance(meta, Mapping) or not meta.get("name"):
+        raise PolicyError("metadata.name", "is required")
+    namespace = meta.get("namespace") or "default"
+    spec = obj.get("spec")
+    if spec is None:
+        spec = {}
+    if not isinstance(spec, Mapping):
+        raise PolicyError("spec", "must be an object")
+    pod_selector = parse_selector(spec.get("podSelector") or {}, "spec.podSelector")
+
+    types = spec.get("policyTypes")
+    egress_raw = spec.get("egress")
+    if types is None:
+        # Defaulting: Ingress always; Egress when the policy has egress rules.
+        types = ["Ingress"] + (["Egress"] if egress_raw else [])
+    if not isinstance(types, list) or any(t not in ("Ingress", "Egress") for t in types):
+        raise PolicyError("spec.policyTypes", f"must list Ingress and/or Egress, got {types!r}")
+    ingress = _parse_rules(spec.get("ingress"), "spec.ingress", "from", namespace) if "Ingress" in types else None
+    egress = _parse_rules(egress_raw, "spec.egress", "to", namespace) if "Egress" in types else None
+    return Policy(namespace, str(meta["name"]), pod_selector, ingress, egress)
+
+
+def _parse_rules(raw: Any, field: str, peer_key: str, namespace: str) -> tuple[PolicyRule, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise PolicyError(field, "must be a list of rules")
+    rules = []
+    for i, r in enumerate(raw):
+        f = f"{field}[{i}]"
+        if r is None:
+            r = {}
+        if not isinstance(r, Mapping):
+            raise PolicyError(f, "must be an object")
+        peers_raw = r.get(peer_key)
+        peers: tuple[Peer, ...] | None = None
+        if peers_raw:  # absent and empty both mean every peer
+            if not isinstance(peers_raw, list):
+                raise PolicyError(f"{f}.{peer_key}", "must be a list of peers")
+            peers = tuple(_parse_peer(p, f"{f}.{peer_key}[{j}]", namespace) for j, p in enumerate(peers_raw))
+        ports_raw = r.get("ports")
+        ports: tuple[PortDef, ...] | None = None
+        if ports_raw:
+            if not isinstance(ports_raw, list):
+                raise PolicyError(f"{f}.ports", "must be a list")
+            ports = tuple(_parse_port(p, f"{f}.ports[{j}]") for j, p in enumerate(ports_raw))
+        rules.append(PolicyRule(peers, ports))
+    return tuple(rules)
+
+
+def _parse_peer(p: Any, field: str, namespace: str) -> Peer:
+    if not isinstance(p, Mapping) or not p:
+        raise PolicyError(field, "must set podSelector, namespaceSelector or ipBlock")
+    unknown = set(p) - {"podSelector", "namespaceSelector", "ipBlock"}
+    if unknown:
+        raise PolicyError(field, f"unknown field(s) {', '.join(sorted(unknown))}")
+    if "ipBlock" in p:
+        if "podSelector" in p or "namespaceSelector" in p:
+            raise PolicyError(field, "ipBlock cannot be combined with podSelector or namespaceSelector")
+        return _parse_ipblock(p["ipBlock"], f"{field}.ipBlock")
+    pod_sel = parse_selector(p["podSelector"], f"{field}.podSelector") if "podSelector" in p else None
+    ns_sel = parse_selector(p["namespaceSelector"], f"{field}.namespaceSelector") if "namespaceSelector" in p else None
+    if pod_sel is None and ns_sel is None:
+        raise PolicyError(field, "must set podSelector, namespaceSelector or ipBlock")
+    return PodPeer(namespace, pod_sel, ns_sel)
+
+
+def _parse_ipblock(b: Any, field: str) -> IPBlockPeer:
+    if not isinstance(b, Mapping):
+        raise PolicyError(field, "must be an object with cidr")
+    cidr = b.get("cidr")
+    try:
+        net = ipaddress.ip_network(str(cidr), strict=False)
+    except ValueError:
+        raise PolicyError(f"{field}.cidr", f"{cidr!r} is not a valid CIDR (e.g. 10.0.0.0/16)") from None
+    excepts = []
+    for i, e in enumerate(b.get("except") or []):
+        try:
+            en = ipaddress.ip_network(str(e), strict=False)
+        except ValueError:
+            raise PolicyError(f"{field}.except[{i}]", f"{e!r} is not a valid CIDR") from None
+        if en.version != net.version or not en.subnet_of(net):  # type: ignore[arg-type]
+            raise PolicyError(f"{field}.except[{i}]", f"{en} is not inside cidr {net}")
+        if en == net:
+            raise PolicyError(f"{field}.except[{i}]", f"{en} must be strictly smaller than cidr {net}")
+        excepts.append(str(en))
+    return IPBlockPeer(str(net), tuple(sorted(set(excepts))))
+
+
+def _parse_port(p: Any, field: str) -> PortDef:
+    if not isinstance(p, Mapping):
+        raise PolicyError(field, "must be an object with protocol and/or port")
+    proto_raw = p.get("protocol") or "TCP"
+    try:
+        protocol = Protocol(str(proto_raw))
+    except ValueError:
+        raise PolicyError(f"{field}.protocol", f"{proto_raw!r} is not TCP, UDP or SCTP") from None
+    port = p.get("port")
+    end_port = p.get("endPort")
+    if port is None:
+        if end_port is not None:
+            raise PolicyError(f"{field}.endPort", "needs a numeric port")
+        return PortDef(protocol, None)
+    if isinstance(port, bool):
+        raise PolicyError(f"{field}.port", f"{port!r} is not a port")
+    if isinstance(port, str) and port.isdigit():
+        port = int(port)
+    if isinstance(port, int):
+        if not 1 <= port <= 65535:
+            raise PolicyError(f"{field}.port", f"{port} is out of range 1-65535")
+        if end_port is not None:
+            if isinstance(end_port, bool) or not isinstance(end_port, int):
+                raise PolicyError(f"{field}.endPort", f"{end_port!r} is not a port number")
+            if not 1 <= end_port <= 65535:
+                raise PolicyError(f"{field}.endPort", f"{end_port} is out of range 1-65535")
+            if end_port < port:
+                raise PolicyError(f"{field}.endPort", f"{end_port} is below port {port}")
+        return PortDef(protocol, port, end_port)
+    if isinstance(port, str):
+        if not _SVC_NAME.match(port) or not re.search("[a-z]", port):
+            raise PolicyError(f"{field}.port", f"{port!r} is neither a port number nor a valid port name")
+        if end_port is not None:
+            raise PolicyError(f"{field}.endPort", "cannot be used with a named port")
+        return PortDef(protocol, port)
+    raise PolicyError(f"{field}.port", f"{port!r} is not a port")

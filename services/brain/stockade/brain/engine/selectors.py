@@ -1,0 +1,209 @@
+"""Label selectors: parsing (with errors that name the field), matching, and index anchors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from stockade.brain.engine.errors import PolicyError
+
+OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+
+
+@dataclass(frozen=True, order=True)
+class Requirement:
+    key: str
+    op: str
+    values: tuple[str, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        if self.op == "In":
+            return labels.get(self.key) in self.values
+        if self.op == "NotIn":
+            return self.key not in labels or labels[self.key] not in self.values
+        if self.op == "Exists":
+            return self.key in labels
+        return self.key not in labels  # DoesNotExist
+
+
+@dataclass(frozen=True)
+class Selector:
+    """A label selector in canonical form: equal selectors compare (and hash) equal."""
+
+    requirements: tuple[Requirement, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(r.matches(labels) for r in self.requirements)
+
+    @property
+    def empty(self) -> bool:
+        return not self.requirements
+
+    def anchors(self) -> tuple[list[tuple[str, str]], str | None] | None:
+        """Index entries that every matching object must hit, or None when it must be scanned.
+
+        Returns ``(pairs, None)`` when any matching object carries one of the (key, value)
+        pairs, or ``([], key)`` when every match has the label ``key``.
+        """
+        for r in self.requirements:
+            if r.op == "In":
+                return [(r.key, v) for v in r.values], None
+        for r in self.requirements:
+            if r.op == "Exists":
+                return [], r.key
+        return None
+
+    def __str__(self) -> str:
+        if not self.requirements:
+            return "{} (everything)"
+        parts = []
+        for r in self.requirements:
+            if r.op == "In" and len(r.values) == 1:
+                parts.append(f"{r.key}={r.values[0]}")
+            elif r.op in ("In", "NotIn"):
+                parts.append(f"{r.key} {r.op.lower().replace('notin', 'notin')} ({','.join(r.values)})")
+            elif r.op == "Exists":
+                parts.append(r.key)
+            else:
+                parts.append(f"!{r.key}")
+        return ",".join(parts)
+
+
+EVERYTHING = Selector()
+
+
+def parse_selector(obj: Any, field: str) -> Selector:
+    """Parse a LabelSelector dict; raise PolicyError naming ``field`` when malformed."""
+    if obj is None:
+        return EVERYTHING
+    if not isinstance(obj, Mapping):
+        raise PolicyError(field, f"must be a label selector object, got {type(obj).__name__}")
+    unknown = set(obj) - {"matchLabels", "matchExpressions"}
+    if unknown:
+        raise PolicyError(field, f"unknown field(s) {', '.join(sorted(unknown))}")
+    reqs: set[Requirement] = set()
+    labels = obj.get("matchLabels") or {}
+    if not isinstance(labels, Mapping):
+        raise PolicyError(f"{field}.matchLabels", "must be a map of label keys to values")
+    for k, v in labels.items():
+        if not isinstance(k, str) or not k:
+            raise PolicyError(f"{field}.matchLabels", f"label key {k!r} must be a non-empty string")
+        if v is None:
+            v = ""
+        if not isinstance(v, str | int | float | bool):
+            raise PolicyError(f"{field}.matchLabels.{k}", f"label value must be a string, got {v!r}")
+        reqs.add(Requirement(k, "In", (_label_value(v),)))
+    exprs = obj.get("matchExpressions") or []
+    if not isinstance(exprs, list):
+        raise PolicyError(f"{field}.matchExpressions", "must be a list")
+    for i, e in enumerate(exprs):
+        f = f"{field}.matchExpressions[{i}]"
+        if not isinstance(e, Mapping):
+            raise PolicyError(f, "must be an object with key, operator and values")
+        key, op, values = e.get("key"), e.get("operator"), e.get("values")
+        if not isinstance(key, str) or not key:
+            raise PolicyError(f"{f}.key", "is required")
+        if op not in OPERATORS:
+            raise PolicyError(f"{f}.operator", f"unknown operator {op!r}; use one of {', '.join(OPERATORS)}")
+        if op in ("In", "NotIn"):
+            if not isinstance(values, list) or not values:
+                raise PolicyError(f"{f}.values", f"operator {op} needs a non-empty list of values")
+            reqs.add(Requirement(key, op, tuple(sorted({_label_value(v) for v in values}))))
+        else:
+            if values:
+                raise PolicyError(f"{f}.values", f"operator {op} takes no values")
+            reqs.add(Requirement(key, op))
+    return Selector(tuple(sorted(reqs)))
+
+
+def _label_value(v: object) -> str:
+    # YAML turns `version: 1` or `enabled: true` into numbers and booleans; labels are strings.
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+class LabelIndex:
+    """(key, value) → names and key → names, to find the objects a selector may match."""
+
+    def __init__(self) -> None:
+        self.by_pair: dict[tuple[str, str], set[str]] = {}
+        self.by_key: dict[str, set[str]] = {}
+        self.all: set[str] = set()
+
+    def add(self, name: str, labels: Mapping[str, str]) -> None:
+        self.all.add(name)
+        for k, v in labels.items():
+            self.by_pair.setdefault((k, v), set()).add(name)
+            self.by_key.setdefault(k, set()).add(name)
+
+    def remove(self, name: str, labels: Mapping[str, str]) -> None:
+        self.all.discard(name)
+        for k, v in labels.items():
+            s = self.by_pair.get((k, v))
+            if s is not None:
+                s.discard(name)
+                if not s:
+                    del self.by_pair[(k, v)]
+            s = self.by_key.get(k)
+            if s is not None:
+                s.discard(name)
+                if not s:
+                    del self.by_key[k]
+
+    def candidates(self, selector: Selector) -> Iterable[str]:
+        anchors = selector.anchors()
+        if anchors is None:
+            return self.all
+        pairs, key = anchors
+        if key is not None:
+            return self.by_key.get(key, ())
+        if len(pairs) == 1:
+            return self.by_pair.get(pairs[0], ())
+        out: set[str] = set()
+        for p in pairs:
+            out |= self.by_pair.get(p, set())
+        return out
+
+
+class SelectorIndex:
+    """Selectors indexed by their anchors, to find the selectors an object's labels may match."""
+
+    def __init__(self) -> None:
+        self.by_pair: dict[tuple[str, str], set[str]] = {}
+        self.by_key: dict[str, set[str]] = {}
+        self.scan: set[str] = set()
+
+    def add(self, ident: str, selector: Selector) -> None:
+        anchors = selector.anchors()
+        if anchors is None:
+            self.scan.add(ident)
+            return
+        pairs, key = anchors
+        if key is not None:
+            self.by_key.setdefault(key, set()).add(ident)
+        for p in pairs:
+            self.by_pair.setdefault(p, set()).add(ident)
+
+    def remove(self, ident: str, selector: Selector) -> None:
+        anchors = selector.anchors()
+        if anchors is None:
+            self.scan.discard(ident)
+            return
+        pairs, key = anchors
+        if key is not None:
+            self.by_key.get(key, set()).discard(ident)
+        for p in pairs:
+            self.by_pair.get(p, set()).discard(ident)
+
+    def candidates(self, labels: Mapping[str, str]) -> set[str]:
+        out = set(self.scan)
+        for k, v in labels.items():
+            s = self.by_pair.get((k, v))
+            if s:
+                out |= s
+            s = self.by_key.get(k)
+            if s:
+                out |= s
+        return out

@@ -1,0 +1,225 @@
+"""Reading Kubernetes manifests: files or folders, multi-document YAML, with errors that name
+the file and the document. Deployments become one pod per replica; pods get nodes and IPs.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+POLICY_KINDS = {"Namespace", "Pod", "Deployment", "NetworkPolicy"}
+# Kinds that are valid Kubernetes but say nothing about network policy: read and set aside.
+IGNORED_KINDS = {
+    "Service", "ConfigMap", "Secret", "ServiceAccount", "Role", "RoleBinding", "ClusterRole",
+    "ClusterRoleBinding", "Ingress", "PersistentVolumeClaim", "PersistentVolume", "HorizontalPodAutoscaler",
+    "PodDisruptionBudget", "Endpoints", "EndpointSlice", "LimitRange", "ResourceQuota", "StorageClass",
+    "CustomResourceDefinition", "Job", "CronJob", "Node",
+}  # fmt: skip
+WORKLOAD_KINDS = {"StatefulSet", "ReplicaSet", "DaemonSet", "ReplicationController"}
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be used; the message names the file and the document."""
+
+
+@dataclass(frozen=True)
+class Document:
+    obj: dict[str, Any]
+    source: str  # "path/to/file.yaml, document 3"
+
+
+def _files(paths: Iterable[str | Path]) -> list[Path]:
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.suffix in (".yaml", ".yml", ".json") and f.is_file())
+            if not found:
+                raise ManifestError(f"{p}: folder holds no .yaml, .yml or .json files")
+            out.extend(found)
+        elif p.exists():
+            out.append(p)
+        else:
+            raise ManifestError(f"{p}: no such file or folder")
+    return out
+
+
+def read_documents(paths: Iterable[str | Path]) -> list[Document]:
+    """Every Kubernetes object in the given files and folders (List kinds are flattened)."""
+    docs: list[Document] = []
+    for f in _files(paths):
+        try:
+            text = f.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ManifestError(f"{f}: cannot read: {e}") from None
+        try:
+            loaded = list(yaml.safe_load_all(text))
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+            problem = getattr(e, "problem", None) or str(e)
+            raise ManifestError(f"{f}: invalid YAML{where}: {problem}") from None
+        for i, obj in enumerate(loaded, start=1):
+            if obj is None:
+                continue
+            src = f"{f}, document {i}"
+            if not isinstance(obj, dict):
+                raise ManifestError(f"{src}: expected a Kubernetes object (a mapping), got {type(obj).__name__}")
+            if obj.get("kind") == "List" or (obj.get("kind", "").endswith("List") and "items" in obj):
+                for j, item in enumerate(obj.get("items") or []):
+                    if not isinstance(item, dict):
+                        raise ManifestError(f"{src}, item {j}: expected a Kubernetes object")
+                    docs.append(Document(item, f"{src}, item {j}"))
+                continue
+            docs.append(Document(obj, src))
+    for d in docs:
+        kind = d.obj.get("kind")
+        if not kind:
+            raise ManifestError(f"{d.source}: has no kind")
+        if not (d.obj.get("metadata") or {}).get("name"):
+            raise ManifestError(f"{d.source}: {kind} has no metadata.name")
+        if kind not in POLICY_KINDS | IGNORED_KINDS | WORKLOAD_KINDS:
+            raise ManifestError(f"{d.source}: unknown kind {kind!r}; expected one of {', '.join(sorted(POLICY_KINDS))}")
+    return docs
+
+
+@dataclass
+class Cluster:
+    """The objects that matter to network policy, as API-shaped dicts."""
+
+    namespaces: list[dict[str, Any]]
+    pods: list[dict[str, Any]]
+    policies: list[dict[str, Any]]
+    ignored: list[str]
+
+    def objects(self) -> list[dict[str, Any]]:
+        return self.namespaces + self.pods + self.policies
+
+
+def _namespace_of(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("namespace") or "default")
+
+
+def expand_workload(obj: Mapping[str, Any], source: str = "") -> list[dict[str, Any]]:
+    """A Deployment (or another replicated workload) as its pods: one per replica."""
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    template = spec.get("template") or {}
+    replicas = spec.get("replicas", 1)
+    if not isinstance(replicas, int) or replicas < 0:
+        raise ManifestError(f"{source}: spec.replicas must be a whole number, got {replicas!r}")
+    tmeta = template.get("metadata") or {}
+    pods = []
+    for i in range(replicas):
+        pods.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": f"{meta['name']}-{i}" if replicas > 1 else str(meta["name"]),
+                    "namespace": _namespace_of(obj),
+                    "labels": dict(tmeta.get("labels") or {}),
+                    "annotations": dict(tmeta.get("annotations") or {}),
+                },
+                "spec": copy.deepcopy(template.get("spec") or {}),
+            }
+        )
+    return pods
+
+
+def build_cluster(docs: Sequence[Document]) -> Cluster:
+    namespaces: dict[str, dict[str, Any]] = {}
+    pods: dict[str, dict[str, Any]] = {}
+    policies: dict[str, dict[str, Any]] = {}
+    ignored: list[str] = []
+    for d in docs:
+        kind = d.obj["kind"]
+        if kind == "Namespace":
+            namespaces[d.obj["metadata"]["name"]] = copy.deepcopy(d.obj)
+        elif kind == "Pod":
+            pod = copy.deepcopy(d.obj)
+            pods[f"{_namespace_of(pod)}/{pod['metadata']['name']}"] = pod
+        elif kind in ("Deployment", *WORKLOAD_KINDS):
+            for pod in expand_workload(d.obj, d.source):
+                pods[f"{_namespace_of(pod)}/{pod['metadata']['name']}"] = pod
+        elif kind == "NetworkPolicy":
+            pol = copy.deepcopy(d.obj)
+            pol.setdefault("metadata", {}).setdefault("namespace", "default")
+            policies[f"{_namespace_of(pol)}/{pol['metadata']['name']}"] = pol
+        else:
+            ignored.append(f"{kind} {d.obj['metadata']['name']}")
+    # Pods in namespaces that have no Namespace document still need one.
+    for pod in pods.values():
+        ns = _namespace_of(pod)
+        namespaces.setdefault(ns, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    for pol in policies.values():
+        ns = _namespace_of(pol)
+        namespaces.setdefault(ns, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    return Cluster(list(namespaces.values()), list(pods.values()), list(policies.values()), ignored)
+
+
+def node_names(count: int) -> list[str]:
+    return [f"node-{i + 1}" for i in range(count)]
+
+
+def node_pod_cidr(index: int) -> ipaddress.IPv4Network:
+    """The pod range of the index-th node (0-based): 10.244.<index+1>.0/24."""
+    return ipaddress.IPv4Network(f"10.244.{index + 1}.0/24")
+
+
+def assign_addresses(pods: Sequence[dict[str, Any]], nodes: Sequence[str]) -> None:
+    """Give pods without a node one (round-robin) and pods without an IP one from their node's range.
+
+    Pods that name a node keep it; IPs already set are kept. Pods become Running.
+    """
+    if not nodes:
+        raise ValueError("need at least one node")
+    index = {n: i for i, n in enumerate(nodes)}
+    used: dict[str, set[str]] = {n: set() for n in nodes}
+    for pod in pods:
+        ip = (pod.get("status") or {}).get("podIP")
+        node = (pod.get("spec") or {}).get("nodeName")
+        if ip and node in used:
+            used[node].add(ip)
+    rr = 0
+    for pod in sorted(pods, key=lambda p: (_namespace_of(p), p["metadata"]["name"])):
+        spec = pod.setdefault("spec", {})
+        status = pod.setdefault("status", {})
+        node = spec.get("nodeName")
+        if not node:
+            node = nodes[rr % len(nodes)]
+            rr += 1
+            spec["nodeName"] = node
+        if node not in index:
+            index[node] = len(index)
+            used[node] = set()
+        if spec.get("hostNetwork"):
+            continue
+        if not status.get("podIP"):
+            cidr = node_pod_cidr(index[node])
+            for host in cidr.hosts():
+                if host.packed[-1] < 2:
+                    continue  # .1 is the node's gateway address
+                if str(host) not in used[node]:
+                    status["podIP"] = str(host)
+                    used[node].add(str(host))
+                    break
+            else:
+                raise ValueError(f"node {node}: pod range {cidr} is full")
+        status.setdefault("phase", "Running")
+
+
+def declared_ports(pod: Mapping[str, Any]) -> list[tuple[int, str]]:
+    """Every (containerPort, protocol) the pod declares."""
+    out = set()
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        for p in c.get("ports") or []:
+            if p.get("containerPort"):
+                out.add((int(p["containerPort"]), str(p.get("protocol") or "TCP")))
+    return sorted(out)
