@@ -44,6 +44,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = handler(args)
     except KeyboardInterrupt:
         code = 130
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): not an error of ours.
+        sys.stderr.close()
+        code = 0
     sys.exit(code)
 
 

@@ -25,6 +25,7 @@ import enum
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 
 class Protocol(enum.StrEnum):
@@ -90,7 +91,7 @@ class Chain:
         """A chain in canonical form: rules deduplicated and sorted, so equal content is equal."""
         return Chain(direction, tuple(sorted(set(rules), key=_rule_key)))
 
-    @property
+    @cached_property
     def id(self) -> str:
         return chain_id(self)
 

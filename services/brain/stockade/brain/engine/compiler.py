@@ -48,6 +48,16 @@ def _networks(block: IPBlockPeer) -> tuple[ipaddress.IPv4Network | ipaddress.IPv
     return tuple(ipaddress.ip_network(c) for c in block.networks())
 
 
+@lru_cache(maxsize=262144)
+def _peer_sid(peer: Peer | None) -> str:
+    """The address set id of a peer definition: equal definitions share one set."""
+    if peer is None:
+        return _sid("all")
+    if isinstance(peer, IPBlockPeer):
+        return _sid("ipblock", peer.cidr, peer.excepts)
+    return _sid("pods", peer.namespace if peer.ns_selector is None else None, peer.pod_selector, peer.ns_selector)
+
+
 def _port_key(p: PortMatch) -> tuple[str, int, int]:
     return (p.protocol.value, p.port or 0, p.end_port or 0)
 
@@ -631,16 +641,7 @@ class Engine:
         return []
 
     def _peer_sid(self, peer: Peer | None) -> str:
-        if peer is None:
-            return _sid("all")
-        if isinstance(peer, IPBlockPeer):
-            return _sid("ipblock", peer.cidr, peer.excepts)
-        return _sid(
-            "pods",
-            peer.namespace if peer.ns_selector is None else None,
-            peer.pod_selector,
-            peer.ns_selector,
-        )
+        return _peer_sid(peer)
 
     def _ref_group(self, peer: Peer | None) -> _Group:
         gid = self._peer_sid(peer)

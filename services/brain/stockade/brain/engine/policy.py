@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from functools import lru_cache
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -173,13 +174,21 @@ def _parse_peer(p: Any, field: str, namespace: str) -> Peer:
 def _parse_ipblock(b: Any, field: str) -> IPBlockPeer:
     if not isinstance(b, Mapping):
         raise PolicyError(field, "must be an object with cidr")
-    cidr = b.get("cidr")
+    excepts = b.get("except") or []
+    if isinstance(excepts, list) and all(isinstance(e, str) for e in excepts):
+        return _ipblock(str(b.get("cidr")), tuple(excepts), field)
+    raise PolicyError(f"{field}.except", "must be a list of CIDRs")
+
+
+@lru_cache(maxsize=16384)
+def _ipblock(cidr: str, raw_excepts: tuple[str, ...], field: str) -> IPBlockPeer:
+    """Validate one ipBlock (cached: clusters repeat the same blocks in many policies)."""
     try:
         net = ipaddress.ip_network(str(cidr), strict=False)
     except ValueError:
         raise PolicyError(f"{field}.cidr", f"{cidr!r} is not a valid CIDR (e.g. 10.0.0.0/16)") from None
     excepts = []
-    for i, e in enumerate(b.get("except") or []):
+    for i, e in enumerate(raw_excepts):
         try:
             en = ipaddress.ip_network(str(e), strict=False)
         except ValueError:
