@@ -55,7 +55,9 @@ def policies_for(i: int, variant: int = 0) -> list[dict[str, Any]]:
             "metadata": meta("allow-b-to-a"),
             "spec": {
                 "podSelector": {"matchLabels": {"app": "a"}},
-                "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "b"}}}], "ports": [{"port": 80 + variant}]}],
+                "ingress": [
+                    {"from": [{"podSelector": {"matchLabels": {"app": "b"}}}], "ports": [{"port": 80 + variant}]}
+                ],
             },
         },
         {
@@ -84,7 +86,10 @@ def policies_for(i: int, variant: int = 0) -> list[dict[str, Any]]:
                 "policyTypes": ["Egress"],
                 "egress": [
                     {"to": [{"podSelector": {}}]},
-                    {"to": [{"ipBlock": {"cidr": "10.96.0.0/12", "except": ["10.96.0.0/24"]}}], "ports": [{"protocol": "UDP", "port": 53}]},
+                    {
+                        "to": [{"ipBlock": {"cidr": "10.96.0.0/12", "except": ["10.96.0.0/24"]}}],
+                        "ports": [{"protocol": "UDP", "port": 53}],
+                    },
                 ],
             },
         },
@@ -100,7 +105,10 @@ def cluster(namespaces: int, nodes: int) -> tuple[list, list, list]:  # type: ig
 
 def wide_cluster(pods: int, policies: int, nodes: int) -> tuple[list, list, list]:  # type: ignore[type-arg]
     nss = [{"kind": "Namespace", "metadata": {"name": "ns-0"}}]
-    podl = [pod_obj(0, j, j % nodes, app=f"app-{j % 50}", ip=f"10.{j >> 16}.{(j >> 8) & 255}.{j & 255}") for j in range(pods)]
+    podl = [
+        pod_obj(0, j, j % nodes, app=f"app-{j % 50}", ip=f"10.{j >> 16}.{(j >> 8) & 255}.{j & 255}")
+        for j in range(pods)
+    ]
     for j, p in enumerate(podl):
         p["metadata"]["name"] = f"pod-{j}"
     pols = [
@@ -109,7 +117,12 @@ def wide_cluster(pods: int, policies: int, nodes: int) -> tuple[list, list, list
             "metadata": {"name": f"pol-{k}", "namespace": "ns-0"},
             "spec": {
                 "podSelector": {},
-                "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": f"app-{k % 50}"}}}], "ports": [{"port": 1000 + k}]}],
+                "ingress": [
+                    {
+                        "from": [{"podSelector": {"matchLabels": {"app": f"app-{k % 50}"}}}],
+                        "ports": [{"port": 1000 + k}],
+                    }
+                ],
             },
         }
         for k in range(policies)
@@ -173,7 +186,15 @@ def run(name: str) -> dict[str, Any]:
             pol = {
                 "kind": "NetworkPolicy",
                 "metadata": {"name": f"pol-{k}", "namespace": "ns-0"},
-                "spec": {"podSelector": {}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": f"app-{k % 50}"}}}], "ports": [{"port": 3000 + k}]}]},
+                "spec": {
+                    "podSelector": {},
+                    "ingress": [
+                        {
+                            "from": [{"podSelector": {"matchLabels": {"app": f"app-{k % 50}"}}}],
+                            "ports": [{"port": 3000 + k}],
+                        }
+                    ],
+                },
             }
         else:
             pol = policies_for(i, variant=1 + k % 2)[0]
@@ -212,10 +233,15 @@ def main() -> None:
             continue
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         tgt = TARGETS.get(name)
-        print(f"== {name}: {r['pods']} pods, {r['policies']} policies, {r['namespaces']} namespaces, {r['nodes']} nodes")
-        line = f"  cold compute {r['cold_s']:.2f} s, peak RSS {r['rss_peak_mb']} MB (inputs alone {r['rss_input_mb']} MB)"
+        print(
+            f"== {name}: {r['pods']} pods, {r['policies']} policies, {r['namespaces']} namespaces, {r['nodes']} nodes"
+        )
+        line = (
+            f"  cold compute {r['cold_s']:.2f} s, peak RSS {r['rss_peak_mb']} MB (inputs alone {r['rss_input_mb']} MB)"
+        )
         if tgt:
-            line += f"  | ratio to target: time {r['cold_s'] / tgt['cold_s']:.2f}x, memory {r['rss_peak_mb'] / tgt['rss_mb']:.2f}x"
+            ratio_t, ratio_m = r["cold_s"] / tgt["cold_s"], r["rss_peak_mb"] / tgt["rss_mb"]
+            line += f"  | ratio to target: time {ratio_t:.2f}x, memory {ratio_m:.2f}x"
         print(line)
         for label in ("pod_add", "pod_relabel", "policy_change"):
             med, p99 = r[f"{label}_median_ms"], r[f"{label}_p99_ms"]

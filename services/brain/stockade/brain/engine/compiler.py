@@ -48,6 +48,11 @@ def _networks(block: IPBlockPeer) -> tuple[ipaddress.IPv4Network | ipaddress.IPv
     return tuple(ipaddress.ip_network(c) for c in block.networks())
 
 
+@lru_cache(maxsize=65536)
+def _cidr(c: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    return ipaddress.ip_network(c)
+
+
 @lru_cache(maxsize=262144)
 def _peer_sid(peer: Peer | None) -> str:
     """The address set id of a peer definition: equal definitions share one set."""
@@ -261,6 +266,25 @@ class Engine:
     def group_for_peer(self, peer: Peer) -> str:
         """The address set id a peer compiles to."""
         return self._peer_sid(peer)
+
+    def rules_allowing(
+        self, policy_key: str, direction: Direction, pod: PodInfo, peer_ip: str, protocol: Protocol, port: int
+    ) -> list[int]:
+        """Indexes of the policy's rules (in ``direction``, applied to ``pod``) that allow the peer."""
+        pol = self._policies.get(policy_key)
+        if pol is None:
+            return []
+        out = []
+        for i, rule in enumerate((pol.ingress if direction is Direction.INGRESS else pol.egress) or ()):
+            for r in self._compile_rule(rule, direction, pod):
+                if r.matches_port(protocol, port) and (r.peer is None or self.set_contains(r.peer, peer_ip)):
+                    out.append(i)
+                    break
+        return out
+
+    def set_contains(self, sid: str, ip: str) -> bool:
+        addr = ipaddress.ip_address(ip)
+        return any(addr in _cidr(c) for c in self._set_elems.get(sid, ()))
 
     def lint(self) -> list[LintWarning]:
         from stockade.brain.engine.lint import lint

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from functools import lru_cache
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from stockade.brain.engine.errors import PolicyError

@@ -7,7 +7,7 @@ import json
 import sys
 from collections import defaultdict
 
-from stockade.cli.reach import Probe, compile_manifests, reach
+from stockade.brain.admin.reachability import Probe, compile_manifests, reach
 from stockade.manifests import ManifestError
 from stockade.model import Protocol
 
@@ -22,9 +22,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "a node are spread over --nodes nodes.",
         epilog="example: stockade reach -f examples/sock-shop/ --ports 80 -o json",
     )
-    p.add_argument("-f", "--filename", action="append", required=True, metavar="PATH", help="file or folder; repeatable")
+    p.add_argument(
+        "-f", "--filename", action="append", required=True, metavar="PATH", help="file or folder; repeatable"
+    )
     p.add_argument("--ports", help="comma-separated ports to check (default: each destination's declared ports)")
-    p.add_argument("--protocols", help="comma-separated protocols: TCP,UDP,SCTP (default: as declared; TCP with --ports)")
+    p.add_argument(
+        "--protocols", help="comma-separated protocols: TCP,UDP,SCTP (default: as declared; TCP with --ports)"
+    )
     p.add_argument("--nodes", type=int, default=3, help="nodes to spread pods over (default 3)")
     p.add_argument("-o", "--output", choices=["table", "json"], default="table")
     p.set_defaults(handler=run)

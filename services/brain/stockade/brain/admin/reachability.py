@@ -1,4 +1,4 @@
-"""Offline reachability: compile manifests with the engine and read the compiled node models.
+"""Reachability: which pods may open connections to which, read from the compiled node models.
 
 The verdict for a pair comes from evaluating the per-node rule models the engine produced
 (`stockade.model.evaluate.decide`), the same data an agent would load into the kernel.
