@@ -12,7 +12,7 @@ from stockade.manifests import ManifestError
 from stockade.model import Protocol
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "reach",
         help="offline reachability of manifests (no cluster needed)",
@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(handler=run)
 
 
-def _parse_list(raw: str | None, what: str, conv: type) -> list:  # type: ignore[type-arg]
+def _parse_list(raw: str | None, what: str, conv: type) -> list:
     if not raw:
         return []
     out = []
