@@ -1,0 +1,62 @@
+"""Dry-run: the reachability difference manifests would make to the cluster as it stands."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from stockade.brain.admin.reachability import reach
+from stockade.brain.engine import Engine
+
+
+@dataclass
+class DryRunResult:
+    opened: list[tuple[str, str, int, str]] = field(default_factory=list)
+    closed: list[tuple[str, str, int, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+    checked: int = 0
+
+
+KIND_ORDER = {"Namespace": 0, "Pod": 1, "NetworkPolicy": 2}
+
+
+def dry_run(current: Iterable[Mapping[str, Any]], changes: Sequence[Mapping[str, Any]]) -> DryRunResult:
+    """Compare reachability between existing pods, on their declared ports, before and after ``changes``.
+
+    ``current`` are the cluster's objects (Namespaces, Pods, NetworkPolicies); ``changes`` the
+    objects to create or replace. Nothing is applied anywhere: two engines are compiled here.
+    """
+    objs = list(current)
+    before = Engine()
+    before.load(
+        [o for o in objs if o.get("kind") == "Namespace"],
+        [o for o in objs if o.get("kind") == "Pod"],
+        [o for o in objs if o.get("kind") == "NetworkPolicy"],
+    )
+    after = Engine()
+    after.load(
+        [o for o in objs if o.get("kind") == "Namespace"],
+        [o for o in objs if o.get("kind") == "Pod"],
+        [o for o in objs if o.get("kind") == "NetworkPolicy"],
+    )
+    rejected_before = {str(r) for r in after.rejections()}
+    for obj in sorted(changes, key=lambda o: KIND_ORDER.get(str(o.get("kind")), 9)):
+        if obj.get("kind") in KIND_ORDER and obj.get("kind") != "Pod":
+            after.upsert(obj)
+    # Only connections between pods that exist now, on their declared ports.
+    old = {(p.src, p.dst, p.port, p.protocol.value): p.allowed for p in reach(before)}
+    new = {(p.src, p.dst, p.port, p.protocol.value): p.allowed for p in reach(after)}
+    result = DryRunResult(checked=len(old))
+    for key, was in sorted(old.items()):
+        now = new.get(key, was)
+        if now and not was:
+            result.opened.append(key)
+        elif was and not now:
+            result.closed.append(key)
+    result.rejected = sorted({str(r) for r in after.rejections()} - rejected_before)
+    changed = {f"{(o.get('metadata') or {}).get('namespace') or 'default'}/{(o.get('metadata') or {}).get('name')}"
+               for o in changes if o.get("kind") == "NetworkPolicy"}  # fmt: skip
+    result.warnings = [str(w) for w in after.lint() if w.policy in changed]
+    return result

@@ -1,0 +1,274 @@
+"""The admin gRPC service: policies, nodes, explain, dry-run, lint and drops for operators."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Any, Protocol
+
+import grpc
+import yaml
+from stockade.brain.admin.auth import Authorizer
+from stockade.brain.admin.dryrun import dry_run
+from stockade.brain.admin.explain import ExplainError, explain
+from stockade.brain.engine import Engine
+from stockade.model import Direction
+from stockade.model import Protocol as L4
+from stockade.v1 import admin_pb2, admin_pb2_grpc
+
+
+class StatusSource(Protocol):
+    """What the fan-out knows about nodes (see `stockade.brain.fanout`)."""
+
+    def node_status(self, node: str) -> Any: ...
+
+    def policy_realization(self, namespace: str, name: str, nodes_needed: Iterable[str]) -> Any: ...
+
+
+class DropsSource(Protocol):
+    """Drop queries (see `stockade.brain.drops`)."""
+
+    async def top(self, window: str, group_by: list[str], limit: int) -> list[dict[str, Any]]: ...
+
+
+class DropFeed:
+    """Fans resolved drop records out to `FollowDrops` streams; a slow follower loses records, not the brain."""
+
+    def __init__(self, queue_size: int = 1000) -> None:
+        self._queues: set[asyncio.Queue[admin_pb2.DropRecord]] = set()
+        self.queue_size = queue_size
+        self.lost = 0
+
+    def publish(self, records: Iterable[admin_pb2.DropRecord]) -> None:
+        for rec in records:
+            for q in self._queues:
+                try:
+                    q.put_nowait(rec)
+                except asyncio.QueueFull:
+                    self.lost += 1
+
+    def subscribe(self) -> asyncio.Queue[admin_pb2.DropRecord]:
+        q: asyncio.Queue[admin_pb2.DropRecord] = asyncio.Queue(self.queue_size)
+        self._queues.add(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue[admin_pb2.DropRecord]) -> None:
+        self._queues.discard(q)
+
+    @property
+    def followers(self) -> int:
+        return len(self._queues)
+
+
+def _record_matches(rec: admin_pb2.DropRecord, req: admin_pb2.FollowDropsRequest) -> bool:
+    pods = [p for p in (rec.src_pod, rec.dst_pod) if p]
+    if req.namespace and not any(p.split("/", 1)[0] == req.namespace for p in pods):
+        return False
+    if req.pod and not any(p == req.pod or p.split("/", 1)[-1] == req.pod for p in pods):
+        return False
+    if req.direction and rec.direction != req.direction.lower():
+        return False
+    if req.protocol and rec.protocol != req.protocol.upper():
+        return False
+    return not (req.port and rec.dport != req.port)
+
+
+class AdminService(admin_pb2_grpc.AdminServicer):
+    def __init__(
+        self,
+        engine: Engine,
+        auth: Authorizer,
+        objects: Callable[[], Iterable[Mapping[str, Any]]],
+        status: StatusSource | None = None,
+        drops: DropsSource | None = None,
+        feed: DropFeed | None = None,
+        resync: Callable[[str], bool] | None = None,
+        node_info: Callable[[str], Mapping[str, Any]] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.auth = auth
+        self.objects = objects
+        self.status = status
+        self.drops = drops
+        self.feed = feed or DropFeed()
+        self.resync = resync
+        self.node_info = node_info
+
+    # ------------------------------------------------------------------ policies and nodes
+
+    def _policy_status(self, key: str, warnings: dict[str, list[str]]) -> admin_pb2.PolicyStatus:
+        ns, name = key.split("/", 1)
+        pol = self.engine.policy(ns, name)
+        st = admin_pb2.PolicyStatus(namespace=ns, name=name, warnings=warnings.get(key, []))
+        if pol is None:
+            return st
+        st.selected_pods.extend(self.engine.policy_pods(ns, name))
+        st.policy_types.extend(
+            t for t, rules in (("Ingress", pol.ingress), ("Egress", pol.egress)) if rules is not None
+        )
+        needed = sorted(self.engine.policy_nodes(ns, name))
+        st.nodes_needed = len(needed)
+        if self.status is not None:
+            real = self.status.policy_realization(ns, name, needed)
+            st.nodes_applied = real.nodes_applied
+            st.nodes_pending.extend(real.pending)
+        return st
+
+    def _all_policy_statuses(self, namespace: str = "") -> list[admin_pb2.PolicyStatus]:
+        warnings: dict[str, list[str]] = {}
+        for w in self.engine.lint():
+            warnings.setdefault(w.policy, []).append(f"{w.field}: {w.message}")
+        out = [
+            self._policy_status(k, warnings)
+            for k in self.engine.policy_keys()
+            if not namespace or k.split("/", 1)[0] == namespace
+        ]
+        for r in self.engine.rejections():
+            if not r.object.startswith("NetworkPolicy "):
+                continue
+            key = r.object.split(" ", 1)[1]
+            ns, name = key.split("/", 1)
+            if namespace and ns != namespace:
+                continue
+            out.append(admin_pb2.PolicyStatus(namespace=ns, name=name, rejected=f"{r.field}: {r.message}"))
+        return sorted(out, key=lambda s: (s.namespace, s.name))
+
+    async def ListPolicies(
+        self, request: admin_pb2.ListPoliciesRequest, context: Any
+    ) -> admin_pb2.ListPoliciesResponse:
+        await self.auth.require(context)
+        return admin_pb2.ListPoliciesResponse(policies=self._all_policy_statuses(request.namespace))
+
+    async def GetPolicy(self, request: admin_pb2.GetPolicyRequest, context: Any) -> admin_pb2.PolicyStatus:
+        await self.auth.require(context)
+        for st in self._all_policy_statuses(request.namespace):
+            if st.name == request.name:
+                return st
+        await context.abort(grpc.StatusCode.NOT_FOUND, f"no policy {request.namespace}/{request.name}")
+        raise AssertionError("unreachable")
+
+    async def ListNodes(self, request: admin_pb2.ListNodesRequest, context: Any) -> admin_pb2.ListNodesResponse:
+        await self.auth.require(context)
+        out = []
+        for node in self.engine.nodes():
+            model = self.engine.model(node)
+            ns = admin_pb2.NodeStatus(
+                name=node,
+                pods=len(set(model.ingress) | set(model.egress)),
+                chains=len(model.chains),
+                sets=len(model.sets),
+            )
+            if self.status is not None:
+                st = self.status.node_status(node)
+                ns.connected = bool(st.connected)
+                ns.desired_generation = int(st.desired_generation)
+                ns.applied_generation = int(st.applied_generation)
+                ns.last_apply_time = float(st.last_apply_time or 0.0)
+                ns.last_error = str(st.last_error or "")
+            if self.node_info is not None:
+                ns.backend = str(self.node_info(node).get("backend", ""))
+            out.append(ns)
+        return admin_pb2.ListNodesResponse(nodes=out)
+
+    # ------------------------------------------------------------------ explain, dry-run, lint
+
+    async def Explain(self, request: admin_pb2.ExplainRequest, context: Any) -> admin_pb2.ExplainResponse:
+        await self.auth.require(context)
+        try:
+            proto = L4((request.protocol or "TCP").upper())
+        except ValueError:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"protocol {request.protocol!r}: use TCP, UDP or SCTP"
+            )
+            raise AssertionError("unreachable") from None
+        if not 1 <= request.port <= 65535:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "port must be between 1 and 65535")
+        try:
+            ex = explain(self.engine, getattr(request, "from"), request.to, request.port, proto)
+        except ExplainError as e:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+            raise AssertionError("unreachable") from None
+        return admin_pb2.ExplainResponse(
+            allowed=ex.allowed, reasons=ex.reasons, hints=ex.hints, text=ex.text(), json=json.dumps(ex.as_json())
+        )
+
+    async def DryRun(self, request: admin_pb2.DryRunRequest, context: Any) -> admin_pb2.DryRunResponse:
+        await self.auth.require(context)
+        if len(request.manifests) > 1000 or sum(len(m.content) for m in request.manifests) > 16 << 20:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "at most 1000 manifests and 16 MiB per dry-run")
+        changes: list[Mapping[str, Any]] = []
+        for m in request.manifests:
+            try:
+                docs = [d for d in yaml.safe_load_all(m.content) if d is not None]
+            except yaml.YAMLError as e:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{m.name}: invalid YAML: {e}")
+                raise AssertionError("unreachable") from None
+            for i, d in enumerate(docs, 1):
+                if not isinstance(d, dict) or "kind" not in d:
+                    await context.abort(
+                        grpc.StatusCode.INVALID_ARGUMENT, f"{m.name}, document {i}: not a Kubernetes object"
+                    )
+                changes.append(d)
+        # Compiling twice is CPU work: keep the event loop (and the sync streams) responsive.
+        result = await asyncio.to_thread(dry_run, list(self.objects()), changes)
+        conn = lambda t: admin_pb2.Connection(**{"from": t[0]}, to=t[1], port=t[2], protocol=t[3])  # noqa: E731
+        return admin_pb2.DryRunResponse(
+            opened=[conn(t) for t in result.opened],
+            closed=[conn(t) for t in result.closed],
+            warnings=result.warnings,
+            rejected=result.rejected,
+            checked=result.checked,
+        )
+
+    async def Lint(self, request: admin_pb2.LintRequest, context: Any) -> admin_pb2.LintResponse:
+        await self.auth.require(context)
+        return admin_pb2.LintResponse(
+            warnings=[str(w) for w in self.engine.lint()], rejected=[str(r) for r in self.engine.rejections()]
+        )
+
+    # ------------------------------------------------------------------ drops
+
+    async def TopDrops(self, request: admin_pb2.TopDropsRequest, context: Any) -> admin_pb2.TopDropsResponse:
+        await self.auth.require(context)
+        if self.drops is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "this brain has no drop store (start it with --redis-url)")
+            raise AssertionError("unreachable")
+        window = request.window or "15m"
+        try:
+            rows = await self.drops.top(window, list(request.group_by) or ["dst_namespace", "dst_pod", "dport"],
+                                        request.limit or 20)  # fmt: skip
+        except ValueError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            raise AssertionError("unreachable") from None
+        out = []
+        for row in rows:
+            count = int(row.get("count", 0))
+            key = {str(k): str(v) for k, v in row.items() if k != "count"}
+            out.append(admin_pb2.DropCount(key=key, count=count))
+        return admin_pb2.TopDropsResponse(rows=out, window=window)
+
+    async def FollowDrops(
+        self, request: admin_pb2.FollowDropsRequest, context: Any
+    ) -> AsyncIterator[admin_pb2.DropRecord]:
+        await self.auth.require(context)
+        if request.direction and request.direction.lower() not in (d.value for d in Direction):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "direction must be ingress or egress")
+        q = self.feed.subscribe()
+        try:
+            while True:
+                rec = await q.get()
+                if _record_matches(rec, request):
+                    yield rec
+        finally:
+            self.feed.unsubscribe(q)
+
+    # ------------------------------------------------------------------ writes (admin role)
+
+    async def Resync(self, request: admin_pb2.ResyncRequest, context: Any) -> admin_pb2.ResyncResponse:
+        await self.auth.require(context, "admin")
+        if self.resync is None:
+            return admin_pb2.ResyncResponse(ok=False, message="resync is not available on this brain")
+        ok = self.resync(request.node)
+        msg = f"node {request.node} will get a full snapshot" if ok else f"node {request.node} is not connected"
+        return admin_pb2.ResyncResponse(ok=ok, message=msg)

@@ -1,0 +1,137 @@
+"""Connecting the CLI to a brain's admin API: flags, environment, or the running lab.
+
+Order of precedence for each setting: the flag, then the environment variable, then the lab's
+``admin.json`` (written by `stockade lab up` in its state directory), so that inside the lab
+every command finds the brain on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from stockade.v1 import admin_pb2_grpc
+
+LAB_DIR_DEFAULT = "/run/stockade-lab"
+
+
+def add_connection_args(p: argparse.ArgumentParser, output: Sequence[str] = ("table", "json", "yaml")) -> None:
+    g = p.add_argument_group("connection (flags, then STOCKADE_* variables, then the running lab)")
+    g.add_argument("--brain", help="admin API address host:port (env STOCKADE_BRAIN)")
+    g.add_argument("--token", help="bearer token (env STOCKADE_TOKEN)")
+    g.add_argument("--ca", help="CA certificate to verify the brain (env STOCKADE_CA)")
+    g.add_argument("--cert", help="client certificate, instead of a token (env STOCKADE_CERT)")
+    g.add_argument("--key", help="client key for --cert (env STOCKADE_KEY)")
+    g.add_argument("--server-name", help="name to expect in the brain's certificate (env STOCKADE_SERVER_NAME)")
+    g.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an answer (default 30)")
+    p.add_argument("-o", "--output", choices=list(output), default=output[0], help="output format")
+
+
+@dataclass
+class Connection:
+    address: str
+    token: str | None
+    ca: str | None
+    cert: str | None
+    key: str | None
+    server_name: str | None
+    timeout: float
+
+
+class ConnectionError(RuntimeError):
+    pass
+
+
+def _lab_settings() -> dict[str, Any]:
+    path = Path(os.environ.get("STOCKADE_LAB_DIR") or LAB_DIR_DEFAULT) / "admin.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def resolve(args: argparse.Namespace) -> Connection:
+    lab = _lab_settings()
+
+    def pick(flag: str, env: str, key: str) -> str | None:
+        v = getattr(args, flag, None) or os.environ.get(env) or lab.get(key)
+        return str(v) if v else None
+
+    address = pick("brain", "STOCKADE_BRAIN", "brain")
+    if not address:
+        raise ConnectionError(
+            "no brain to talk to: pass --brain HOST:PORT (or set STOCKADE_BRAIN), or start a lab with `stockade lab up`"
+        )
+    return Connection(
+        address=address,
+        token=pick("token", "STOCKADE_TOKEN", "token"),
+        ca=pick("ca", "STOCKADE_CA", "ca"),
+        cert=pick("cert", "STOCKADE_CERT", "cert"),
+        key=pick("key", "STOCKADE_KEY", "key"),
+        server_name=pick("server_name", "STOCKADE_SERVER_NAME", "server_name"),
+        timeout=float(getattr(args, "timeout", 30.0) or 30.0),
+    )
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise ConnectionError(f"cannot read {what} {path}: {e.strerror}") from None
+
+
+def channel(conn: Connection) -> grpc.aio.Channel:
+    options: list[tuple[str, Any]] = []
+    if conn.server_name:
+        options.append(("grpc.ssl_target_name_override", conn.server_name))
+    if conn.ca:
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=_read(conn.ca, "CA certificate"),
+            private_key=_read(conn.key, "client key") if conn.cert and conn.key else None,
+            certificate_chain=_read(conn.cert, "client certificate") if conn.cert and conn.key else None,
+        )
+        return grpc.aio.secure_channel(conn.address, creds, options=options)
+    return grpc.aio.insecure_channel(conn.address, options=options)
+
+
+def metadata(conn: Connection) -> list[tuple[str, str]]:
+    return [("authorization", f"Bearer {conn.token}")] if conn.token else []
+
+
+def stub(conn: Connection) -> tuple[grpc.aio.Channel, admin_pb2_grpc.AdminStub]:
+    ch = channel(conn)
+    return ch, admin_pb2_grpc.AdminStub(ch)
+
+
+def rpc_error_exit(e: grpc.aio.AioRpcError, conn: Connection) -> int:
+    """Print an RpcError as an operator-facing message; return the exit code."""
+    code = e.code()
+    details = e.details() or ""
+    if code == grpc.StatusCode.UNAVAILABLE:
+        print(f"stockade: cannot reach the brain at {conn.address}: {details}", file=sys.stderr)
+        return 3
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        print(f"stockade: not authenticated: {details}", file=sys.stderr)
+        return 4
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        print(f"stockade: permission denied: {details}", file=sys.stderr)
+        return 4
+    if code == grpc.StatusCode.NOT_FOUND:
+        print(f"stockade: {details}", file=sys.stderr)
+        return 5
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        print(f"stockade: {details}", file=sys.stderr)
+        return 2
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        print(f"stockade: the brain at {conn.address} did not answer within {conn.timeout:g} s", file=sys.stderr)
+        return 3
+    print(f"stockade: {code.name}: {details}", file=sys.stderr)
+    return 1

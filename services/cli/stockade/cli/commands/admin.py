@@ -1,0 +1,280 @@
+"""Operator commands against a running brain: policies, nodes, explain, dry-run, drops, lint.
+
+Exit codes: 0 ok (for `explain`: allowed), 1 blocked (explain) or other failure, 2 bad usage or
+input, 3 brain unreachable, 4 not authenticated or not permitted, 5 not found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+import yaml
+from google.protobuf.json_format import MessageToDict
+from stockade.cli.client import ConnectionError, add_connection_args, metadata, resolve, rpc_error_exit, stub
+from stockade.manifests import ManifestError
+from stockade.manifests.loader import _files
+from stockade.v1 import admin_pb2, admin_pb2_grpc
+
+Call = Callable[[admin_pb2_grpc.AdminStub, list[tuple[str, str]], float, argparse.Namespace], Awaitable[int]]
+
+
+def _runner(call: Call) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            conn = resolve(args)
+        except ConnectionError as e:
+            print(f"stockade: {e}", file=sys.stderr)
+            return 3
+
+        async def go() -> int:
+            ch, s = stub(conn)
+            try:
+                return await call(s, metadata(conn), conn.timeout, args)
+            except grpc.aio.AioRpcError as e:
+                return rpc_error_exit(e, conn)
+            finally:
+                await ch.close(None)
+
+        try:
+            return asyncio.run(go())
+        except ConnectionError as e:
+            print(f"stockade: {e}", file=sys.stderr)
+            return 3
+
+    return run
+
+
+def _emit(args: argparse.Namespace, msg: Any, table: Callable[[], str]) -> None:
+    if args.output == "json":
+        print(json.dumps(MessageToDict(msg, preserving_proto_field_name=True), indent=2))
+    elif args.output == "yaml":
+        print(yaml.safe_dump(MessageToDict(msg, preserving_proto_field_name=True), sort_keys=False), end="")
+    else:
+        print(table())
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [list(map(str, headers))] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells)
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+async def _policies(s: admin_pb2_grpc.AdminStub, md: list[tuple[str, str]], t: float, a: argparse.Namespace) -> int:
+    resp = await s.ListPolicies(admin_pb2.ListPoliciesRequest(namespace=a.namespace or ""), metadata=md, timeout=t)
+
+    def table() -> str:
+        rows = []
+        for p in resp.policies:
+            status = f"REJECTED: {p.rejected}" if p.rejected else f"{p.nodes_applied}/{p.nodes_needed} nodes"
+            rows.append(
+                [
+                    f"{p.namespace}/{p.name}",
+                    ",".join(p.policy_types) or "-",
+                    len(p.selected_pods),
+                    status,
+                    "; ".join(p.warnings) or "-",
+                ]
+            )
+        return _table(["POLICY", "TYPES", "PODS", "REALIZED", "WARNINGS"], rows) if rows else "No policies."
+
+    _emit(a, resp, table)
+    return 0
+
+
+async def _nodes(s: admin_pb2_grpc.AdminStub, md: list[tuple[str, str]], t: float, a: argparse.Namespace) -> int:
+    resp = await s.ListNodes(admin_pb2.ListNodesRequest(), metadata=md, timeout=t)
+
+    def table() -> str:
+        rows = []
+        for n in resp.nodes:
+            ago = f"{time.time() - n.last_apply_time:.0f}s ago" if n.last_apply_time else "never"
+            rows.append(
+                [
+                    n.name,
+                    "yes" if n.connected else "NO",
+                    n.desired_generation,
+                    n.applied_generation,
+                    n.backend or "-",
+                    n.pods,
+                    n.chains,
+                    n.sets,
+                    ago,
+                    n.last_error or "-",
+                ]
+            )
+        return _table(
+            ["NODE", "CONNECTED", "DESIRED", "APPLIED", "BACKEND", "PODS", "CHAINS", "SETS", "LAST APPLY", "ERROR"],
+            rows,
+        )
+
+    _emit(a, resp, table)
+    return 0
+
+
+async def _explain(s: admin_pb2_grpc.AdminStub, md: list[tuple[str, str]], t: float, a: argparse.Namespace) -> int:
+    req = admin_pb2.ExplainRequest(to=a.to, port=a.port, protocol=a.protocol.upper())
+    setattr(req, "from", a.source)
+    resp = await s.Explain(req, metadata=md, timeout=t)
+    if a.output == "json":
+        print(json.dumps(json.loads(resp.json), indent=2))
+    elif a.output == "yaml":
+        print(yaml.safe_dump(json.loads(resp.json), sort_keys=False), end="")
+    else:
+        print(resp.text)
+    return 0 if resp.allowed else 1
+
+
+def _read_manifests(paths: Sequence[str]) -> list[admin_pb2.Manifest]:
+    try:
+        files = _files(paths)
+    except ManifestError as e:
+        raise SystemExit(f"stockade dry-run: {e}") from None
+    return [admin_pb2.Manifest(name=str(f), content=Path(f).read_text()) for f in files]
+
+
+async def _dry_run(s: admin_pb2_grpc.AdminStub, md: list[tuple[str, str]], t: float, a: argparse.Namespace) -> int:
+    resp = await s.DryRun(admin_pb2.DryRunRequest(manifests=_read_manifests(a.filename)), metadata=md, timeout=t)
+
+    def table() -> str:
+        lines = [f"Compared {resp.checked} connections between existing pods on their declared ports."]
+        for title, conns in (("would start working", resp.opened), ("would stop working", resp.closed)):
+            lines.append(f"\n{len(conns)} {title}:")
+            lines.extend(f"  {getattr(c, 'from')} -> {c.to} {c.protocol}/{c.port}" for c in conns)
+        for title, items in (("Rejected", resp.rejected), ("Lint warnings", resp.warnings)):
+            if items:
+                lines.append(f"\n{title}:")
+                lines.extend(f"  - {w}" for w in items)
+        return "\n".join(lines)
+
+    _emit(a, resp, table)
+    return 0
+
+
+async def _lint(s: admin_pb2_grpc.AdminStub, md: list[tuple[str, str]], t: float, a: argparse.Namespace) -> int:
+    resp = await s.Lint(admin_pb2.LintRequest(), metadata=md, timeout=t)
+
+    def table() -> str:
+        lines = [f"REJECTED  {r}" for r in resp.rejected] + [f"WARNING   {w}" for w in resp.warnings]
+        return "\n".join(lines) if lines else "No problems found."
+
+    _emit(a, resp, table)
+    return 1 if resp.rejected else 0
+
+
+async def _drops_top(s: admin_pb2_grpc.AdminStub, md: list[tuple[str, str]], t: float, a: argparse.Namespace) -> int:
+    group_by = [g.strip() for g in (a.by or "").split(",") if g.strip()]
+    resp = await s.TopDrops(
+        admin_pb2.TopDropsRequest(window=a.window, group_by=group_by, limit=a.limit), metadata=md, timeout=t
+    )
+
+    def table() -> str:
+        if not resp.rows:
+            return f"No blocked connections in the last {resp.window}."
+        keys = list(resp.rows[0].key.keys())
+        rows = [[*(r.key.get(k, "") for k in keys), r.count] for r in resp.rows]
+        return f"Blocked connections, last {resp.window}:\n" + _table([k.upper() for k in keys] + ["COUNT"], rows)
+
+    _emit(a, resp, table)
+    return 0
+
+
+async def _drops_follow(s: admin_pb2_grpc.AdminStub, md: list[tuple[str, str]], t: float, a: argparse.Namespace) -> int:
+    req = admin_pb2.FollowDropsRequest(
+        namespace=a.namespace or "", pod=a.pod or "", direction=a.direction or "", protocol=a.protocol or "",
+        port=a.port or 0,
+    )  # fmt: skip
+    seen = 0
+    call = s.FollowDrops(req, metadata=md, timeout=a.duration if a.duration else None)
+    try:
+        async for rec in call:
+            seen += 1
+            if a.output == "json":
+                print(json.dumps(MessageToDict(rec, preserving_proto_field_name=True)), flush=True)
+            else:
+                when = time.strftime("%H:%M:%S", time.localtime(rec.time))
+                src = rec.src_pod or rec.src
+                dst = rec.dst_pod or rec.dst
+                pols = f" (isolated by {', '.join(rec.policies)})" if rec.policies else ""
+                print(
+                    f"{when} BLOCKED {rec.direction:7s} {src}:{rec.sport} -> {dst}:{rec.dport} {rec.protocol}"
+                    f" on {rec.node}{pols}",
+                    flush=True,
+                )
+            if a.count and seen >= a.count:
+                call.cancel()
+                break
+    except grpc.aio.AioRpcError as e:
+        if e.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("policies", help="policies with their realization, selected pods and warnings")
+    p.add_argument("-n", "--namespace", help="only this namespace")
+    add_connection_args(p)
+    p.set_defaults(handler=_runner(_policies))
+
+    p = sub.add_parser("nodes", help="every node's agent: connected, generations, last apply")
+    add_connection_args(p)
+    p.set_defaults(handler=_runner(_nodes))
+
+    p = sub.add_parser(
+        "explain",
+        help="why a connection is allowed or blocked",
+        description="Explain the verdict for a new connection from FROM (ns/pod or an IP) to TO (ns/pod). "
+        "Exits 0 when allowed, 1 when blocked.",
+        epilog="example: stockade explain sock-shop/front-end sock-shop/carts --port 80",
+    )
+    p.add_argument("source", metavar="FROM", help="ns/pod or an IP address")
+    p.add_argument("to", metavar="TO", help="ns/pod")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--protocol", default="TCP", choices=["TCP", "UDP", "SCTP", "tcp", "udp", "sctp"])
+    add_connection_args(p)
+    p.set_defaults(handler=_runner(_explain))
+
+    p = sub.add_parser(
+        "dry-run",
+        help="the connections manifests would open or close, without applying them",
+        epilog="example: stockade dry-run -f fix-carts.yaml",
+    )
+    p.add_argument("-f", "--filename", action="append", required=True, metavar="PATH")
+    add_connection_args(p)
+    p.set_defaults(handler=_runner(_dry_run))
+
+    p = sub.add_parser("lint", help="policies that select nothing, peers that match nothing, rejected policies")
+    add_connection_args(p)
+    p.set_defaults(handler=_runner(_lint))
+
+    p = sub.add_parser("drops", help="blocked connections: top flows, or follow them live")
+    dsub = p.add_subparsers(dest="drops_command", metavar="SUBCOMMAND", required=True)
+    q = dsub.add_parser("top", help="top blocked flows over a window")
+    q.add_argument("--window", default="15m", choices=["1m", "15m", "1h", "24h"])
+    q.add_argument(
+        "--by", default="dst_namespace,dst_pod,protocol,dport",
+        help="comma-separated fields: dst_namespace, dst_pod, src, protocol, dport, direction",
+    )  # fmt: skip
+    q.add_argument("--limit", type=int, default=20)
+    add_connection_args(q)
+    q.set_defaults(handler=_runner(_drops_top))
+    q = dsub.add_parser("follow", help="print blocked connections as they happen (like hubble observe --follow)")
+    q.add_argument("-n", "--namespace")
+    q.add_argument("--pod", help="ns/pod or pod name, source or destination")
+    q.add_argument("--direction", choices=["ingress", "egress"])
+    q.add_argument("--protocol", choices=["TCP", "UDP", "SCTP"])
+    q.add_argument("--port", type=int, help="destination port")
+    q.add_argument("--count", type=int, default=0, help="stop after this many records (default: never)")
+    q.add_argument("--duration", type=float, default=0, help="stop after this many seconds (default: never)")
+    add_connection_args(q, output=("table", "json"))
+    q.set_defaults(handler=_runner(_drops_follow))
