@@ -61,7 +61,7 @@ def reach(
     ports: Iterable[int] | None = None,
     protocols: Iterable[Protocol] | None = None,
 ) -> list[Probe]:
-    models = {n: engine.model(n) for n in engine.nodes()}
+    models = {n: engine.model(n) for n in engine.nodes()}  # every node hosting an endpoint pod
     pods = [p for p in engine.pods() if engine.is_endpoint(p.namespace, p.name) and p.node]
     protos = list(protocols) if protocols else None
     port_list = list(ports) if ports else None

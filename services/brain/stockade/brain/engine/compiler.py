@@ -208,7 +208,8 @@ class Engine:
         return {n: self.model(n) for n in self.nodes()}
 
     def nodes(self) -> list[str]:
-        return sorted(self._node_objects | {n for n, m in self._models.items() if m.ingress or m.egress})
+        hosting = {place[0] for place in self._placement.values()}
+        return sorted(self._node_objects | hosting | {n for n, m in self._models.items() if m.ingress or m.egress})
 
     def rejections(self) -> list[Rejection]:
         return [self._rejected[k] for k in sorted(self._rejected)] + [
@@ -311,9 +312,9 @@ class Engine:
             pod = parse_pod(obj)
             touched |= self._store_pod(pod.key, pod)
         for obj in policies:
-            touched |= self._set_policy(obj)
+            self._set_policy(obj, loading=True)
         self._chain_cache.clear()
-        for key in sorted(touched | set(self._pods)):
+        for key in sorted(self._pods):
             self._refresh_pod(key)
         self._flush_sets()
 
@@ -599,7 +600,7 @@ class Engine:
 
     # ---------------------------------------------------------------- policies
 
-    def _set_policy(self, obj: Mapping[str, Any], invalidate: bool = False) -> set[str]:
+    def _set_policy(self, obj: Mapping[str, Any], invalidate: bool = False, loading: bool = False) -> set[str]:
         meta = obj.get("metadata") or {}
         key = f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
         try:
@@ -617,6 +618,8 @@ class Engine:
         self._applied.setdefault(pol.namespace, {}).setdefault(pol.pod_selector, set()).add(key)
         if invalidate:
             self._chain_cache.clear()
+        if loading:
+            return touched  # every pod is compiled once after loading
         return touched | self._selected(pol)
 
     def _ref_policy_groups(self, pol: Policy) -> None:
