@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+
 from stockade.v1 import admin_pb2_grpc
 
 LAB_DIR_DEFAULT = "/run/stockade-lab"

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 import grpc
 import yaml
+
 from stockade.brain.admin.auth import Authorizer
 from stockade.brain.admin.dryrun import dry_run
 from stockade.brain.admin.explain import ExplainError, explain

@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 import yaml
 from google.protobuf.json_format import MessageToDict
+
 from stockade.cli.client import ConnectionError, add_connection_args, metadata, resolve, rpc_error_exit, stub
 from stockade.manifests import ManifestError
 from stockade.manifests.loader import _files
