@@ -307,16 +307,41 @@ class Engine:
             self._node_objects.add(str((n.get("metadata") or {}).get("name")))
         for obj in namespaces:
             self._set_namespace(obj)
-        touched: set[str] = set()
-        for obj in pods:
-            pod = parse_pod(obj)
-            touched |= self._store_pod(pod.key, pod)
+        if self._pods or self._groups:
+            for obj in pods:  # not a cold start: take the incremental path
+                pod = parse_pod(obj)
+                self._store_pod(pod.key, pod)
+        else:
+            self._load_pods(pods)
         for obj in policies:
             self._set_policy(obj, loading=True)
         self._chain_cache.clear()
         for key in sorted(self._pods):
             self._refresh_pod(key)
         self._flush_sets()
+
+    def _load_pods(self, objs: Iterable[Mapping[str, Any]]) -> None:
+        """Store pods into an engine with no groups yet: no memberships to update, ownership once."""
+        pods, by_ns, claims = self._pods, self._pods_by_ns, self._claims
+        for obj in objs:
+            pod = parse_pod(obj)
+            key = pod.key
+            if pod.namespace not in self._ns:
+                self._ensure_namespace(pod.namespace)
+            old = pods.get(key)
+            if old is not None and old.candidate and old.ip:
+                claims[old.ip].discard(key)
+            pods[key] = pod
+            by_ns.setdefault(pod.namespace, set()).add(key)
+            if pod.candidate and pod.ip:
+                claims.setdefault(pod.ip, set()).add(key)
+        for ip, keys in list(claims.items()):
+            if not keys:
+                del claims[ip]
+                continue
+            owner = next(iter(keys)) if len(keys) == 1 else max(keys, key=lambda k: (pods[k].created, k))
+            self._ip_owner[ip] = owner
+            self._endpoint.add(owner)
 
     def upsert(self, obj: Mapping[str, Any]) -> Deltas:
         kind = obj.get("kind")

@@ -13,6 +13,7 @@ from stockade.model import Protocol
 NAME_LABEL = "kubernetes.io/metadata.name"
 BETA_ANNOTATION = "net.beta.kubernetes.io/network-policy"
 FINISHED_PHASES = ("Succeeded", "Failed")
+_PROTOCOLS = {p.value: p for p in Protocol}
 
 
 @dataclass(frozen=True)
@@ -38,12 +39,12 @@ class PodInfo:
 
 def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     meta = obj.get("metadata") or {}
-    return meta if isinstance(meta, Mapping) else {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def _labels(meta: Mapping[str, Any]) -> dict[str, str]:
     raw = meta.get("labels") or {}
-    if not isinstance(raw, Mapping):
+    if not isinstance(raw, dict):
         return {}
     out = {}
     for k, v in raw.items():
@@ -59,11 +60,13 @@ def parse_pod(obj: Mapping[str, Any]) -> PodInfo:
     ports: list[tuple[int, Protocol]] = []
     for c in list(spec.get("containers") or []) + list(spec.get("initContainers") or []):
         for p in (c or {}).get("ports") or []:
+            proto = _PROTOCOLS.get(p.get("protocol") or "TCP")
             try:
                 num = int(p.get("containerPort"))
-                proto = Protocol(p.get("protocol") or "TCP")
             except (TypeError, ValueError):
                 continue  # a port we cannot read cannot be resolved; the API server validates these
+            if proto is None:
+                continue
             ports.append((num, proto))
             if p.get("name"):
                 named.setdefault((str(p["name"]), proto), num)
@@ -120,12 +123,12 @@ def beta_isolation(value: Any) -> bool:
             field,
             f'is not valid JSON ({e.msg} at char {e.pos}); expected {{"ingress":{{"isolation":"DefaultDeny"}}}}',
         ) from None
-    if not isinstance(doc, Mapping):
+    if not isinstance(doc, dict):
         raise PolicyError(field, 'must be a JSON object like {"ingress":{"isolation":"DefaultDeny"}}')
     ingress = doc.get("ingress")
     if ingress is None:
         return False
-    if not isinstance(ingress, Mapping):
+    if not isinstance(ingress, dict):
         raise PolicyError(field, '"ingress" must be an object like {"isolation":"DefaultDeny"}')
     isolation = ingress.get("isolation")
     if isolation is None:

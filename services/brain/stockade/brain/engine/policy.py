@@ -104,13 +104,13 @@ def parse_policy(obj: Mapping[str, Any]) -> Policy:
     if api not in POLICY_API_VERSIONS:
         raise PolicyError("apiVersion", f"{api!r} is not a NetworkPolicy API; use networking.k8s.io/v1")
     meta = obj.get("metadata")
-    if not isinstance(meta, Mapping) or not meta.get("name"):
+    if not isinstance(meta, dict) or not meta.get("name"):
         raise PolicyError("metadata.name", "is required")
     namespace = meta.get("namespace") or "default"
     spec = obj.get("spec")
     if spec is None:
         spec = {}
-    if not isinstance(spec, Mapping):
+    if not isinstance(spec, dict):
         raise PolicyError("spec", "must be an object")
     pod_selector = parse_selector(spec.get("podSelector") or {}, "spec.podSelector")
 
@@ -136,7 +136,7 @@ def _parse_rules(raw: Any, field: str, peer_key: str, namespace: str) -> tuple[P
         f = f"{field}[{i}]"
         if r is None:
             r = {}
-        if not isinstance(r, Mapping):
+        if not isinstance(r, dict):
             raise PolicyError(f, "must be an object")
         peers_raw = r.get(peer_key)
         peers: tuple[Peer, ...] | None = None
@@ -155,7 +155,7 @@ def _parse_rules(raw: Any, field: str, peer_key: str, namespace: str) -> tuple[P
 
 
 def _parse_peer(p: Any, field: str, namespace: str) -> Peer:
-    if not isinstance(p, Mapping) or not p:
+    if not isinstance(p, dict) or not p:
         raise PolicyError(field, "must set podSelector, namespaceSelector or ipBlock")
     unknown = set(p) - {"podSelector", "namespaceSelector", "ipBlock"}
     if unknown:
@@ -172,7 +172,7 @@ def _parse_peer(p: Any, field: str, namespace: str) -> Peer:
 
 
 def _parse_ipblock(b: Any, field: str) -> IPBlockPeer:
-    if not isinstance(b, Mapping):
+    if not isinstance(b, dict):
         raise PolicyError(field, "must be an object with cidr")
     excepts = b.get("except") or []
     if isinstance(excepts, list) and all(isinstance(e, str) for e in excepts):
@@ -202,7 +202,7 @@ def _ipblock(cidr: str, raw_excepts: tuple[str, ...], field: str) -> IPBlockPeer
 
 
 def _parse_port(p: Any, field: str) -> PortDef:
-    if not isinstance(p, Mapping):
+    if not isinstance(p, dict):
         raise PolicyError(field, "must be an object with protocol and/or port")
     proto_raw = p.get("protocol") or "TCP"
     try:

@@ -85,7 +85,7 @@ def parse_selector(obj: Any, field: str) -> Selector:
     """Parse a LabelSelector dict; raise PolicyError naming ``field`` when malformed."""
     if obj is None:
         return EVERYTHING
-    if isinstance(obj, Mapping) and len(obj) == 1 and isinstance(obj.get("matchLabels"), Mapping):
+    if isinstance(obj, dict) and len(obj) == 1 and isinstance(obj.get("matchLabels"), Mapping):
         # The common case, cached: clusters repeat the same few label selectors many times.
         items = obj["matchLabels"].items()
         if all(isinstance(k, str) and k and isinstance(v, str) for k, v in items):
@@ -101,14 +101,14 @@ def _match_labels(pairs: tuple[tuple[str, str], ...]) -> Selector:
 def _parse_selector(obj: Any, field: str) -> Selector:
     if obj is None:
         return EVERYTHING
-    if not isinstance(obj, Mapping):
+    if not isinstance(obj, dict):
         raise PolicyError(field, f"must be a label selector object, got {type(obj).__name__}")
     unknown = set(obj) - {"matchLabels", "matchExpressions"}
     if unknown:
         raise PolicyError(field, f"unknown field(s) {', '.join(sorted(unknown))}")
     reqs: set[Requirement] = set()
     labels = obj.get("matchLabels") or {}
-    if not isinstance(labels, Mapping):
+    if not isinstance(labels, dict):
         raise PolicyError(f"{field}.matchLabels", "must be a map of label keys to values")
     for k, v in labels.items():
         if not isinstance(k, str) or not k:
@@ -123,7 +123,7 @@ def _parse_selector(obj: Any, field: str) -> Selector:
         raise PolicyError(f"{field}.matchExpressions", "must be a list")
     for i, e in enumerate(exprs):
         f = f"{field}.matchExpressions[{i}]"
-        if not isinstance(e, Mapping):
+        if not isinstance(e, dict):
             raise PolicyError(f, "must be an object with key, operator and values")
         key, op, values = e.get("key"), e.get("operator"), e.get("values")
         if not isinstance(key, str) or not key:
