@@ -116,14 +116,22 @@ def parse_policy(obj: Mapping[str, Any]) -> Policy:
 
     types = spec.get("policyTypes")
     egress_raw = spec.get("egress")
-    if types is None:
-        # Defaulting: Ingress always; Egress when the policy has egress rules.
+    if not types:
+        # Defaulting, as the API server does for an absent or empty list: Ingress always;
+        # Egress when the policy has egress rules.
         types = ["Ingress"] + (["Egress"] if egress_raw else [])
     if not isinstance(types, list) or any(t not in ("Ingress", "Egress") for t in types):
         raise PolicyError("spec.policyTypes", f"must list Ingress and/or Egress, got {types!r}")
-    ingress = _parse_rules(spec.get("ingress"), "spec.ingress", "from", namespace) if "Ingress" in types else None
-    egress = _parse_rules(egress_raw, "spec.egress", "to", namespace) if "Egress" in types else None
-    return Policy(namespace, str(meta["name"]), pod_selector, ingress, egress)
+    # Both sections are validated whatever policyTypes says, as the API server does.
+    ingress = _parse_rules(spec.get("ingress"), "spec.ingress", "from", namespace)
+    egress = _parse_rules(egress_raw, "spec.egress", "to", namespace)
+    return Policy(
+        namespace,
+        str(meta["name"]),
+        pod_selector,
+        ingress if "Ingress" in types else None,
+        egress if "Egress" in types else None,
+    )
 
 
 def _parse_rules(raw: Any, field: str, peer_key: str, namespace: str) -> tuple[PolicyRule, ...]:
