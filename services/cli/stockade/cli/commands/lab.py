@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from stockade.lab import config, lab, render
+# The lab's modules are imported when a lab command runs, not when `stockade` builds its parser.
 
 
 def _say(text: str) -> None:
@@ -33,11 +33,15 @@ def _protocols(text: str) -> list[str]:
     return out
 
 
-def _cfg(args: argparse.Namespace) -> config.LabConfig:
+def _cfg(args: argparse.Namespace) -> Any:
+    from stockade.lab import config
+
     return config.from_env(prefix=getattr(args, "prefix", None))
 
 
 def _up(args: argparse.Namespace) -> int:
+    from stockade.lab import lab, render
+
     cfg = _cfg(args)
     st = lab.up(cfg, args.nodes, args.cluster or [], args.backend, args.redis_url, _say)
     assert st.plan is not None
@@ -50,14 +54,20 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _apply(args: argparse.Namespace) -> int:
+    from stockade.lab import lab
+
     return lab.apply(_cfg(args), args.filename, args.wait, _say, args.timeout)
 
 
 def _delete(args: argparse.Namespace) -> int:
+    from stockade.lab import lab
+
     return lab.delete(_cfg(args), args.filename, args.wait, _say, args.timeout)
 
 
 def _pods(args: argparse.Namespace) -> int:
+    from stockade.lab import lab
+
     data = lab.pods_json(_cfg(args))
     if args.output == "json":
         print(json.dumps(data, indent=2))
@@ -72,12 +82,10 @@ def _pods(args: argparse.Namespace) -> int:
 
 
 def _probe(args: argparse.Namespace) -> int:
-    protocols = args.protocols
-    for proto in lab.probe.unsupported_protocols(protocols or []):
-        print(f"warning: {proto} sockets are not available in this kernel; {proto} probes skipped",
-              file=sys.stderr)
-        protocols = [p for p in protocols if p != proto]
-    results = lab.run_probe(_cfg(args), args.ports, protocols, args.sources, args.targets, args.timeout)
+    from stockade.lab import lab, render
+
+    results = lab.run_probe(_cfg(args), args.ports, args.protocols, args.sources, args.targets, args.timeout,
+                            say=lambda text: print(text, file=sys.stderr))
     if args.output == "json":
         doc: dict[str, Any] = {"results": [r.to_json() for r in results]}
         print(json.dumps(doc, indent=1))
@@ -87,28 +95,44 @@ def _probe(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
+    from stockade.lab import lab
+
     return lab.down(_cfg(args), _say)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from stockade.lab import demo
+
+    return demo.run(_cfg(args), args.keep, _say)
 
 
 def _guard(fn: Any) -> Any:
     def run(args: argparse.Namespace) -> int:
+        from stockade.lab import kubeapi, lab, manifests, netio, procs, topology
+
         try:
             code: int = fn(args)
             return code
-        except (lab.LabError, lab.manifests.ManifestError, lab.topology_error()) as e:  # type: ignore[misc]
+        except (lab.LabError, manifests.ManifestError, topology.PlanError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
-        except (lab.netio.NetError, lab.procs.ProcessError, lab.kubeapi.ApiError) as e:
+        except (netio.NetError, procs.ProcessError, kubeapi.ApiError, OSError) as e:
             print(f"error: {e}\n(the lab may be half-built: `stockade lab down` removes whatever is left)",
                   file=sys.stderr)
             return 1
+        except KeyboardInterrupt:
+            print("\ninterrupted (the lab may be half-built: `stockade lab down` removes whatever is left)",
+                  file=sys.stderr)
+            return 130
 
     return run
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("lab", help="a real multi-node cluster in network namespaces (root)",
-                       description=__doc__)
+                       description="A real multi-node cluster made of network namespaces on this machine "
+                       "(needs root). Start with `stockade lab demo`, or `stockade lab up --cluster FILE`, "
+                       "then `stockade lab probe`; `stockade lab down` removes it.")
     labsub = p.add_subparsers(dest="lab_command", metavar="LAB_COMMAND", required=True)
 
     up = labsub.add_parser("up", help="build the lab: nodes, pods, external host, API, brain, agents")
@@ -144,6 +168,27 @@ def register(sub: Any) -> None:
     pods.add_argument("-o", "--output", choices=["table", "json"], default="table")
     pods.set_defaults(handler=_guard(_pods))
 
+    demo = labsub.add_parser("demo", help="the Sock Shop, secured step by step, on a 3-node lab")
+    demo.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
+    demo.set_defaults(handler=_guard(_demo))
+
     down = labsub.add_parser("down", help="remove every namespace, process and file the lab made")
     down.add_argument("--prefix", help="name prefix of the lab's namespaces (default stockade-)")
     down.set_defaults(handler=_guard(_down))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m stockade.cli.commands.lab ...`` = ``stockade lab ...``, loading no other command
+    (the lab's tests and benchmarks use it, so another command's import error cannot break them)."""
+    import logging
+
+    parser = argparse.ArgumentParser(prog="stockade")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["lab", *(sys.argv[1:] if argv is None else argv)])
+    logging.basicConfig(level=logging.WARNING)
+    code: int = args.handler(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

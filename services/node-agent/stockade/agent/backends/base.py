@@ -62,3 +62,14 @@ class MemoryDataplane:
 
     def close(self) -> None:
         pass
+
+
+class CountingDataplane(Dataplane, Protocol):
+    """A kernel backend that also reads back its exact deny counters.
+
+    ``denied_counts`` maps a pod chain id to the number of connections (TCP) or flows (UDP,
+    SCTP, other) its deny rule has dropped since the chain was created. NFLOG loss over an
+    interval = the counter's increase minus the NFLOG events received for that chain.
+    """
+
+    def denied_counts(self) -> dict[str, int]: ...

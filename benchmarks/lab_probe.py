@@ -1,0 +1,37 @@
+"""Benchmark: a full `stockade lab probe` of a 3-node, 9-pod lab.
+
+10 sources (9 pods and the external host) x 9 destinations x 4 declared ports (80/81 over TCP and
+UDP) = 360 connections, all run concurrently from one process. With no policy every probe
+connects, so this measures the probe's own cost; a probe where policy drops packets takes about
+one timeout (1 s) more. Run as root: ``.venv/bin/python benchmarks/lab_probe.py [runs]``.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+
+from lab_common import XYZ, lab, lab_env, report
+
+TARGET = 1.0  # seconds for the whole matrix: less than one probe timeout
+
+
+def main(runs: int) -> None:
+    env = lab_env()
+    lab(env, "up", "--nodes", "3", "--cluster", str(XYZ))
+    try:
+        times = []
+        for _ in range(runs):
+            took, out = lab(env, "probe", "-o", "json")
+            times.append(took)
+        results = json.loads(out)["results"]
+        ok = sum(r["connected"] for r in results)
+        print(f"{len(results)} probes, {ok} connected")
+        report(f"full probe (median of {runs}, command wall time)", statistics.median(times), TARGET)
+    finally:
+        lab(env, "down")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3)

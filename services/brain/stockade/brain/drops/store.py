@@ -1,0 +1,202 @@
+"""Redis layout of the drop counts, the writes (one transaction per flush) and the queries.
+
+Keys (``P`` is the prefix, ``{stockade}:drops`` by default; the ``{…}`` hash tag puts every key
+in one Cluster slot so a flush stays one MULTI/EXEC transaction on a Cluster too):
+
+* ``P:m:<minute>`` — hash, encoded flow (`flows.FIELDS`) → blocked attempts in that minute
+  (minutes since the epoch). Expires ``retention`` seconds after the minute ends.
+* ``P:lost:<minute>`` — integer, events of that minute counted in memory while Redis was away
+  and then shed because the in-memory bound was hit (the shortfall). Same expiry.
+* ``P:recent`` — stream of recent events, each entry a chunk of up to `CHUNK` events (one per
+  line, `RECORD_FIELDS` joined by ``|``), capped with ``XADD MAXLEN ~``; expires when idle.
+* ``P:flushed:<writer>`` — the last flush number this writer applied, so a flush whose reply was
+  lost can be checked instead of applied twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from stockade.brain.drops import flows
+from stockade.brain.drops.redis_url import RedisClient
+
+DEFAULT_PREFIX = "{stockade}:drops"
+DEFAULT_RETENTION = 25 * 3600  # 24 h of windows + 1 h margin
+CHUNK = 256  # events per stream entry
+
+# Fields of one recent-event record (in the stream), in order.
+RECORD_FIELDS: tuple[str, ...] = (
+    "time",
+    "node",
+    "direction",
+    "protocol",
+    "src",
+    "sport",
+    "dst",
+    "dport",
+    "src_namespace",
+    "src_pod",
+    "dst_namespace",
+    "dst_pod",
+    "chain",
+    "policies",  # comma-separated "namespace/name" of the policies isolating the denying side
+)
+
+# HINCRBY many fields of one hash in one command: far cheaper for the client than one command
+# per field. KEYS[1] the hash; ARGV[1] its expiry (epoch seconds); then field, increment pairs.
+_HINCRBY_MANY = """
+local k = KEYS[1]
+for i = 2, #ARGV, 2 do redis.call('HINCRBY', k, ARGV[i], ARGV[i + 1]) end
+redis.call('EXPIREAT', k, ARGV[1])
+return 1
+"""
+
+
+@dataclass
+class FlushBatch:
+    """Counts taken from memory for one write: minute → encoded flow → count, and the rest."""
+
+    seq: int = 0
+    counts: dict[int, Counter[str]] = field(default_factory=dict)
+    lost: Counter[int] = field(default_factory=Counter)
+    recent: list[str] = field(default_factory=list)
+    events: int = 0  # events in `counts`
+    entries: int = 0  # distinct (minute, flow) pairs in `counts`
+
+    def empty(self) -> bool:
+        return not (self.counts or self.lost or self.recent)
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+class RedisStore:
+    def __init__(
+        self,
+        client: RedisClient,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        retention: int = DEFAULT_RETENTION,
+        recent_max_events: int = 100_000,
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.retention = retention
+        self.recent_max_entries = max(1, recent_max_events // CHUNK)
+
+    def minute_key(self, minute: int) -> str:
+        return f"{self.prefix}:m:{minute}"
+
+    def lost_key(self, minute: int) -> str:
+        return f"{self.prefix}:lost:{minute}"
+
+    @property
+    def recent_key(self) -> str:
+        return f"{self.prefix}:recent"
+
+    def flushed_key(self, writer: str) -> str:
+        return f"{self.prefix}:flushed:{writer}"
+
+    def expiry(self, minute: int) -> int:
+        return (minute + 1) * 60 + self.retention
+
+    async def write(self, batch: FlushBatch, writer: str) -> None:
+        """Apply a batch as one transaction (all of it or none), recording its number."""
+        async with self.client.pipeline(transaction=True) as p:
+            for minute, fields in batch.counts.items():
+                args: list[Any] = [self.expiry(minute)]
+                for f, n in fields.items():
+                    args += (f, n)
+                p.eval(_HINCRBY_MANY, 1, self.minute_key(minute), *args)
+            for minute, n in batch.lost.items():
+                p.incrby(self.lost_key(minute), n)
+                p.expireat(self.lost_key(minute), self.expiry(minute))
+            for i in range(0, len(batch.recent), CHUNK):
+                chunk = batch.recent[i : i + CHUNK]
+                p.xadd(self.recent_key, {"e": "\n".join(chunk)}, maxlen=self.recent_max_entries, approximate=True)
+            if batch.recent:
+                p.expire(self.recent_key, self.retention)
+            p.set(self.flushed_key(writer), batch.seq, ex=self.retention)
+            await p.execute()
+
+    async def applied(self, writer: str, seq: int) -> bool:
+        """Whether flush ``seq`` of ``writer`` is in Redis (flushes apply in order)."""
+        v = await self.client.get(self.flushed_key(writer))
+        return v is not None and int(v) >= seq
+
+    # --- queries (what the admin API serves) ---
+
+    async def minute_hashes(self, minutes: Sequence[int]) -> list[dict[str, int]]:
+        async with self.client.pipeline(transaction=False) as p:
+            for m in minutes:
+                p.hgetall(self.minute_key(m))
+            raw = await p.execute()
+        return [{_text(k): int(v) for k, v in h.items()} for h in raw]
+
+    async def top_flows(
+        self,
+        window: str | int,
+        group_by: Sequence[str],
+        *,
+        limit: int = 10,
+        where: Mapping[str, str] | None = None,
+        now: float,
+    ) -> list[dict[str, object]]:
+        """The ``limit`` biggest groups of blocked attempts in the window ending at ``now``.
+
+        ``group_by`` is any subset of `flows.FIELDS` (empty: one group, the total)."""
+        keys = flows.check_group_by(group_by)
+        hashes = await self.minute_hashes(flows.window_buckets(window, now))
+        return flows.top(flows.group_counts(hashes, keys, where), keys, limit)
+
+    async def top(self, window: str, group_by: list[str], limit: int) -> list[dict[str, Any]]:
+        """`top_flows` ending now: the admin API's `DropsSource`."""
+        return await self.top_flows(window, group_by, limit=limit, now=time.time())
+
+    async def lost(self, window: str | int, *, now: float) -> int:
+        """Events of the window shed while Redis was away (the counts' known shortfall)."""
+        minutes = flows.window_buckets(window, now)
+        vals = await self.client.mget([self.lost_key(m) for m in minutes])
+        return sum(int(v) for v in vals if v is not None)
+
+    async def recent_events(
+        self, where: Mapping[str, str] | None = None, *, limit: int = 100, scan_entries: int | None = None
+    ) -> list[dict[str, str]]:
+        """The newest events (newest first) whose record fields equal ``where``'s values, e.g.
+        ``{"dst_namespace": "prod", "direction": "ingress", "dport": "80"}``. A ``namespace`` or
+        ``pod`` key matches either side (source or destination)."""
+        where = dict(where or {})
+        ns = where.pop("namespace", None)
+        pod = where.pop("pod", None)
+        unknown = [k for k in where if k not in RECORD_FIELDS]
+        if unknown:
+            raise ValueError(f"cannot filter on {', '.join(unknown)}; fields are namespace, pod, "
+                             f"{', '.join(RECORD_FIELDS)}")  # fmt: skip
+        out: list[dict[str, str]] = []
+        budget = scan_entries if scan_entries is not None else self.recent_max_entries + 16
+        max_id = "+"
+        while len(out) < limit and budget > 0:
+            page = await self.client.xrevrange(self.recent_key, max=max_id, min="-", count=min(64, budget))
+            if not page:
+                break
+            for _entry_id, data in page:
+                d = data or {}
+                body = _text(d.get(b"e") or d.get("e") or b"")  # bytes, or str with decode_responses
+                for line in reversed(body.split("\n")):
+                    rec = dict(zip(RECORD_FIELDS, line.split("|"), strict=False))
+                    if ns is not None and ns not in (rec.get("src_namespace"), rec.get("dst_namespace")):
+                        continue
+                    if pod is not None and pod not in (rec.get("src_pod"), rec.get("dst_pod")):
+                        continue
+                    if flows.matches(rec, where):
+                        out.append(rec)
+                        if len(out) >= limit:
+                            return out
+            budget -= len(page)
+            max_id = "(" + _text(page[-1][0])  # exclusive: continue below the oldest entry seen
+        return out

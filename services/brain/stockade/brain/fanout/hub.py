@@ -1,0 +1,209 @@
+"""The fan-out: per-node feeds, the connected agents' sessions, acks and realization status.
+
+Input is transport-neutral: ``on_deltas(deltas)`` with the engine's per-node deltas, and a
+``model_of(node)`` callable for a node's full current model (used when a node's feed starts).
+Call ``on_deltas`` on the event loop, right after the engine change that produced the deltas,
+so that a feed started from ``model_of`` and the deltas that follow it line up.
+
+A feed is started when an agent first connects for its node; nodes without an agent cost
+nothing here. Each session sends from its feed at its own pace (see `Session`), so a slow agent
+holds up no one and memory does not grow with how far behind it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from stockade.brain.fanout.feed import NodeFeed
+from stockade.brain.fanout.session import Session
+from stockade.brain.fanout.status import NodeStatus, PolicyRealization
+from stockade.codec.validate import DEFAULT_LIMITS, ValidationError, check_digest
+from stockade.model import NodeDelta, NodeModel
+from stockade.v1 import sync_pb2
+
+log = logging.getLogger(__name__)
+
+PolicyKey = tuple[str, str]  # (namespace, name)
+
+
+class FanOut:
+    def __init__(
+        self,
+        model_of: Callable[[str], NodeModel],
+        *,
+        history: int = 128,
+        epoch: str | None = None,
+        retry_min: float = 0.5,
+        retry_max: float = 30.0,
+        max_inflight: int = 2,
+    ) -> None:
+        self.model_of = model_of
+        self.history = history
+        # Identifies this brain process: generations from another epoch mean nothing here.
+        self.epoch = epoch or secrets.token_hex(8)
+        self.retry_min, self.retry_max = retry_min, retry_max
+        self.max_inflight = max_inflight
+        self.feeds: dict[str, NodeFeed] = {}
+        self.sessions: dict[str, Session] = {}
+        self.status: dict[str, NodeStatus] = {}
+        # The generation at which a policy's last change reached each node's feed.
+        self._policy_marks: dict[PolicyKey, dict[str, int]] = {}
+        self._waiters: list[_Waiter] = []
+        self.failed_acks = 0  # agents' failures to apply (or digest mismatches), since start
+
+    # ---- input from the engine -------------------------------------------------------------
+
+    def on_deltas(self, deltas: Mapping[str, NodeDelta], policy: PolicyKey | None = None) -> None:
+        """Advance the feeds of the nodes whose models changed (``policy``: the NetworkPolicy
+        whose change produced them, so its realization can be tracked exactly)."""
+        for node, delta in deltas.items():
+            feed = self.feeds.get(node)
+            if feed is None or delta.is_empty():
+                continue  # a feed started later begins from model_of(node), which has it
+            gen = feed.advance(delta)
+            self.status[node].desired_generation = gen
+            if policy is not None:
+                self._policy_marks.setdefault(policy, {})[node] = gen
+
+    def forget_policy(self, namespace: str, name: str) -> None:
+        self._policy_marks.pop((namespace, name), None)
+
+    def feed(self, node: str) -> NodeFeed:
+        feed = self.feeds.get(node)
+        if feed is None:
+            feed = self.feeds[node] = NodeFeed(node, self.model_of(node), self.history)
+            st = self.status.setdefault(node, NodeStatus(node))
+            st.desired_generation, st.applied_generation = feed.generation, 0
+        return feed
+
+    # ---- sessions ----------------------------------------------------------------------------
+
+    def connect(self, hello: sync_pb2.Hello, peer: str = "") -> tuple[Session, str]:
+        """A session for an authenticated, validated hello, and how it will catch up. A newer
+        stream for the same node replaces an older one (likely half-open)."""
+        feed = self.feed(hello.node)
+        old = self.sessions.get(hello.node)
+        if old is not None:
+            old.close("ABORTED", "replaced by a newer stream from the same node")
+            old.detach()
+        session = Session(feed, self.epoch, peer, self.max_inflight)
+        mode = session.start(hello.epoch, hello.applied_generation, hello.digest)
+        self.sessions[hello.node] = session
+        st = self.status[hello.node]
+        st.connected, st.peer = True, peer
+        # What the agent says it holds, in this brain's numbering (a restarted agent holds
+        # nothing we can name; one from another epoch is placed by its Resume ack).
+        same_epoch = hello.epoch == self.epoch and hello.applied_generation <= feed.generation
+        st.applied_generation = hello.applied_generation if same_epoch else 0
+        log.info(
+            "agent %s connected from %s (epoch %s gen %d): %s to generation %d",
+            hello.node,
+            peer,
+            hello.epoch or "-",
+            hello.applied_generation,
+            mode,
+            feed.generation,
+        )
+        return session, mode
+
+    def disconnect(self, session: Session) -> None:
+        session.detach()
+        if self.sessions.get(session.node) is session:
+            del self.sessions[session.node]
+            self.status[session.node].connected = False
+            log.info("agent %s disconnected", session.node)
+
+    async def ack(self, session: Session, ack: sync_pb2.Ack) -> None:
+        """Record an agent's ack. Raises `ValidationError` for an ack the agent cannot give."""
+        if ack.generation > session.sent_generation:
+            raise ValidationError(
+                f"ack.generation: {ack.generation} was never sent (last sent {session.sent_generation})"
+            )
+        check_digest(ack.digest, "ack.digest")
+        session.acked()
+        st = self.status[session.node]
+        stale = session.stale_acks > 0
+        if stale:
+            session.stale_acks -= 1
+        if not ack.ok and stale:
+            pass  # a snapshot is already on its way
+        elif ack.ok:
+            feed = session.feed
+            if ack.generation == feed.generation and ack.digest and ack.digest != feed.digest():
+                self._failed(session, st, "agent's model digest differs from the brain's after apply")
+            else:
+                st.applied_generation = max(st.applied_generation, ack.generation)
+                st.applied_digest = ack.digest
+                st.last_apply_time = time.time()
+                st.last_error, st.failures = None, 0
+        else:
+            self._failed(session, st, ack.error[: DEFAULT_LIMITS.max_error_text] or "unspecified error")
+        if self._waiters:
+            self._notify(session.node, st.applied_generation)
+
+    def _failed(self, session: Session, st: NodeStatus, error: str) -> None:
+        st.last_error, st.last_error_time = error, time.time()
+        st.failures += 1
+        self.failed_acks += 1
+        delay = min(self.retry_max, self.retry_min * 2 ** (st.failures - 1)) if st.failures > 1 else 0.0
+        log.warning("agent %s failed to apply: %s; snapshot in %.1fs", session.node, error, delay)
+        session.resnapshot(delay)
+
+    # ---- realization ---------------------------------------------------------------------------
+
+    def node_status(self, node: str) -> NodeStatus:
+        return self.status.get(node) or NodeStatus(node)
+
+    def policy_realization(self, namespace: str, name: str, nodes_needed: Iterable[str]) -> PolicyRealization:
+        """``nodes_needed``: `Engine.policy_nodes(namespace, name)`. A node counts as applied
+        when it acked the generation that carried the policy's last change to it (or, without
+        such a record, when it acked its current generation)."""
+        marks = self._policy_marks.get((namespace, name), {})
+        needed = sorted(set(nodes_needed))
+        pending = []
+        for node in needed:
+            st = self.status.get(node)
+            feed = self.feeds.get(node)
+            if st is None or feed is None:
+                pending.append(node)
+                continue
+            target = marks.get(node, feed.generation)
+            if st.applied_generation < target:
+                pending.append(node)
+        return PolicyRealization(f"{namespace}/{name}", len(needed), len(needed) - len(pending), tuple(pending))
+
+    async def wait_synced(self, nodes: Iterable[str], timeout: float | None = None) -> bool:
+        """Wait until each node acked the generation it is at now; False on timeout."""
+        pending = {n: self.feed(n).generation for n in nodes}
+        pending = {n: g for n, g in pending.items() if self.status[n].applied_generation < g}
+        if not pending:
+            return True
+        waiter = _Waiter(pending, asyncio.get_running_loop().create_future())
+        self._waiters.append(waiter)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter.done), timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._waiters.remove(waiter)
+
+    def _notify(self, node: str, applied: int) -> None:
+        # Only the acking node is checked, so waiting costs O(waiters) per ack, not O(nodes).
+        for w in self._waiters:
+            target = w.pending.get(node)
+            if target is not None and applied >= target:
+                del w.pending[node]
+                if not w.pending and not w.done.done():
+                    w.done.set_result(None)
+
+
+@dataclass
+class _Waiter:
+    pending: dict[str, int]  # node -> generation it must ack
+    done: asyncio.Future[None]

@@ -1,0 +1,186 @@
+"""The brain's side of the sync stream (gRPC, asyncio): authenticate, authorize, fan out.
+
+Each stream starts with the agent's Hello. The node it names must be named by the client
+certificate (CN or DNS SAN), so an agent can only ever receive its own node's rules. Every
+message is parsed and validated here; a bad one ends that stream with INVALID_ARGUMENT (or
+PERMISSION_DENIED / UNAUTHENTICATED) and never reaches the fan-out or stops the brain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from stockade.brain.fanout import FanOut, Session
+from stockade.codec.validate import ValidationError, check_digest, check_epoch, check_node_name
+from stockade.tls import ServerTLS, peer_names
+from stockade.v1 import sync_pb2
+
+log = logging.getLogger(__name__)
+
+SYNC_METHOD = "/stockade.v1.Sync/Sync"
+MAX_AGENT_MESSAGE = 64 * 1024  # hellos and acks are tiny
+
+
+# Keepalive: the brain pings every agent; a half-open connection (a node that vanished without
+# a FIN) fails its ping and its stream ends, instead of lingering for the TCP timeout.
+def server_options(keepalive_time_ms: int = 10_000, keepalive_timeout_ms: int = 5_000) -> list[tuple[str, int]]:
+    return [
+        ("grpc.keepalive_time_ms", keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", keepalive_timeout_ms),
+        # Newer gRPC cores time out an unanswered ping with this, not with keepalive_timeout.
+        ("grpc.http2.ping_timeout_ms", keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        # Agents ping too (every few seconds); don't punish them for it.
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 1_000),
+        ("grpc.http2.max_ping_strikes", 0),
+        ("grpc.max_receive_message_length", MAX_AGENT_MESSAGE),
+        ("grpc.max_send_message_length", 256 * 1024 * 1024),
+    ]
+
+
+class _EndStream(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def _parse(raw: bytes) -> sync_pb2.AgentMessage:
+    try:
+        return sync_pb2.AgentMessage.FromString(raw)
+    except DecodeError as e:
+        raise _EndStream(grpc.StatusCode.INVALID_ARGUMENT, f"malformed AgentMessage: {e}") from None
+
+
+class SyncService:
+    """Serves the Sync stream from a `FanOut`.
+
+    ``allow_insecure``: accept streams without a client certificate and trust the node name in
+    the hello. Only for tests and benchmarks; every deployed configuration uses mTLS.
+    """
+
+    def __init__(self, fanout: FanOut, *, allow_insecure: bool = False, hello_timeout: float = 10.0) -> None:
+        self.fanout = fanout
+        self.allow_insecure = allow_insecure
+        self.hello_timeout = hello_timeout
+        self.refused = 0  # streams ended for authentication, authorization or malformed input
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        # Raw bytes in, so that a message that does not parse ends with INVALID_ARGUMENT here.
+        method = grpc.stream_stream_rpc_method_handler(
+            self.sync, request_deserializer=None, response_serializer=sync_pb2.BrainMessage.SerializeToString
+        )
+        return grpc.method_handlers_generic_handler("stockade.v1.Sync", {"Sync": method})
+
+    async def sync(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> None:
+        peer = context.peer()
+        try:
+            hello = await self._hello(requests, context)
+        except _EndStream as e:
+            self.refused += 1
+            log.warning("sync stream from %s refused: %s", peer, e.message)
+            await context.abort(e.code, e.message)
+            return
+        session, _ = self.fanout.connect(hello, peer)
+        reader = asyncio.create_task(self._read_acks(requests, session))
+        try:
+            while session.end is None:
+                msg = session.next_message()
+                if msg is not None:
+                    await context.write(msg)
+                    continue
+                await session.wait()
+            code, message = session.end
+            if code != "OK":
+                self.refused += code == "INVALID_ARGUMENT"
+                log.warning("sync stream of %s (%s) ended: %s", hello.node, peer, message)
+                await context.abort(grpc.StatusCode[code], message)
+        except asyncio.CancelledError:
+            # The server is stopping (or the RPC was cancelled): nothing left to send.
+            # Returning instead of re-raising keeps gRPC from logging a traceback per stream.
+            return
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            self.fanout.disconnect(session)
+
+    async def _hello(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> sync_pb2.Hello:
+        names = peer_names(context.auth_context())
+        if not names and not self.allow_insecure:
+            raise _EndStream(grpc.StatusCode.UNAUTHENTICATED, "a client certificate is required")
+        try:
+            raw = await asyncio.wait_for(anext(requests), self.hello_timeout)
+        except TimeoutError:
+            raise _EndStream(grpc.StatusCode.INVALID_ARGUMENT, "no hello within the timeout") from None
+        except StopAsyncIteration:
+            raise _EndStream(grpc.StatusCode.INVALID_ARGUMENT, "stream closed before its hello") from None
+        msg = _parse(raw)
+        if msg.WhichOneof("kind") != "hello":
+            raise _EndStream(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be a hello")
+        hello = msg.hello
+        try:
+            check_node_name(hello.node, "hello.node")
+            check_epoch(hello.epoch, "hello.epoch")
+            check_digest(hello.digest, "hello.digest")
+            if len(hello.agent_version) > 128:
+                raise ValidationError("hello.agent_version: longer than 128 characters")
+        except ValidationError as e:
+            raise _EndStream(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
+        if names and hello.node not in names:
+            raise _EndStream(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"this client certificate names {sorted(names)}, not node {hello.node!r}",
+            )
+        return hello
+
+    async def _read_acks(self, requests: AsyncIterator[bytes], session: Session) -> None:
+        try:
+            async for raw in requests:
+                msg = _parse(raw)
+                if msg.WhichOneof("kind") != "ack":
+                    raise _EndStream(grpc.StatusCode.INVALID_ARGUMENT, "only acks may follow the hello")
+                try:
+                    await self.fanout.ack(session, msg.ack)
+                except ValidationError as e:
+                    raise _EndStream(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
+            session.close("OK", "the agent closed the stream")
+        except _EndStream as e:
+            session.close(e.code.name, e.message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # a broken stream: end it, quietly
+            session.close("UNAVAILABLE", f"stream broken: {e}")
+
+
+async def serve_sync(
+    fanout: FanOut,
+    tls: ServerTLS | None,
+    address: str = "127.0.0.1:0",
+    *,
+    allow_insecure: bool = False,
+    extra_handlers: Sequence[grpc.GenericRpcHandler] = (),
+    keepalive_time_ms: int = 10_000,
+    keepalive_timeout_ms: int = 5_000,
+) -> tuple[grpc.aio.Server, int, SyncService]:
+    """Start a gRPC server with the Sync service (and ``extra_handlers``, e.g. health, admin).
+
+    Returns the started server, the bound port (useful with port 0) and the service. Without
+    ``tls`` it listens in plain text, and only when ``allow_insecure`` says so.
+    """
+    if tls is None and not allow_insecure:
+        raise ValueError("the sync service needs mTLS (pass allow_insecure=True only in tests)")
+    service = SyncService(fanout, allow_insecure=allow_insecure)
+    server = grpc.aio.server(options=server_options(keepalive_time_ms, keepalive_timeout_ms))
+    server.add_generic_rpc_handlers((service.handler(), *extra_handlers))
+    port = server.add_insecure_port(address) if tls is None else server.add_secure_port(address, tls.credentials())
+    if port == 0:
+        raise OSError(f"could not listen on {address}")
+    await server.start()
+    return server, port, service

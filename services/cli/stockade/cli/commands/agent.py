@@ -1,0 +1,158 @@
+"""`stockade agent`: the node agent. Enforces the brain's rules for one node in the kernel.
+
+Run it in the node's network namespace (on a host: the host's; in the lab: ``ip netns exec``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from stockade.tls import ClientTLS
+
+if TYPE_CHECKING:
+    from stockade.agent.main import AgentConfig
+
+_BACKENDS = ("nftables", "iptables", "auto")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "agent",
+        help="run the node agent: apply the brain's rules for this node to the kernel",
+        description="Connects to the brain over mTLS, applies this node's rules with nftables or "
+        "iptables + ipset, verifies and repairs them, reports blocked connections, and serves "
+        "/healthz, /readyz and /metrics. Stopping it leaves the rules in force (fail static).",
+    )
+    p.add_argument(
+        "--node",
+        default=os.environ.get("NODE_NAME"),
+        help="this node's name, as its certificate names it (default: $NODE_NAME)",
+    )
+    p.add_argument(
+        "--brain",
+        default=os.environ.get("STOCKADE_BRAIN"),
+        metavar="HOST:PORT",
+        help="the brain's sync address (default: $STOCKADE_BRAIN)",
+    )
+    p.add_argument(
+        "--backend", choices=_BACKENDS, default="auto", help="dataplane (auto: nftables when the kernel has it)"
+    )
+    p.add_argument("--nflog-group", type=_group, default=100, metavar="N", help="NFLOG group for blocked connections")
+    tls = p.add_argument_group("mTLS (required unless --insecure)")
+    tls.add_argument("--tls-cert", type=Path, metavar="FILE", help="this node's client certificate")
+    tls.add_argument("--tls-key", type=Path, metavar="FILE", help="its private key")
+    tls.add_argument("--tls-ca", type=Path, metavar="FILE", help="the CA that signed the brain's certificate")
+    tls.add_argument(
+        "--tls-dir",
+        type=Path,
+        metavar="DIR",
+        help="a `stockade certs init` directory: ca.crt and nodes/<node>.crt/.key (or <node>.crt/.key)",
+    )
+    tls.add_argument("--server-name", metavar="NAME", help="the name to expect in the brain's certificate")
+    p.add_argument("--http", default="0.0.0.0:9091", metavar="HOST:PORT", help="health and metrics address")
+    p.add_argument("--verify-interval", type=_seconds, default=30.0, metavar="SECONDS", help="drift check period")
+    p.add_argument(
+        "--counters-interval", type=_seconds, default=5.0, metavar="SECONDS", help="kernel deny-counter read period"
+    )
+    p.add_argument("--insecure", action="store_true", help="plain-text gRPC without certificates (tests only)")
+    p.set_defaults(handler=_run)
+
+
+def _group(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 0xFFFF:
+        raise argparse.ArgumentTypeError("an NFLOG group is 0..65535")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
+
+
+class UsageError(Exception):
+    pass
+
+
+def tls_files(args: argparse.Namespace) -> tuple[Path, Path, Path] | None:
+    """(cert, key, ca) from the flags, or None when none was given."""
+    given = [args.tls_cert, args.tls_key, args.tls_ca]
+    if args.tls_dir is not None:
+        if any(given):
+            raise UsageError("give either --tls-dir or --tls-cert/--tls-key/--tls-ca, not both")
+        d: Path = args.tls_dir
+        for stem in (d / "nodes" / args.node, d / args.node):  # `certs init` layout, then a flat one
+            cert, key = stem.with_name(stem.name + ".crt"), stem.with_name(stem.name + ".key")
+            if cert.exists() or key.exists():
+                return cert, key, d / "ca.crt"
+        raise UsageError(f"{d} holds no certificate for node {args.node!r} (nodes/{args.node}.crt or {args.node}.crt)")
+    if not any(given):
+        return None
+    if not all(given):
+        raise UsageError("--tls-cert, --tls-key and --tls-ca go together")
+    return args.tls_cert, args.tls_key, args.tls_ca
+
+
+def build_config(args: argparse.Namespace) -> AgentConfig:
+    # imported here: the agent's dependencies (grpc, aiohttp, netlink) slow every other command
+    from stockade.agent.health import parse_address
+    from stockade.agent.main import AgentConfig
+
+    if not args.node:
+        raise UsageError("no node name: give --node or set NODE_NAME")
+    if not args.brain:
+        raise UsageError("no brain address: give --brain HOST:PORT or set STOCKADE_BRAIN")
+    try:
+        parse_address(args.http)
+    except ValueError as e:
+        raise UsageError(f"--http: {e}") from None
+    files = tls_files(args)
+    if files is None and not args.insecure:
+        raise UsageError(
+            "no TLS credentials: give --tls-cert, --tls-key and --tls-ca (or --tls-dir). "
+            "Plain text (--insecure) is for tests only: the brain would not know which node this is"
+        )
+    tls = None
+    if files is not None:
+        try:
+            tls = ClientTLS.from_files(*files, server_name=args.server_name)
+        except OSError as e:
+            raise UsageError(f"cannot read TLS file {e.filename}: {e.strerror}") from None
+    return AgentConfig(
+        node=args.node,
+        brain=args.brain,
+        tls=tls,
+        insecure=args.insecure,
+        backend=args.backend,
+        nflog_group=args.nflog_group,
+        http=args.http,
+        verify_interval=args.verify_interval,
+        counters_interval=args.counters_interval,
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        config = build_config(args)
+    except UsageError as e:
+        print(f"stockade agent: {e}", file=sys.stderr)
+        return 2
+    # A daemon's progress (connected, applied generation N, drift repaired) is worth seeing by
+    # default; -v/-vv still lower the level further.
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:
+        logging.getLogger("stockade").setLevel(logging.INFO)
+    from stockade.agent.main import serve
+
+    try:
+        return asyncio.run(serve(config))
+    except OSError as e:  # e.g. the HTTP port is taken
+        print(f"stockade agent: {e}", file=sys.stderr)
+        return 1

@@ -1,0 +1,97 @@
+"""Checks for names, ids, addresses and sizes of what arrives from the network.
+
+Every check raises `ValidationError` with a message that says which field was wrong and why,
+so a bad message can end its stream with a clear status before it reaches the engine or the
+kernel.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+# Kubernetes node names are DNS subdomains (RFC 1123).
+_NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_SET_ID = re.compile(r"^ag_[0-9a-f]{1,64}$")
+_CHAIN_ID = re.compile(r"^(in|out)_[0-9a-f]{1,64}$")
+_DIGEST = re.compile(r"^[0-9a-f]{0,128}$")
+_EPOCH = re.compile(r"^[0-9A-Za-z_-]{0,64}$")
+
+
+class ValidationError(ValueError):
+    """A message from the network is malformed; the text says which field and why."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Upper bounds for one node's model (generous: far above a real node's, far below harm)."""
+
+    max_sets: int = 100_000
+    max_set_elements: int = 1_000_000  # over all sets of one model or delta
+    max_chains: int = 100_000
+    max_rules_per_chain: int = 10_000
+    max_ports_per_rule: int = 1_000
+    max_dispatch: int = 100_000  # pod IPs per direction
+    max_steps: int = 1_000  # deltas in one Deltas message
+    max_error_text: int = 4_096
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def check_node_name(name: str, field: str = "node") -> str:
+    if not name:
+        raise ValidationError(f"{field}: empty node name")
+    if len(name) > 253 or not _NODE_NAME.match(name):
+        raise ValidationError(f"{field}: {name[:80]!r} is not a valid node name (an RFC 1123 DNS subdomain)")
+    return name
+
+
+def check_set_id(sid: str, field: str) -> str:
+    if not _SET_ID.match(sid):
+        raise ValidationError(f"{field}: {sid[:80]!r} is not an address set id (ag_<hex>)")
+    return sid
+
+
+def check_chain_id(cid: str, field: str) -> str:
+    if not _CHAIN_ID.match(cid):
+        raise ValidationError(f"{field}: {cid[:80]!r} is not a chain id (in_<hex> or out_<hex>)")
+    return cid
+
+
+def check_ip(ip: str, field: str) -> str:
+    try:
+        parsed = ipaddress.ip_address(ip)
+    except ValueError:
+        raise ValidationError(f"{field}: {ip[:80]!r} is not an IP address") from None
+    if str(parsed) != ip:
+        raise ValidationError(f"{field}: {ip!r} is not in canonical form ({parsed})")
+    return ip
+
+
+def check_cidr(cidr: str, field: str) -> str:
+    if "/" not in cidr:
+        raise ValidationError(f"{field}: {cidr[:80]!r} is not a CIDR (address/prefix)")
+    try:
+        ipaddress.ip_network(cidr, strict=True)
+    except ValueError as e:
+        raise ValidationError(f"{field}: {cidr[:80]!r} is not a valid CIDR: {e}") from None
+    return cidr
+
+
+def check_digest(digest: str, field: str = "digest") -> str:
+    if not _DIGEST.match(digest):
+        raise ValidationError(f"{field}: {digest[:80]!r} is not a hex digest")
+    return digest
+
+
+def check_epoch(epoch: str, field: str = "epoch") -> str:
+    if not _EPOCH.match(epoch):
+        raise ValidationError(f"{field}: {epoch[:80]!r} is not a brain epoch")
+    return epoch
+
+
+def check_count(n: int, limit: int, field: str) -> None:
+    if n > limit:
+        raise ValidationError(f"{field}: {n} entries, more than the limit of {limit}")

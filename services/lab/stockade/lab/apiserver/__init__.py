@@ -1,0 +1,55 @@
+"""A small Kubernetes API server for tests and the lab.
+
+It speaks the real REST and watch protocol for the four resources Stockade reads, so the brain's
+kubernetes-asyncio code runs against it unchanged:
+
+- namespaces, pods, nodes (``/api/v1``) and networkpolicies (``/apis/networking.k8s.io/v1``; also
+  readable and writable under ``/apis/extensions/v1beta1``, the seed article's API, same objects);
+- discovery: ``/api``, ``/api/v1``, ``/apis``, ``/apis/{group}``, ``/apis/{group}/{version}``,
+  plus ``/version`` and ``/healthz``;
+- list (all namespaces or one; ``labelSelector``, simple ``fieldSelector``; ``resourceVersion`` in
+  the list metadata; items without kind/apiVersion, as Kubernetes serves them; ``limit`` and
+  ``continue`` page through one snapshot, and a token older than the last ``compact()`` gets 410),
+  get, create (POST), update (PUT, optimistic concurrency on
+  ``metadata.resourceVersion``), patch (merge, strategic-merge applied as merge, JSON patch),
+  delete (a namespace takes its pods and policies with it), ``/status`` subresource;
+- watch (``?watch=true`` or ``/watch/`` paths) from a ``resourceVersion``, streaming
+  newline-delimited ADDED/MODIFIED/DELETED events, BOOKMARK events every ``bookmark_interval``
+  when ``allowWatchBookmarks=true``, ending after ``timeoutSeconds``; a version older than the
+  bounded event history gets a 200 with one ERROR event carrying a 410 Expired Status, as the real
+  server does; without a version (or "0") the watch starts with ADDED for every current object.
+
+One global resourceVersion counter, like etcd; the server sets uid, creationTimestamp,
+resourceVersion and generation; metadata.name is required and a namespaced object's namespace must
+exist; 409 AlreadyExists on create, 409 Conflict on a stale update, 404 on missing; a no-op write
+creates no event. Namespaces get the ``kubernetes.io/metadata.name`` label, as Kubernetes adds it.
+
+Deliberate simplifications: no admission or schema validation beyond the above (names are checked),
+no deletecollection, no finalizers or graceful deletion (a delete is immediate), a PUT on the main
+resource may change status too.
+
+For tests: ``compact()`` (the next watch from an old version gets 410), ``send_bookmarks()``,
+``inject_fault(429, count, retry_after=1)`` / ``inject_fault(500, ...)`` for the next requests,
+``drop_watches()`` (cut every watch connection), ``freeze_watches()`` (watches stay open but say
+nothing), ``requests`` (a count per verb and resource), ``put_object`` / ``delete_object`` /
+``get_object`` / ``list_objects``. Optional bearer token; optional TLS (a self-signed loopback
+certificate when none is given; ``kubeconfig(path)`` embeds it as the CA).
+
+Use::
+
+    server = ApiServer(bookmark_interval=1.0)
+    await server.start("127.0.0.1", 0)
+    server.kubeconfig(tmp / "kubeconfig")     # for kubernetes_asyncio.config.load_kube_config
+    server.put_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "demo"}})
+    ...
+    await server.stop()
+
+Standalone: ``python -m stockade.lab.apiserver --port N [--data FILE.yaml ...] [--kubeconfig PATH]``.
+
+Status: tested as a component in ``tests/apiserver`` (aiohttp and kubernetes-asyncio clients).
+"""
+
+from .server import ApiServer, Fault
+from .store import ApiError
+
+__all__ = ["ApiError", "ApiServer", "Fault"]

@@ -1,0 +1,76 @@
+"""python -m stockade.lab.apiserver --port N [--data FILE.yaml ...] [--kubeconfig PATH]"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .server import ApiServer
+from .store import ApiError
+
+# Namespaces first, so the objects inside them can be created.
+_ORDER = {"Namespace": 0, "Node": 1}
+
+
+def load_manifests(paths: list[str]) -> list[dict[str, Any]]:
+    """Every object in the YAML files (multi-document, `kind: List` unrolled), namespaces first."""
+    objs: list[dict[str, Any]] = []
+    for p in paths:
+        for doc in yaml.safe_load_all(Path(p).read_text()):
+            if not doc:
+                continue
+            objs.extend((doc.get("items") or []) if doc.get("kind", "").endswith("List") else [doc])
+    return sorted(objs, key=lambda o: _ORDER.get(o.get("kind", ""), 2))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m stockade.lab.apiserver",
+                                 description="A small Kubernetes API server for tests and the lab.")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=0, help="0 picks a free port (printed on start)")
+    ap.add_argument("--data", action="append", default=[], metavar="FILE.yaml",
+                    help="objects to load at start (repeatable)")
+    ap.add_argument("--token", help="require this bearer token")
+    ap.add_argument("--tls", action="store_true", help="serve HTTPS with a self-signed certificate")
+    ap.add_argument("--tls-cert", help="serving certificate (PEM); implies --tls")
+    ap.add_argument("--tls-key", help="its private key (PEM)")
+    ap.add_argument("--kubeconfig", help="write a kubeconfig for this server here")
+    ap.add_argument("--bookmark-interval", type=float, default=10.0)
+    ap.add_argument("--history", type=int, default=10_000, help="watch events kept (older: 410)")
+    return ap.parse_args(argv)
+
+
+async def serve(args: argparse.Namespace) -> int:
+    server = ApiServer(token=args.token, tls=args.tls, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                       history_size=args.history, bookmark_interval=args.bookmark_interval)
+    try:
+        for obj in load_manifests(args.data):
+            server.put_object(obj)
+    except (ApiError, KeyError, OSError, yaml.YAMLError) as e:
+        print(f"error: cannot load --data: {e}", file=sys.stderr)
+        return 2
+    await server.start(args.host, args.port)
+    if args.kubeconfig:
+        server.kubeconfig(args.kubeconfig)
+    print(f"serving the Kubernetes API on {server.url}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return asyncio.run(serve(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

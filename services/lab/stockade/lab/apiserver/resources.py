@@ -1,0 +1,116 @@
+"""The resources the server knows, and how their URLs and discovery documents look."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One REST view of a stored resource (a group/version/plural triple)."""
+
+    group: str  # "" for the core group
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool
+    storage: str  # the key the objects are kept under; views of one storage share objects
+    short_names: tuple[str, ...] = ()
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def group_version(self) -> str:
+        return self.api_version
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
+
+VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
+
+RESOURCES: tuple[Resource, ...] = (
+    Resource("", "v1", "namespaces", "Namespace", False, "namespaces", ("ns",)),
+    Resource("", "v1", "pods", "Pod", True, "pods", ("po",)),
+    Resource("", "v1", "nodes", "Node", False, "nodes", ("no",)),
+    Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, "networkpolicies",
+             ("netpol",)),
+    # The seed article's API: the same objects, read and written under the old group.
+    Resource("extensions", "v1beta1", "networkpolicies", "NetworkPolicy", True, "networkpolicies",
+             ("netpol",)),
+)
+
+# The view objects are stored as (and watch events are first serialised as).
+STORAGE_VIEW: dict[str, Resource] = {}
+for _r in RESOURCES:
+    STORAGE_VIEW.setdefault(_r.storage, _r)
+
+BY_PATH: dict[tuple[str, str, str], Resource] = {(r.group, r.version, r.plural): r for r in RESOURCES}
+
+
+def find(group: str, version: str, plural: str) -> Resource | None:
+    return BY_PATH.get((group, version, plural))
+
+
+def by_kind(kind: str, api_version: str | None = None) -> Resource:
+    """The resource for a kind (and optional apiVersion), as found in a manifest."""
+    for r in RESOURCES:
+        if r.kind == kind and (api_version is None or r.api_version == api_version):
+            return r
+    raise KeyError(f"unknown kind {kind!r} (apiVersion {api_version!r})")
+
+
+def group_versions() -> dict[str, list[str]]:
+    """Group name → its versions, in the order they are declared ("" is the core group)."""
+    out: dict[str, list[str]] = {}
+    for r in RESOURCES:
+        versions = out.setdefault(r.group, [])
+        if r.version not in versions:
+            versions.append(r.version)
+    return out
+
+
+def api_versions_doc() -> dict[str, Any]:
+    """GET /api"""
+    return {
+        "kind": "APIVersions",
+        "versions": group_versions()[""],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}],
+    }
+
+
+def _group_doc(group: str, versions: list[str]) -> dict[str, Any]:
+    gvs = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
+    return {"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": gvs,
+            "preferredVersion": gvs[0]}
+
+
+def api_group_list_doc() -> dict[str, Any]:
+    """GET /apis"""
+    groups = [_group_doc(g, vs) for g, vs in group_versions().items() if g]
+    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
+
+
+def api_group_doc(group: str) -> dict[str, Any] | None:
+    """GET /apis/{group}"""
+    versions = group_versions().get(group)
+    return _group_doc(group, versions) if group and versions else None
+
+
+def resource_list_doc(group: str, version: str) -> dict[str, Any] | None:
+    """GET /api/v1 or /apis/{group}/{version}"""
+    found = [r for r in RESOURCES if r.group == group and r.version == version]
+    if not found:
+        return None
+    items: list[dict[str, Any]] = []
+    for r in found:
+        items.append({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced,
+                      "kind": r.kind, "verbs": VERBS, "shortNames": list(r.short_names)})
+        items.append({"name": f"{r.plural}/status", "singularName": "", "namespaced": r.namespaced,
+                      "kind": r.kind, "verbs": ["get", "patch", "update"]})
+    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": found[0].group_version,
+            "resources": items}

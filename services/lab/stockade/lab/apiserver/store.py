@@ -1,0 +1,299 @@
+"""The object store: objects by resource, one global resourceVersion counter (like etcd), a bounded
+history of change events for watches, and the watchers themselves.
+
+Every write is synchronous and hands its event to every matching watcher's queue before it returns,
+so a watcher sees events in resourceVersion order and a bookmark queued after them is never ahead
+of what it delivered. Stored objects are never mutated in place: a write stores a new dict, so
+events and list results can share them without copying.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import re
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from .resources import STORAGE_VIEW
+
+Obj = dict[str, Any]
+Key = tuple[str, str]  # (namespace or "", name)
+Matcher = Callable[[Obj], bool]
+
+
+class ApiError(Exception):
+    """A failure the API reports as a Status object with an HTTP code."""
+
+    def __init__(self, code: int, reason: str, message: str, details: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.details = details
+
+    def status(self) -> Obj:
+        out: Obj = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": self.message, "reason": self.reason, "code": self.code}
+        if self.details:
+            out["details"] = self.details
+        return out
+
+
+def not_found(storage: str, name: str) -> ApiError:
+    view = STORAGE_VIEW[storage]
+    return ApiError(404, "NotFound", f'{storage} "{name}" not found',
+                    {"name": name, "group": view.group, "kind": storage})
+
+
+@dataclass
+class Event:
+    rv: int
+    storage: str
+    type: str  # ADDED | MODIFIED | DELETED
+    obj: Obj
+    old: Obj | None  # the state before, for MODIFIED (label-selected watches need it)
+    line: bytes | None = None  # the serialised event in the storage view, made once, shared
+
+
+@dataclass(frozen=True)
+class Bookmark:
+    rv: int  # the store's version when it was queued: everything before it is delivered by then
+
+
+@dataclass(eq=False)
+class Watcher:
+    storage: str
+    namespace: str  # "" for all namespaces
+    matcher: Matcher | None
+    queue: asyncio.Queue[Event | Bookmark | None] = field(default_factory=asyncio.Queue)
+    frozen: bool = False  # a fault: says nothing more, not even bookmarks, until closed
+    dropped: bool = False  # a fault or an overflow: the server cuts the connection
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def wants(self, ev: Event) -> str | None:
+        """The event type this watcher should see for ev (None: not at all)."""
+        if self.namespace and ev.obj["metadata"].get("namespace") != self.namespace:
+            return None
+        if self.matcher is None:
+            return ev.type
+        now = self.matcher(ev.obj)
+        if ev.type != "MODIFIED":
+            return ev.type if now else None
+        before = ev.old is not None and self.matcher(ev.old)
+        if now:
+            return "MODIFIED" if before else "ADDED"
+        return "DELETED" if before else None
+
+    def drop(self) -> None:
+        self.dropped = True
+        self.queue.put_nowait(None)
+
+    def freeze(self) -> None:
+        self.frozen = True
+        self.queue.put_nowait(None)
+
+    def bookmark(self, rv: int) -> None:
+        if not (self.frozen or self.dropped):
+            self.queue.put_nowait(Bookmark(rv))
+
+
+_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def _check_name(storage: str, name: str) -> None:
+    """Names as Kubernetes validates them: a DNS label for namespaces, a DNS subdomain otherwise."""
+    if storage == "namespaces":
+        if len(name) > 63 or not _LABEL.match(name):
+            raise ApiError(422, "Invalid", f'Namespace "{name}" is invalid: metadata.name: must be a '
+                                           "lowercase RFC 1123 label of at most 63 characters")
+    elif len(name) > 253 or not _SUBDOMAIN.match(name):
+        raise ApiError(422, "Invalid", f'"{name}" is invalid: metadata.name: must be a lowercase '
+                                       "RFC 1123 subdomain of at most 253 characters")
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _sans_rv(obj: Obj) -> Obj:
+    meta = dict(obj.get("metadata") or {})
+    meta.pop("resourceVersion", None)
+    return {**obj, "metadata": meta}
+
+
+class Store:
+    def __init__(self, history_size: int = 10_000, watch_queue_limit: int = 50_000):
+        self.rv = 1
+        self.floor = 1  # every event with rv > floor is in the history
+        self.objects: dict[str, dict[Key, Obj]] = {s: {} for s in STORAGE_VIEW}
+        self.history: deque[Event] = deque()
+        self.history_size = history_size
+        self.watch_queue_limit = watch_queue_limit
+        self.watchers: set[Watcher] = set()
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    def get(self, storage: str, namespace: str, name: str) -> Obj:
+        obj = self.objects[storage].get((namespace, name))
+        if obj is None:
+            raise not_found(storage, name)
+        return obj
+
+    def list(self, storage: str, namespace: str = "",
+             matcher: Matcher | None = None) -> tuple[list[Obj], int]:
+        items = [o for (ns, _), o in sorted(self.objects[storage].items())
+                 if (not namespace or ns == namespace) and (matcher is None or matcher(o))]
+        return items, self.rv
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    def _check_namespace(self, storage: str, namespace: str) -> None:
+        if STORAGE_VIEW[storage].namespaced:
+            if not namespace:
+                raise ApiError(400, "BadRequest", "the namespace of the object must be set")
+            if ("", namespace) not in self.objects["namespaces"]:
+                raise ApiError(404, "NotFound", f'namespaces "{namespace}" not found',
+                               {"name": namespace, "kind": "namespaces"})
+
+    def _stamp(self, storage: str, obj: Obj, namespace: str) -> Obj:
+        view = STORAGE_VIEW[storage]
+        obj["kind"], obj["apiVersion"] = view.kind, view.api_version
+        meta = obj.setdefault("metadata", {})
+        if view.namespaced:
+            meta["namespace"] = namespace
+        else:
+            meta.pop("namespace", None)
+        if storage == "namespaces":
+            meta["labels"] = {**(meta.get("labels") or {}), "kubernetes.io/metadata.name": meta["name"]}
+            obj.setdefault("spec", {"finalizers": ["kubernetes"]})
+            obj["status"] = {**(obj.get("status") or {}), "phase": "Active"}
+        return obj
+
+    def create(self, storage: str, obj: Obj) -> Obj:
+        """Store a new object (obj is taken over, not copied); 409 if it exists."""
+        meta = obj.get("metadata")
+        if not isinstance(meta, dict):
+            raise ApiError(422, "Invalid", "metadata: Required value")
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = f"{meta['generateName']}{uuid.uuid4().hex[:5]}"
+        name, namespace = meta.get("name"), meta.get("namespace") or ""
+        if not name or not isinstance(name, str):
+            raise ApiError(422, "Invalid", "metadata.name: Required value: name or generateName is required")
+        _check_name(storage, name)
+        self._check_namespace(storage, namespace)
+        if (namespace, name) in self.objects[storage]:
+            raise ApiError(409, "AlreadyExists", f'{storage} "{name}" already exists',
+                           {"name": name, "kind": storage})
+        self._stamp(storage, obj, namespace)
+        meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
+        meta.pop("deletionTimestamp", None)
+        return self._commit(storage, "ADDED", obj, None)
+
+    def update(self, storage: str, obj: Obj, *, status_only: bool = False) -> Obj:
+        """Replace an object (obj is taken over); 404 if missing, 409 on a stale resourceVersion."""
+        meta = obj.get("metadata")
+        if not isinstance(meta, dict) or not meta.get("name"):
+            raise ApiError(422, "Invalid", "metadata.name: Required value")
+        key = (meta.get("namespace") or "", meta["name"])
+        old = self.objects[storage].get(key)
+        if old is None:
+            raise not_found(storage, key[1])
+        want = meta.get("resourceVersion")
+        if want not in (None, "") and want != old["metadata"]["resourceVersion"]:
+            raise ApiError(409, "Conflict",
+                           f'Operation cannot be fulfilled on {storage} "{key[1]}": the object has been '
+                           "modified; please apply your changes to the latest version and try again",
+                           {"name": key[1], "kind": storage})
+        if status_only:
+            status = obj.get("status")
+            obj = {k: v for k, v in old.items() if k != "status"}
+            if status is not None:
+                obj["status"] = status
+        else:
+            self._stamp(storage, obj, key[0])
+        meta = obj["metadata"] = {**obj["metadata"]}
+        for kept in ("uid", "creationTimestamp"):
+            meta[kept] = old["metadata"][kept]
+        meta["generation"] = old["metadata"].get("generation", 1) + (obj.get("spec") != old.get("spec"))
+        meta["resourceVersion"] = old["metadata"]["resourceVersion"]
+        if obj == old:
+            return old  # a no-op write is no change: no new resourceVersion, no event
+        return self._commit(storage, "MODIFIED", obj, old)
+
+    def delete(self, storage: str, namespace: str, name: str) -> Obj:
+        old = self.get(storage, namespace, name)
+        if storage == "namespaces":  # what is in a namespace goes with it, each with its own event
+            for other in self.objects:
+                if STORAGE_VIEW[other].namespaced:
+                    for key in [k for k in self.objects[other] if k[0] == name]:
+                        self.delete(other, *key)
+        gone = {**old, "metadata": {**old["metadata"], "deletionTimestamp": _now()}}
+        return self._commit(storage, "DELETED", gone, old)
+
+    def _commit(self, storage: str, type_: str, obj: Obj, old: Obj | None) -> Obj:
+        self.rv += 1
+        obj["metadata"]["resourceVersion"] = str(self.rv)
+        key = (obj["metadata"].get("namespace") or "", obj["metadata"]["name"])
+        if type_ == "DELETED":
+            del self.objects[storage][key]
+        else:
+            self.objects[storage][key] = obj
+        ev = Event(self.rv, storage, type_, obj, old)
+        self.history.append(ev)
+        while len(self.history) > self.history_size:
+            self.floor = self.history.popleft().rv
+        for w in list(self.watchers):
+            if w.storage == storage and not w.dropped and w.wants(ev):
+                if w.queue.qsize() >= self.watch_queue_limit:
+                    w.drop()  # like the real server: a watcher that cannot keep up is cut off
+                else:
+                    w.queue.put_nowait(ev)
+        return obj
+
+    def put(self, storage: str, obj: Obj) -> Obj:
+        """Create or replace, whatever the stored resourceVersion (for tests and the lab)."""
+        obj = copy.deepcopy(obj)
+        meta = obj.setdefault("metadata", {})
+        meta.pop("resourceVersion", None)
+        if (meta.get("namespace") or "", meta.get("name")) in self.objects[storage]:
+            return self.update(storage, obj)
+        return self.create(storage, obj)
+
+    # -- watches ---------------------------------------------------------------------------------
+
+    def watch(self, storage: str, namespace: str, matcher: Matcher | None, since: int | None) -> Watcher:
+        """A registered watcher, its queue primed with what happened after `since`.
+
+        since=None ("", "0" or absent in the request): synthetic ADDED events for every current
+        object, then live changes. A `since` the history no longer covers is 410 Expired.
+        """
+        w = Watcher(storage, namespace, matcher)
+        if since is None:
+            items, _rv = self.list(storage, namespace, matcher)
+            for o in items:
+                w.queue.put_nowait(Event(int(o["metadata"]["resourceVersion"]), storage, "ADDED", o, None))
+        else:
+            if since < self.floor:
+                raise ApiError(410, "Expired", f"too old resource version: {since} ({self.floor})")
+            for ev in self.history:
+                if ev.rv > since and ev.storage == storage and w.wants(ev):
+                    w.queue.put_nowait(ev)
+        self.watchers.add(w)
+        return w
+
+    def unwatch(self, w: Watcher) -> None:
+        self.watchers.discard(w)
+        w.closed.set()
+
+    def compact(self, keep: int = 0) -> None:
+        """Forget all but the last `keep` events: older watches get 410 Expired."""
+        while len(self.history) > keep:
+            self.floor = self.history.popleft().rv
+        if keep == 0:
+            self.floor = self.rv

@@ -1,0 +1,147 @@
+"""The lab's control plane: which processes run, with which command lines, and when they are ready.
+
+Every command line the lab launches is built here, in one place: the Kubernetes API server,
+Redis, the brain, and one agent per node (inside the node's namespace). A part whose command
+does not exist yet is skipped with a note, so the network, the pod servers and the probe work
+without it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import socket
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stockade.lab import procs
+from stockade.lab.config import LabConfig
+from stockade.lab.state import LabState
+
+
+@dataclass(frozen=True)
+class Launch:
+    name: str
+    argv: list[str]
+    netns: str | None = None
+
+
+def free_port(cfg: LabConfig, taken: set[int]) -> int:
+    """A free loopback TCP port: from the configured range if any, else one the kernel picks."""
+    candidates = range(cfg.port_range[0], cfg.port_range[1] + 1) if cfg.port_range else [0]
+    for port in candidates:
+        if port in taken:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            got: int = s.getsockname()[1]
+            if got not in taken:
+                taken.add(got)
+                return got
+    raise RuntimeError(f"no free loopback port in {cfg.port_range}")
+
+
+def has_command(name: str) -> bool:
+    """Whether `stockade <name>` exists (a module in stockade.cli.commands)."""
+    return importlib.util.find_spec(f"stockade.cli.commands.{name}") is not None
+
+
+def stockade_argv(*args: str) -> list[str]:
+    return procs.python_argv("stockade.cli.main", *args)
+
+
+def redis_launch(st: LabState, state_dir: Path) -> Launch:
+    data = state_dir / "redis"
+    data.mkdir(parents=True, exist_ok=True)
+    return Launch("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(st.ports["redis"]),
+                            "--save", "", "--appendonly", "no", "--dir", str(data),
+                            "--protected-mode", "yes"])
+
+
+def apiserver_launch(st: LabState, state_dir: Path) -> Launch:
+    return Launch("apiserver", procs.python_argv(
+        "stockade.lab.apiserver", "--port", str(st.ports["apiserver"]),
+        "--data", str(state_dir / "cluster.json"), "--bookmark-interval", "5"))
+
+
+def write_kubeconfig(path: Path, url: str) -> None:
+    """A kubeconfig for the lab's API server, written before anything that reads it starts."""
+    ctx = "stockade-lab"
+    doc = {"apiVersion": "v1", "kind": "Config", "preferences": {},
+           "clusters": [{"name": ctx, "cluster": {"server": url}}], "users": [{"name": ctx, "user": {}}],
+           "contexts": [{"name": ctx, "context": {"cluster": ctx, "user": ctx}}], "current-context": ctx}
+    path.write_text(json.dumps(doc, indent=1))  # JSON is YAML
+
+
+def certs_dir(state_dir: Path) -> Path:
+    return state_dir / "certs"
+
+
+def write_certs(state_dir: Path, nodes: list[str]) -> None:
+    """The lab's mTLS material: a CA, the brain's certificate (for 127.0.0.1 and localhost, where
+    agents reach it through the relay) and one client certificate per node."""
+    from stockade.tls import write_bundle
+
+    write_bundle(certs_dir(state_dir), nodes, ["localhost", "127.0.0.1"])
+
+
+def brain_launch(st: LabState, state_dir: Path) -> Launch:
+    return Launch("brain", stockade_argv(
+        "brain", "--kubeconfig", str(state_dir / "kubeconfig"),
+        "--listen", f"127.0.0.1:{st.ports['brain_grpc']}", "--admin-listen", f"127.0.0.1:{st.ports['brain_admin']}",
+        "--http", f"127.0.0.1:{st.ports['brain_http']}", "--tls-dir", str(certs_dir(state_dir)),
+        *(["--redis-url", st.redis_url] if st.redis_url else [])))
+
+
+def agent_launch(st: LabState, node: str, netns: str, state_dir: Path) -> Launch:
+    # The agent reaches the brain through the relay on its node's own loopback (see relay.py),
+    # and serves its health and metrics on that loopback too.
+    return Launch(f"agent-{node}", stockade_argv(
+        "agent", "--node", node, "--brain", f"127.0.0.1:{st.ports['brain_grpc']}", "--backend", st.backend,
+        "--tls-dir", str(certs_dir(state_dir)), "--http", f"127.0.0.1:{st.ports['agent_http']}"), netns=netns)
+
+
+def redis_ready(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+        s.sendall(b"PING\r\n")
+        return s.recv(16).startswith(b"+PONG")
+
+
+def http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=1.0) as resp:
+        return bool(resp.status == 200)
+
+
+def brain_ready(st: LabState) -> bool:
+    return http_ok(f"http://127.0.0.1:{st.ports['brain_http']}/readyz")
+
+
+def realized(st: LabState, resource_version: int, timeout: float) -> dict[str, Any] | None:
+    """Ask the brain to wait until it has seen `resource_version` and every node has applied what
+    followed (``GET /v1/realized``). None when this lab has no brain."""
+    if "brain_http" not in st.ports or "brain" not in st.processes:
+        return None
+    url = (f"http://127.0.0.1:{st.ports['brain_http']}/v1/realized"
+           f"?resourceVersion={resource_version}&timeout={timeout:.1f}")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout + 5) as resp:
+            data = json.loads(resp.read())
+    except urllib.error.HTTPError as e:  # 504: not realized in time; the body says what is pending
+        try:
+            data = json.loads(e.read())
+        except ValueError:
+            data = {"realized": False, "reason": f"HTTP {e.code}"}
+    except (OSError, ValueError) as e:
+        data = {"realized": False, "reason": str(e)}
+    return data if isinstance(data, dict) else {"realized": False}
+
+
+def have_redis_server() -> bool:
+    return shutil.which("redis-server") is not None

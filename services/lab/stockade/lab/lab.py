@@ -1,0 +1,397 @@
+"""The lab's commands: up, apply, delete, pods, probe, down. This module sequences the steps;
+the pieces live in their own modules (plan, wiring, daemons, state, control plane)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from stockade.lab import control, kubeapi, manifests, netcmds, netio, nsenter, probe, procs, state
+from stockade.lab.config import LabConfig
+from stockade.lab.objects import namespace_object, node_object, pod_request, running_pod
+from stockade.lab.state import LabState
+from stockade.lab.topology import PodPlan, empty_plan, place, relabel, without
+
+Say = Callable[[str], None]
+
+
+class LabError(RuntimeError):
+    pass
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root (it creates network namespaces and firewall rules): "
+                       "run it with sudo, e.g. `sudo stockade lab up`")
+
+
+def _lab_namespaces(cfg: LabConfig) -> list[str]:
+    return [n for n in nsenter.list_netns() if n.startswith(cfg.prefix)]
+
+
+def current(cfg: LabConfig) -> LabState:
+    try:
+        st = state.load(cfg.state_file)
+    except (ValueError, TypeError, KeyError) as e:
+        raise LabError(f"the lab's state file {cfg.state_file} is damaged ({e}); "
+                       "`stockade lab down` removes what is left of the lab") from e
+    if st is None or st.plan is None:
+        raise LabError(f"no lab is running (no state in {cfg.state_dir}); start one with `stockade lab up`")
+    return st
+
+
+# -- up ---------------------------------------------------------------------------------------------
+
+
+def _elapsed(t0: float) -> str:
+    return f"{(time.monotonic() - t0) * 1000:.0f} ms"
+
+
+def _start(cfg: LabConfig, st: LabState, launches: list[tuple[control.Launch, Callable[[], bool]]],
+           timeout: float = 30.0) -> None:
+    """Start the processes at once (they do not depend on each other), then wait for each."""
+    started = [(launch, ready, _spawn(cfg, st, launch)) for launch, ready in launches]
+    state.save(cfg.state_file, st)
+    for launch, ready, pid in started:
+        procs.wait_until(ready, f"{launch.name} did not start", timeout, pid,
+                         procs.log_path(cfg.state_dir, launch.name))
+
+
+def _spawn(cfg: LabConfig, st: LabState, launch: control.Launch) -> int:
+    pid = procs.spawn(cfg.state_dir, st.token, launch.name, launch.argv, launch.netns)
+    st.processes[launch.name] = [pid, procs.start_time(pid) or 0]
+    return pid
+
+
+def _pid(st: LabState, name: str) -> int | None:
+    """The recorded process's pid, if that very process still runs."""
+    rec = st.processes.get(name)
+    return rec[0] if rec and procs.same_process(rec[0], rec[1]) else None
+
+
+def _labd_ready(cfg: LabConfig, serial: int) -> Callable[[], bool]:
+    """Whether the daemon serves a state at least as new as `serial` (it writes what it loaded)."""
+    return lambda: int((cfg.state_dir / "labd.ready").read_text()) >= serial
+
+
+def _cluster_objects(st: LabState) -> list[dict[str, Any]]:
+    assert st.plan is not None
+    return ([*st.namespaces.values()] + [node_object(n) for n in st.plan.nodes]
+            + [*st.pods.values()] + [*st.policies.values()])
+
+
+def _record_objects(st: LabState, objs: manifests.Objects, placed: dict[str, PodPlan]) -> None:
+    assert st.plan is not None
+    for nso in objs.namespaces:
+        st.namespaces[nso["metadata"]["name"]] = nso
+    for pod in objs.pods:
+        key = manifests.key(pod)
+        st.pods[key] = running_pod(pod, placed[key], st.plan)
+    for pol in objs.policies:
+        st.policies[manifests.key(pol)] = pol
+    for key in [*st.pods, *st.policies]:  # namespaces the objects live in exist, as in a cluster
+        ns = key.split("/", 1)[0]
+        st.namespaces.setdefault(ns, namespace_object(ns))
+
+
+def up(cfg: LabConfig, nodes: int, cluster: list[str], backend: str, redis_url: str | None, say: Say) -> LabState:
+    require_root()
+    objs = manifests.load_files(cluster)  # bad input fails here, before anything is made
+    requests = sorted(map(pod_request, objs.pods), key=lambda r: (r.namespace, r.name))
+    plan = place(empty_plan(cfg.prefix, nodes), requests)
+    if cfg.state_file.exists() or _lab_namespaces(cfg):
+        raise LabError(f"a lab already exists (state in {cfg.state_dir}, namespaces named "
+                       f"{cfg.prefix}*); `stockade lab down` removes it first")
+    with state.locked(cfg.state_dir):
+        if cfg.state_file.exists():
+            raise LabError(f"another `stockade lab up` just built a lab in {cfg.state_dir}")
+        st = LabState(token=uuid.uuid4().hex, prefix=cfg.prefix, backend=backend, plan=plan)
+        (cfg.state_dir / "token").write_text(st.token)  # survives a damaged state file
+        state.save(cfg.state_file, st)  # from here on, `down` can find everything
+        t0 = time.monotonic()
+        say(f"network: {nodes} nodes, {len(plan.pods)} pods, 1 external host ...")
+        netio.run_batch(netcmds.root_script(plan))
+        netio.run_scripts(netcmds.ns_scripts(plan))
+        netio.set_sysctls([n.netns for n in plan.nodes], netcmds.NODE_SYSCTLS)
+        say(f"  wired in {_elapsed(t0)}")
+        _record_objects(st, objs, {p.key: p for p in plan.pods})
+        if objs.skipped:
+            say("  not modelled (no kube-proxy in the lab; policies name container ports): "
+                + ", ".join(f"{n} {k}" for k, n in sorted(objs.skipped.items())))
+        _start_daemons(cfg, st, redis_url, say)
+        st.status = "ready"
+        state.save(cfg.state_file, st)
+        say(f"lab ready in {_elapsed(t0)}")
+        return st
+
+
+def _start_daemons(cfg: LabConfig, st: LabState, redis_url: str | None, say: Say) -> None:
+    assert st.plan is not None
+    taken: set[int] = set()
+    for name in ("apiserver", "brain_grpc", "brain_admin", "brain_http", "agent_http",
+                 *(() if redis_url else ("redis",))):
+        st.ports[name] = control.free_port(cfg, taken)
+    brain = control.has_command("brain")
+    if brain:
+        st.relays = [st.ports["brain_grpc"]]
+    st.redis_url = redis_url or f"redis://127.0.0.1:{st.ports['redis']}/0"
+    (cfg.state_dir / "cluster.json").write_text(json.dumps({"kind": "List", "items": _cluster_objects(st)}))
+    api = kubeapi.Client(f"http://127.0.0.1:{st.ports['apiserver']}")
+    control.write_kubeconfig(cfg.state_dir / "kubeconfig", api.url)
+    state.save(cfg.state_file, st)
+
+    brain = brain and control.has_command("agent")
+    if brain:
+        control.write_certs(cfg.state_dir, [n.name for n in st.plan.nodes])
+    t0 = time.monotonic()
+    # Everything starts at once (interpreter start-up dominates, and they wait for each other:
+    # the brain retries the API, the agents retry the brain); then each is waited for in turn.
+    labd = control.Launch("labd", procs.python_argv("stockade.lab.labd", "--dir", str(cfg.state_dir)))
+    launches = [(labd, _labd_ready(cfg, st.serial)), (control.apiserver_launch(st, cfg.state_dir), api.ready)]
+    if not redis_url:
+        launches.append((control.redis_launch(st, cfg.state_dir), lambda: control.redis_ready(st.ports["redis"])))
+    if brain:
+        launches.append((control.brain_launch(st, cfg.state_dir), lambda: control.brain_ready(st)))
+        launches += [(control.agent_launch(st, n.name, n.netns, cfg.state_dir), lambda: True) for n in st.plan.nodes]
+    _start(cfg, st, launches)
+    nports = sum(len(p.ports) for p in st.plan.pods)
+    sctp = sum(1 for p in st.plan.pods for proto, _ in p.ports if proto == "SCTP")
+    note = f"; {sctp} SCTP ports not served: this kernel has no SCTP sockets" if sctp and not _sctp_ok() else ""
+    say(f"pod servers: {nports - (sctp if note else 0)} ports on {len(st.plan.pods)} pods, TCP and UDP echo{note}")
+    say(f"redis: {'using ' + redis_url if redis_url else 'private redis-server at ' + st.redis_url}")
+    say(f"Kubernetes API: {api.url} ({len(st.namespaces)} namespaces, {len(st.plan.nodes)} nodes, "
+        f"{len(st.pods)} pods, {len(st.policies)} policies; kubeconfig {cfg.state_dir / 'kubeconfig'})")
+    if not brain:
+        st.notes.append("no `stockade brain`/`stockade agent` command in this build: policies are not enforced")
+        say("brain and agents: not started (not in this build): policies are not enforced")
+        return
+    say(f"brain: agents' gRPC (mTLS) 127.0.0.1:{st.ports['brain_grpc']}, admin API 127.0.0.1:"
+        f"{st.ports['brain_admin']}, HTTP 127.0.0.1:{st.ports['brain_http']}")
+    wait_realized(st, timeout=30.0, since={})
+    say(f"agents: one per node ({st.backend}), each in sync with the brain")
+    say(f"  all started in {_elapsed(t0)}")
+
+
+def _sctp_ok() -> bool:
+    from stockade.lab.podserver import sctp_supported
+
+    return sctp_supported()
+
+
+def wait_realized(st: LabState, timeout: float, since: dict[str, int]) -> bool:
+    """Wait until the brain has seen the writes in `since` (kind -> resourceVersion) and every
+    node's agent acked the result. Returns False when the lab has no brain to ask."""
+    answer = control.realized(st, max(since.values(), default=0), timeout)
+    if answer is None:
+        return False
+    if not answer.get("realized"):
+        pending = ", ".join(answer.get("pending") or []) or "?"
+        raise LabError(f"not realized after {timeout:.0f} s: {answer.get('reason') or 'nodes pending: ' + pending} "
+                       "(the brain's and agents' logs are in the lab's state dir, under logs/)")
+    return True
+
+
+# -- apply / delete ---------------------------------------------------------------------------------
+
+
+def _signal_labd(cfg: LabConfig, st: LabState) -> None:
+    pid = _pid(st, "labd")
+    if pid:
+        os.kill(pid, signal.SIGHUP)
+        procs.wait_until(_labd_ready(cfg, st.serial), "the pod servers did not reload", 10.0, pid,
+                         procs.log_path(cfg.state_dir, "labd"))
+
+
+def _api(st: LabState) -> kubeapi.Client | None:
+    return kubeapi.Client(f"http://127.0.0.1:{st.ports['apiserver']}") if "apiserver" in st.processes else None
+
+
+def apply(cfg: LabConfig, paths: list[str], wait: bool, say: Say, timeout: float = 30.0) -> int:
+    require_root()
+    with state.locked(cfg.state_dir):
+        st = current(cfg)
+        assert st.plan is not None
+        objs = manifests.load_files(paths)
+        new = [r for r in map(pod_request, objs.pods) if st.plan.pod(f"{r.namespace}/{r.name}") is None]
+        for r in map(pod_request, objs.pods):
+            old = st.plan.pod(f"{r.namespace}/{r.name}")
+            if old and r.node_name and r.node_name != old.node:
+                raise LabError(f"pod {old.key} runs on {old.node}; moving it to {r.node_name} is not "
+                               "supported: delete it first")
+            if old and r.ports != old.ports:
+                raise LabError(f"pod {old.key}: changing its ports is not supported: delete it first")
+        plan = place(st.plan, new)
+        added = plan.pods[len(st.plan.pods):]
+        plan = relabel(plan, {f"{r.namespace}/{r.name}": r.labels for r in map(pod_request, objs.pods)})
+        if added:
+            root, scripts = netcmds.add_pods_scripts(plan, added)
+            netio.run_batch(root)
+            netio.run_scripts(scripts)
+        st.plan = plan
+        known = set(st.namespaces)
+        _record_objects(st, objs, {p.key: p for p in plan.pods})
+        implied = [st.namespaces[n] for n in st.namespaces if n not in known]  # new, and not declared
+        declared = {n["metadata"]["name"] for n in objs.namespaces}
+        state.save(cfg.state_file, st)
+        if added:
+            _signal_labd(cfg, st)
+        since = _push(st, [*objs.namespaces, *(n for n in implied if n["metadata"]["name"] not in declared),
+                        *(st.pods[manifests.key(p)] for p in objs.pods), *objs.policies], say)
+    if wait:
+        _wait(st, since, timeout, say)
+    return 0
+
+
+def _push(st: LabState, objs: list[dict[str, Any]], say: Say) -> dict[str, int]:
+    """Create or replace each object in the lab's API; return, per kind, the last resourceVersion."""
+    api = _api(st)
+    since: dict[str, int] = {}
+    for obj in sorted(objs, key=lambda o: o["kind"] != "Namespace"):
+        name = f"{obj['kind'].lower()}/{manifests.key(obj)}"
+        if api is None:
+            say(f"{name} recorded (no API server in this lab)")
+            continue
+        verb, stored = api.put(obj)
+        _note_rv(since, obj["kind"], stored)
+        extra = ""
+        if obj["kind"] == "Pod" and verb == "created":
+            extra = f" ({obj['status']['podIP']} on {obj['spec']['nodeName']})"
+        say(f"{name} {verb}{extra}")
+    return since
+
+
+def _note_rv(since: dict[str, int], kind: str, stored: dict[str, Any] | None) -> None:
+    rv = int(((stored or {}).get("metadata") or {}).get("resourceVersion") or 0)
+    since[kind] = max(since.get(kind, 0), rv)
+
+
+def _wait(st: LabState, since: dict[str, int], timeout: float, say: Say) -> None:
+    t0 = time.monotonic()
+    if wait_realized(st, timeout, since):
+        say(f"realized on every node in {_elapsed(t0)}")
+    else:
+        say("--wait: this lab's brain does not report realization yet; not waiting")
+
+
+def delete(cfg: LabConfig, paths: list[str], wait: bool, say: Say, timeout: float = 30.0) -> int:
+    require_root()
+    with state.locked(cfg.state_dir):
+        st = current(cfg)
+        assert st.plan is not None
+        objs = manifests.load_files(paths)
+        api = _api(st)
+        gone_ns = {ns["metadata"]["name"] for ns in objs.namespaces}
+        pod_keys = {manifests.key(p) for p in objs.pods} | {k for k in st.pods if k.split("/")[0] in gone_ns}
+        removed = [p for p in st.plan.pods if p.key in pod_keys]
+        since: dict[str, int] = {}
+        for kind, keys in (("NetworkPolicy", [manifests.key(p) for p in objs.policies]),
+                           ("Pod", sorted(pod_keys)), ("Namespace", sorted(gone_ns))):
+            for key in keys:
+                ns, _, name = key.rpartition("/")
+                gone = api.delete(kind, ns or None, name) if api else None
+                _note_rv(since, kind, gone)
+                store = {"NetworkPolicy": st.policies, "Pod": st.pods, "Namespace": st.namespaces}[kind]
+                found = store.pop(key, None) is not None or gone is not None
+                say(f"{kind.lower()}/{key} {'deleted' if found else 'not found'}")
+        if gone_ns:
+            for key in [k for k in st.policies if k.split("/")[0] in gone_ns]:
+                del st.policies[key]
+        st.plan = without(st.plan, pod_keys)
+        state.save(cfg.state_file, st)
+        if removed:
+            _signal_labd(cfg, st)  # close the pods' sockets before their namespaces go
+            _, scripts = netcmds.remove_pods_scripts(st.plan, removed)
+            netio.run_scripts(scripts)
+            netio.delete_namespaces(p.netns for p in removed)
+    if wait:
+        _wait(st, since, timeout, say)
+    return 0
+
+
+# -- pods / probe -----------------------------------------------------------------------------------
+
+
+def pods_json(cfg: LabConfig) -> dict[str, Any]:
+    st = current(cfg)
+    assert st.plan is not None
+    return {"pods": [{"namespace": p.namespace, "name": p.name, "ip": p.ip, "node": p.node,
+                      "labels": p.labels, "ports": [{"protocol": pr, "port": n} for pr, n in p.ports]}
+                     for p in st.plan.pods],
+            "external": {"ip": st.plan.external.ip, "via": st.plan.external.via_node}}
+
+
+def _matches(label: str, wanted: list[str] | None) -> bool:
+    if not wanted:
+        return True
+    return any(label == w or (w.endswith("/") and label.startswith(w)) or label.split("/")[0] == w
+               for w in wanted)
+
+
+def run_probe(cfg: LabConfig, ports: list[int] | None, protocols: list[str] | None,
+              sources: list[str] | None, targets: list[str] | None = None,
+              timeout: float = probe.TIMEOUT, say: Say = print) -> list[probe.Result]:
+    require_root()
+    st = current(cfg)
+    assert st.plan is not None
+    srcs = [probe.Source(p.key, p.netns) for p in st.plan.pods] + [
+        probe.Source("external", st.plan.external.netns)]
+    srcs = [s for s in srcs if _matches(s.label, sources)]
+    if sources and not srcs:
+        raise LabError(f"--from {','.join(sources)} matches no pod (and not 'external')")
+    dsts = [probe.Target(p.key, p.ip, probe.select_ports(p.ports, ports, protocols))
+            for p in st.plan.pods if _matches(p.key, targets)]
+    if probe.unsupported_protocols(["SCTP"]):
+        skipped = sum(1 for t in dsts for proto, _ in t.ports if proto == "SCTP")
+        if skipped:
+            say(f"note: this kernel has no SCTP sockets (errno 93): {skipped} SCTP port(s) not probed")
+            dsts = [probe.Target(t.label, t.ip, tuple(x for x in t.ports if x[0] != "SCTP")) for t in dsts]
+    return asyncio.run(probe.probe(srcs, dsts, timeout))
+
+
+# -- down -------------------------------------------------------------------------------------------
+
+
+def down(cfg: LabConfig, say: Say) -> int:
+    require_root()
+    try:
+        st = state.load(cfg.state_file)
+    except (ValueError, TypeError, KeyError):
+        st = None
+        say(f"the state file in {cfg.state_dir} is damaged; removing by name prefix {cfg.prefix!r}")
+    prefix = st.prefix if st else cfg.prefix
+    found = False
+    try:
+        token = st.token if st else (cfg.state_dir / "token").read_text().strip()
+    except OSError:
+        token = None
+    if token:
+        recorded = [pid for pid in (_pid(st, name) for name in st.processes) if pid] if st else []
+        pids = sorted(set(recorded) | set(procs.marked(token)))
+        left = procs.stop(pids)
+        found = True
+        say(f"stopped {len(pids) - len(left)} of the lab's processes" + (f"; could not stop {left}" if left else ""))
+    names = [n for n in nsenter.list_netns() if n.startswith(prefix)]
+    stray = sorted({pid for n in names for pid in netio.netns_pids(n)})
+    if stray:
+        procs.stop(stray)
+        say(f"stopped {len(stray)} more processes inside the lab's namespaces")
+    errors = netio.delete_namespaces(names)
+    if names:
+        found = True
+        say(f"removed {len(names) - len(errors)} network namespaces ({prefix}*)")
+    for e in errors:
+        say(e)
+    if cfg.state_dir.exists():
+        found = True
+        shutil.rmtree(cfg.state_dir, ignore_errors=True)
+        say(f"removed {cfg.state_dir}")
+    if not found:
+        say("no lab found: nothing to remove")
+    return 1 if errors else 0

@@ -1,0 +1,82 @@
+"""Echo servers for the pods: every declared container port of every pod, from one process.
+
+Each pod's sockets are created inside the pod's network namespace (see `nsenter`) and then
+served by one asyncio loop, so a lab of many pods costs one process, not one per pod or port.
+TCP and (where the kernel has it) SCTP echo what they receive; UDP echoes each datagram.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from dataclasses import dataclass, field
+
+from stockade.lab import nsenter
+from stockade.lab.topology import PodPlan
+
+log = logging.getLogger(__name__)
+
+
+def sctp_supported() -> bool:
+    try:
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_SCTP).close()
+        return True
+    except OSError:
+        return False
+
+
+class _StreamEcho(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)  # type: ignore[attr-defined]
+
+
+class _DatagramEcho(asyncio.DatagramProtocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.transport.sendto(data, addr)  # type: ignore[attr-defined]
+
+
+@dataclass
+class PodServers:
+    pod: str
+    closers: list[asyncio.BaseTransport | asyncio.AbstractServer] = field(default_factory=list)
+
+    def close(self) -> None:
+        for c in self.closers:
+            c.close()
+
+
+def _listening_socket(netns: str, protocol: str, port: int) -> socket.socket:
+    kind, proto = {"TCP": (socket.SOCK_STREAM, 0), "UDP": (socket.SOCK_DGRAM, 0),
+                   "SCTP": (socket.SOCK_STREAM, socket.IPPROTO_SCTP)}[protocol]
+    s = nsenter.socket_in(netns, socket.AF_INET, kind, proto)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port))
+    if kind == socket.SOCK_STREAM:
+        s.listen(128)
+    s.setblocking(False)
+    return s
+
+
+async def serve_pod(pod: PodPlan, sctp: bool) -> PodServers:
+    loop = asyncio.get_running_loop()
+    out = PodServers(pod.key)
+    for protocol, port in pod.ports:
+        if protocol == "SCTP" and not sctp:
+            continue
+        try:
+            sock = _listening_socket(pod.netns, protocol, port)
+            if protocol == "UDP":
+                transport, _ = await loop.create_datagram_endpoint(_DatagramEcho, sock=sock)
+                out.closers.append(transport)
+            else:
+                out.closers.append(await loop.create_server(_StreamEcho, sock=sock))
+        except OSError as e:
+            log.error("pod %s: cannot serve %s/%d: %s", pod.key, protocol, port, e)
+    return out

@@ -1,0 +1,181 @@
+"""Parse what the kernel holds (``nft -j list table inet stockade``) into a comparable view.
+
+Pure functions of the JSON text, so the drift logic is testable without a kernel. The view is in
+kernel names (see `names`), and the comparison with a model happens in that name space.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from stockade.agent.backends import elements, names
+from stockade.agent.backends.nft_render import (
+    DENY_COMMENT,
+    DISPATCH,
+    FORWARD,
+    ONCE,
+    SEEN,
+    NftConfig,
+    chain_lines,
+    deny_comment,
+    once_lines,
+)
+from stockade.model import Direction, NodeModel
+
+
+@dataclass
+class KernelView:
+    """Our table as the kernel holds it."""
+
+    sets: dict[str, frozenset[str]] = field(default_factory=dict)  # address sets: name -> CIDRs
+    chains: dict[str, int] = field(default_factory=dict)  # pod chains: name -> rule count
+    settings: dict[str, str] = field(default_factory=dict)  # pod chains: name -> deny rule's comment
+    ingress: dict[str, str] = field(default_factory=dict)  # pod IP -> chain name
+    egress: dict[str, str] = field(default_factory=dict)
+    fixed: set[str] = field(default_factory=set)  # our fixed objects present: maps, seen sets, forward
+    forward_rules: int = 0
+    once_rules: dict[str, int] = field(default_factory=dict)
+    handles: dict[str, int] = field(default_factory=dict)  # "table", "set NAME", "chain NAME" -> handle
+    denied: dict[str, int] = field(default_factory=dict)  # log prefix (chain id) -> deny counter
+
+    def dispatch(self, direction: Direction) -> dict[str, str]:
+        return self.ingress if direction is Direction.INGRESS else self.egress
+
+
+def _elem_cidrs(elem: Any) -> list[str]:
+    if isinstance(elem, dict) and "elem" in elem:  # an element with options (timeout, comment)
+        elem = elem["elem"]["val"]
+    if isinstance(elem, str):
+        return [elem if "/" in elem else f"{elem}/32"]
+    if "prefix" in elem:
+        return [f"{elem['prefix']['addr']}/{elem['prefix']['len']}"]
+    if "range" in elem:
+        lo, hi = (ipaddress.IPv4Address(a) for a in elem["range"])
+        return [str(n) for n in ipaddress.summarize_address_range(lo, hi)]
+    raise ValueError(f"unexpected set element {elem!r}")
+
+
+def parse(text: str) -> KernelView:
+    view = KernelView()
+    prefix_of: dict[str, str] = {}
+    deny_of: dict[str, int] = {}
+    for obj in json.loads(text)["nftables"]:
+        if "table" in obj:
+            view.handles["table"] = obj["table"]["handle"]
+        elif "set" in obj:
+            s = obj["set"]
+            view.handles[f"set {s['name']}"] = s["handle"]
+            if s["name"] in SEEN.values():
+                view.fixed.add(s["name"])
+            else:
+                view.sets[s["name"]] = frozenset(c for e in s.get("elem", []) for c in _elem_cidrs(e))
+        elif "map" in obj:
+            m = obj["map"]
+            view.handles[f"map {m['name']}"] = m["handle"]
+            view.fixed.add(m["name"])
+            for direction, name in DISPATCH.items():
+                if m["name"] == name:
+                    target = view.dispatch(direction)
+                    for key, verdict in m.get("elem", []):
+                        target[key] = next(iter(verdict.values()))["target"]
+        elif "chain" in obj:
+            c = obj["chain"]
+            view.handles[f"chain {c['name']}"] = c["handle"]
+            if c["name"] == FORWARD:
+                if c.get("hook") == "forward" and c.get("policy") == "accept":
+                    view.fixed.add(FORWARD)
+            elif c["name"] in ONCE.values():
+                view.fixed.add(c["name"])
+            else:
+                view.chains[c["name"]] = 0
+        elif "rule" in obj:
+            r = obj["rule"]
+            chain = r["chain"]
+            if chain == FORWARD:
+                view.forward_rules += 1
+                continue
+            if chain in ONCE.values():
+                view.once_rules[chain] = view.once_rules.get(chain, 0) + 1
+                continue
+            view.chains[chain] = view.chains.get(chain, 0) + 1
+            for expr in r["expr"]:
+                if "log" in expr and "prefix" in expr["log"]:
+                    prefix_of[chain] = expr["log"]["prefix"]
+                if "counter" in expr and r.get("comment", "").startswith(DENY_COMMENT):
+                    deny_of[chain] = expr["counter"]["packets"]
+                    view.settings[chain] = r["comment"]
+    view.denied = {prefix_of.get(c, c): n for c, n in deny_of.items()}
+    return view
+
+
+@dataclass
+class Desired:
+    """A model in kernel names: what `KernelView` should equal."""
+
+    sets: dict[str, frozenset[str]]
+    chains: dict[str, int]
+    comment: str  # the deny rule's comment every pod chain should carry
+    ingress: dict[str, str]
+    egress: dict[str, str]
+
+
+def desired(model: NodeModel, cfg: NftConfig) -> Desired:
+    return Desired(
+        sets={names.nft_set(s): elements.kernel_form(e) for s, e in model.sets.items()},
+        chains={names.nft_chain(c): len(chain_lines(c, ch, cfg)) for c, ch in model.chains.items()},
+        comment=deny_comment(cfg),
+        ingress={ip: names.nft_chain(c) for ip, c in model.ingress.items() if elements.is_v4(ip)},
+        egress={ip: names.nft_chain(c) for ip, c in model.egress.items() if elements.is_v4(ip)},
+    )
+
+
+FIXED = {*DISPATCH.values(), *SEEN.values(), *ONCE.values(), FORWARD}
+FORWARD_RULE_COUNT = 3
+
+
+def structure_problems(view: KernelView) -> list[str]:
+    out = [f"missing {name}" for name in sorted(FIXED - view.fixed)]
+    if FORWARD in view.fixed and view.forward_rules != FORWARD_RULE_COUNT:
+        out.append(f"chain {FORWARD} has {view.forward_rules} rules, expected {FORWARD_RULE_COUNT}")
+    for direction, name in ONCE.items():
+        want = len(once_lines(direction))
+        if name in view.fixed and view.once_rules.get(name, 0) != want:
+            out.append(f"chain {name} has {view.once_rules.get(name, 0)} rules, expected {want}")
+    return out
+
+
+def differences(view: KernelView | None, want: Desired) -> list[str]:
+    """What the kernel lacks or holds beyond ``want`` (empty when in sync)."""
+    if view is None:
+        return ["table inet stockade is missing"]
+    out = structure_problems(view)
+    for name, elems in sorted(want.sets.items()):
+        have = view.sets.get(name)
+        if have is None:
+            out.append(f"missing set {name}")
+        elif have != elems and elements.coverage(have) != elements.coverage(elems):
+            missing, extra = sorted(elems - have), sorted(have - elems)
+            out.append(f"set {name} differs: missing elements {missing[:5]}, extra {extra[:5]}")
+    out += [f"extra set {n}" for n in sorted(view.sets.keys() - want.sets.keys())]
+    for name, count in sorted(want.chains.items()):
+        have_count = view.chains.get(name)
+        if have_count is None:
+            out.append(f"missing chain {name}")
+        elif have_count != count:
+            out.append(f"chain {name} has {have_count} rules, expected {count}")
+        elif view.settings.get(name) != want.comment:
+            out.append(f"chain {name} built with other settings ({view.settings.get(name)!r}, want {want.comment!r})")
+    out += [f"extra chain {n}" for n in sorted(view.chains.keys() - want.chains.keys())]
+    for direction in Direction:
+        have_map = view.dispatch(direction)
+        for ip, chain in sorted((want.ingress if direction is Direction.INGRESS else want.egress).items()):
+            if ip not in have_map:
+                out.append(f"missing {direction} dispatch {ip} -> {chain}")
+            elif have_map[ip] != chain:
+                out.append(f"{direction} dispatch {ip} -> {have_map[ip]}, expected {chain}")
+        wanted = want.ingress if direction is Direction.INGRESS else want.egress
+        out += [f"extra {direction} dispatch {ip}" for ip in sorted(have_map.keys() - wanted.keys())]
+    return out

@@ -1,0 +1,222 @@
+"""The node agent, composed: sync client → metered dataplane; NFLOG → metrics and drop reports;
+periodic verify/repair and kernel counters; HTTP health and metrics.
+
+The agent runs inside its node's network namespace (the lab starts it with ``ip netns exec``),
+so everything acts on the current namespace unless ``netns`` names another one. Stopping it
+(SIGTERM, SIGINT) leaves the rules in the kernel: fail static, and a restarted agent changes
+nothing until it has the brain's current model, and then only what differs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass
+
+import grpc
+
+from stockade.agent.backends import make_backend
+from stockade.agent.backends.base import Dataplane
+from stockade.agent.health import HealthServer
+from stockade.agent.metered import MeteredDataplane, conntrack_end_flows
+from stockade.agent.metrics import AgentMetrics
+from stockade.agent.nflog import NflogReader
+from stockade.agent.reporter import CHANNEL_OPTIONS, Reporter
+from stockade.agent.supervise import counters_loop, verify_loop
+from stockade.agent.sync import AgentClient, AgentStatus, Applier
+from stockade.model.events import BlockedEvent
+from stockade.tls import ClientTLS
+
+log = logging.getLogger(__name__)
+
+NFLOG_SHED_REASON = "agent_nflog_overrun"
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    node: str
+    brain: str  # HOST:PORT
+    tls: ClientTLS | None  # None only with ``insecure`` (tests)
+    insecure: bool = False
+    backend: str = "auto"  # nftables, iptables or auto
+    nflog_group: int = 100
+    http: str = "0.0.0.0:9091"
+    verify_interval: float = 30.0
+    counters_interval: float = 5.0
+    netns: str | None = None  # None: the network namespace we run in
+    nflog: bool = True
+    conntrack: bool = True
+
+
+class NodeAgent:
+    """One node's agent. Build it, then ``await run(stop)``; it returns the exit code."""
+
+    def __init__(self, config: AgentConfig, dataplane: Dataplane | None = None) -> None:
+        if config.tls is None and not config.insecure:
+            raise ValueError("the agent needs mTLS credentials to reach the brain (plain text only with insecure)")
+        self.config = config
+        self.metrics = AgentMetrics()
+        inner = dataplane if dataplane is not None else make_backend(config.backend, config.netns, config.nflog_group)
+        end_flows = conntrack_end_flows(config.netns) if config.conntrack else None
+        self.dataplane = MeteredDataplane(inner, self.metrics, end_flows)
+        self.applier = Applier(config.node, self.dataplane, on_applied=self._on_applied)
+        self.client = AgentClient(self.applier, config.brain, config.tls, allow_insecure=config.insecure)
+        self.status: AgentStatus = self.client.status
+        self.http = HealthServer(config.http, self.not_ready_reason, self.render_metrics)
+        self.reporter: Reporter | None = None
+        self.nflog: NflogReader | None = None
+        self._applies_logged = 0
+        self._nflog_lost_reported = 0
+
+    # -- what the endpoints and the logs say ----------------------------------------------------
+
+    def not_ready_reason(self) -> str | None:
+        if self.applier.model is not None:
+            return None  # enforcing; stays so while the brain is away (fail static)
+        st = self.status
+        link = "connected to" if st.connected else "not connected to"
+        reason = f"no rules from the brain yet ({link} {self.config.brain}; {st.phase})"
+        if st.last_error:
+            reason += f"; last error: {st.last_error}"
+        return reason
+
+    def render_metrics(self) -> tuple[bytes, str]:
+        self._refresh()
+        return self.metrics.render(), self.metrics.content_type
+
+    def _refresh(self) -> None:
+        """Bring the gauges and loss counts that mirror other objects' state up to date."""
+        self.metrics.set_brain_connected(self.status.connected)
+        if self.nflog is not None:
+            lost = self.nflog.stats.lost
+            self.metrics.nflog_lost_total(lost)
+            if self.reporter is not None and lost > self._nflog_lost_reported:
+                self.reporter.count_shed(NFLOG_SHED_REASON, lost - self._nflog_lost_reported)
+            self._nflog_lost_reported = max(lost, self._nflog_lost_reported)
+
+    def _on_applied(self, st: AgentStatus) -> None:
+        self.metrics.set_applied_generation(st.generation)
+        dp = self.dataplane
+        if dp.applies != self._applies_logged:
+            self._applies_logged = dp.applies
+            log.info(
+                "node %s: applied generation %d (%s, %.1f ms, %s)",
+                st.node,
+                st.generation,
+                dp.last_kind,
+                dp.last_seconds * 1000,
+                dp.name,
+            )
+        else:
+            log.info("node %s: generation %d confirmed; the kernel already holds it", st.node, st.generation)
+
+    def _on_blocked(self, events: list[BlockedEvent]) -> None:
+        self.metrics.blocked_events(events)
+        if self.reporter is not None:
+            self.reporter.offer(events)
+
+    # -- running --------------------------------------------------------------------------------
+
+    def _channel(self) -> grpc.aio.Channel:
+        """The drop reports' channel: the same brain, the same mTLS credentials as the sync stream."""
+        tls = self.config.tls
+        if tls is None:
+            return grpc.aio.insecure_channel(self.config.brain, options=CHANNEL_OPTIONS)
+        options: list[tuple[str, int | str]] = [*CHANNEL_OPTIONS, *tls.channel_options()]
+        return grpc.aio.secure_channel(self.config.brain, tls.credentials(), options=options)
+
+    def _open_nflog(self, loop: asyncio.AbstractEventLoop) -> None:
+        cfg = self.config
+        try:
+            reader = NflogReader(cfg.node, cfg.nflog_group, netns=cfg.netns).open()
+            reader.attach(loop, self._on_blocked)
+        except Exception as e:  # the counters still count every denial exactly
+            log.error("cannot read NFLOG group %d (blocked connections: kernel counters only): %s", cfg.nflog_group, e)
+            return
+        self.nflog = reader
+
+    async def run(self, stop: asyncio.Event) -> int:
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        host, port = await self.http.start()
+        channel = self._channel()
+        self.reporter = Reporter(cfg.node, channel, registry=self.metrics.registry)
+        if cfg.nflog:
+            self._open_nflog(loop)
+        log.info(
+            "node %s: agent started (backend %s, NFLOG group %d, HTTP on %s:%d); brain at %s%s",
+            cfg.node,
+            self.dataplane.name,
+            cfg.nflog_group,
+            host,
+            port,
+            cfg.brain,
+            "" if cfg.tls else " (plain text: insecure)",
+        )
+        tasks = {
+            asyncio.create_task(self.client.run(stop), name="sync"),
+            asyncio.create_task(self.reporter.run(), name="drop-reports"),
+            asyncio.create_task(
+                verify_loop(self.dataplane, cfg.verify_interval, stop, lambda: self.status.generation), name="verify"
+            ),
+            asyncio.create_task(
+                counters_loop(self.dataplane, self.metrics, cfg.counters_interval, stop, self._refresh),
+                name="counters",
+            ),
+        }
+        stopping = asyncio.create_task(stop.wait())
+        code = 0
+        try:
+            done, _ = await asyncio.wait({*tasks, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done - {stopping}:
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("node %s: %s task failed: %r; stopping", cfg.node, task.get_name(), task.exception())
+                    code = 1
+        finally:
+            stop.set()
+            stopping.cancel()
+            await self._shutdown(tasks, channel)
+        return code
+
+    async def _shutdown(self, tasks: set[asyncio.Task[None]], channel: grpc.aio.Channel) -> None:
+        if self.reporter is not None:
+            self.reporter.close()
+        _, pending = await asyncio.wait(tasks, timeout=5.0)
+        for task in pending:
+            task.cancel()
+        with contextlib.suppress(BaseException):
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self.nflog is not None:
+            self.nflog.close()
+        await self.http.stop()
+        await channel.close(None)
+        await asyncio.to_thread(self.dataplane.close)
+        st = self.status
+        if self.applier.model is not None:
+            log.info(
+                "node %s: stopped; generation %d stays in force in the kernel (fail static)", st.node, st.generation
+            )
+        else:
+            log.info("node %s: stopped before any rules were applied; the kernel was not changed", st.node)
+
+
+async def serve(config: AgentConfig, dataplane: Dataplane | None = None) -> int:
+    """Run the agent until SIGTERM or SIGINT; returns the exit code."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not stop.is_set():
+            log.info("node %s: %s received; stopping (the rules stay in the kernel)", config.node, sig.name)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        agent = NodeAgent(config, dataplane)
+        return await agent.run(stop)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,181 @@
+"""The agent's Prometheus metrics, on a registry of its own (never the process-global one).
+
+Cardinality of ``dport``: a blocked attempt can name any of 65,535 ports (a port scan would mint
+a series per port), so a port becomes a label value only when it is a well-known port (<= 1024)
+or a port the node's rules name (a single port, or either end of a range). Everything else is
+``"other"``, and at most ``max_dports`` distinct values are ever minted; later newcomers fall
+into ``"other"`` too. Protocols are a fixed set (TCP, UDP, SCTP, other); directions are two.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from stockade.model.events import BlockedEvent
+from stockade.model.rules import Direction, NodeModel
+
+OTHER = "other"
+WELL_KNOWN_MAX = 1024
+_PROTOCOLS = frozenset({"TCP", "UDP", "SCTP"})
+APPLY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def rule_ports(model: NodeModel) -> frozenset[int]:
+    """Every port the node's rules name explicitly: these are worth a label of their own."""
+    ports: set[int] = set()
+    for chain in model.chains.values():
+        for rule in chain.rules:
+            for pm in rule.ports or ():
+                if pm.port is not None:
+                    ports.add(pm.port)
+                if pm.end_port is not None:
+                    ports.add(pm.end_port)
+    return frozenset(ports)
+
+
+def direction_of_chain(chain_id: str) -> str | None:
+    if chain_id.startswith("in_"):
+        return Direction.INGRESS.value
+    if chain_id.startswith("out_"):
+        return Direction.EGRESS.value
+    return None
+
+
+class AgentMetrics:
+    """What the agent reports on ``/metrics``. The agent calls one method per thing that happened."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self, registry: CollectorRegistry | None = None, max_dports: int = 256) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.blocked = Counter(
+            "stockade_blocked_connections",
+            "Blocked new connections seen over NFLOG (detail; may miss some: see nflog_events_lost)",
+            ["protocol", "dport", "direction"],
+            registry=r,
+        )
+        self.blocked_kernel = Counter(
+            "stockade_blocked_connections_kernel",
+            "Blocked new connections counted by the kernel's rule counters (exact)",
+            ["direction"],
+            registry=r,
+        )
+        self.nflog_lost = Counter(
+            "stockade_nflog_events_lost",
+            "NFLOG messages the kernel logged but the agent never got",
+            registry=r,
+        )
+        self.apply_seconds = Histogram(
+            "stockade_apply_seconds",
+            "Time to apply one snapshot or delta to the kernel",
+            buckets=APPLY_BUCKETS,
+            registry=r,
+        )
+        self.transactions = Counter("stockade_transactions", "Kernel transactions by result", ["result"], registry=r)
+        self.drift_repairs = Counter(
+            "stockade_drift_repairs", "Repairs of kernel state found to differ from the model", registry=r
+        )
+        self.conntrack_deleted = Counter(
+            "stockade_conntrack_entries_deleted",
+            "Established connections ended because a new model forbids them",
+            registry=r,
+        )
+        self.brain_connected = Gauge(
+            "stockade_brain_connected", "1 while the sync stream to the brain is up", registry=r
+        )
+        self.applied_generation = Gauge(
+            "stockade_applied_generation", "Generation of the last model applied to the kernel", registry=r
+        )
+        for result in ("ok", "failed"):
+            self.transactions.labels(result=result)  # both series exist from the start, at 0
+        for d in Direction:
+            self.blocked_kernel.labels(direction=d.value)
+        self.max_dports = max_dports
+        self._known_ports: frozenset[int] = frozenset()
+        self._minted: set[str] = set()
+        self._kernel_last: dict[str, int] = {}
+        self._nflog_lost_seen = 0
+
+    # -- blocked connections ---------------------------------------------------------------
+
+    def set_model(self, model: NodeModel) -> None:
+        """Tell the metrics which ports the node's rules name (call after each apply)."""
+        self._known_ports = rule_ports(model)
+
+    def dport_label(self, dport: int) -> str:
+        if dport <= WELL_KNOWN_MAX or dport in self._known_ports:
+            label = str(dport)
+            if label in self._minted:
+                return label
+            if len(self._minted) < self.max_dports:
+                self._minted.add(label)
+                return label
+        return OTHER
+
+    def blocked_events(self, events: Iterable[BlockedEvent]) -> None:
+        for e in events:
+            protocol = e.protocol if e.protocol in _PROTOCOLS else OTHER
+            self.blocked.labels(protocol=protocol, dport=self.dport_label(e.dport), direction=e.direction.value).inc()
+
+    def kernel_counters(self, per_chain: Mapping[str, int]) -> None:
+        """Fold in the kernel's cumulative per-chain drop counts (chain id -> packets or attempts).
+
+        Counters only go up: a chain whose count went down was re-created, so its whole new
+        count is new; chains missing from ``per_chain`` are forgotten.
+        """
+        for chain, value in per_chain.items():
+            direction = direction_of_chain(chain)
+            if direction is None:
+                continue
+            last = self._kernel_last.get(chain, 0)
+            increase = value - last if value >= last else value
+            if increase:
+                self.blocked_kernel.labels(direction=direction).inc(increase)
+        self._kernel_last = {c: v for c, v in per_chain.items() if direction_of_chain(c) is not None}
+
+    def nflog_lost_total(self, total: int) -> None:
+        """Sync with the reader's cumulative lost count (`NflogStats.lost`)."""
+        if total > self._nflog_lost_seen:
+            self.nflog_lost.inc(total - self._nflog_lost_seen)
+        self._nflog_lost_seen = total
+
+    # -- applying --------------------------------------------------------------------------
+
+    @contextmanager
+    def applying(self) -> Iterator[None]:
+        """Time one transaction and count it as ok, or failed if the block raises."""
+        start = time.perf_counter()
+        try:
+            yield
+        except BaseException:
+            self.transactions.labels(result="failed").inc()
+            raise
+        finally:
+            self.apply_seconds.observe(time.perf_counter() - start)
+        self.transactions.labels(result="ok").inc()
+
+    def transaction(self, ok: bool, seconds: float | None = None) -> None:
+        self.transactions.labels(result="ok" if ok else "failed").inc()
+        if seconds is not None:
+            self.apply_seconds.observe(seconds)
+
+    def drift_repaired(self, count: int = 1) -> None:
+        self.drift_repairs.inc(count)
+
+    def conntrack_ended(self, count: int) -> None:
+        self.conntrack_deleted.inc(count)
+
+    def set_brain_connected(self, connected: bool) -> None:
+        self.brain_connected.set(1 if connected else 0)
+
+    def set_applied_generation(self, generation: int) -> None:
+        self.applied_generation.set(generation)
+
+    def render(self) -> bytes:
+        """The text exposition format, for ``/metrics``."""
+        return generate_latest(self.registry)

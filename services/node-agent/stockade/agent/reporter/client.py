@@ -1,0 +1,203 @@
+"""Streams the agent's blocked-connection events to the brain (`stockade.v1.DropService`).
+
+The capture side calls `Reporter.offer` (from the event loop's thread; it never blocks) and
+`Reporter.count_shed` for events it lost itself. `Reporter.run` opens a client stream whenever
+there is something to send, writes numbered batches, and closes the stream after
+``stream_seconds`` (or once idle) to get the brain's acknowledgement; acknowledged batches leave
+the buffer, the others are re-sent on the next stream. While the brain is unreachable the events
+wait in the bounded buffer (see `buffer.ReportBuffer`), and what it sheds is counted and reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Iterable
+
+import grpc
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import Counter as PromCounter
+
+from stockade.agent.reporter.buffer import ReportBuffer
+from stockade.agent.reporter.wire import encode_batch
+from stockade.model.events import BlockedEvent
+from stockade.v1 import drops_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+# Options for the agent's channel to the brain: gRPC's own reconnect backoff grows to 120 s by
+# default, which would leave events waiting long after the brain is back.
+CHANNEL_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 5000),
+    ("grpc.keepalive_time_ms", 30_000),
+]
+
+
+class _Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.buffer = Gauge(
+            "stockade_drop_reporter_buffer_events",
+            "Blocked-connection events waiting for the brain's acknowledgement.",
+            registry=registry,
+        )
+        self.dropped = PromCounter(
+            "stockade_drop_events_dropped_total",
+            "Blocked-connection events this agent shed before the brain had them, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.connected = Gauge(
+            "stockade_drop_reporter_connected",
+            "1 when the last stream of drop reports to the brain was acknowledged.",
+            registry=registry,
+        )
+
+
+def _describe(e: Exception) -> str:
+    return e.code().name if isinstance(e, grpc.aio.AioRpcError) else repr(e)
+
+
+class Reporter:
+    def __init__(
+        self,
+        node: str,
+        channel: grpc.aio.Channel,
+        *,
+        max_buffered_events: int = 100_000,
+        batch_events: int = 1000,
+        stream_seconds: float = 2.0,
+        idle_close: float = 0.2,
+        min_backoff: float = 0.2,
+        max_backoff: float = 5.0,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.node = node
+        self.instance = uuid.uuid4().hex
+        self.buffer = ReportBuffer(max_buffered_events)
+        self._stub = drops_pb2_grpc.DropServiceStub(channel)
+        self._batch_events = batch_events
+        self._stream_seconds = stream_seconds
+        self._idle_close = idle_close
+        self._min_backoff = min_backoff
+        self._max_backoff = max_backoff
+        self._metrics = _Metrics(registry) if registry is not None else None
+        self._wake = asyncio.Event()
+        # One stream at a time: the brain skips any batch numbered at or below the last one it
+        # accepted, so batches must reach it in order.
+        self._sending = asyncio.Lock()
+        self._stopping = False
+        self.connected = False
+        self.acked_events = 0
+
+    # --- capture side ---
+
+    def offer(self, events: Iterable[BlockedEvent]) -> int:
+        """Queue events for the brain. Returns how many (older) events were shed to make room."""
+        shed = self.buffer.add(events)
+        if self._metrics:
+            self._metrics.buffer.set(len(self.buffer))
+            if shed:
+                self._metrics.dropped.labels("agent_buffer_full").inc(shed)
+        self._wake.set()
+        return shed
+
+    def count_shed(self, reason: str, n: int) -> None:
+        """Count events the capture itself lost (e.g. ``agent_nflog_overrun``); reported to the brain."""
+        self.buffer.count_shed(reason, n)
+        if self._metrics and n > 0:
+            self._metrics.dropped.labels(reason).inc(n)
+        self._wake.set()
+
+    # --- sending ---
+
+    def _pending(self) -> bool:
+        return bool(self.buffer.unsent or self.buffer.inflight_batches or self.buffer.shed_changed())
+
+    async def _wait_wake(self, timeout: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        self._wake.clear()
+
+    async def send_once(self) -> None:
+        """One stream: re-send unacknowledged batches, send new ones for a while, get the ack."""
+        async with self._sending:
+            await self._stream()
+
+    async def _stream(self) -> None:
+        loop = asyncio.get_running_loop()
+        call = self._stub.ReportDrops(timeout=self._stream_seconds + 30.0)
+        shed = self.buffer.shed
+        for seq, events in self.buffer.unacked():
+            await call.write(encode_batch(self.node, self.instance, seq, events, shed))
+        deadline = loop.time() + self._stream_seconds
+        idle_since = loop.time()
+        while not self._stopping:
+            now = loop.time()
+            if now >= deadline:
+                break
+            nxt = self.buffer.next_batch(self._batch_events)
+            if nxt is None:
+                if now - idle_since >= self._idle_close:
+                    break
+                await self._wait_wake(min(self._idle_close, deadline - now))
+                continue
+            seq, events = nxt
+            await call.write(encode_batch(self.node, self.instance, seq, events, self.buffer.shed))
+            idle_since = loop.time()
+        await call.done_writing()
+        ack = await call
+        self.acked_events += self.buffer.acked(ack.last_seq)
+        self._set_connected(True)
+        if self._metrics:
+            self._metrics.buffer.set(len(self.buffer))
+
+    def _set_connected(self, up: bool) -> None:
+        if up != self.connected:
+            log.info("drop reports to the brain: %s", "connected" if up else "disconnected")
+        self.connected = up
+        if self._metrics:
+            self._metrics.connected.set(1 if up else 0)
+
+    async def run(self) -> None:
+        """Send until `close`; back off (doubling, up to ``max_backoff``) while the brain is away."""
+        backoff = self._min_backoff
+        while not self._stopping:
+            if not self._pending():
+                await self._wait_wake(1.0)
+                continue
+            try:
+                await self.send_once()
+                backoff = self._min_backoff
+            except Exception as e:  # any failure: keep the events, retry later, never die
+                if self.connected:
+                    log.warning("drop reports: brain unreachable (%s); buffering", _describe(e))
+                self._set_connected(False)
+                await self._wait_stop(backoff)
+                backoff = min(backoff * 2, self._max_backoff)
+
+    async def _wait_stop(self, seconds: float) -> None:
+        end = asyncio.get_running_loop().time() + seconds
+        while not self._stopping and (left := end - asyncio.get_running_loop().time()) > 0:
+            await self._wait_wake(left)
+
+    async def flush(self, timeout: float = 5.0) -> bool:
+        """Send everything now, retrying, and wait for the acks. True when the buffer is empty."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            async with asyncio.timeout(timeout):
+                while self._pending():
+                    try:
+                        await self.send_once()
+                    except grpc.aio.AioRpcError:
+                        self._set_connected(False)
+                        await asyncio.sleep(self._min_backoff)
+        return not self._pending()
+
+    def close(self) -> None:
+        """Make `run` return (after its current stream)."""
+        self._stopping = True
+        self._wake.set()

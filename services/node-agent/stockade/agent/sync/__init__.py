@@ -1,0 +1,6 @@
+"""The agent's sync client: hello, apply snapshot/deltas to the dataplane, ack, reconnect."""
+
+from stockade.agent.sync.applier import AgentStatus, Applier
+from stockade.agent.sync.client import AgentClient, Backoff, channel_options, run_agent
+
+__all__ = ["AgentClient", "AgentStatus", "Applier", "Backoff", "channel_options", "run_agent"]

@@ -1,0 +1,219 @@
+"""The agent's connection to the brain: connect, hello, apply, ack; reconnect with backoff.
+
+Fail static: while the brain is unreachable nothing is removed from the dataplane; the last
+applied rules stay in force, and the status flag and the logs say so until the link is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+
+from stockade.agent.backends.base import Dataplane
+from stockade.agent.sync.applier import AgentStatus, Applier
+from stockade.codec import ValidationError
+from stockade.tls import ClientTLS
+from stockade.v1 import sync_pb2
+
+log = logging.getLogger(__name__)
+
+SYNC_METHOD = "/stockade.v1.Sync/Sync"
+_EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
+AGENT_VERSION = "stockade-agent/0.1"
+
+
+def channel_options(
+    keepalive_time_ms: int = 10_000, keepalive_timeout_ms: int = 5_000, max_message: int = 256 * 1024 * 1024
+) -> list[tuple[str, Any]]:
+    # Client pings too, so an agent behind a dead path notices and reconnects (felix#1537).
+    return [
+        ("grpc.keepalive_time_ms", keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", keepalive_timeout_ms),
+        # Newer gRPC cores time out an unanswered ping with this, not with keepalive_timeout.
+        ("grpc.http2.ping_timeout_ms", keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.max_receive_message_length", max_message),
+        # Our own backoff governs reconnects; don't let a channel sit in gRPC's long backoff.
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 2_000),
+        ("grpc.enable_retries", 0),
+    ]
+
+
+class Backoff:
+    """Exponential backoff with full jitter: a thousand agents do not reconnect in lockstep."""
+
+    def __init__(self, base: float = 0.2, cap: float = 10.0, rng: random.Random | None = None) -> None:
+        self.base, self.cap = base, cap
+        self.attempt = 0
+        self.rng = rng or random.Random()
+
+    def next(self) -> float:
+        ceiling = min(self.cap, self.base * 2**self.attempt)
+        self.attempt += 1
+        return self.rng.uniform(ceiling / 2, ceiling)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class AgentClient:
+    def __init__(
+        self,
+        applier: Applier,
+        brain_address: str,
+        tls: ClientTLS | None,
+        *,
+        allow_insecure: bool = False,
+        backoff: Backoff | None = None,
+        options: Sequence[tuple[str, Any]] | None = None,
+        answer_timeout: float = 15.0,
+    ) -> None:
+        if tls is None and not allow_insecure:
+            raise ValueError("the agent needs mTLS to reach the brain (allow_insecure only in tests)")
+        self.applier = applier
+        self.status: AgentStatus = applier.status
+        self.address = brain_address
+        self.tls = tls
+        self.backoff = backoff or Backoff()
+        self.options = list(options if options is not None else channel_options())
+        self._call: Any = None
+        self.answer_timeout = answer_timeout
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Sync until ``stop`` is set (or the task is cancelled)."""
+        stop = stop or asyncio.Event()
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                self.status.phase = "connecting"
+                streaming = asyncio.create_task(self._stream_once())
+                await asyncio.wait({streaming, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not streaming.done():
+                    streaming.cancel()
+                reason = await _outcome(streaming)
+                self._link_down(reason)
+                if stop.is_set():
+                    break
+                delay = self.backoff.next()
+                self.status.phase = "backoff"
+                log.info("node %s: reconnecting to %s in %.2fs", self.status.node, self.address, delay)
+                try:
+                    await asyncio.wait_for(stop.wait(), delay)
+                except TimeoutError:
+                    pass
+        finally:
+            stopping.cancel()
+
+    def cut(self) -> None:
+        """Drop the current stream (tests: a connection cut); the agent reconnects by itself."""
+        if self._call is not None:
+            self._call.cancel()
+
+    async def _stream_once(self) -> str:
+        options = self.options + (self.tls.channel_options() if self.tls else [])
+        if self.tls is not None:
+            channel = grpc.aio.secure_channel(self.address, self.tls.credentials(), options=options)
+        else:
+            channel = grpc.aio.insecure_channel(self.address, options=options)
+        async with channel:
+            multi: Any = channel.stream_stream(
+                SYNC_METHOD, request_serializer=sync_pb2.AgentMessage.SerializeToString, response_deserializer=None
+            )
+            call = multi()
+            self._call = call
+            try:
+                # The brain answers every hello at once; no answer in time means a wedged
+                # connection (a handshake that hangs, a relay that swallows): start over.
+                try:
+                    raw = await asyncio.wait_for(self._hello_exchange(call), self.answer_timeout)
+                except TimeoutError:
+                    return f"no answer to the hello within {self.answer_timeout:.0f}s"
+                while True:
+                    if raw is _EOF:
+                        return "the brain closed the stream"
+                    self._link_up()
+                    try:
+                        msg = sync_pb2.BrainMessage.FromString(raw)
+                    except Exception as e:
+                        raise ValidationError(f"malformed BrainMessage: {e}") from None
+                    self.status.phase = "applying"
+                    ack = await self.applier.handle(msg)
+                    self.status.phase = "acking"
+                    await call.write(ack)
+                    self.status.phase = "waiting"
+                    raw = await call.read()
+            finally:
+                self._call = None
+                call.cancel()
+
+    async def _hello_exchange(self, call: Any) -> Any:
+        await call.write(self.applier.hello(AGENT_VERSION))
+        self.status.phase = "waiting"
+        return await call.read()
+
+    def _link_up(self) -> None:
+        st = self.status
+        if not st.connected:
+            st.connected, st.fail_static = True, False
+            st.connects += 1
+            st.event("connected")
+            self.backoff.reset()
+            log.info("node %s: connected to the brain at %s", st.node, self.address)
+
+    def _link_down(self, reason: str) -> None:
+        st = self.status
+        was = st.connected
+        st.connected = False
+        st.fail_static = self.applier.model is not None
+        if was or not st.history or st.history[-1] != "disconnected":
+            st.event("disconnected")
+        if st.fail_static:
+            log.warning(
+                "node %s: brain unreachable (%s); fail static: keeping generation %d in force",
+                st.node,
+                reason,
+                st.generation,
+            )
+        else:
+            log.warning("node %s: brain unreachable (%s); no rules received yet", st.node, reason)
+
+
+async def _outcome(task: asyncio.Task[str]) -> str:
+    try:
+        return await task
+    except asyncio.CancelledError:
+        return "stopped"
+    except grpc.aio.AioRpcError as e:
+        return f"{e.code().name}: {e.details()}"
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+
+
+async def run_agent(
+    node: str,
+    brain_address: str,
+    dataplane: Dataplane,
+    tls: ClientTLS | None,
+    *,
+    stop: asyncio.Event | None = None,
+    allow_insecure: bool = False,
+    offload: bool = True,
+    backoff: Backoff | None = None,
+    options: Sequence[tuple[str, Any]] | None = None,
+) -> AgentStatus:
+    """Keep ``dataplane`` in sync with the brain's model for ``node`` until ``stop`` is set.
+
+    Returns the final status. For a status to watch while running, build `Applier` and
+    `AgentClient` directly and read ``client.status``.
+    """
+    applier = Applier(node, dataplane, offload=offload)
+    client = AgentClient(applier, brain_address, tls, allow_insecure=allow_insecure, backoff=backoff, options=options)
+    await client.run(stop)
+    return client.status

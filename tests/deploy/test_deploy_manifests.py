@@ -1,0 +1,371 @@
+"""deploy/ renders like kustomize would, every object validates against the Kubernetes schemas
+(or, for the custom resources, against tests/deploy/crd_schemas.py), and the objects fit
+together: names that refer to each other exist, selectors select, ports match."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from .cli_flags import DOCUMENTED_FLAGS, flag_names, parse, subcommand_parser
+from .crd_schemas import CRD_SCHEMAS
+from .render import DEPLOY, REPO, Obj, Rendered, containers, find, is_manifest, load_yaml_docs, pod_spec, render
+
+NAMESPACE = "stockade-system"
+# Written by the alerts work (issue 6); listed in kustomization.yaml before it lands.
+PENDING = {"alerts/prometheusrule.yaml"}
+# The oldest Kubernetes release we claim to support, and the newest the validator knows.
+K8S_VERSIONS = ["1.28", kubernetes_validate.latest_version()]
+
+
+@pytest.fixture(scope="module")
+def rendered() -> Rendered:
+    return render(DEPLOY, allow_missing=PENDING)
+
+
+@pytest.fixture(scope="module")
+def objects(rendered: Rendered) -> list[Obj]:
+    return rendered.objects
+
+
+def ident(obj: Obj) -> str:
+    return f"{obj['kind']}/{obj['metadata']['name']}"
+
+
+def all_rendered() -> list[Obj]:
+    return render(DEPLOY, allow_missing=PENDING).objects
+
+
+# --- rendering -------------------------------------------------------------------------------
+
+
+def test_every_manifest_file_is_listed_in_the_kustomization(rendered: Rendered) -> None:
+    # Any YAML under deploy/ holding Kubernetes objects must be part of the base; other YAML
+    # (plain Prometheus rule files, promtool tests) is not a manifest and may stay out.
+    on_disk = set()
+    for path in DEPLOY.rglob("*.y*ml"):
+        if path.name == "kustomization.yaml":
+            continue
+        docs = load_yaml_docs(path)
+        if any(is_manifest(d) for d in docs):
+            on_disk.add(path.resolve())
+    assert on_disk - set(rendered.files) == set(), "manifests not listed in deploy/kustomization.yaml"
+    assert set(rendered.missing) <= PENDING
+
+
+def test_pending_resource_is_tolerated_only_while_absent(rendered: Rendered) -> None:
+    for entry in rendered.missing:
+        assert not (DEPLOY / entry).exists()
+
+
+def test_objects_are_unique_and_namespaced(objects: list[Obj]) -> None:
+    keys = Counter((o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in objects)
+    assert [k for k, n in keys.items() if n > 1] == []
+    find(objects, "Namespace", NAMESPACE)
+    for obj in objects:
+        if obj["kind"] in {"Namespace", "ClusterRole", "ClusterRoleBinding"}:
+            assert "namespace" not in obj["metadata"], ident(obj)
+        else:
+            assert obj["metadata"]["namespace"] == NAMESPACE, ident(obj)
+
+
+def test_files_set_the_namespace_themselves() -> None:
+    # So `kubectl apply -f deploy/<file>` works without kustomize too.
+    for path in sorted(DEPLOY.rglob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        for doc in load_yaml_docs(path):
+            if is_manifest(doc) and doc["kind"] not in {"Namespace", "ClusterRole", "ClusterRoleBinding"}:
+                assert doc["metadata"].get("namespace") == NAMESPACE, f"{path.name}: {ident(doc)}"
+
+
+def test_every_object_is_labelled_part_of_stockade(objects: list[Obj]) -> None:
+    for obj in objects:
+        assert obj["metadata"].get("labels", {}).get("app.kubernetes.io/part-of") == "stockade", ident(obj)
+
+
+def test_renderer_refuses_a_missing_resource(tmp_path: Any) -> None:
+    (tmp_path / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [gone.yaml]\n"
+    )
+    from .render import RenderError
+
+    with pytest.raises(RenderError, match="does not exist"):
+        render(tmp_path)
+
+
+def test_image_is_set_by_the_kustomization(objects: list[Obj]) -> None:
+    (kust,) = load_yaml_docs(DEPLOY / "kustomization.yaml")
+    (image,) = kust["images"]
+    for name in ("stockade-brain",):
+        for c in containers(find(objects, "Deployment", name)):
+            assert c["image"] == f"{image['newName']}:{image['newTag']}"
+
+
+# --- schema validation -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_builtin_kinds_validate_against_kubernetes_schemas(objects: list[Obj], version: str) -> None:
+    checked = 0
+    for obj in objects:
+        if (obj["apiVersion"], obj["kind"]) in CRD_SCHEMAS:
+            continue
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            path = ".".join(str(p) for p in e.path)
+            pytest.fail(f"{ident(obj)} invalid for Kubernetes {version} at {path}: {e.message}")
+        checked += 1
+    assert checked >= 12  # the built-in objects of the base, not a silently empty loop
+
+
+def test_validator_catches_a_broken_object(objects: list[Obj]) -> None:
+    # The check above can fail: a typo in a field name of the DaemonSet is caught.
+    ds = yaml.safe_load(yaml.safe_dump(find(objects, "DaemonSet", "stockade-agent")))
+    ds["spec"]["template"]["spec"]["hostNetwrok"] = True
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(ds, K8S_VERSIONS[0], strict=True)
+
+
+def test_custom_resources_validate_against_their_schemas(objects: list[Obj]) -> None:
+    kinds = set()
+    for obj in objects:
+        schema = CRD_SCHEMAS.get((obj["apiVersion"], obj["kind"]))
+        if schema is None:
+            continue
+        jsonschema.validate(obj, schema, cls=jsonschema.Draft202012Validator)
+        kinds.add(obj["kind"])
+    expected = {"Certificate", "Issuer", "ServiceMonitor"}
+    if (DEPLOY / "alerts/prometheusrule.yaml").exists():
+        expected.add("PrometheusRule")
+    assert kinds == expected
+
+
+def test_every_kind_has_a_schema(objects: list[Obj]) -> None:
+    for obj in objects:
+        if (obj["apiVersion"], obj["kind"]) in CRD_SCHEMAS:
+            continue
+        kubernetes_validate.validate(obj, K8S_VERSIONS[-1])  # raises SchemaNotFoundError if unknown
+
+
+# --- the brain -------------------------------------------------------------------------------
+
+
+def test_brain_deployment_is_highly_available_and_locked_down(objects: list[Obj]) -> None:
+    dep = find(objects, "Deployment", "stockade-brain")
+    assert dep["spec"]["replicas"] == 2
+    spec = dep["spec"]["template"]["spec"]
+    assert spec["serviceAccountName"] == "stockade-brain"
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["runAsUser"] != 0
+    terms = spec["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert terms[0]["podAffinityTerm"]["labelSelector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+    (c,) = spec["containers"]
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    for kind in ("requests", "limits"):
+        assert set(c["resources"][kind]) == {"cpu", "memory"}
+
+
+def test_brain_pdb_and_service_select_the_brain(objects: list[Obj]) -> None:
+    dep = find(objects, "Deployment", "stockade-brain")
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    pdb = find(objects, "PodDisruptionBudget", "stockade-brain")
+    assert pdb["spec"]["minAvailable"] == 1 < dep["spec"]["replicas"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    svc = find(objects, "Service", "stockade-brain")
+    assert svc["spec"]["selector"].items() <= labels.items()
+    ports = {p["name"]: p["containerPort"] for c in containers(dep) for p in c["ports"]}
+    assert {p["name"]: p["targetPort"] for p in svc["spec"]["ports"]} == {
+        "grpc": "grpc",
+        "admin": "admin",
+        "metrics": "metrics",
+    }
+    args = dict(a.split("=", 1) for a in dep["spec"]["template"]["spec"]["containers"][0]["args"][1:])
+    assert args["--listen"].endswith(f":{ports['grpc']}")
+    assert args["--admin-listen"].endswith(f":{ports['admin']}")
+    assert args["--http"].endswith(f":{ports['metrics']}")
+
+
+def test_brain_mounts_what_it_names(objects: list[Obj]) -> None:
+    dep = find(objects, "Deployment", "stockade-brain")
+    spec = dep["spec"]["template"]["spec"]
+    (c,) = spec["containers"]
+    mounts = {m["mountPath"] for m in c["volumeMounts"]}
+    for arg in c["args"][1:]:
+        flag, _, value = arg.partition("=")
+        if flag in {"--tls-cert", "--tls-key", "--tls-ca", "--admin-tokens-file"}:
+            assert any(value.startswith(m + "/") for m in mounts), arg
+    (ref,) = c["envFrom"]
+    config = find(objects, "ConfigMap", ref["configMapRef"]["name"])
+    assert config["data"]["STOCKADE_REDIS_URL"].startswith("redis://stockade-redis.")
+
+
+# --- the agent -------------------------------------------------------------------------------
+
+
+def test_agent_daemonset_has_exactly_the_capabilities_it_needs(objects: list[Obj]) -> None:
+    ds = find(objects, "DaemonSet", "stockade-agent")
+    (c,) = ds["spec"]["template"]["spec"]["containers"]
+    sc = c["securityContext"]
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    assert sorted(sc["capabilities"]["add"]) == ["NET_ADMIN", "NET_RAW"]
+    assert sc.get("privileged", False) is False
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+
+
+def test_agent_runs_on_every_node_first(objects: list[Obj]) -> None:
+    spec = find(objects, "DaemonSet", "stockade-agent")["spec"]["template"]["spec"]
+    assert spec["hostNetwork"] is True
+    assert spec["dnsPolicy"] == "ClusterFirstWithHostNet"
+    assert spec["priorityClassName"] == "system-node-critical"
+    # A bare `operator: Exists` (no key, no effect) tolerates every taint.
+    assert {"operator": "Exists"} in spec["tolerations"]
+    assert "nodeSelector" not in spec and "affinity" not in spec
+
+
+def test_agent_has_no_api_access(objects: list[Obj]) -> None:
+    spec = find(objects, "DaemonSet", "stockade-agent")["spec"]["template"]["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    sa = find(objects, "ServiceAccount", spec["serviceAccountName"])
+    assert sa["automountServiceAccountToken"] is False
+    for obj in objects:
+        if obj["kind"] in {"RoleBinding", "ClusterRoleBinding"}:
+            assert all(s["name"] != sa["metadata"]["name"] for s in obj["subjects"]), ident(obj)
+
+
+def test_agent_mounts_the_xtables_lock_and_probes_readiness(objects: list[Obj]) -> None:
+    spec = find(objects, "DaemonSet", "stockade-agent")["spec"]["template"]["spec"]
+    (c,) = spec["containers"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    (lock,) = [m for m in c["volumeMounts"] if m["mountPath"] == "/run/xtables.lock"]
+    assert volumes[lock["name"]]["hostPath"] == {"path": "/run/xtables.lock", "type": "FileOrCreate"}
+    args = dict(a.split("=", 1) for a in c["args"][1:])
+    port = int(args["--http"].rsplit(":", 1)[1])
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert c["readinessProbe"]["httpGet"]["port"] == port
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    env = {e["name"]: e for e in c["env"]}
+    assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    assert "--node" not in args  # comes from NODE_NAME
+
+
+def test_agent_reaches_the_brain_by_a_name_its_certificate_carries(objects: list[Obj]) -> None:
+    (c,) = find(objects, "DaemonSet", "stockade-agent")["spec"]["template"]["spec"]["containers"]
+    args = dict(a.split("=", 1) for a in c["args"][1:])
+    host, _, port = args["--brain"].rpartition(":")
+    cert = find(objects, "Certificate", "stockade-brain")
+    assert host in cert["spec"]["dnsNames"]
+    svc = find(objects, "Service", "stockade-brain")
+    assert host.split(".")[0] == svc["metadata"]["name"]
+    assert int(port) in {p["port"] for p in svc["spec"]["ports"]}
+
+
+# --- certificates, Redis, monitoring ---------------------------------------------------------
+
+
+def test_certificate_chain_is_wired(objects: list[Obj]) -> None:
+    ca = find(objects, "Certificate", "stockade-ca")
+    assert ca["spec"]["isCA"] is True
+    assert ca["spec"]["privateKey"]["algorithm"] == "ECDSA"  # `stockade certs init` signs with EC CAs only
+    selfsigned = find(objects, "Issuer", ca["spec"]["issuerRef"]["name"])
+    assert "selfSigned" in selfsigned["spec"]
+    ca_issuer = find(objects, "Issuer", "stockade-ca")
+    assert ca_issuer["spec"]["ca"]["secretName"] == ca["spec"]["secretName"]
+    brain = find(objects, "Certificate", "stockade-brain")
+    assert brain["spec"]["issuerRef"]["name"] == "stockade-ca"
+    assert "server auth" in brain["spec"]["usages"]
+    vols = pod_spec(find(objects, "Deployment", "stockade-brain"))["volumes"]  # type: ignore[index]
+    assert brain["spec"]["secretName"] in {v.get("secret", {}).get("secretName") for v in vols}
+    # Agents' per-node certificates are signed from this CA's Secret by deploy/agent-certs.sh.
+    script = (DEPLOY / "agent-certs.sh").read_text()
+    assert f'ca_secret="${{CA_SECRET:-{ca["spec"]["secretName"]}}}"' in script
+    # No certificate shared by all agents: the brain would refuse it (it must name the node).
+    assert [c["metadata"]["name"] for c in objects if c["kind"] == "Certificate"] == ["stockade-ca", "stockade-brain"]
+
+
+def test_redis_is_reachable_by_the_configured_url_and_only_by_the_brain(objects: list[Obj]) -> None:
+    sts = find(objects, "StatefulSet", "stockade-redis")
+    labels = sts["spec"]["template"]["metadata"]["labels"]
+    svc = find(objects, "Service", sts["spec"]["serviceName"])
+    assert svc["spec"]["selector"].items() <= labels.items()
+    url = find(objects, "ConfigMap", "stockade-config")["data"]["STOCKADE_REDIS_URL"]
+    assert url.startswith(f"redis://{svc['metadata']['name']}.{NAMESPACE}.svc:{svc['spec']['ports'][0]['port']}")
+    policy = find(objects, "NetworkPolicy", "stockade-redis")
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+    brain_labels = find(objects, "Deployment", "stockade-brain")["spec"]["template"]["metadata"]["labels"]
+    (rule,) = policy["spec"]["ingress"]
+    (peer,) = rule["from"]
+    assert peer["podSelector"]["matchLabels"].items() <= brain_labels.items()
+
+
+def test_service_monitor_scrapes_brain_and_agents(objects: list[Obj]) -> None:
+    sm = find(objects, "ServiceMonitor", "stockade")
+    selector = sm["spec"]["selector"]
+
+    def selected(svc: Obj) -> bool:
+        labels = svc["metadata"].get("labels", {})
+        if not selector["matchLabels"].items() <= labels.items():
+            return False
+        return all(labels.get(e["key"]) in e["values"] for e in selector.get("matchExpressions", []))
+
+    chosen = {s["metadata"]["name"] for s in objects if s["kind"] == "Service" and selected(s)}
+    assert chosen == {"stockade-brain", "stockade-agent-metrics"}
+    (endpoint,) = sm["spec"]["endpoints"]
+    for name in chosen:
+        assert endpoint["port"] in {p["name"] for p in find(objects, "Service", name)["spec"]["ports"]}
+
+
+def test_every_container_has_resources_and_drops_capabilities(objects: list[Obj]) -> None:
+    for obj in objects:
+        for c in containers(obj):
+            assert set(c["resources"]) == {"requests", "limits"}, ident(obj)
+            assert c["securityContext"]["capabilities"]["drop"] == ["ALL"], ident(obj)
+            assert c["securityContext"]["allowPrivilegeEscalation"] is False, ident(obj)
+
+
+# --- command lines ---------------------------------------------------------------------------
+
+
+def stockade_commands(objects: list[Obj]) -> list[tuple[str, list[str]]]:
+    out = []
+    for obj in objects:
+        for c in containers(obj):
+            if c["image"].split(":")[0].endswith("stockade"):
+                out.append((c["args"][0], c["args"][1:]))
+    return out
+
+
+def test_command_lines_use_only_the_agreed_flags(objects: list[Obj]) -> None:
+    commands = stockade_commands(objects)
+    assert {cmd for cmd, _ in commands} == {"brain", "agent"}
+    for cmd, args in commands:
+        assert flag_names(args) <= DOCUMENTED_FLAGS[cmd], cmd
+
+
+@pytest.mark.parametrize("command", ["brain", "agent"])
+def test_command_lines_parse_with_the_real_cli(
+    objects: list[Obj], command: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parser, why = subcommand_parser(command)
+    if parser is None:
+        pytest.skip(why)
+    monkeypatch.setenv("NODE_NAME", "node-a")  # what the downward API gives the agent
+    for cmd, args in stockade_commands(objects):
+        if cmd == command:
+            parse(parser, args)
+
+
+def test_install_guide_exists_and_points_at_this_base() -> None:
+    guide = (REPO / "docs" / "install.md").read_text()
+    assert "kubectl apply -k deploy/" in guide
