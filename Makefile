@@ -3,8 +3,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-SYSTEM_TOOLS := nft iptables ipset conntrack ip redis-server promtool
-APT_PACKAGES := nftables iptables ipset conntrack iproute2 redis-server prometheus python3 python3-venv python3-pip
+SYSTEM_TOOLS := nft iptables ipset conntrack ip redis-server promtool shellcheck curl
+APT_PACKAGES := nftables iptables ipset conntrack iproute2 redis-server prometheus shellcheck curl python3 python3-venv python3-pip
 
 .PHONY: help deps venv lint protos protos-check test test-fast demo reach bench clean
 
@@ -31,6 +31,8 @@ $(BIN)/stockade: pyproject.toml setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --upgrade pip
 	@$(BIN)/python -m pip install -q -e '.[dev]'
+	@# Only its Compose specification schema is read (tests/deploy); its pins would downgrade PyYAML.
+	@$(BIN)/python -m pip install -q --no-deps docker-compose==1.29.2
 	@touch $@
 
 venv: deps $(BIN)/stockade

@@ -155,7 +155,12 @@ def _socket(netns: str, kind: int) -> socket.socket:
         return socket.socket(socket.AF_INET, kind)
 
 
-def tcp_ok(netns: str, dst: str, port: int, timeout: float = 0.4) -> bool:
+# An allowed attempt gets a generous timeout (the machine may be busy); a denied one a short one:
+# were it wrongly allowed, the answer would come at once.
+ALLOWED_WAIT, DENIED_WAIT = 2.0, 0.5
+
+
+def tcp_ok(netns: str, dst: str, port: int, timeout: float = ALLOWED_WAIT) -> bool:
     """A TCP connection from a socket in ``netns`` to ``dst:port`` completes."""
     s = _socket(netns, socket.SOCK_STREAM)
     s.settimeout(timeout)
@@ -168,7 +173,7 @@ def tcp_ok(netns: str, dst: str, port: int, timeout: float = 0.4) -> bool:
         s.close()
 
 
-def udp_ok(netns: str, dst: str, port: int, timeout: float = 0.4) -> bool:
+def udp_ok(netns: str, dst: str, port: int, timeout: float = ALLOWED_WAIT) -> bool:
     """A UDP datagram from ``netns`` to ``dst:port`` gets the echo back."""
     s = _socket(netns, socket.SOCK_DGRAM)
     s.settimeout(timeout)
@@ -267,17 +272,17 @@ MATRIX: list[tuple[str, str, str, int, bool]] = [
 ]
 
 
-def check(topo: Topology, src: str, dst: str, proto: str, port: int) -> bool:
+def check(topo: Topology, src: str, dst: str, proto: str, port: int, expect: bool) -> bool:
     netns = NODE2 if src == "node2" else topo.netns(src)
     fn = tcp_ok if proto == "tcp" else udp_ok
-    return fn(netns, topo.pods[dst], port)
+    return fn(netns, topo.pods[dst], port, ALLOWED_WAIT if expect else DENIED_WAIT)
 
 
 def run_matrix(topo: Topology) -> list[str]:
     """The matrix rows whose real connection disagrees with the expectation."""
     wrong = []
     for src, dst, proto, port, allowed in MATRIX:
-        got = check(topo, src, dst, proto, port)
+        got = check(topo, src, dst, proto, port, allowed)
         if got != allowed:
             wrong.append(f"{src}->{dst} {proto}/{port}: {'allowed' if got else 'denied'}, expected the opposite")
     return wrong
@@ -377,8 +382,8 @@ def case_matrix(topo: Topology, backend: Backend) -> None:
 
 def case_sctp(topo: Topology, backend: Backend) -> None:
     before = backend.denied_counts()[P2_INGRESS.id]
-    assert sctp_delivered(topo, "p3", "p2", 20099)
-    assert not sctp_delivered(topo, "p3", "p2", 20098)
+    assert sctp_delivered(topo, "p3", "p2", 20099, wait=ALLOWED_WAIT)
+    assert not sctp_delivered(topo, "p3", "p2", 20098, wait=DENIED_WAIT)
     assert backend.denied_counts()[P2_INGRESS.id] == before + 1
 
 
@@ -396,10 +401,10 @@ def case_delta_changes_what_passes(topo: Topology, backend: Backend) -> None:
     del closed.ingress[PODS["p2"]]
     backend.apply_delta(diff(wider, closed), closed)
     assert backend.verify(closed) == []
-    assert not udp_ok(topo.netns("q1"), PODS["p3"], 20054)
+    assert not udp_ok(topo.netns("q1"), PODS["p3"], 20054, timeout=DENIED_WAIT)
     assert tcp_ok(topo.netns("q1"), PODS["p2"], 20080)
     backend.apply_delta(diff(closed, model), model)
-    assert not tcp_ok(topo.netns("p3"), PODS["p2"], 20080)
+    assert not tcp_ok(topo.netns("p3"), PODS["p2"], 20080, timeout=DENIED_WAIT)
     assert udp_ok(topo.netns("q1"), PODS["p3"], 20054)
     assert backend.verify(model) == []
 
@@ -447,4 +452,4 @@ def case_drift(topo: Topology, backend: Backend, damage: list[str]) -> None:
     assert backend.repairs == repairs + 1
     assert backend.verify(model) == []
     assert tcp_ok(topo.netns("p1"), PODS["p2"], 20080)
-    assert not tcp_ok(topo.netns("p3"), PODS["p2"], 20080)
+    assert not tcp_ok(topo.netns("p3"), PODS["p2"], 20080, timeout=DENIED_WAIT)

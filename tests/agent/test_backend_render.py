@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from stockade.agent.backends import elements, ipt_render, names, nft_readback, nft_render
 from stockade.agent.backends.nft_repair import render_reconcile
 from stockade.model import Chain, Direction, NodeDelta, NodeModel, PortMatch, Protocol, Rule, diff
@@ -68,7 +70,7 @@ def _view_of(m: NodeModel) -> nft_readback.KernelView:
         egress=dict(want.egress),
         fixed=set(nft_readback.FIXED),
         forward_rules=nft_readback.FORWARD_RULE_COUNT,
-        once_rules={n: 2 for n in nft_render.ONCE.values()},
+        once_rules={n: 4 for n in nft_render.ONCE.values()},
         settings={name: want.comment for name in want.chains},
     )
 
@@ -116,3 +118,14 @@ def test_element_only_delta_goes_to_netlink() -> None:
     ops = nft_render.element_ops(d, m, set(), set())
     assert ops[0] == ("add", "a_s1", ["10.0.0.7/32"])
     assert ops[1][0:2] == ("add", "ingress_dispatch")
+
+
+def test_auto_falls_back_to_iptables_without_nftables(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stockade.agent.backends import selection
+
+    monkeypatch.setattr(selection, "nftables_available", lambda netns=None: False)
+    assert selection.resolve("auto") == "iptables"
+    monkeypatch.setattr(selection, "nftables_available", lambda netns=None: True)
+    assert selection.resolve("auto") == "nftables"
+    with pytest.raises(ValueError, match="unknown backend"):
+        selection.resolve("ebpf")

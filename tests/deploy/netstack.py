@@ -102,6 +102,8 @@ class Stack:
         while time.monotonic() < deadline:
             if check():
                 return
+            if any(p.poll() is not None for p in self.procs):
+                break  # something we started has exited: no use waiting
             time.sleep(0.3)
         logs = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in self.tmp.glob("*.log"))
         pytest.fail(f"timed out waiting for {what}\n{logs}")

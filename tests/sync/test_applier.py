@@ -82,3 +82,20 @@ def test_backoff_grows_with_jitter_and_resets() -> None:
     assert len(set(delays)) == len(delays)
     b.reset()
     assert b.next() <= 0.1
+
+
+def test_metrics_read_the_status() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from stockade.agent.sync import AgentStatus, SyncCollector
+
+    st = AgentStatus("n1", connected=False, fail_static=True, generation=7, applies=3)
+    reg = CollectorRegistry()
+    reg.register(SyncCollector(st))
+    text = generate_latest(reg).decode()
+    assert "stockade_agent_fail_static 1.0" in text
+    assert "stockade_agent_applied_generation 7.0" in text
+    assert "stockade_agent_applies_total 3.0" in text
+    st.fail_static, st.connected = False, True
+    text = generate_latest(reg).decode()
+    assert "stockade_agent_fail_static 0.0" in text and "stockade_agent_brain_connected 1.0" in text

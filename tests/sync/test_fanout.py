@@ -196,3 +196,45 @@ async def test_no_more_than_max_inflight_unacked_messages() -> None:
     msg = s.next_message()  # one coalesced message for the five
     assert msg is not None and (msg.deltas.base_generation, msg.deltas.generation) == (2, 7)
     assert replay(held, msg) == c.models["n1"]
+
+
+async def test_failures_of_messages_already_in_flight_are_not_counted_twice() -> None:
+    c = SyntheticCluster(["n1"])
+    fan = FanOut(c.model_of, max_inflight=2, retry_min=5.0)
+    s, _ = fan.connect(hello("n1"))
+    s.next_message()
+    await fan.ack(s, ack(1, digest=c.models["n1"].digest()))
+    fan.on_deltas(c.churn())
+    assert s.next_message().deltas.generation == 2  # type: ignore[union-attr]
+    fan.on_deltas(c.churn())
+    assert s.next_message().deltas.generation == 3  # type: ignore[union-attr]
+    await fan.ack(s, ack(2, ok=False, error="kernel said no"))
+    msg = s.next_message()
+    assert msg is not None and msg.WhichOneof("kind") == "snapshot"
+    # Generation 3 was built on 2, which the agent does not hold: its failure is an echo.
+    await fan.ack(s, ack(3, ok=False, error="deltas do not follow"))
+    st = fan.status["n1"]
+    assert st.failures == 1 and st.last_error == "kernel said no" and fan.failed_acks == 1
+    assert s.next_message() is None  # no second snapshot scheduled (it would wait 5 s)
+    await fan.ack(s, ack(3, digest=c.models["n1"].digest()))
+    assert st.in_sync and st.failures == 0 and st.last_error is None
+
+
+async def test_metrics() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from stockade.brain.fanout import FanOutCollector
+
+    c = SyntheticCluster(["n1", "n2"])
+    fan = FanOut(c.model_of)
+    s, _ = fan.connect(hello("n1"))
+    s.next_message()
+    await fan.ack(s, ack(1, digest=c.models["n1"].digest()))
+    fan.connect(hello("n2"))
+    reg = CollectorRegistry()
+    reg.register(FanOutCollector(fan))
+    text = generate_latest(reg).decode()
+    assert "stockade_sync_agents_connected 2.0" in text
+    assert "stockade_sync_nodes_in_sync 1.0" in text
+    assert 'stockade_sync_applied_generation{node="n1"} 1.0' in text
+    assert 'stockade_sync_applied_generation{node="n2"} 0.0' in text

@@ -115,10 +115,10 @@ async def test_fifty_agents_under_churn_and_chaos(server_tls, client_tls) -> Non
         assert restarts > 0 and cuts > 0
         assert brain.fanout.failed_acks == 0  # no agent ever had to refuse what it was sent
         # Realization agrees: every policy is applied on every node that needs it.
-        for kind, ns, name in list(churn.objects):
-            if kind == "NetworkPolicy":
-                r = brain.fanout.policy_realization(ns, name, engine.policy_nodes(ns, name))  # type: ignore[arg-type]
-                assert r.complete, r
+        report = brain.fanout.realization(engine)
+        assert len(report) == sum(k[0] == "NetworkPolicy" for k in churn.objects)
+        assert all(r.complete for r in report), [r for r in report if not r.complete]
+        assert any(r.nodes_needed > 0 for r in report)
     finally:
         for a in agents.values():
             await a.shutdown()

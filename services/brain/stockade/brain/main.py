@@ -95,7 +95,10 @@ class Brain:
         self.registry = CollectorRegistry()
         self.registry.register(_FanoutCollector(self))
         self.ready = False
-        self.seen_rv = 0  # highest resourceVersion applied to the engine
+        self.seen_rv = 0  # highest resourceVersion applied to the engine, any kind
+        # per kind: each kind's watch delivers in order, so seeing version N of a kind means
+        # every earlier write of that kind is in the engine (a global maximum would not say that)
+        self.seen_rv_kind: dict[str, int] = {}
         self._rv_changed = asyncio.Event()
         self._pending: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._objects: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -127,7 +130,7 @@ class Brain:
             self._objects.pop(key, None)
         if ev.kind == "Pod":
             self.history.observe_pod(ev.obj, at=time.time(), deleted=ev.type == "delete")
-        self._note_rv(ev.obj)
+        self._note_rv(ev.kind, ev.obj)
         if not self.ready:
             return  # computed all at once when every kind is listed
         try:
@@ -145,14 +148,19 @@ class Brain:
                 if r.object == f"NetworkPolicy {ev.namespace}/{ev.name}":
                     log.warning("rejected (not enforced): %s", r)
 
-    def _note_rv(self, obj: Mapping[str, Any]) -> None:
+    def _note_rv(self, kind: str, obj: Mapping[str, Any]) -> None:
         try:
             rv = int((obj.get("metadata") or {}).get("resourceVersion") or 0)
         except ValueError:
             return  # a real API server's versions are opaque; waiting on them is only for the lab
+        if rv > self.seen_rv_kind.get(kind, 0):
+            self.seen_rv_kind[kind] = rv
         if rv > self.seen_rv:
             self.seen_rv = rv
-            self._rv_changed.set()
+        self._rv_changed.set()
+
+    def _seen(self, wanted: Mapping[str, int]) -> bool:
+        return all(self.seen_rv_kind.get(k, 0) >= v for k, v in wanted.items())
 
     def _cold_start(self) -> None:
         by_kind: dict[str, list[dict[str, Any]]] = {}
@@ -285,14 +293,19 @@ class Brain:
         return web.Response(body=generate_latest(self.registry), content_type="text/plain", charset="utf-8")
 
     async def _realized(self, request: web.Request) -> web.Response:
-        """Wait until the brain has seen resourceVersion N and every node has applied what it owes."""
+        """Wait until the brain has seen the given writes and every node has applied what it owes.
+
+        ``?Pod=12&NetworkPolicy=15``: the resourceVersion of the last write of each kind (exact);
+        ``?resourceVersion=N``: any event at or past N (coarse). ``timeout`` in seconds.
+        """
         try:
             rv = int(request.query.get("resourceVersion", "0"))
             timeout = min(float(request.query.get("timeout", "30")), 300.0)
+            wanted = {k: int(v) for k, v in request.query.items() if k in ("Namespace", "Pod", "NetworkPolicy", "Node")}
         except ValueError:
-            return web.json_response({"error": "resourceVersion and timeout must be numbers"}, status=400)
+            return web.json_response({"error": "resourceVersion, kinds and timeout must be numbers"}, status=400)
         deadline = time.monotonic() + timeout
-        while not (self.ready and self.seen_rv >= rv):
+        while not (self.ready and self.seen_rv >= rv and self._seen(wanted)):
             self._rv_changed.clear()
             left = deadline - time.monotonic()
             if left <= 0:

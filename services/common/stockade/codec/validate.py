@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 # Kubernetes node names are DNS subdomains (RFC 1123).
 _NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -60,23 +61,42 @@ def check_chain_id(cid: str, field: str) -> str:
     return cid
 
 
-def check_ip(ip: str, field: str) -> str:
+# Parsing with ipaddress is slow next to everything else an agent does per message, and the
+# same addresses come again and again (a pod flapping in and out of a selector): remember the
+# verdicts. Only the text is cached, so a bad value costs no more than a good one.
+@lru_cache(maxsize=1 << 16)
+def _ip_problem(ip: str) -> str | None:
     try:
         parsed = ipaddress.ip_address(ip)
     except ValueError:
-        raise ValidationError(f"{field}: {ip[:80]!r} is not an IP address") from None
+        return f"{ip[:80]!r} is not an IP address"
     if str(parsed) != ip:
-        raise ValidationError(f"{field}: {ip!r} is not in canonical form ({parsed})")
+        return f"{ip!r} is not in canonical form ({parsed})"
+    return None
+
+
+@lru_cache(maxsize=1 << 16)
+def _cidr_problem(cidr: str) -> str | None:
+    if "/" not in cidr:
+        return f"{cidr[:80]!r} is not a CIDR (address/prefix)"
+    try:
+        ipaddress.ip_network(cidr, strict=True)
+    except ValueError as e:
+        return f"{cidr[:80]!r} is not a valid CIDR: {e}"
+    return None
+
+
+def check_ip(ip: str, field: str) -> str:
+    problem = _ip_problem(ip) if len(ip) <= 64 else f"{ip[:80]!r} is not an IP address"
+    if problem:
+        raise ValidationError(f"{field}: {problem}")
     return ip
 
 
 def check_cidr(cidr: str, field: str) -> str:
-    if "/" not in cidr:
-        raise ValidationError(f"{field}: {cidr[:80]!r} is not a CIDR (address/prefix)")
-    try:
-        ipaddress.ip_network(cidr, strict=True)
-    except ValueError as e:
-        raise ValidationError(f"{field}: {cidr[:80]!r} is not a valid CIDR: {e}") from None
+    problem = _cidr_problem(cidr) if len(cidr) <= 64 else f"{cidr[:80]!r} is not a CIDR"
+    if problem:
+        raise ValidationError(f"{field}: {problem}")
     return cidr
 
 

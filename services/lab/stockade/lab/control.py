@@ -92,11 +92,29 @@ def write_certs(state_dir: Path, nodes: list[str]) -> None:
     write_bundle(certs_dir(state_dir), nodes, ["localhost", "127.0.0.1"])
 
 
+def write_admin_access(st: LabState, state_dir: Path) -> None:
+    """Admin API tokens for the lab's brain, and ``admin.json`` so that `stockade policies`,
+    `explain`, `drops` ... find the lab's brain on their own (see `stockade.cli.client`)."""
+    import secrets
+
+    admin, reader = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    tokens = {"tokens": [{"name": "lab-admin", "token": admin, "role": "admin"},
+                         {"name": "lab-reader", "token": reader, "role": "read"}]}
+    path = state_dir / "admin-tokens.json"
+    path.write_text(json.dumps(tokens, indent=1))
+    path.chmod(0o600)
+    access = {"brain": f"127.0.0.1:{st.ports['brain_admin']}", "token": admin, "read_token": reader,
+              "ca": str(certs_dir(state_dir) / "ca.crt"), "server_name": "localhost"}
+    (state_dir / "admin.json").write_text(json.dumps(access, indent=1))
+    (state_dir / "admin.json").chmod(0o600)
+
+
 def brain_launch(st: LabState, state_dir: Path) -> Launch:
     return Launch("brain", stockade_argv(
         "brain", "--kubeconfig", str(state_dir / "kubeconfig"),
         "--listen", f"127.0.0.1:{st.ports['brain_grpc']}", "--admin-listen", f"127.0.0.1:{st.ports['brain_admin']}",
         "--http", f"127.0.0.1:{st.ports['brain_http']}", "--tls-dir", str(certs_dir(state_dir)),
+        "--admin-tokens-file", str(state_dir / "admin-tokens.json"),
         *(["--redis-url", st.redis_url] if st.redis_url else [])))
 
 
@@ -123,13 +141,13 @@ def brain_ready(st: LabState) -> bool:
     return http_ok(f"http://127.0.0.1:{st.ports['brain_http']}/readyz")
 
 
-def realized(st: LabState, resource_version: int, timeout: float) -> dict[str, Any] | None:
-    """Ask the brain to wait until it has seen `resource_version` and every node has applied what
-    followed (``GET /v1/realized``). None when this lab has no brain."""
+def realized(st: LabState, since: dict[str, int], timeout: float) -> dict[str, Any] | None:
+    """Ask the brain to wait until it has seen each kind's last write (kind -> resourceVersion)
+    and every node has applied what followed (``GET /v1/realized``). None when this lab has no brain."""
     if "brain_http" not in st.ports or "brain" not in st.processes:
         return None
-    url = (f"http://127.0.0.1:{st.ports['brain_http']}/v1/realized"
-           f"?resourceVersion={resource_version}&timeout={timeout:.1f}")
+    kinds = "".join(f"&{k}={v}" for k, v in sorted(since.items()))
+    url = f"http://127.0.0.1:{st.ports['brain_http']}/v1/realized?timeout={timeout:.1f}{kinds}"
     try:
         with urllib.request.urlopen(url, timeout=timeout + 5) as resp:
             data = json.loads(resp.read())

@@ -150,6 +150,7 @@ def _start_daemons(cfg: LabConfig, st: LabState, redis_url: str | None, say: Say
     brain = brain and control.has_command("agent")
     if brain:
         control.write_certs(cfg.state_dir, [n.name for n in st.plan.nodes])
+        control.write_admin_access(st, cfg.state_dir)
     t0 = time.monotonic()
     # Everything starts at once (interpreter start-up dominates, and they wait for each other:
     # the brain retries the API, the agents retry the brain); then each is waited for in turn.
@@ -188,7 +189,7 @@ def _sctp_ok() -> bool:
 def wait_realized(st: LabState, timeout: float, since: dict[str, int]) -> bool:
     """Wait until the brain has seen the writes in `since` (kind -> resourceVersion) and every
     node's agent acked the result. Returns False when the lab has no brain to ask."""
-    answer = control.realized(st, max(since.values(), default=0), timeout)
+    answer = control.realized(st, since, timeout)
     if answer is None:
         return False
     if not answer.get("realized"):

@@ -2,7 +2,8 @@
 
 from stockade.brain.fanout.feed import NodeFeed
 from stockade.brain.fanout.hub import FanOut
+from stockade.brain.fanout.metrics import FanOutCollector
 from stockade.brain.fanout.session import Session
 from stockade.brain.fanout.status import NodeStatus, PolicyRealization
 
-__all__ = ["FanOut", "NodeFeed", "NodeStatus", "PolicyRealization", "Session"]
+__all__ = ["FanOut", "FanOutCollector", "NodeFeed", "NodeStatus", "PolicyRealization", "Session"]

@@ -18,6 +18,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from stockade.brain.fanout.feed import NodeFeed
 from stockade.brain.fanout.session import Session
@@ -29,6 +30,14 @@ from stockade.v1 import sync_pb2
 log = logging.getLogger(__name__)
 
 PolicyKey = tuple[str, str]  # (namespace, name)
+
+
+class PolicyIndex(Protocol):
+    """What realization needs from the engine."""
+
+    def policy_keys(self) -> list[str]: ...  # "namespace/name"
+
+    def policy_nodes(self, namespace: str, name: str) -> set[str]: ...
 
 
 class FanOut:
@@ -176,6 +185,14 @@ class FanOut:
             if st.applied_generation < target:
                 pending.append(node)
         return PolicyRealization(f"{namespace}/{name}", len(needed), len(needed) - len(pending), tuple(pending))
+
+    def realization(self, engine: PolicyIndex) -> list[PolicyRealization]:
+        """`policy_realization` for every policy the engine holds."""
+        out = []
+        for key in engine.policy_keys():
+            namespace, name = key.split("/", 1)
+            out.append(self.policy_realization(namespace, name, engine.policy_nodes(namespace, name)))
+        return out
 
     async def wait_synced(self, nodes: Iterable[str], timeout: float | None = None) -> bool:
         """Wait until each node acked the generation it is at now; False on timeout."""

@@ -27,7 +27,7 @@ class IptablesBackend:
     name = "iptables"
 
     def __init__(
-        self, netns: str | None = None, nflog_group: int = 100, log_rate: int | None = None, seen_timeout: int = 120
+        self, netns: str | None = None, nflog_group: int = 100, log_rate: int | None = None, seen_timeout: int = 130
     ) -> None:
         self.netns = netns
         self.nflog_group = nflog_group

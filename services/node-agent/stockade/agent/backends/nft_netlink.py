@@ -18,6 +18,7 @@ import ipaddress
 import os
 import socket
 import struct
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -133,10 +134,16 @@ class NftNetlink:
         self.sock.settimeout(5)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         self.seq = int.from_bytes(os.urandom(2), "big") << 8
+        self._lock = threading.Lock()
 
     def send(self, batch: ElementBatch) -> None:
+        """Send ``batch`` and wait for the kernel's verdict; raises `NetlinkError` if it refused."""
         if not batch.ops:
             return
+        with self._lock:
+            self._send(batch)
+
+    def _send(self, batch: ElementBatch) -> None:
         data, last = batch.messages(self.seq)
         first = self.seq + 1
         self.seq = last + 2

@@ -48,9 +48,18 @@ SEEN = {Direction.INGRESS: "seen_in", Direction.EGRESS: "seen_out"}
 ONCE = {Direction.INGRESS: "once_in", Direction.EGRESS: "once_out"}
 
 
-def once_lines(direction: Direction) -> list[str]:
-    seen = SEEN[direction]
-    return [f"{_KEY} @{seen} update @{seen} {{ {_KEY} }} drop", f"add @{seen} {{ {_KEY} }}"]
+def once_lines(direction: Direction, cfg: NftConfig) -> list[str]:
+    """A flow already denied is dropped silently (its entry refreshed); a new one is noted.
+
+    TCP entries live through a SYN's whole retransmit series; other flows as long as conntrack
+    keeps an unreplied UDP flow, so a flow that conntrack would see as new counts again."""
+    seen, tcp, other = SEEN[direction], cfg.seen_timeout, cfg.flow_timeout
+    return [
+        f"meta l4proto tcp {_KEY} @{seen} update @{seen} {{ {_KEY} timeout {tcp}s }} drop",
+        f"{_KEY} @{seen} update @{seen} {{ {_KEY} timeout {other}s }} drop",
+        f"meta l4proto tcp add @{seen} {{ {_KEY} timeout {tcp}s }}",
+        f"meta l4proto != tcp add @{seen} {{ {_KEY} timeout {other}s }}",
+    ]
 
 
 DENY_COMMENT = "deny"  # the deny rule's comment starts so; the rest records the settings it was built with
@@ -63,7 +72,8 @@ _L4 = {Protocol.TCP: "tcp", Protocol.UDP: "udp", Protocol.SCTP: "sctp"}
 class NftConfig:
     nflog_group: int = 100
     log_rate: int | None = None  # NFLOG events per second per chain; None: every denied connection
-    seen_timeout: int = 120  # seconds; longer than a TCP SYN's retransmit series (~127 s at 6 tries)
+    seen_timeout: int = 130  # seconds a denied TCP connection is remembered: > a SYN's retries (~127 s)
+    flow_timeout: int = 30  # other protocols: conntrack's unreplied-UDP timeout
     seen_size: int = 65535
 
 
@@ -164,7 +174,7 @@ def render_snapshot(model: NodeModel, cfg: NftConfig) -> str:
         out.append(f"  map {DISPATCH[direction]} {{ type ipv4_addr : verdict;{body} }}")
     for direction in Direction:
         out.append(f"  chain {ONCE[direction]} {{")
-        out += [f"    {line}" for line in once_lines(direction)]
+        out += [f"    {line}" for line in once_lines(direction, cfg)]
         out.append("  }")
     for cid, chain in model.chains.items():
         out.append(f"  chain {names.nft_chain(cid)} {{")

@@ -1,4 +1,9 @@
-"""The nftables dataplane: runs the renderers' scripts with ``nft -f -``, one transaction each."""
+"""The nftables dataplane: every apply is one kernel transaction.
+
+Snapshots, repairs and deltas that create or remove sets and chains run the renderers' scripts
+through libnftables (`nftlib`, the ``nft -f`` engine in-process); deltas that only change
+elements (pods coming and going) go to nf_tables as one netlink batch (`nft_netlink`).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from stockade.agent.backends import nft_netlink, nft_readback, nft_render
 from stockade.agent.backends.base import ApplyError
 from stockade.agent.backends.nft_repair import render_reconcile
 from stockade.agent.backends.nftlib import NftRunner
-from stockade.model import Direction, NodeDelta, NodeModel, apply
+from stockade.model import Direction, NodeDelta, NodeModel
 
 
 class NftablesBackend:
@@ -125,8 +130,3 @@ class NftablesBackend:
 
     def _remember(self, model: NodeModel) -> None:
         self._dispatched = {d: set(model.dispatch(d)) for d in Direction}
-
-
-def model_after(model: NodeModel, delta: NodeDelta) -> NodeModel:
-    """Convenience for callers that hold the previous model: the model ``delta`` leads to."""
-    return apply(model, delta)

@@ -1,0 +1,46 @@
+"""Prometheus view of the agent's sync status, read at scrape time (no state of its own).
+
+registry.register(SyncCollector(client.status))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from stockade.agent.sync.applier import AgentStatus
+
+
+class SyncCollector(Collector):
+    def __init__(self, status: AgentStatus) -> None:
+        self.status = status
+
+    def collect(self) -> Iterator[Metric]:
+        st = self.status
+        yield GaugeMetricFamily(
+            "stockade_agent_brain_connected", "1 while the sync stream to the brain is up", value=int(st.connected)
+        )
+        yield GaugeMetricFamily(
+            "stockade_agent_fail_static",
+            "1 while the brain is unreachable and the last applied rules are kept in force",
+            value=int(st.fail_static),
+        )
+        yield GaugeMetricFamily(
+            "stockade_agent_applied_generation", "generation of the model the dataplane holds", value=st.generation
+        )
+        yield GaugeMetricFamily(
+            "stockade_agent_last_apply_timestamp_seconds",
+            "when the dataplane last took a change (0: never)",
+            value=st.last_apply_time or 0.0,
+        )
+        yield CounterMetricFamily(
+            "stockade_agent_applies", "changes the dataplane took (snapshots and deltas)", value=st.applies
+        )
+        yield CounterMetricFamily(
+            "stockade_agent_apply_failures",
+            "changes refused, by validation or by the dataplane (reported to the brain)",
+            value=st.failures,
+        )
+        yield CounterMetricFamily("stockade_agent_brain_connects", "sync streams established", value=st.connects)
