@@ -78,8 +78,13 @@ def test_restart_applies_nothing(topology: Topology, backend: IptablesBackend) -
         ["iptables", "-D", "FORWARD", "-j", "STOCKADE-FWD"],
         ["iptables", "-F", names.ipt_chain(P2_INGRESS.id)],
         ["ipset", "flush", names.ipset_set("web")],
+        [
+            "sh",
+            "-c",
+            f"iptables -F {names.ipt_chain(P2_INGRESS.id)} && ipset destroy {names.ipset_set('web')}",
+        ],
     ],
-    ids=["fwd-chain", "forward-jump", "pod-chain", "set"],
+    ids=["fwd-chain", "forward-jump", "pod-chain", "set-flushed", "set-destroyed"],
 )
 def test_drift_found_and_repaired(topology: Topology, backend: IptablesBackend, damage: list[str]) -> None:
     before = foreign_rules()

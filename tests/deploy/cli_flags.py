@@ -1,4 +1,4 @@
-"""The flags the manifests, the compose file and docs/install.md may use, and access to the real
+"""The flags the manifests, the compose file and the README (Installing Stockade on a cluster) may use, and access to the real
 `stockade` parsers so the tests can check them against the code once the services exist."""
 
 from __future__ import annotations

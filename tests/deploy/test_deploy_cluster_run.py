@@ -174,7 +174,7 @@ def test_manifests_run_and_sync(stack: Stack) -> None:
         body = stack.exec(where, "curl", "-s", f"http://127.0.0.1:{port}{endpoint['path']}").stdout
         assert "\nstockade_" in body, body[:500]
 
-    # The admin API through the Service name and the brain's cert-manager CA, as docs/install.md does.
+    # The admin API through the Service name and the brain's cert-manager CA, as the README (Installing Stockade on a cluster) does.
     service_ports = find(objects, "Service", "stockade-brain")["spec"]["ports"]
     admin_port = next(p["port"] for p in service_ports if p["name"] == "admin")
     nodes = stack.exec(

@@ -1,4 +1,4 @@
-"""docs/install.md: its manifests validate, its configuration reference matches the flags the
+"""the README (Installing Stockade on a cluster): its manifests validate, its configuration reference matches the flags the
 manifests and the real parsers use, and its uninstall script really removes what the agent's
 backends create (run as root in a network namespace of our own)."""
 
@@ -21,7 +21,7 @@ from .cli_flags import DOCUMENTED_ENV, DOCUMENTED_FLAGS, option_strings, subcomm
 from .crd_schemas import CRD_SCHEMAS
 from .render import REPO
 
-GUIDE = REPO / "docs" / "install.md"
+GUIDE = REPO / "README.md"
 
 
 def guide() -> str:
@@ -33,8 +33,8 @@ def code_blocks(lang: str) -> list[str]:
 
 
 def section(title: str) -> str:
-    """The text under a `### title` heading, up to the next heading."""
-    match = re.search(rf"^### {re.escape(title)}\n(.*?)(?=^#)", guide() + "\n#", flags=re.S | re.M)
+    """The text under a `#### title` heading (the README's install guide), up to the next heading."""
+    match = re.search(rf"^#### {re.escape(title)}\n(.*?)(?=^#)", guide() + "\n#", flags=re.S | re.M)
     assert match, title
     return match.group(1)
 

@@ -367,5 +367,5 @@ def test_command_lines_parse_with_the_real_cli(
 
 
 def test_install_guide_exists_and_points_at_this_base() -> None:
-    guide = (REPO / "docs" / "install.md").read_text()
+    guide = (REPO / "README.md").read_text()
     assert "kubectl apply -k deploy/" in guide

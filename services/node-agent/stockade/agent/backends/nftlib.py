@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager, nullcontext
 from stockade.agent import netns as ns
 
 _OUTPUT_JSON = 1 << 4
-_OUTPUT_TERSE = 1 << 5  # NFT_CTX_OUTPUT_TERSE: leave set contents out of listings
+_OUTPUT_TERSE = 1 << 11  # NFT_CTX_OUTPUT_TERSE: leave set contents out of listings
 
 
 def _load() -> ctypes.CDLL | None:
