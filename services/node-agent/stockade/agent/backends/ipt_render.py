@@ -145,7 +145,11 @@ def fwd_specs(chains: dict[str, Chain]) -> list[str]:
 
     Two levels (bucket set, then the chain's pod set inside the bucket chain) keep a new
     connection's walk near 2 x sqrt(chains) set tests instead of one per chain."""
-    out = ["-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN"]
+    out = [
+        "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN",
+        # No mid-stream pickup of a connection conntrack clean-up ended (see the nftables backend).
+        "-p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN -m conntrack --ctstate NEW -j DROP",
+    ]
     tree = buckets(chains)
     for direction in (Direction.EGRESS, Direction.INGRESS):
         for b in range(BUCKETS):

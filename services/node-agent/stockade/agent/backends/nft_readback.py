@@ -16,6 +16,7 @@ from stockade.agent.backends.nft_render import (
     DENY_COMMENT,
     DISPATCH,
     FORWARD,
+    FORWARD_RULES,
     ONCE,
     SEEN,
     NftConfig,
@@ -133,7 +134,7 @@ def desired(model: NodeModel, cfg: NftConfig) -> Desired:
 
 
 FIXED = {*DISPATCH.values(), *SEEN.values(), *ONCE.values(), FORWARD}
-FORWARD_RULE_COUNT = 3
+FORWARD_RULE_COUNT = len(FORWARD_RULES)
 
 
 def structure_problems(view: KernelView) -> list[str]:

@@ -153,6 +153,10 @@ def _seen_decl(direction: Direction, cfg: NftConfig) -> str:
 
 FORWARD_RULES = [
     "ct state established,related accept",
+    # A TCP packet that is "new" but no SYN is a connection picked up mid-stream, e.g. from the
+    # server's side after conntrack clean-up ended a forbidden connection: without this, the
+    # kernel would re-create the entry in reverse and the ended connection would live on.
+    "tcp flags & (fin | syn | rst | ack) != syn ct state new drop",
     f"ip saddr vmap @{DISPATCH[Direction.EGRESS]}",
     f"ip daddr vmap @{DISPATCH[Direction.INGRESS]}",
 ]
