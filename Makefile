@@ -26,7 +26,8 @@ deps:
 		export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
 	fi
 
-$(BIN)/stockade: pyproject.toml setup.py
+# setup.py maps every package folder at install time: a new package folder means a reinstall.
+$(BIN)/stockade: pyproject.toml setup.py $(shell find services -name __init__.py)
 	@echo "==> creating $(VENV) and installing stockade with its development tools"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --upgrade pip

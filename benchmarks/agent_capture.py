@@ -16,6 +16,7 @@ Only lab addresses are targets. Run as root: ``.venv/bin/python benchmarks/agent
 from __future__ import annotations
 
 import multiprocessing
+import shutil
 import socket
 import sys
 import tempfile
@@ -151,7 +152,8 @@ def report(n: int, sent_s: float, capture_s: float, peak: float, got: dict[str, 
 
 
 def main(n: int) -> None:
-    lab = make_lab(Path(tempfile.mkdtemp(prefix="st-lo-bench-")), "st-lo-b-", (27600, 27999))
+    tmp = Path(tempfile.mkdtemp(prefix="st-lo-bench-"))
+    lab = make_lab(tmp, "st-lo-b-", (27600, 27999))
     lab.run("down", check=False)
     lab.run("up", "--nodes", "3", "--cluster", str(XYZ), timeout=120)
     try:
@@ -177,6 +179,7 @@ def main(n: int) -> None:
         report(n, sent_s, capture_s, peak, got)
     finally:
         lab.run("down", check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -14,15 +14,20 @@ XYZ = ROOT / "examples" / "lab" / "xyz.yaml"  # 3 namespaces x 3 pods, ports 80/
 
 
 def lab_env() -> dict[str, str]:
-    return {**os.environ, "STOCKADE_LAB_DIR": tempfile.mkdtemp(prefix="st-lab-bench-"),
-            "STOCKADE_LAB_PREFIX": "st-lab-b-", "STOCKADE_LAB_PORTS": "24900-24999"}
+    return {
+        **os.environ,
+        "STOCKADE_LAB_DIR": tempfile.mkdtemp(prefix="st-lab-bench-"),
+        "STOCKADE_LAB_PREFIX": "st-lab-b-",
+        "STOCKADE_LAB_PORTS": "24900-24999",
+    }
 
 
 def lab(env: dict[str, str], *args: str) -> tuple[float, str]:
     """Run `stockade lab ARGS`; return its wall time in seconds and its output."""
     t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "stockade.cli.commands.lab", *args], env=env,
-                         capture_output=True, text=True, check=False)
+    res = subprocess.run(
+        [sys.executable, "-m", "stockade.cli.commands.lab", *args], env=env, capture_output=True, text=True, check=False
+    )
     took = time.perf_counter() - t0
     if res.returncode != 0:
         raise SystemExit(f"lab {' '.join(args)} failed:\n{res.stdout}\n{res.stderr}")

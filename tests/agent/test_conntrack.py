@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 from pyroute2 import netns as pr_netns
+
 from stockade.agent import conntrack as ct
 from stockade.agent.conntrack import EntryKey, TrackedFlow, cleanup, cleanup_async, flows_to_end, may_forbid
 from stockade.model.rules import Chain, Direction, NodeModel, PortMatch, Protocol, Rule, diff

@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
 from stockade.agent.metrics import AgentMetrics
 from stockade.model.events import BlockedEvent
 from stockade.model.rules import Chain, Direction, NodeModel, PortMatch, Protocol, Rule

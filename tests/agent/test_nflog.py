@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 from pyroute2 import netns as pr_netns
+
 from stockade.agent.metrics import AgentMetrics
 from stockade.agent.nflog import NflogReader, parse_flow, parse_messages
 from stockade.agent.nflog import protocol as p

@@ -21,8 +21,10 @@ async def test_crud_list_and_watch_with_the_real_client(server: ApiServer, tmp_p
     async with await api(server, tmp_path) as ac:
         core, net = client.CoreV1Api(ac), client.NetworkingV1Api(ac)
         await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="demo")))
-        body = client.V1Pod(metadata=client.V1ObjectMeta(name="a", labels={"app": "web"}),
-                            spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="x")]))
+        body = client.V1Pod(
+            metadata=client.V1ObjectMeta(name="a", labels={"app": "web"}),
+            spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="x")]),
+        )
         created = await core.create_namespaced_pod("demo", body)
         assert created.metadata.uid and created.metadata.namespace == "demo"
         with pytest.raises(ApiException) as exc:
@@ -34,24 +36,28 @@ async def test_crud_list_and_watch_with_the_real_client(server: ApiServer, tmp_p
 
         policy = client.V1NetworkPolicy(
             metadata=client.V1ObjectMeta(name="web"),
-            spec=client.V1NetworkPolicySpec(pod_selector=client.V1LabelSelector(match_labels={"app": "web"}),
-                                            policy_types=["Ingress"]))
+            spec=client.V1NetworkPolicySpec(
+                pod_selector=client.V1LabelSelector(match_labels={"app": "web"}), policy_types=["Ingress"]
+            ),
+        )
         await net.create_namespaced_network_policy("demo", policy)
         await core.create_node(client.V1Node(metadata=client.V1ObjectMeta(name="node-1")))
 
         pods = await core.list_pod_for_all_namespaces(label_selector="app=web")
         assert [p.metadata.name for p in pods.items] == ["a"]
         start = pods.metadata.resource_version
-        assert (await net.list_network_policy_for_all_namespaces()).items[0].spec.pod_selector.match_labels \
-            == {"app": "web"}
+        assert (await net.list_network_policy_for_all_namespaces()).items[0].spec.pod_selector.match_labels == {
+            "app": "web"
+        }
         assert [n.metadata.name for n in (await core.list_node()).items] == ["node-1"]
 
         w = watch.Watch()
         events: list[tuple[str, str]] = []
 
         async def consume() -> None:
-            async for ev in w.stream(core.list_pod_for_all_namespaces, resource_version=start,
-                                     allow_watch_bookmarks=True, timeout_seconds=5):
+            async for ev in w.stream(
+                core.list_pod_for_all_namespaces, resource_version=start, allow_watch_bookmarks=True, timeout_seconds=5
+            ):
                 if ev["type"] == "BOOKMARK":
                     events.append(("BOOKMARK", ev["raw_object"]["metadata"]["resourceVersion"]))
                 else:
@@ -68,8 +74,7 @@ async def test_crud_list_and_watch_with_the_real_client(server: ApiServer, tmp_p
         await core.delete_namespaced_pod("a", "demo")
         await asyncio.wait_for(task, 10)
         await w.close()
-        assert [e for e in events if e[0] != "BOOKMARK"] == [("MODIFIED", "a"), ("MODIFIED", "a"),
-                                                             ("DELETED", "a")]
+        assert [e for e in events if e[0] != "BOOKMARK"] == [("MODIFIED", "a"), ("MODIFIED", "a"), ("DELETED", "a")]
         assert events[0][0] == "BOOKMARK"
         assert (await core.read_namespace("demo")).metadata.labels["kubernetes.io/metadata.name"] == "demo"
 
@@ -111,12 +116,22 @@ async def test_standalone_command(tmp_path: Path) -> None:
         "apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: demo}\nspec: {containers: []}\n---\n"
         "apiVersion: v1\nkind: Namespace\nmetadata: {name: demo}\n---\n"
         "apiVersion: extensions/v1beta1\nkind: NetworkPolicy\nmetadata: {name: old, namespace: demo}\n"
-        "spec: {podSelector: {}}\n")
+        "spec: {podSelector: {}}\n"
+    )
     kubeconfig = tmp_path / "kc"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "stockade.lab.apiserver", "--port", "0", "--data", str(data),
-        "--kubeconfig", str(kubeconfig), stdout=asyncio.subprocess.PIPE,
-        env={"PYTHONPATH": ":".join(sys.path)})
+        sys.executable,
+        "-m",
+        "stockade.lab.apiserver",
+        "--port",
+        "0",
+        "--data",
+        str(data),
+        "--kubeconfig",
+        str(kubeconfig),
+        stdout=asyncio.subprocess.PIPE,
+        env={"PYTHONPATH": ":".join(sys.path)},
+    )
     try:
         assert proc.stdout is not None
         line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()

@@ -17,12 +17,17 @@ NETPOLS = "/apis/networking.k8s.io/v1/namespaces/demo/networkpolicies"
 
 
 def pod(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels or {}},
-            "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+    }
 
 
-async def call(http: aiohttp.ClientSession, method: str, path: str, body: Any = None,
-               ctype: str = "application/json") -> tuple[int, Any]:
+async def call(
+    http: aiohttp.ClientSession, method: str, path: str, body: Any = None, ctype: str = "application/json"
+) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body)
     async with http.request(method, path, data=data, headers={"Content-Type": ctype}) as r:
         return r.status, await r.json()
@@ -82,15 +87,21 @@ async def test_crud_and_validation(http: aiohttp.ClientSession) -> None:
     assert (await call(http, "PUT", f"{PODS}/b", a2))[0] == 400  # name does not match the URL
 
     # PATCH: merge, strategic (as merge), JSON patch; a no-op keeps the version
-    s, p = await call(http, "PATCH", f"{PODS}/a", {"metadata": {"labels": {"tier": None, "v": "1"}}},
-                      "application/merge-patch+json")
+    s, p = await call(
+        http, "PATCH", f"{PODS}/a", {"metadata": {"labels": {"tier": None, "v": "1"}}}, "application/merge-patch+json"
+    )
     assert s == 200 and p["metadata"]["labels"] == {"app": "web", "v": "1"}
-    s, p2 = await call(http, "PATCH", f"{PODS}/a", {"metadata": {"labels": {"v": "1"}}},
-                       "application/strategic-merge-patch+json")
+    s, p2 = await call(
+        http, "PATCH", f"{PODS}/a", {"metadata": {"labels": {"v": "1"}}}, "application/strategic-merge-patch+json"
+    )
     assert s == 200 and p2["metadata"]["resourceVersion"] == p["metadata"]["resourceVersion"]
-    s, p3 = await call(http, "PATCH", f"{PODS}/a",
-                       [{"op": "replace", "path": "/metadata/labels/v", "value": "2"}],
-                       "application/json-patch+json")
+    s, p3 = await call(
+        http,
+        "PATCH",
+        f"{PODS}/a",
+        [{"op": "replace", "path": "/metadata/labels/v", "value": "2"}],
+        "application/json-patch+json",
+    )
     assert s == 200 and p3["metadata"]["labels"]["v"] == "2"
     assert (await call(http, "PATCH", f"{PODS}/a", {}, "application/apply-patch+yaml"))[0] == 415
 
@@ -122,8 +133,7 @@ async def test_watch_events_bookmarks_and_timeout(server: ApiServer, http: aioht
     async with http.get(url) as resp:
         assert resp.status == 200
         await call(http, "POST", PODS, pod("a"))
-        await call(http, "PATCH", f"{PODS}/a", {"metadata": {"labels": {"x": "1"}}},
-                   "application/merge-patch+json")
+        await call(http, "PATCH", f"{PODS}/a", {"metadata": {"labels": {"x": "1"}}}, "application/merge-patch+json")
         await call(http, "DELETE", f"{PODS}/a")
         events = [e for e in await read_events(resp, 3) if e["type"] != "BOOKMARK"]
         events += [e for e in await read_events(resp, 3 - len(events)) if e["type"] != "BOOKMARK"]
@@ -139,8 +149,7 @@ async def test_watch_events_bookmarks_and_timeout(server: ApiServer, http: aioht
         assert all(e["type"] == "BOOKMARK" for e in rest)
 
 
-async def test_watch_without_version_lists_first_and_no_bookmarks_unless_asked(
-        http: aiohttp.ClientSession) -> None:
+async def test_watch_without_version_lists_first_and_no_bookmarks_unless_asked(http: aiohttp.ClientSession) -> None:
     await call(http, "POST", NS, {"metadata": {"name": "demo"}})
     await call(http, "POST", PODS, pod("a"))
     async with http.get("/api/v1/namespaces/demo/pods?watch=1&timeoutSeconds=1") as resp:
@@ -159,8 +168,7 @@ async def test_watch_expired_after_compaction(server: ApiServer, http: aiohttp.C
     assert len(events) == 1 and events[0]["type"] == "ERROR"
     assert events[0]["object"]["code"] == 410 and events[0]["object"]["reason"] == "Expired"
     # from the current version it works
-    async with http.get(f"/api/v1/pods?watch=true&resourceVersion={server.resource_version}"
-                        "&timeoutSeconds=1") as resp:
+    async with http.get(f"/api/v1/pods?watch=true&resourceVersion={server.resource_version}&timeoutSeconds=1") as resp:
         assert await read_events(resp, 10) == []
 
 
@@ -189,10 +197,8 @@ async def test_label_selected_watch_sees_objects_leave_and_enter(http: aiohttp.C
     _, lst = await call(http, "GET", f"{PODS}?labelSelector=app%3Dweb")
     rv = lst["metadata"]["resourceVersion"]
     async with http.get(f"{PODS}?watch=true&labelSelector=app%3Dweb&resourceVersion={rv}") as resp:
-        await call(http, "PATCH", f"{PODS}/a", {"metadata": {"labels": {"app": "db"}}},
-                   "application/merge-patch+json")
-        await call(http, "PATCH", f"{PODS}/a", {"metadata": {"labels": {"app": "web"}}},
-                   "application/merge-patch+json")
+        await call(http, "PATCH", f"{PODS}/a", {"metadata": {"labels": {"app": "db"}}}, "application/merge-patch+json")
+        await call(http, "PATCH", f"{PODS}/a", {"metadata": {"labels": {"app": "web"}}}, "application/merge-patch+json")
         events = await read_events(resp, 2)
     assert [e["type"] for e in events] == ["DELETED", "ADDED"]
 
@@ -238,6 +244,7 @@ async def test_token_and_tls(tmp_path: Any) -> None:
     try:
         assert srv.url.startswith("https://")
         import ssl
+
         ctx = ssl.create_default_context(cafile=srv._tls_files[0] if srv._tls_files else None)
         async with aiohttp.ClientSession(base_url=srv.url) as h:
             async with h.get("/api/v1/pods", ssl=ctx) as r:

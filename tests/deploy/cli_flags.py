@@ -1,4 +1,4 @@
-"""The flags the manifests, the compose file and the README (Installing Stockade on a cluster) may use, and access to the real
+"""The flags the manifests, the compose file and the README install guide may use, and access to the real
 `stockade` parsers so the tests can check them against the code once the services exist."""
 
 from __future__ import annotations
@@ -11,16 +11,36 @@ import shlex
 DOCUMENTED_FLAGS: dict[str, frozenset[str]] = {
     "brain": frozenset(
         {
-            "--kubeconfig", "--listen", "--admin-listen", "--http", "--tls-cert", "--tls-key",
-            "--tls-ca", "--tls-dir", "--insecure", "--redis-url", "--admin-tokens-file", "--history",
+            "--kubeconfig",
+            "--listen",
+            "--admin-listen",
+            "--http",
+            "--tls-cert",
+            "--tls-key",
+            "--tls-ca",
+            "--tls-dir",
+            "--insecure",
+            "--redis-url",
+            "--admin-tokens-file",
+            "--history",
             "--no-beta-default-deny",
         }
     ),
     "agent": frozenset(
         {
-            "--node", "--brain", "--backend", "--nflog-group", "--tls-cert", "--tls-key",
-            "--tls-ca", "--tls-dir", "--server-name", "--http", "--verify-interval",
-            "--counters-interval", "--insecure",
+            "--node",
+            "--brain",
+            "--backend",
+            "--nflog-group",
+            "--tls-cert",
+            "--tls-key",
+            "--tls-ca",
+            "--tls-dir",
+            "--server-name",
+            "--http",
+            "--verify-interval",
+            "--counters-interval",
+            "--insecure",
         }
     ),
 }
@@ -51,9 +71,7 @@ def subcommand_parser(name: str) -> tuple[argparse.ArgumentParser | None, str]:
 
 
 def option_strings(parser: argparse.ArgumentParser) -> set[str]:
-    return {s for action in parser._actions for s in action.option_strings if s.startswith("--")} - {
-        "--help"
-    }
+    return {s for action in parser._actions for s in action.option_strings if s.startswith("--")} - {"--help"}
 
 
 def parse(parser: argparse.ArgumentParser, args: list[str]) -> argparse.Namespace:

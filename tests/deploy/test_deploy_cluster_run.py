@@ -71,7 +71,7 @@ def argv(pod_spec: Obj, env: dict[str, str], volumes: dict[str, Path]) -> list[s
         flag, eq, value = expand(arg, env).partition("=")
         for inside in sorted(mounts, key=len, reverse=True):
             if value.startswith(inside + "/"):
-                value = f"{mounts[inside]}{value[len(inside):]}"
+                value = f"{mounts[inside]}{value[len(inside) :]}"
                 break
         out.append(flag + eq + value)
     return [*STOCKADE, "-v", *out]
@@ -174,7 +174,7 @@ def test_manifests_run_and_sync(stack: Stack) -> None:
         body = stack.exec(where, "curl", "-s", f"http://127.0.0.1:{port}{endpoint['path']}").stdout
         assert "\nstockade_" in body, body[:500]
 
-    # The admin API through the Service name and the brain's cert-manager CA, as the README (Installing Stockade on a cluster) does.
+    # The admin API through the Service name and the brain's cert-manager CA, as the README install guide does.
     service_ports = find(objects, "Service", "stockade-brain")["spec"]["ports"]
     admin_port = next(p["port"] for p in service_ports if p["name"] == "admin")
     nodes = stack.exec(

@@ -184,9 +184,7 @@ def test_command_lines_use_only_the_agreed_flags(compose: Compose) -> None:
 
 
 @pytest.mark.parametrize("command", ["brain", "agent", "certs"])
-def test_command_lines_parse_with_the_real_cli(
-    compose: Compose, command: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_command_lines_parse_with_the_real_cli(compose: Compose, command: str, monkeypatch: pytest.MonkeyPatch) -> None:
     parser, why = subcommand_parser(command)
     if parser is None:
         pytest.skip(why)

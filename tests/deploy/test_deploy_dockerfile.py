@@ -140,8 +140,7 @@ def test_the_build_context_makes_a_working_wheel(tmp_path: Path) -> None:
         ignore=lambda d, names: [
             n
             for n in names
-            if ignored(str((Path(d) / n).relative_to(REPO)), dockerignore())
-            or n in {"__pycache__", ".mypy_cache"}
+            if ignored(str((Path(d) / n).relative_to(REPO)), dockerignore()) or n in {"__pycache__", ".mypy_cache"}
         ],
     )
     wheels = tmp_path / "wheels"

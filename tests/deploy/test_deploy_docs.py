@@ -1,4 +1,4 @@
-"""the README (Installing Stockade on a cluster): its manifests validate, its configuration reference matches the flags the
+"""The README install guide: its manifests validate, its configuration reference matches the flags the
 manifests and the real parsers use, and its uninstall script really removes what the agent's
 backends create (run as root in a network namespace of our own)."""
 

@@ -35,8 +35,12 @@ Obj = dict[str, Any]
 
 
 def pol(name: str, spec: Obj, ns: str = "x") -> Obj:
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "metadata": {"name": name, "namespace": ns}, "spec": spec}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    }
 
 
 POD_A = {"matchLabels": {"pod": "a"}}
@@ -44,20 +48,56 @@ CASES: dict[str, list[Obj]] = {
     "default-deny-ingress": [pol("deny", {"podSelector": {}})],
     "default-deny-all": [pol("deny", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]})],
     "same-namespace-only": [pol("same", {"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]})],
-    "from-namespace-y-to-a": [pol("from-y", {"podSelector": POD_A, "ingress": [
-        {"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]})],
-    "pod-and-namespace-selector": [pol("and", {"podSelector": POD_A, "ingress": [{"from": [
-        {"namespaceSelector": {"matchExpressions": [{"key": "ns", "operator": "NotIn", "values": ["x"]}]},
-         "podSelector": {"matchLabels": {"pod": "b"}}}]}]})],
+    "from-namespace-y-to-a": [
+        pol(
+            "from-y",
+            {"podSelector": POD_A, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]},
+        )
+    ],
+    "pod-and-namespace-selector": [
+        pol(
+            "and",
+            {
+                "podSelector": POD_A,
+                "ingress": [
+                    {
+                        "from": [
+                            {
+                                "namespaceSelector": {
+                                    "matchExpressions": [{"key": "ns", "operator": "NotIn", "values": ["x"]}]
+                                },
+                                "podSelector": {"matchLabels": {"pod": "b"}},
+                            }
+                        ]
+                    }
+                ],
+            },
+        )
+    ],
     "port-81-tcp-only": [pol("p81", {"podSelector": POD_A, "ingress": [{"ports": [{"port": 81}]}]})],
-    "named-port-udp": [pol("named", {"podSelector": {}, "ingress": [
-        {"ports": [{"port": "serve-80-udp", "protocol": "UDP"}]}]})],
-    "egress-to-y-only": [pol("egress", {"podSelector": POD_A, "policyTypes": ["Egress"], "egress": [
-        {"to": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]})],
-    "ip-block-with-except": [pol("cidr", {"podSelector": POD_A, "ingress": [{"from": [
-        {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.244.2.0/24"]}}]}]})],
-    "external-only": [pol("ext", {"podSelector": {}, "ingress": [{"from": [
-        {"ipBlock": {"cidr": "10.239.0.0/16"}}]}]})],
+    "named-port-udp": [
+        pol("named", {"podSelector": {}, "ingress": [{"ports": [{"port": "serve-80-udp", "protocol": "UDP"}]}]})
+    ],
+    "egress-to-y-only": [
+        pol(
+            "egress",
+            {
+                "podSelector": POD_A,
+                "policyTypes": ["Egress"],
+                "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}],
+            },
+        )
+    ],
+    "ip-block-with-except": [
+        pol(
+            "cidr",
+            {
+                "podSelector": POD_A,
+                "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.244.2.0/24"]}}]}],
+            },
+        )
+    ],
+    "external-only": [pol("ext", {"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "10.239.0.0/16"}}]}]})],
 }
 
 
@@ -99,8 +139,9 @@ def expected(lab: Lab, ext_ip: str, cells: list[Obj]) -> dict[tuple[str, str, st
     out = {}
     for c in cells:
         src: Obj | str = ext_ip if c["from"] == "external" else by_key[c["from"]]
-        out[c["from"], c["to"], c["protocol"], c["port"]] = oracle.allowed(src, by_key[c["to"]], c["protocol"],
-                                                                           c["port"])
+        out[c["from"], c["to"], c["protocol"], c["port"]] = oracle.allowed(
+            src, by_key[c["to"]], c["protocol"], c["port"]
+        )
     return out
 
 
@@ -110,10 +151,13 @@ def check_matrix(lab: Lab) -> None:
     cells: list[dict[str, Any]] = [r.to_json() for r in results]
     assert len(cells) == 10 * 9 * 4
     want = expected(lab, ext_ip, cells)
-    wrong = [f"{c['from']} -> {c['to']} {c['protocol']}/{c['port']}: probed "
-             f"{'open' if c['connected'] else 'blocked'}, the spec says "
-             f"{'open' if want[c['from'], c['to'], c['protocol'], c['port']] else 'blocked'}"
-             for c in cells if c["connected"] != want[c["from"], c["to"], c["protocol"], c["port"]]]
+    wrong = [
+        f"{c['from']} -> {c['to']} {c['protocol']}/{c['port']}: probed "
+        f"{'open' if c['connected'] else 'blocked'}, the spec says "
+        f"{'open' if want[c['from'], c['to'], c['protocol'], c['port']] else 'blocked'}"
+        for c in cells
+        if c["connected"] != want[c["from"], c["to"], c["protocol"], c["port"]]
+    ]
     assert not wrong, f"{len(wrong)} cells differ:\n" + "\n".join(wrong[:40])
 
 
@@ -125,5 +169,3 @@ def pod(ns: str, name: str, label: str) -> Obj:
     docs = [d for d in yaml.safe_load_all(XYZ.read_text()) if d and d["kind"] == "Pod"]
     pod = next(d for d in docs if d["metadata"]["name"] == name and d["metadata"]["namespace"] == ns)
     return json.loads(json.dumps({**pod, "metadata": {**pod["metadata"], "labels": {"pod": label}}}))
-
-

@@ -55,11 +55,18 @@ def enforced(st: LabState) -> bool:
     return "brain" in st.processes and any(n.startswith("agent-") for n in st.processes)
 
 
-def cli(lab: Lab, *args: str, env: Mapping[str, str] | None = None,
-        timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def cli(
+    lab: Lab, *args: str, env: Mapping[str, str] | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
     """`stockade ARGS` as an operator runs it in the lab (it finds the brain via admin.json)."""
-    return subprocess.run([sys.executable, "-m", "stockade.cli.main", *args], env=dict(env or lab.env),
-                          text=True, capture_output=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "stockade.cli.main", *args],
+        env=dict(env or lab.env),
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def poll(fetch: Callable[[], T], done: Callable[[T], bool], timeout: float, interval: float = 0.25) -> T:
@@ -134,7 +141,9 @@ def diff(after: Mapping[Any, float], before: Mapping[Any, float]) -> dict[Any, f
 # -- Redis ------------------------------------------------------------------------------------------
 
 
-def redis_top(st: LabState, group_by: Sequence[str], window: str = "15m", limit: int = 1000) -> dict[tuple[str, ...], int]:
+def redis_top(
+    st: LabState, group_by: Sequence[str], window: str = "15m", limit: int = 1000
+) -> dict[tuple[str, ...], int]:
     """The drops store's top flows over `window`, as {(values of group_by...): count}."""
     from stockade.brain.drops.redis_url import connect
     from stockade.brain.drops.store import RedisStore
@@ -161,8 +170,9 @@ def pod_netns(st: LabState, key: str) -> tuple[str, str]:
     return pod.netns, pod.ip
 
 
-def attempts(netns: str, src_ip: str, dst_ip: str, protocol: str, port: int, sports: Sequence[int],
-             linger: float = 0.3) -> None:
+def attempts(
+    netns: str, src_ip: str, dst_ip: str, protocol: str, port: int, sports: Sequence[int], linger: float = 0.3
+) -> None:
     """One new flow per source port from inside `netns`: a TCP SYN (connect) or one UDP datagram.
 
     The sockets stay open `linger` seconds (the SYNs are out by then), then close; closing a

@@ -16,12 +16,22 @@ class Lab:
     def __init__(self, tmp: Path, prefix: str) -> None:
         self.dir = tmp / "lab"
         self.prefix = prefix
-        self.env = {**os.environ, "STOCKADE_LAB_DIR": str(self.dir), "STOCKADE_LAB_PREFIX": prefix,
-                    "STOCKADE_LAB_PORTS": "24000-24999"}
+        self.env = {
+            **os.environ,
+            "STOCKADE_LAB_DIR": str(self.dir),
+            "STOCKADE_LAB_PREFIX": prefix,
+            "STOCKADE_LAB_PORTS": "24000-24999",
+        }
 
     def run(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        res = subprocess.run([sys.executable, "-m", "stockade.cli.commands.lab", *args], env=self.env, text=True,
-                             capture_output=True, timeout=timeout, check=False)
+        res = subprocess.run(
+            [sys.executable, "-m", "stockade.cli.commands.lab", *args],
+            env=self.env,
+            text=True,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
         if check and res.returncode != 0:
             raise AssertionError(f"lab {' '.join(args)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
         return res

@@ -23,8 +23,10 @@ PREFIX = "st-lab-d-"
 
 @pytest.fixture
 def wired(tmp_path: Path) -> Iterator[tuple[Path, LabState]]:
-    plan = place(empty_plan(PREFIX, 2), [PodRequest("x", "a", {}, [("TCP", 80), ("UDP", 80)]),
-                                         PodRequest("x", "b", {}, [("TCP", 81)])])
+    plan = place(
+        empty_plan(PREFIX, 2),
+        [PodRequest("x", "a", {}, [("TCP", 80), ("UDP", 80)]), PodRequest("x", "b", {}, [("TCP", 81)])],
+    )
     st = LabState(token="daemon-test", prefix=PREFIX, plan=plan)
     netio.run_batch(netcmds.root_script(plan))
     netio.run_scripts(netcmds.ns_scripts(plan))

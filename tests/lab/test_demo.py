@@ -10,8 +10,12 @@ pytestmark = pytest.mark.root
 
 # The published policies' known mistakes: `cart-access` selects `name: cart` (the pods are
 # `carts`), `carts-db-access` admits `name: cart`, and nothing admits anyone to session-db.
-EXPECTED_BLOCKED = {("front-end", "carts", 80), ("front-end", "session-db", 6379),
-                    ("orders", "carts", 80), ("carts", "carts-db", 27017)}
+EXPECTED_BLOCKED = {
+    ("front-end", "carts", 80),
+    ("front-end", "session-db", 6379),
+    ("orders", "carts", 80),
+    ("carts", "carts-db", 27017),
+}
 
 
 def _tables(out: str) -> list[list[str]]:
@@ -25,8 +29,9 @@ def _tables(out: str) -> list[list[str]]:
 
 
 def _blocked(rows: list[str]) -> set[tuple[str, str, int]]:
-    return {(r.split()[0], r.split()[1], int(r.split()[2])) for r in rows
-            if "BLOCKED" in r or "policies say blocked" in r}
+    return {
+        (r.split()[0], r.split()[1], int(r.split()[2])) for r in rows if "BLOCKED" in r or "policies say blocked" in r
+    }
 
 
 def test_demo(lab: Lab) -> None:

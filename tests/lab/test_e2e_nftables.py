@@ -47,8 +47,15 @@ def test_label_updates_and_policy_deletion(xyz: Lab) -> None:
 
 
 def test_beta_default_deny_annotation(xyz: Lab) -> None:
-    ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "y", "labels": {"ns": "y"}, "annotations": {
-        "net.beta.kubernetes.io/network-policy": '{"ingress": {"isolation": "DefaultDeny"}}'}}}
+    ns = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": "y",
+            "labels": {"ns": "y"},
+            "annotations": {"net.beta.kubernetes.io/network-policy": '{"ingress": {"isolation": "DefaultDeny"}}'},
+        },
+    }
     apply(xyz, file(xyz, "beta.yaml", [ns]))
     try:
         check_matrix(xyz)

@@ -128,8 +128,9 @@ def test_down_removes_a_half_built_crashed_lab(lab: Lab) -> None:
     netio.run_batch(netcmds.root_script(plan))  # namespaces and links made, never configured
     daemon = procs.spawn(lab.dir, st.token, "labd", procs.python_argv("stockade.lab.labd", "--dir", str(lab.dir)))
     procs.wait_until(lambda: (lab.dir / "labd.ready").exists(), "labd", 20, daemon)
-    stray = subprocess.Popen(["ip", "netns", "exec", plan.pods[0].netns, sys.executable, "-c",
-                              "import time; time.sleep(60)"])
+    stray = subprocess.Popen(
+        ["ip", "netns", "exec", plan.pods[0].netns, sys.executable, "-c", "import time; time.sleep(60)"]
+    )
     cfg.state_file.write_text("{ crashed mid-write")  # and the state file is damaged
 
     res = lab.run("down")

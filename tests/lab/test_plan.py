@@ -131,8 +131,11 @@ def test_port_selection() -> None:
 
 
 def test_matrix_marks_connected_blocked_and_unprobed() -> None:
-    results = [Result("x/a", "x/b", 80, "TCP", True), Result("x/b", "x/a", 80, "TCP", False),
-               Result("x/a", "x/a", 80, "TCP", True)]
+    results = [
+        Result("x/a", "x/b", 80, "TCP", True),
+        Result("x/b", "x/a", 80, "TCP", False),
+        Result("x/a", "x/a", 80, "TCP", True),
+    ]
     text = render.matrix(results)
     assert "TCP/80: 2 of 3 connected" in text
     lines = text.splitlines()
@@ -149,4 +152,3 @@ def test_the_lab_says_it_needs_root(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(lab.os, "geteuid", lambda: 1000)
     with pytest.raises(lab.LabError, match="the lab needs root"):
         lab.require_root()
-

@@ -37,8 +37,7 @@ def seed(server: ApiServer) -> None:
     server.put_object(netpol("a", "deny"))
 
 
-async def test_initial_sync_then_each_change_exactly_once(server: ApiServer, sources: Sources,
-                                                          mirror: Mirror) -> None:
+async def test_initial_sync_then_each_change_exactly_once(server: ApiServer, sources: Sources, mirror: Mirror) -> None:
     seed(server)
     sources.start()
     await asyncio.wait_for(sources.synced.wait(), 10)
@@ -55,8 +54,15 @@ async def test_initial_sync_then_each_change_exactly_once(server: ApiServer, sou
     await converge(mirror, server)
     await asyncio.sleep(0.5)  # a few bookmarks later, still nothing more
     got = [(e.type, e.kind, e.name) for e in mirror.events[before:]]
-    assert sorted(got) == sorted([("upsert", "Pod", "x"), ("upsert", "Pod", "x"), ("delete", "Pod", "x"),
-                                  ("upsert", "NetworkPolicy", "allow"), ("upsert", "Node", "node-2")])
+    assert sorted(got) == sorted(
+        [
+            ("upsert", "Pod", "x"),
+            ("upsert", "Pod", "x"),
+            ("delete", "Pod", "x"),
+            ("upsert", "NetworkPolicy", "allow"),
+            ("upsert", "Node", "node-2"),
+        ]
+    )
     pod_events = [e for e in mirror.events[before:] if e.kind == "Pod"]
     assert [e.obj["metadata"]["labels"].get("app") for e in pod_events[:2]] == ["db", "web"]
     assert mirror.errors == []
@@ -100,9 +106,16 @@ async def test_410_with_deletions_in_the_gap(server: ApiServer, sources: Sources
     await converge(mirror, server)
     assert sum(w.stats["gone"] for w in sources.watchers) >= 4
     got = sorted((e.type, e.kind, e.namespace, e.name) for e in mirror.events[before:])
-    assert got == sorted([("delete", "Pod", "a", "p0"), ("upsert", "Pod", "a", "p1"),
-                          ("delete", "Namespace", "", "b"), ("upsert", "Namespace", "", "c"),
-                          ("upsert", "Pod", "c", "new"), ("upsert", "Node", "", "node-1")])
+    assert got == sorted(
+        [
+            ("delete", "Pod", "a", "p0"),
+            ("upsert", "Pod", "a", "p1"),
+            ("delete", "Namespace", "", "b"),
+            ("upsert", "Namespace", "", "c"),
+            ("upsert", "Pod", "c", "new"),
+            ("upsert", "Node", "", "node-1"),
+        ]
+    )
 
 
 async def test_churn_with_compactions_and_cuts(server: ApiServer, sources: Sources, mirror: Mirror) -> None:
@@ -158,8 +171,7 @@ async def test_429_and_500_are_survived(server: ApiServer, sources: Sources, mir
     assert server.faults == [] or all(f.remaining == 0 for f in server.faults)
 
 
-async def test_cut_watches_resume_without_relisting(server: ApiServer, sources: Sources,
-                                                    mirror: Mirror) -> None:
+async def test_cut_watches_resume_without_relisting(server: ApiServer, sources: Sources, mirror: Mirror) -> None:
     seed(server)
     sources.start()
     await asyncio.wait_for(sources.synced.wait(), 10)
@@ -243,8 +255,9 @@ async def test_in_cluster_config_with_tls_and_token(tmp_path: Path, monkeypatch:
         await srv.stop()
 
 
-async def test_paged_initial_list(server: ApiServer, sources: Sources, mirror: Mirror,
-                                  monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_paged_initial_list(
+    server: ApiServer, sources: Sources, mirror: Mirror, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(watcher_module, "LIST_PAGE", 3)
     seed(server)
     for i in range(10):

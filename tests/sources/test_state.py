@@ -64,6 +64,8 @@ def test_retry_after() -> None:
 
 def test_rbac_rules_cover_the_four_kinds() -> None:
     assert sorted(RBAC_RULES) == [
-        ("", "namespaces", ("get", "list", "watch")), ("", "nodes", ("get", "list", "watch")),
-        ("", "pods", ("get", "list", "watch")), ("networking.k8s.io", "networkpolicies", ("get", "list", "watch")),
+        ("", "namespaces", ("get", "list", "watch")),
+        ("", "nodes", ("get", "list", "watch")),
+        ("", "pods", ("get", "list", "watch")),
+        ("networking.k8s.io", "networkpolicies", ("get", "list", "watch")),
     ]

@@ -82,14 +82,14 @@ async def test_fifty_agents_under_churn_and_chaos(server_tls, client_tls) -> Non
 
         def settled() -> bool:
             return all(
-                a.dataplane.model == engine.model(n) and brain.fanout.status[n].in_sync for n, a in agents.items()
+                a.dataplane.model == engine.model(n) and brain.fanout.node_status(n).in_sync for n, a in agents.items()
             )
 
         try:
             await eventually(settled, timeout=30, what="every agent in sync and acked")
         except AssertionError:
             for n, a in agents.items():
-                st = brain.fanout.status[n]
+                st = brain.fanout.node_status(n)
                 if not (a.dataplane.model == engine.model(n) and st.in_sync):
                     s = brain.fanout.sessions.get(n)
                     print(
@@ -106,7 +106,7 @@ async def test_fifty_agents_under_churn_and_chaos(server_tls, client_tls) -> Non
             model = engine.model(n)
             assert a.dataplane.model == model, n
             assert reference.model(n) == model, f"incremental engine differs from a fresh compute on {n}"
-            st = brain.fanout.status[n]
+            st = brain.fanout.node_status(n)
             assert st.applied_generation == brain.fanout.feeds[n].generation == st.desired_generation
             assert st.applied_digest == model.digest() == a.status.digest
             assert a.status.epoch == brain.fanout.epoch and a.status.generation == st.applied_generation

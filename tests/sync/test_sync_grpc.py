@@ -27,7 +27,7 @@ async def test_follow_restart_brain_restart_agents_and_cuts(server_tls, client_t
             brain.fanout.on_deltas(cluster.churn())
             await asyncio.sleep(0)
         await eventually(lambda: synced(cluster, agents), what="deltas")
-        await eventually(lambda: all(brain.fanout.status[n].in_sync for n in nodes), what="acks")
+        await eventually(lambda: all(brain.fanout.node_status(n).in_sync for n in nodes), what="acks")
         assert all(a.status.connects == 1 for a in agents)
 
         # Cut one agent's stream: it comes back in the same epoch and catches up with steps.
@@ -52,7 +52,7 @@ async def test_follow_restart_brain_restart_agents_and_cuts(server_tls, client_t
         tx = {a.node: a.dataplane.transactions for a in agents}
         brain = await start_brain(cluster.model_of, server_tls, port=port)
         await eventually(
-            lambda: synced(cluster, agents) and all(brain.fanout.status[n].in_sync for n in nodes),
+            lambda: synced(cluster, agents) and all(brain.fanout.node_status(n).in_sync for n in nodes),
             what="resync after brain restart",
         )
         assert all(not a.status.fail_static for a in agents)
@@ -96,7 +96,7 @@ async def test_a_failed_apply_is_reported_and_repaired(server_tls, client_tls) -
         good = dp.model
         dp.fail = True
         brain.fanout.on_deltas(cluster.churn())
-        st = brain.fanout.status["node-1"]
+        st = brain.fanout.node_status("node-1")
         await eventually(lambda: st.last_error is not None and "No such file" in st.last_error, what="error")
         assert dp.model == good and not st.in_sync  # the kernel keeps what it had
         assert agent.status.last_error is not None
@@ -146,7 +146,7 @@ async def test_a_stuck_agent_holds_no_one_up_and_catches_up_coalesced(server_tls
         await eventually(lambda: stuck_dp.model == cluster.models[nodes[0]], what="stuck agent catching up")
         # 50 generations passed while it was stuck: it needed far fewer transactions.
         assert stuck_dp.transactions - tx <= 3
-        assert brain.fanout.status[nodes[0]].applied_generation == 51
+        assert brain.fanout.node_status(nodes[0]).applied_generation == 51
     finally:
         stuck_dp.gate.set()
         stop.set()
@@ -166,12 +166,12 @@ async def test_keepalive_detects_a_half_open_connection(server_tls, client_tls) 
     tls = ClientTLS(tls.cert, tls.key, tls.ca, server_name="localhost")
     agent = start_agent("node-1", proxy.address, tls)
     try:
-        await eventually(lambda: synced(cluster, [agent]) and brain.fanout.status["node-1"].in_sync)
+        await eventually(lambda: synced(cluster, [agent]) and brain.fanout.node_status("node-1").in_sync)
         proxy.freeze_all()  # packets vanish, no FIN, no RST
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         await eventually(
-            lambda: not brain.fanout.status["node-1"].connected or agent.status.connects > 1,
+            lambda: not brain.fanout.node_status("node-1").connected or agent.status.connects > 1,
             timeout=15,
             what="half-open connection noticed",
         )
@@ -179,7 +179,7 @@ async def test_keepalive_detects_a_half_open_connection(server_tls, client_tls) 
         # The agent reconnects (through new proxy connections) and keeps in sync.
         brain.fanout.on_deltas(cluster.churn())
         await eventually(
-            lambda: synced(cluster, [agent]) and brain.fanout.status["node-1"].in_sync,
+            lambda: synced(cluster, [agent]) and brain.fanout.node_status("node-1").in_sync,
             timeout=15,
             what="resync after half-open",
         )

@@ -3,6 +3,7 @@
 from stockade.codec.convert import (
     delta_from_proto,
     delta_to_proto,
+    fill_delta,
     model_from_proto,
     model_to_proto,
 )
@@ -15,6 +16,7 @@ __all__ = [
     "check_node_name",
     "delta_from_proto",
     "delta_to_proto",
+    "fill_delta",
     "model_from_proto",
     "model_to_proto",
 ]

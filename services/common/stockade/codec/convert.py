@@ -8,6 +8,7 @@ references, and raises `ValidationError` on the first problem.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from stockade.codec.validate import (
     DEFAULT_LIMITS,
@@ -54,34 +55,53 @@ def _chain_to_proto(cid: str, c: Chain) -> pb.Chain:
     return pb.Chain(id=cid, direction=_DIR_TO_PB[c.direction], rules=[_rule_to_proto(r) for r in c.rules])
 
 
-def _sets_to_proto(sets: Mapping[str, frozenset[str]]) -> list[pb.AddressSet]:
-    return [pb.AddressSet(id=sid, cidrs=sorted(elems)) for sid, elems in sorted(sets.items())]
+def _add_sets(field: Any, sets: Mapping[str, frozenset[str]]) -> None:
+    for sid in sorted(sets):
+        field.add(id=sid, cidrs=sorted(sets[sid]))
+
+
+def _add_chains(field: Any, chains: Mapping[str, Chain]) -> None:
+    for cid in sorted(chains):
+        field.append(_chain_to_proto(cid, chains[cid]))
 
 
 def model_to_proto(model: NodeModel) -> pb.NodeModel:
-    return pb.NodeModel(
-        node=model.node,
-        sets=_sets_to_proto(model.sets),
-        chains=[_chain_to_proto(cid, c) for cid, c in sorted(model.chains.items())],
-        ingress=model.ingress,
-        egress=model.egress,
-    )
+    msg = pb.NodeModel(node=model.node, ingress=model.ingress, egress=model.egress)
+    _add_sets(msg.sets, model.sets)
+    _add_chains(msg.chains, model.chains)
+    return msg
+
+
+def fill_delta(msg: pb.NodeDelta, delta: NodeDelta) -> pb.NodeDelta:
+    """Write ``delta`` into ``msg`` (e.g. one added in place to a repeated field, which saves
+    the copy that appending a finished message costs). Empty parts are skipped: most deltas
+    touch one or two of the eleven."""
+    msg.node = delta.node
+    if delta.new_sets:
+        _add_sets(msg.new_sets, delta.new_sets)
+    if delta.set_added:
+        _add_sets(msg.set_added, delta.set_added)
+    if delta.set_removed:
+        _add_sets(msg.set_removed, delta.set_removed)
+    if delta.new_chains:
+        _add_chains(msg.new_chains, delta.new_chains)
+    if delta.ingress_set:
+        msg.ingress_set.update(delta.ingress_set)
+    if delta.ingress_removed:
+        msg.ingress_removed.extend(sorted(delta.ingress_removed))
+    if delta.egress_set:
+        msg.egress_set.update(delta.egress_set)
+    if delta.egress_removed:
+        msg.egress_removed.extend(sorted(delta.egress_removed))
+    if delta.removed_chains:
+        msg.removed_chains.extend(sorted(delta.removed_chains))
+    if delta.removed_sets:
+        msg.removed_sets.extend(sorted(delta.removed_sets))
+    return msg
 
 
 def delta_to_proto(delta: NodeDelta) -> pb.NodeDelta:
-    return pb.NodeDelta(
-        node=delta.node,
-        new_sets=_sets_to_proto(delta.new_sets),
-        set_added=_sets_to_proto(delta.set_added),
-        set_removed=_sets_to_proto(delta.set_removed),
-        new_chains=[_chain_to_proto(cid, c) for cid, c in sorted(delta.new_chains.items())],
-        ingress_set=delta.ingress_set,
-        ingress_removed=sorted(delta.ingress_removed),
-        egress_set=delta.egress_set,
-        egress_removed=sorted(delta.egress_removed),
-        removed_chains=sorted(delta.removed_chains),
-        removed_sets=sorted(delta.removed_sets),
-    )
+    return fill_delta(pb.NodeDelta(), delta)
 
 
 # ---- from protobuf (validating) ----------------------------------------------------------

@@ -25,7 +25,6 @@ import enum
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import cached_property
 
 
 class Protocol(enum.StrEnum):
@@ -85,27 +84,33 @@ class Chain:
 
     direction: Direction
     rules: tuple[Rule, ...]
+    # Derived from the content, computed once at construction (not part of equality).
+    id: str = field(default="", compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            object.__setattr__(self, "id", chain_id(self))
 
     @staticmethod
     def of(direction: Direction, rules: Iterable[Rule]) -> Chain:
         """A chain in canonical form: rules deduplicated and sorted, so equal content is equal."""
         return Chain(direction, tuple(sorted(set(rules), key=_rule_key)))
 
-    @cached_property
-    def id(self) -> str:
-        return chain_id(self)
-
     def set_refs(self) -> set[str]:
         return {r.peer for r in self.rules if r.peer is not None}
 
 
 def chain_id(chain: Chain) -> str:
-    h = hashlib.blake2b(digest_size=6)
-    h.update(chain.direction.value.encode())
+    """A digest of the chain's content: one text, hashed once."""
+    parts = [chain.direction.value]
     for rule in chain.rules:
-        h.update(repr(_rule_key(rule)).encode())
-    prefix = "in" if chain.direction is Direction.INGRESS else "out"
-    return f"{prefix}_{h.hexdigest()}"
+        parts.append(rule.peer or "*")
+        if rule.ports is None:
+            parts.append("*")
+        else:
+            parts.append(",".join(f"{p.protocol.value}/{p.port or 0}-{p.end_port or 0}" for p in rule.ports))
+    digest = hashlib.blake2b("\x1e".join(parts).encode(), digest_size=6).hexdigest()
+    return f"{'in' if chain.direction is Direction.INGRESS else 'out'}_{digest}"
 
 
 @dataclass

@@ -60,23 +60,53 @@ def stockade_argv(*args: str) -> list[str]:
 def redis_launch(st: LabState, state_dir: Path) -> Launch:
     data = state_dir / "redis"
     data.mkdir(parents=True, exist_ok=True)
-    return Launch("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(st.ports["redis"]),
-                            "--save", "", "--appendonly", "no", "--dir", str(data),
-                            "--protected-mode", "yes"])
+    return Launch(
+        "redis",
+        [
+            "redis-server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(st.ports["redis"]),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(data),
+            "--protected-mode",
+            "yes",
+        ],
+    )
 
 
 def apiserver_launch(st: LabState, state_dir: Path) -> Launch:
-    return Launch("apiserver", procs.python_argv(
-        "stockade.lab.apiserver", "--port", str(st.ports["apiserver"]),
-        "--data", str(state_dir / "cluster.json"), "--bookmark-interval", "5"))
+    return Launch(
+        "apiserver",
+        procs.python_argv(
+            "stockade.lab.apiserver",
+            "--port",
+            str(st.ports["apiserver"]),
+            "--data",
+            str(state_dir / "cluster.json"),
+            "--bookmark-interval",
+            "5",
+        ),
+    )
 
 
 def write_kubeconfig(path: Path, url: str) -> None:
     """A kubeconfig for the lab's API server, written before anything that reads it starts."""
     ctx = "stockade-lab"
-    doc = {"apiVersion": "v1", "kind": "Config", "preferences": {},
-           "clusters": [{"name": ctx, "cluster": {"server": url}}], "users": [{"name": ctx, "user": {}}],
-           "contexts": [{"name": ctx, "context": {"cluster": ctx, "user": ctx}}], "current-context": ctx}
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "preferences": {},
+        "clusters": [{"name": ctx, "cluster": {"server": url}}],
+        "users": [{"name": ctx, "user": {}}],
+        "contexts": [{"name": ctx, "context": {"cluster": ctx, "user": ctx}}],
+        "current-context": ctx,
+    }
     path.write_text(json.dumps(doc, indent=1))  # JSON is YAML
 
 
@@ -98,32 +128,68 @@ def write_admin_access(st: LabState, state_dir: Path) -> None:
     import secrets
 
     admin, reader = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-    tokens = {"tokens": [{"name": "lab-admin", "token": admin, "role": "admin"},
-                         {"name": "lab-reader", "token": reader, "role": "read"}]}
+    tokens = {
+        "tokens": [
+            {"name": "lab-admin", "token": admin, "role": "admin"},
+            {"name": "lab-reader", "token": reader, "role": "read"},
+        ]
+    }
     path = state_dir / "admin-tokens.json"
     path.write_text(json.dumps(tokens, indent=1))
     path.chmod(0o600)
-    access = {"brain": f"127.0.0.1:{st.ports['brain_admin']}", "token": admin, "read_token": reader,
-              "ca": str(certs_dir(state_dir) / "ca.crt"), "server_name": "localhost"}
+    access = {
+        "brain": f"127.0.0.1:{st.ports['brain_admin']}",
+        "token": admin,
+        "read_token": reader,
+        "ca": str(certs_dir(state_dir) / "ca.crt"),
+        "server_name": "localhost",
+    }
     (state_dir / "admin.json").write_text(json.dumps(access, indent=1))
     (state_dir / "admin.json").chmod(0o600)
 
 
 def brain_launch(st: LabState, state_dir: Path) -> Launch:
-    return Launch("brain", stockade_argv(
-        "brain", "--kubeconfig", str(state_dir / "kubeconfig"),
-        "--listen", f"127.0.0.1:{st.ports['brain_grpc']}", "--admin-listen", f"127.0.0.1:{st.ports['brain_admin']}",
-        "--http", f"127.0.0.1:{st.ports['brain_http']}", "--tls-dir", str(certs_dir(state_dir)),
-        "--admin-tokens-file", str(state_dir / "admin-tokens.json"),
-        *(["--redis-url", st.redis_url] if st.redis_url else [])))
+    return Launch(
+        "brain",
+        stockade_argv(
+            "brain",
+            "--kubeconfig",
+            str(state_dir / "kubeconfig"),
+            "--listen",
+            f"127.0.0.1:{st.ports['brain_grpc']}",
+            "--admin-listen",
+            f"127.0.0.1:{st.ports['brain_admin']}",
+            "--http",
+            f"127.0.0.1:{st.ports['brain_http']}",
+            "--tls-dir",
+            str(certs_dir(state_dir)),
+            "--admin-tokens-file",
+            str(state_dir / "admin-tokens.json"),
+            *(["--redis-url", st.redis_url] if st.redis_url else []),
+        ),
+    )
 
 
 def agent_launch(st: LabState, node: str, netns: str, state_dir: Path) -> Launch:
     # The agent reaches the brain through the relay on its node's own loopback (see relay.py),
     # and serves its health and metrics on that loopback too.
-    return Launch(f"agent-{node}", stockade_argv(
-        "agent", "--node", node, "--brain", f"127.0.0.1:{st.ports['brain_grpc']}", "--backend", st.backend,
-        "--tls-dir", str(certs_dir(state_dir)), "--http", f"127.0.0.1:{st.ports['agent_http']}"), netns=netns)
+    return Launch(
+        f"agent-{node}",
+        stockade_argv(
+            "agent",
+            "--node",
+            node,
+            "--brain",
+            f"127.0.0.1:{st.ports['brain_grpc']}",
+            "--backend",
+            st.backend,
+            "--tls-dir",
+            str(certs_dir(state_dir)),
+            "--http",
+            f"127.0.0.1:{st.ports['agent_http']}",
+        ),
+        netns=netns,
+    )
 
 
 def redis_ready(port: int) -> bool:

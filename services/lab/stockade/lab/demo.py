@@ -81,8 +81,12 @@ def _engine(st: LabState) -> Any:
         return None
     assert st.plan is not None
     eng = Engine(beta_default_deny=True)
-    eng.load(namespaces=st.namespaces.values(), pods=st.pods.values(), policies=st.policies.values(),
-             nodes=[node_object(n) for n in st.plan.nodes])
+    eng.load(
+        namespaces=st.namespaces.values(),
+        pods=st.pods.values(),
+        policies=st.policies.values(),
+        nodes=[node_object(n) for n in st.plan.nodes],
+    )
     return eng
 
 
@@ -211,22 +215,30 @@ def _steps(cfg: LabConfig, shop: Path, say: Say) -> int:
     st = lab.current(cfg)
     enforced = "brain" in st.processes and any(n.startswith("agent-") for n in st.processes)
     if not enforced:
-        say("\nNOTE: this build has no brain and agents yet, so nothing is enforced: every flow below works,\n"
-            "and the table says where the policies would block it.")
+        say(
+            "\nNOTE: this build has no brain and agents yet, so nothing is enforced: every flow below works,\n"
+            "and the table says where the policies would block it."
+        )
     say("\n== 2. The shop's real traffic, with no policy yet: every connection works")
     say(flow_table(check(st)))
 
-    say(f"\n== 3. The article's first step: annotate the namespace DefaultDeny ({BETA_ANNOTATION}).\n"
-        "   Now no pod of the shop accepts any connection, until a policy allows it.")
-    ns_yaml = (f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NS}\n  annotations:\n"
-               f"    {BETA_ANNOTATION}: '{{\"ingress\":{{\"isolation\":\"DefaultDeny\"}}}}'\n")
+    say(
+        f"\n== 3. The article's first step: annotate the namespace DefaultDeny ({BETA_ANNOTATION}).\n"
+        "   Now no pod of the shop accepts any connection, until a policy allows it."
+    )
+    ns_yaml = (
+        f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NS}\n  annotations:\n"
+        f'    {BETA_ANNOTATION}: \'{{"ingress":{{"isolation":"DefaultDeny"}}}}\'\n'
+    )
     lab.apply(cfg, [_write(cfg, "demo-default-deny.yaml", ns_yaml)], True, say)
     denied = check(lab.current(cfg))
     say(flow_table(denied))
     before = _wait_counts(st, sum(not f.connected for f in denied))
 
-    say(f"\n== 4. The article's second step: apply the published policies ({shop / 'policies'}).\n"
-        "   Each one lets one service's callers in. Some connections stay blocked: the policies have mistakes.")
+    say(
+        f"\n== 4. The article's second step: apply the published policies ({shop / 'policies'}).\n"
+        "   Each one lets one service's callers in. Some connections stay blocked: the policies have mistakes."
+    )
     lab.apply(cfg, [str(shop / "policies")], True, say)
     st = lab.current(cfg)
     since = time.time()
@@ -234,8 +246,10 @@ def _steps(cfg: LabConfig, shop: Path, say: Say) -> int:
     say(flow_table(flows))
     blocked = [f for f in flows if not f.connected or f.expected is False]
 
-    say("\n== 5. What the node agents counted for step 4: stockade_blocked_connections_total, from the brain's\n"
-        "   /metrics (what Prometheus scrapes; the alert rules watch its rate), by protocol and port")
+    say(
+        "\n== 5. What the node agents counted for step 4: stockade_blocked_connections_total, from the brain's\n"
+        "   /metrics (what Prometheus scrapes; the alert rules watch its rate), by protocol and port"
+    )
     after = _wait_counts(st, _total(before) + sum(not f.connected for f in flows))
     if after is None:
         say("  (no brain in this lab: no counts)")
@@ -251,9 +265,11 @@ def _steps(cfg: LabConfig, shop: Path, say: Say) -> int:
     if records is None:
         say("  (no brain in this lab: no records)")
     for r in [r for r in records or [] if float(r.get("time") or 0) >= since - 1][:10]:
-        say(f"  {r.get('src_namespace', '')}/{r.get('src_pod', '') or r.get('src', '')} -> "
+        say(
+            f"  {r.get('src_namespace', '')}/{r.get('src_pod', '') or r.get('src', '')} -> "
             f"{r.get('dst_namespace', '')}/{r.get('dst_pod', '') or r.get('dst', '')} "
-            f"{r.get('protocol', '')}/{r.get('dport', '')}, dropped on {r.get('node', '')} ({r.get('direction', '')})")
+            f"{r.get('protocol', '')}/{r.get('dport', '')}, dropped on {r.get('node', '')} ({r.get('direction', '')})"
+        )
 
     say("\n== 7. Why they are blocked, in words (the engine's explanation)")
     eng = _engine(st)

@@ -35,8 +35,9 @@ class Client:
 
     def _call(self, method: str, path: str, body: Obj | None = None) -> Obj:
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 result: Obj = json.loads(resp.read() or b"{}")

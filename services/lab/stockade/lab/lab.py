@@ -28,8 +28,10 @@ class LabError(RuntimeError):
 
 def require_root() -> None:
     if os.geteuid() != 0:
-        raise LabError("the lab needs root (it creates network namespaces and firewall rules): "
-                       "run it with sudo, e.g. `sudo stockade lab up`")
+        raise LabError(
+            "the lab needs root (it creates network namespaces and firewall rules): "
+            "run it with sudo, e.g. `sudo stockade lab up`"
+        )
 
 
 def _lab_namespaces(cfg: LabConfig) -> list[str]:
@@ -40,8 +42,10 @@ def current(cfg: LabConfig) -> LabState:
     try:
         st = state.load(cfg.state_file)
     except (ValueError, TypeError, KeyError) as e:
-        raise LabError(f"the lab's state file {cfg.state_file} is damaged ({e}); "
-                       "`stockade lab down` removes what is left of the lab") from e
+        raise LabError(
+            f"the lab's state file {cfg.state_file} is damaged ({e}); "
+            "`stockade lab down` removes what is left of the lab"
+        ) from e
     if st is None or st.plan is None:
         raise LabError(f"no lab is running (no state in {cfg.state_dir}); start one with `stockade lab up`")
     return st
@@ -54,14 +58,16 @@ def _elapsed(t0: float) -> str:
     return f"{(time.monotonic() - t0) * 1000:.0f} ms"
 
 
-def _start(cfg: LabConfig, st: LabState, launches: list[tuple[control.Launch, Callable[[], bool]]],
-           timeout: float = 30.0) -> None:
+def _start(
+    cfg: LabConfig, st: LabState, launches: list[tuple[control.Launch, Callable[[], bool]]], timeout: float = 30.0
+) -> None:
     """Start the processes at once (they do not depend on each other), then wait for each."""
     started = [(launch, ready, _spawn(cfg, st, launch)) for launch, ready in launches]
     state.save(cfg.state_file, st)
     for launch, ready, pid in started:
-        procs.wait_until(ready, f"{launch.name} did not start", timeout, pid,
-                         procs.log_path(cfg.state_dir, launch.name))
+        procs.wait_until(
+            ready, f"{launch.name} did not start", timeout, pid, procs.log_path(cfg.state_dir, launch.name)
+        )
 
 
 def _spawn(cfg: LabConfig, st: LabState, launch: control.Launch) -> int:
@@ -83,8 +89,12 @@ def _labd_ready(cfg: LabConfig, serial: int) -> Callable[[], bool]:
 
 def _cluster_objects(st: LabState) -> list[dict[str, Any]]:
     assert st.plan is not None
-    return ([*st.namespaces.values()] + [node_object(n) for n in st.plan.nodes]
-            + [*st.pods.values()] + [*st.policies.values()])
+    return (
+        [*st.namespaces.values()]
+        + [node_object(n) for n in st.plan.nodes]
+        + [*st.pods.values()]
+        + [*st.policies.values()]
+    )
 
 
 def _record_objects(st: LabState, objs: manifests.Objects, placed: dict[str, PodPlan]) -> None:
@@ -107,8 +117,10 @@ def up(cfg: LabConfig, nodes: int, cluster: list[str], backend: str, redis_url: 
     requests = sorted(map(pod_request, objs.pods), key=lambda r: (r.namespace, r.name))
     plan = place(empty_plan(cfg.prefix, nodes), requests)
     if cfg.state_file.exists() or _lab_namespaces(cfg):
-        raise LabError(f"a lab already exists (state in {cfg.state_dir}, namespaces named "
-                       f"{cfg.prefix}*); `stockade lab down` removes it first")
+        raise LabError(
+            f"a lab already exists (state in {cfg.state_dir}, namespaces named "
+            f"{cfg.prefix}*); `stockade lab down` removes it first"
+        )
     with state.locked(cfg.state_dir):
         if cfg.state_file.exists():
             raise LabError(f"another `stockade lab up` just built a lab in {cfg.state_dir}")
@@ -123,8 +135,10 @@ def up(cfg: LabConfig, nodes: int, cluster: list[str], backend: str, redis_url: 
         say(f"  wired in {_elapsed(t0)}")
         _record_objects(st, objs, {p.key: p for p in plan.pods})
         if objs.skipped:
-            say("  not modelled (no kube-proxy in the lab; policies name container ports): "
-                + ", ".join(f"{n} {k}" for k, n in sorted(objs.skipped.items())))
+            say(
+                "  not modelled (no kube-proxy in the lab; policies name container ports): "
+                + ", ".join(f"{n} {k}" for k, n in sorted(objs.skipped.items()))
+            )
         _start_daemons(cfg, st, redis_url, say)
         st.status = "ready"
         state.save(cfg.state_file, st)
@@ -135,8 +149,14 @@ def up(cfg: LabConfig, nodes: int, cluster: list[str], backend: str, redis_url: 
 def _start_daemons(cfg: LabConfig, st: LabState, redis_url: str | None, say: Say) -> None:
     assert st.plan is not None
     taken: set[int] = set()
-    for name in ("apiserver", "brain_grpc", "brain_admin", "brain_http", "agent_http",
-                 *(() if redis_url else ("redis",))):
+    for name in (
+        "apiserver",
+        "brain_grpc",
+        "brain_admin",
+        "brain_http",
+        "agent_http",
+        *(() if redis_url else ("redis",)),
+    ):
         st.ports[name] = control.free_port(cfg, taken)
     brain = control.has_command("brain")
     if brain:
@@ -167,14 +187,18 @@ def _start_daemons(cfg: LabConfig, st: LabState, redis_url: str | None, say: Say
     note = f"; {sctp} SCTP ports not served: this kernel has no SCTP sockets" if sctp and not _sctp_ok() else ""
     say(f"pod servers: {nports - (sctp if note else 0)} ports on {len(st.plan.pods)} pods, TCP and UDP echo{note}")
     say(f"redis: {'using ' + redis_url if redis_url else 'private redis-server at ' + st.redis_url}")
-    say(f"Kubernetes API: {api.url} ({len(st.namespaces)} namespaces, {len(st.plan.nodes)} nodes, "
-        f"{len(st.pods)} pods, {len(st.policies)} policies; kubeconfig {cfg.state_dir / 'kubeconfig'})")
+    say(
+        f"Kubernetes API: {api.url} ({len(st.namespaces)} namespaces, {len(st.plan.nodes)} nodes, "
+        f"{len(st.pods)} pods, {len(st.policies)} policies; kubeconfig {cfg.state_dir / 'kubeconfig'})"
+    )
     if not brain:
         st.notes.append("no `stockade brain`/`stockade agent` command in this build: policies are not enforced")
         say("brain and agents: not started (not in this build): policies are not enforced")
         return
-    say(f"brain: agents' gRPC (mTLS) 127.0.0.1:{st.ports['brain_grpc']}, admin API 127.0.0.1:"
-        f"{st.ports['brain_admin']}, HTTP 127.0.0.1:{st.ports['brain_http']}")
+    say(
+        f"brain: agents' gRPC (mTLS) 127.0.0.1:{st.ports['brain_grpc']}, admin API 127.0.0.1:"
+        f"{st.ports['brain_admin']}, HTTP 127.0.0.1:{st.ports['brain_http']}"
+    )
     wait_realized(st, timeout=30.0, since={})
     say(f"agents: one per node ({st.backend}), each in sync with the brain")
     say(f"  all started in {_elapsed(t0)}")
@@ -194,8 +218,10 @@ def wait_realized(st: LabState, timeout: float, since: dict[str, int]) -> bool:
         return False
     if not answer.get("realized"):
         pending = ", ".join(answer.get("pending") or []) or "?"
-        raise LabError(f"not realized after {timeout:.0f} s: {answer.get('reason') or 'nodes pending: ' + pending} "
-                       "(the brain's and agents' logs are in the lab's state dir, under logs/)")
+        raise LabError(
+            f"not realized after {timeout:.0f} s: {answer.get('reason') or 'nodes pending: ' + pending} "
+            "(the brain's and agents' logs are in the lab's state dir, under logs/)"
+        )
     return True
 
 
@@ -206,8 +232,13 @@ def _signal_labd(cfg: LabConfig, st: LabState) -> None:
     pid = _pid(st, "labd")
     if pid:
         os.kill(pid, signal.SIGHUP)
-        procs.wait_until(_labd_ready(cfg, st.serial), "the pod servers did not reload", 10.0, pid,
-                         procs.log_path(cfg.state_dir, "labd"))
+        procs.wait_until(
+            _labd_ready(cfg, st.serial),
+            "the pod servers did not reload",
+            10.0,
+            pid,
+            procs.log_path(cfg.state_dir, "labd"),
+        )
 
 
 def _api(st: LabState) -> kubeapi.Client | None:
@@ -224,12 +255,13 @@ def apply(cfg: LabConfig, paths: list[str], wait: bool, say: Say, timeout: float
         for r in map(pod_request, objs.pods):
             old = st.plan.pod(f"{r.namespace}/{r.name}")
             if old and r.node_name and r.node_name != old.node:
-                raise LabError(f"pod {old.key} runs on {old.node}; moving it to {r.node_name} is not "
-                               "supported: delete it first")
+                raise LabError(
+                    f"pod {old.key} runs on {old.node}; moving it to {r.node_name} is not supported: delete it first"
+                )
             if old and r.ports != old.ports:
                 raise LabError(f"pod {old.key}: changing its ports is not supported: delete it first")
         plan = place(st.plan, new)
-        added = plan.pods[len(st.plan.pods):]
+        added = plan.pods[len(st.plan.pods) :]
         plan = relabel(plan, {f"{r.namespace}/{r.name}": r.labels for r in map(pod_request, objs.pods)})
         if added:
             root, scripts = netcmds.add_pods_scripts(plan, added)
@@ -243,8 +275,16 @@ def apply(cfg: LabConfig, paths: list[str], wait: bool, say: Say, timeout: float
         state.save(cfg.state_file, st)
         if added:
             _signal_labd(cfg, st)
-        since = _push(st, [*objs.namespaces, *(n for n in implied if n["metadata"]["name"] not in declared),
-                        *(st.pods[manifests.key(p)] for p in objs.pods), *objs.policies], say)
+        since = _push(
+            st,
+            [
+                *objs.namespaces,
+                *(n for n in implied if n["metadata"]["name"] not in declared),
+                *(st.pods[manifests.key(p)] for p in objs.pods),
+                *objs.policies,
+            ],
+            say,
+        )
     if wait:
         _wait(st, since, timeout, say)
     return 0
@@ -292,8 +332,11 @@ def delete(cfg: LabConfig, paths: list[str], wait: bool, say: Say, timeout: floa
         pod_keys = {manifests.key(p) for p in objs.pods} | {k for k in st.pods if k.split("/")[0] in gone_ns}
         removed = [p for p in st.plan.pods if p.key in pod_keys]
         since: dict[str, int] = {}
-        for kind, keys in (("NetworkPolicy", [manifests.key(p) for p in objs.policies]),
-                           ("Pod", sorted(pod_keys)), ("Namespace", sorted(gone_ns))):
+        for kind, keys in (
+            ("NetworkPolicy", [manifests.key(p) for p in objs.policies]),
+            ("Pod", sorted(pod_keys)),
+            ("Namespace", sorted(gone_ns)),
+        ):
             for key in keys:
                 ns, _, name = key.rpartition("/")
                 gone = api.delete(kind, ns or None, name) if api else None
@@ -322,32 +365,49 @@ def delete(cfg: LabConfig, paths: list[str], wait: bool, say: Say, timeout: floa
 def pods_json(cfg: LabConfig) -> dict[str, Any]:
     st = current(cfg)
     assert st.plan is not None
-    return {"pods": [{"namespace": p.namespace, "name": p.name, "ip": p.ip, "node": p.node,
-                      "labels": p.labels, "ports": [{"protocol": pr, "port": n} for pr, n in p.ports]}
-                     for p in st.plan.pods],
-            "external": {"ip": st.plan.external.ip, "via": st.plan.external.via_node}}
+    return {
+        "pods": [
+            {
+                "namespace": p.namespace,
+                "name": p.name,
+                "ip": p.ip,
+                "node": p.node,
+                "labels": p.labels,
+                "ports": [{"protocol": pr, "port": n} for pr, n in p.ports],
+            }
+            for p in st.plan.pods
+        ],
+        "external": {"ip": st.plan.external.ip, "via": st.plan.external.via_node},
+    }
 
 
 def _matches(label: str, wanted: list[str] | None) -> bool:
     if not wanted:
         return True
-    return any(label == w or (w.endswith("/") and label.startswith(w)) or label.split("/")[0] == w
-               for w in wanted)
+    return any(label == w or (w.endswith("/") and label.startswith(w)) or label.split("/")[0] == w for w in wanted)
 
 
-def run_probe(cfg: LabConfig, ports: list[int] | None, protocols: list[str] | None,
-              sources: list[str] | None, targets: list[str] | None = None,
-              timeout: float = probe.TIMEOUT, say: Say = print) -> list[probe.Result]:
+def run_probe(
+    cfg: LabConfig,
+    ports: list[int] | None,
+    protocols: list[str] | None,
+    sources: list[str] | None,
+    targets: list[str] | None = None,
+    timeout: float = probe.TIMEOUT,
+    say: Say = print,
+) -> list[probe.Result]:
     require_root()
     st = current(cfg)
     assert st.plan is not None
-    srcs = [probe.Source(p.key, p.netns) for p in st.plan.pods] + [
-        probe.Source("external", st.plan.external.netns)]
+    srcs = [probe.Source(p.key, p.netns) for p in st.plan.pods] + [probe.Source("external", st.plan.external.netns)]
     srcs = [s for s in srcs if _matches(s.label, sources)]
     if sources and not srcs:
         raise LabError(f"--from {','.join(sources)} matches no pod (and not 'external')")
-    dsts = [probe.Target(p.key, p.ip, probe.select_ports(p.ports, ports, protocols))
-            for p in st.plan.pods if _matches(p.key, targets)]
+    dsts = [
+        probe.Target(p.key, p.ip, probe.select_ports(p.ports, ports, protocols))
+        for p in st.plan.pods
+        if _matches(p.key, targets)
+    ]
     if probe.unsupported_protocols(["SCTP"]):
         skipped = sum(1 for t in dsts for proto, _ in t.ports if proto == "SCTP")
         if skipped:

@@ -19,32 +19,44 @@ def _add_to(scripts: Scripts, netns: str, *lines: str) -> None:
 
 def pod_root_lines(plan: Plan, pod: PodPlan) -> list[str]:
     node = plan.node(pod.node)
-    return [f"netns add {pod.netns}",
-            f"link add {pod.veth} netns {node.netns} type veth peer name eth0 netns {pod.netns}"]
+    return [
+        f"netns add {pod.netns}",
+        f"link add {pod.veth} netns {node.netns} type veth peer name eth0 netns {pod.netns}",
+    ]
 
 
 def pod_lines(pod: PodPlan, node: NodePlan) -> list[str]:
-    return ["link set lo up", f"addr add {pod.ip}/32 dev eth0", "link set eth0 up",
-            f"route add {node.gateway}/32 dev eth0 scope link",
-            f"route add default via {node.gateway} dev eth0"]
+    return [
+        "link set lo up",
+        f"addr add {pod.ip}/32 dev eth0",
+        "link set eth0 up",
+        f"route add {node.gateway}/32 dev eth0 scope link",
+        f"route add default via {node.gateway} dev eth0",
+    ]
 
 
 def node_side_pod_lines(pod: PodPlan, node: NodePlan) -> list[str]:
     # Every pod-facing veth holds the same gateway address: the pod ARPs for it and the node
     # answers; the /32 route sends the pod's traffic back down its own veth.
-    return [f"addr add {node.gateway}/32 dev {pod.veth}", f"link set {pod.veth} up",
-            f"route add {pod.ip}/32 dev {pod.veth} scope link src {node.gateway}"]
+    return [
+        f"addr add {node.gateway}/32 dev {pod.veth}",
+        f"link set {pod.veth} up",
+        f"route add {pod.ip}/32 dev {pod.veth} scope link src {node.gateway}",
+    ]
 
 
 def root_script(plan: Plan) -> list[str]:
     lines = [f"netns add {plan.fabric_netns}", f"netns add {plan.external.netns}"]
     lines += [f"netns add {n.netns}" for n in plan.nodes]
     lines.append(f"link add {BRIDGE} netns {plan.fabric_netns} type bridge")
-    lines += [f"link add {n.fabric_veth} netns {plan.fabric_netns} type veth peer name eth0 netns {n.netns}"
-              for n in plan.nodes]
+    lines += [
+        f"link add {n.fabric_veth} netns {plan.fabric_netns} type veth peer name eth0 netns {n.netns}"
+        for n in plan.nodes
+    ]
     ext = plan.external
-    lines.append(f"link add {ext.veth} netns {plan.node(ext.via_node).netns} type veth "
-                 f"peer name eth0 netns {ext.netns}")
+    lines.append(
+        f"link add {ext.veth} netns {plan.node(ext.via_node).netns} type veth peer name eth0 netns {ext.netns}"
+    )
     for pod in plan.pods:
         lines += pod_root_lines(plan, pod)
     return lines
@@ -54,8 +66,11 @@ def _node_lines(plan: Plan, node: NodePlan, ext: ExternalPlan) -> list[str]:
     lines = ["link set lo up", f"addr add {node.ip}/24 dev eth0", "link set eth0 up"]
     lines += [f"route add {other.pod_cidr} via {other.ip} dev eth0" for other in plan.nodes if other != node]
     if node.name == ext.via_node:
-        lines += [f"addr add {ext.gateway}/32 dev {ext.veth}", f"link set {ext.veth} up",
-                  f"route add {ext.ip}/32 dev {ext.veth} scope link src {ext.gateway}"]
+        lines += [
+            f"addr add {ext.gateway}/32 dev {ext.veth}",
+            f"link set {ext.veth} up",
+            f"route add {ext.ip}/32 dev {ext.veth} scope link src {ext.gateway}",
+        ]
     else:
         lines.append(f"route add {ext.ip}/32 via {plan.node(ext.via_node).ip} dev eth0")
     return lines
@@ -65,12 +80,18 @@ def ns_scripts(plan: Plan) -> Scripts:
     scripts: Scripts = {}
     _add_to(scripts, plan.fabric_netns, "link set lo up", f"link set {BRIDGE} up")
     for n in plan.nodes:
-        _add_to(scripts, plan.fabric_netns, f"link set {n.fabric_veth} master {BRIDGE}",
-                f"link set {n.fabric_veth} up")
+        _add_to(scripts, plan.fabric_netns, f"link set {n.fabric_veth} master {BRIDGE}", f"link set {n.fabric_veth} up")
         _add_to(scripts, n.netns, *_node_lines(plan, n, plan.external))
     ext = plan.external
-    _add_to(scripts, ext.netns, "link set lo up", f"addr add {ext.ip}/32 dev eth0", "link set eth0 up",
-            f"route add {ext.gateway}/32 dev eth0 scope link", f"route add default via {ext.gateway} dev eth0")
+    _add_to(
+        scripts,
+        ext.netns,
+        "link set lo up",
+        f"addr add {ext.ip}/32 dev eth0",
+        "link set eth0 up",
+        f"route add {ext.gateway}/32 dev eth0 scope link",
+        f"route add default via {ext.gateway} dev eth0",
+    )
     for pod in plan.pods:
         node = plan.node(pod.node)
         _add_to(scripts, pod.netns, *pod_lines(pod, node))

@@ -27,8 +27,13 @@ def run_scripts(scripts: Scripts) -> None:
     """One `ip` process per namespace, all at once."""
     procs = []
     for netns, lines in scripts.items():
-        p = subprocess.Popen(["ip", "-n", netns, "-batch", "-"], stdin=subprocess.PIPE,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        p = subprocess.Popen(
+            ["ip", "-n", netns, "-batch", "-"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         procs.append((netns, p, "\n".join(lines) + "\n"))
     errors = []
     for netns, p, text in procs:
@@ -50,8 +55,13 @@ def delete_namespaces(names: Iterable[str]) -> list[str]:
     names = [n for n in names if n in set(nsenter.list_netns())]
     if not names:
         return []
-    res = subprocess.run(["ip", "-force", "-batch", "-"], input="".join(f"netns del {n}\n" for n in names),
-                         capture_output=True, text=True, check=False)
+    res = subprocess.run(
+        ["ip", "-force", "-batch", "-"],
+        input="".join(f"netns del {n}\n" for n in names),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     left = set(names) & set(nsenter.list_netns())
     return [f"could not delete namespace {n}: {res.stderr.strip()}" for n in sorted(left)]
 

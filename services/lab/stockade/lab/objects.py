@@ -11,13 +11,16 @@ from stockade.lab.topology import NodePlan, Plan, PodPlan, PodRequest
 
 def node_object(node: NodePlan) -> Obj:
     ready = {"type": "Ready", "status": "True", "reason": "KubeletReady"}
-    return {"apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": node.name, "labels": {"kubernetes.io/hostname": node.name,
-                                                       "kubernetes.io/os": "linux"}},
-            "spec": {"podCIDR": node.pod_cidr, "podCIDRs": [node.pod_cidr]},
-            "status": {"addresses": [{"type": "InternalIP", "address": node.ip},
-                                     {"type": "Hostname", "address": node.name}],
-                       "conditions": [ready]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": node.name, "labels": {"kubernetes.io/hostname": node.name, "kubernetes.io/os": "linux"}},
+        "spec": {"podCIDR": node.pod_cidr, "podCIDRs": [node.pod_cidr]},
+        "status": {
+            "addresses": [{"type": "InternalIP", "address": node.ip}, {"type": "Hostname", "address": node.name}],
+            "conditions": [ready],
+        },
+    }
 
 
 def namespace_object(name: str) -> Obj:
@@ -26,9 +29,13 @@ def namespace_object(name: str) -> Obj:
 
 def pod_request(pod: Obj) -> PodRequest:
     meta = pod["metadata"]
-    return PodRequest(namespace=meta.get("namespace") or "default", name=meta["name"],
-                      labels=dict(meta.get("labels") or {}), ports=container_ports(pod),
-                      node_name=(pod.get("spec") or {}).get("nodeName"))
+    return PodRequest(
+        namespace=meta.get("namespace") or "default",
+        name=meta["name"],
+        labels=dict(meta.get("labels") or {}),
+        ports=container_ports(pod),
+        node_name=(pod.get("spec") or {}).get("nodeName"),
+    )
 
 
 def running_pod(pod: Obj, placed: PodPlan, plan: Plan) -> Obj:
@@ -36,7 +43,11 @@ def running_pod(pod: Obj, placed: PodPlan, plan: Plan) -> Obj:
     out: dict[str, Any] = copy.deepcopy(pod)
     out["metadata"]["namespace"] = placed.namespace
     out.setdefault("spec", {})["nodeName"] = placed.node
-    out["status"] = {"phase": "Running", "podIP": placed.ip, "podIPs": [{"ip": placed.ip}],
-                     "hostIP": plan.node(placed.node).ip,
-                     "conditions": [{"type": "Ready", "status": "True"}]}
+    out["status"] = {
+        "phase": "Running",
+        "podIP": placed.ip,
+        "podIPs": [{"ip": placed.ip}],
+        "hostIP": plan.node(placed.node).ip,
+        "conditions": [{"type": "Ready", "status": "True"}],
+    }
     return out

@@ -53,8 +53,11 @@ class PodServers:
 
 
 def _listening_socket(netns: str, protocol: str, port: int) -> socket.socket:
-    kind, proto = {"TCP": (socket.SOCK_STREAM, 0), "UDP": (socket.SOCK_DGRAM, 0),
-                   "SCTP": (socket.SOCK_STREAM, socket.IPPROTO_SCTP)}[protocol]
+    kind, proto = {
+        "TCP": (socket.SOCK_STREAM, 0),
+        "UDP": (socket.SOCK_DGRAM, 0),
+        "SCTP": (socket.SOCK_STREAM, socket.IPPROTO_SCTP),
+    }[protocol]
     s = nsenter.socket_in(netns, socket.AF_INET, kind, proto)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind(("0.0.0.0", port))

@@ -116,8 +116,9 @@ async def probe(sources: list[Source], targets: list[Target], timeout: float = T
     return await probe_cells(cells(sources, targets), timeout)
 
 
-def select_ports(declared: list[tuple[str, int]], ports: list[int] | None,
-                 protocols: list[str] | None) -> tuple[tuple[str, int], ...]:
+def select_ports(
+    declared: list[tuple[str, int]], ports: list[int] | None, protocols: list[str] | None
+) -> tuple[tuple[str, int], ...]:
     """The (protocol, port) pairs to probe on one destination.
 
     Default: its declared ports (only the given protocols, if any). With explicit ports: each of

@@ -28,16 +28,29 @@ def log_path(state_dir: Path, name: str) -> Path:
     return state_dir / "logs" / f"{name}.log"
 
 
-def spawn(state_dir: Path, token: str, name: str, argv: Sequence[str], netns: str | None = None,
-          env: dict[str, str] | None = None) -> int:
+def spawn(
+    state_dir: Path,
+    token: str,
+    name: str,
+    argv: Sequence[str],
+    netns: str | None = None,
+    env: dict[str, str] | None = None,
+) -> int:
     """Start `argv` detached (own session, output to logs/<name>.log); inside `netns` if given."""
     log = log_path(state_dir, name)
     log.parent.mkdir(parents=True, exist_ok=True)
     full = ["ip", "netns", "exec", netns, *argv] if netns else list(argv)  # `ip netns exec` execs
     child_env = {**os.environ, **(env or {}), TOKEN_ENV: token}
     with open(log, "ab") as out:
-        proc = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                env=child_env, start_new_session=True, close_fds=True)
+        proc = subprocess.Popen(
+            full,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=child_env,
+            start_new_session=True,
+            close_fds=True,
+        )
     return proc.pid
 
 
@@ -76,8 +89,11 @@ def alive(pid: int) -> bool:
 
 def marked(token: str) -> list[int]:
     me = os.getpid()
-    return [int(p.name) for p in Path("/proc").iterdir()
-            if p.name.isdigit() and int(p.name) != me and has_token(int(p.name), token)]
+    return [
+        int(p.name)
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit() and int(p.name) != me and has_token(int(p.name), token)
+    ]
 
 
 def stop(pids: Sequence[int], grace: float = 3.0) -> list[int]:
@@ -118,8 +134,9 @@ def tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
-def wait_until(check: Callable[[], bool], what: str, timeout: float, pid: int | None = None,
-               log: Path | None = None) -> None:
+def wait_until(
+    check: Callable[[], bool], what: str, timeout: float, pid: int | None = None, log: Path | None = None
+) -> None:
     """Poll `check` until it holds; fail early, with the log's tail, if `pid` dies."""
     deadline = time.monotonic() + timeout
     while True:

@@ -128,9 +128,13 @@ def plan_nodes(prefix: str, count: int) -> list[NodePlan]:
     base = ipaddress.ip_network(NODE_NET)
     return [
         NodePlan(
-            name=node_name(i), index=i, netns=f"{prefix}{node_name(i)}",
-            ip=str(base.network_address + 10 + i), pod_cidr=f"10.244.{i}.0/24",
-            gateway=f"10.244.{i}.1", fabric_veth=f"n{i}",
+            name=node_name(i),
+            index=i,
+            netns=f"{prefix}{node_name(i)}",
+            ip=str(base.network_address + 10 + i),
+            pod_cidr=f"10.244.{i}.0/24",
+            gateway=f"10.244.{i}.1",
+            fabric_veth=f"n{i}",
         )
         for i in range(1, count + 1)
     ]
@@ -139,7 +143,10 @@ def plan_nodes(prefix: str, count: int) -> list[NodePlan]:
 def empty_plan(prefix: str, nodes: int) -> Plan:
     node_plans = plan_nodes(prefix, nodes)
     return Plan(
-        prefix=prefix, fabric_netns=f"{prefix}fabric", nodes=node_plans, pods=[],
+        prefix=prefix,
+        fabric_netns=f"{prefix}fabric",
+        nodes=node_plans,
+        pods=[],
         external=ExternalPlan(netns=f"{prefix}external", via_node=node_plans[0].name),
     )
 
@@ -168,26 +175,32 @@ def place(plan: Plan, requests: list[PodRequest]) -> Plan:
         key = f"{req.namespace}/{req.name}"
         if key in keys:
             raise PlanError(f"pod {key} is declared twice")
-        node = plan.node(req.node_name) if req.node_name else min(
-            plan.nodes, key=lambda n: (load[n.name], n.index))
+        node = plan.node(req.node_name) if req.node_name else min(plan.nodes, key=lambda n: (load[n.name], n.index))
         ip = _free_ip(node, taken)
         taken.add(ip)
         keys.add(key)
         load[node.name] += 1
-        pods.append(PodPlan(
-            namespace=req.namespace, name=req.name, node=node.name, ip=ip,
-            netns=pod_netns(plan.prefix, req.namespace, req.name),
-            veth=pod_veth(req.namespace, req.name), labels=dict(req.labels), ports=list(req.ports),
-        ))
+        pods.append(
+            PodPlan(
+                namespace=req.namespace,
+                name=req.name,
+                node=node.name,
+                ip=ip,
+                netns=pod_netns(plan.prefix, req.namespace, req.name),
+                veth=pod_veth(req.namespace, req.name),
+                labels=dict(req.labels),
+                ports=list(req.ports),
+            )
+        )
     return Plan(plan.prefix, plan.fabric_netns, plan.nodes, pods, plan.external)
 
 
 def without(plan: Plan, keys: set[str]) -> Plan:
-    return Plan(plan.prefix, plan.fabric_netns, plan.nodes,
-                [p for p in plan.pods if p.key not in keys], plan.external)
+    return Plan(plan.prefix, plan.fabric_netns, plan.nodes, [p for p in plan.pods if p.key not in keys], plan.external)
 
 
 def relabel(plan: Plan, labels: dict[str, dict[str, str]]) -> Plan:
-    pods = [PodPlan(**{**asdict(p), "labels": labels[p.key], "ports": p.ports}) if p.key in labels else p
-            for p in plan.pods]
+    pods = [
+        PodPlan(**{**asdict(p), "labels": labels[p.key], "ports": p.ports}) if p.key in labels else p for p in plan.pods
+    ]
     return Plan(plan.prefix, plan.fabric_netns, plan.nodes, pods, plan.external)

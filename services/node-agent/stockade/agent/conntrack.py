@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from pyroute2 import netns as pr_netns
+
 from stockade.model.evaluate import decide
 from stockade.model.rules import Direction, NodeDelta, NodeModel, Protocol
 

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
 from stockade.model.events import BlockedEvent
 from stockade.model.rules import Direction, NodeModel
 

@@ -32,7 +32,7 @@ from stockade.brain.engine.objects import (
     parse_namespace,
     parse_pod,
 )
-from stockade.brain.engine.policy import IPBlockPeer, Peer, Policy, PolicyRule, parse_policy
+from stockade.brain.engine.policy import IPBlockPeer, Peer, Policy, PolicyRule, parse_policy, set_id
 from stockade.brain.engine.selectors import LabelIndex, Selector, SelectorIndex
 from stockade.model import Chain, Direction, NodeDelta, NodeModel, PortMatch, Protocol, Rule
 
@@ -53,14 +53,12 @@ def _cidr(c: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     return ipaddress.ip_network(c)
 
 
-@lru_cache(maxsize=262144)
+ALL_SID = set_id("all")
+
+
 def _peer_sid(peer: Peer | None) -> str:
-    """The address set id of a peer definition: equal definitions share one set."""
-    if peer is None:
-        return _sid("all")
-    if isinstance(peer, IPBlockPeer):
-        return _sid("ipblock", peer.cidr, peer.excepts)
-    return _sid("pods", peer.namespace if peer.ns_selector is None else None, peer.pod_selector, peer.ns_selector)
+    """The address set id of a peer definition (None: every pod, for egress named ports)."""
+    return ALL_SID if peer is None else peer.sid
 
 
 def _port_key(p: PortMatch) -> tuple[str, int, int]:
@@ -751,7 +749,7 @@ class Engine:
     def _fill(self, g: _Group, keys: Iterable[str]) -> None:
         """Set a new group's members in one go (adding one by one would copy the set each time)."""
         g.members = set(keys)
-        g.elements = frozenset(_elem(self._pods[k].ip or "") for k in g.members)
+        g.elements = frozenset(self._pods[k].elem for k in g.members)
         self._set_elements(g.sid, g.elements)
 
     def _unref_group(self, gid: str) -> None:

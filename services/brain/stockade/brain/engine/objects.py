@@ -16,7 +16,7 @@ FINISHED_PHASES = ("Succeeded", "Failed")
 _PROTOCOLS = {p.value: p for p in Protocol}
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: frozen dataclasses are slow to build, and there are many pods
 class PodInfo:
     namespace: str
     name: str
@@ -28,6 +28,7 @@ class PodInfo:
     ports: tuple[tuple[int, Protocol], ...] = ()
     candidate: bool = False  # has an IP, not host network, not finished
     created: str = ""
+    elem: str = ""  # the IP as a set element (CIDR), "" without an IP
 
     @property
     def key(self) -> str:
@@ -82,6 +83,7 @@ def parse_pod(obj: Mapping[str, Any]) -> PodInfo:
         ports=tuple(sorted(set(ports))),
         candidate=candidate,
         created=str(meta.get("creationTimestamp") or ""),
+        elem=(f"{ip}/128" if ":" in str(ip) else f"{ip}/32") if ip else "",
     )
 
 

@@ -7,10 +7,11 @@ can act on.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -22,6 +23,15 @@ POLICY_API_VERSIONS = ("networking.k8s.io/v1", "extensions/v1beta1", "networking
 _SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
 
 
+def set_id(kind: str, *parts: str) -> str:
+    """An address set's id: a digest of the definition of what it holds."""
+    return "ag_" + hashlib.blake2b("\x1e".join((kind, *parts)).encode(), digest_size=6).hexdigest()
+
+
+def _canon(sel: Selector | None) -> str:
+    return "\x00" if sel is None else sel.canon
+
+
 @dataclass(frozen=True)
 class PodPeer:
     """Pods chosen by selectors. ``namespace`` is the policy's own, used when ``ns_selector`` is None."""
@@ -29,6 +39,12 @@ class PodPeer:
     namespace: str
     pod_selector: Selector | None
     ns_selector: Selector | None
+    # The address set this peer compiles to: equal definitions share one set.
+    sid: str = field(default="", compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        scope = self.namespace if self.ns_selector is None else "\x00"
+        object.__setattr__(self, "sid", set_id("pods", scope, _canon(self.pod_selector), _canon(self.ns_selector)))
 
     def describe(self) -> str:
         parts = []
@@ -44,6 +60,10 @@ class PodPeer:
 class IPBlockPeer:
     cidr: str
     excepts: tuple[str, ...]
+    sid: str = field(default="", compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sid", set_id("ipblock", self.cidr, *self.excepts))
 
     def describe(self) -> str:
         return self.cidr + (f" except {', '.join(self.excepts)}" if self.excepts else "")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -12,11 +12,14 @@ from stockade.brain.engine.errors import PolicyError
 OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, repr=False)
 class Requirement:
     key: str
     op: str
     values: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:  # plain and fast: set ids are hashes of reprs
+        return f"Requirement({self.key!r}, {self.op!r}, {self.values!r})"
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         if self.op == "In":
@@ -28,11 +31,20 @@ class Requirement:
         return self.key not in labels  # DoesNotExist
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Selector:
     """A label selector in canonical form: equal selectors compare (and hash) equal."""
 
     requirements: tuple[Requirement, ...] = ()
+    # A canonical text form, computed once: peers' set ids are derived from it.
+    canon: str = field(default="", compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        text = ";".join(f"{r.key}\x1f{r.op}\x1f{','.join(r.values)}" for r in self.requirements)
+        object.__setattr__(self, "canon", text)
+
+    def __repr__(self) -> str:
+        return f"Selector({self.requirements!r})"
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         for r in self.requirements:  # a plain loop: this is the engine's hottest function

@@ -13,8 +13,8 @@ import asyncio
 import time
 
 from stockade.brain.fanout.feed import NodeFeed
-from stockade.codec import delta_to_proto, model_to_proto
-from stockade.model import NodeModel, diff
+from stockade.codec import fill_delta, model_to_proto
+from stockade.model import NodeDelta, NodeModel, diff
 from stockade.v1 import sync_pb2
 
 
@@ -35,7 +35,7 @@ class Session:
         self._snapshot = False
         self._snapshot_not_before = 0.0
         self._resume = False
-        self._catch_up: list | None = None  # steps from history for a returning agent
+        self._catch_up: list[NodeDelta] | None = None  # steps from history for a returning agent
         self._catch_up_base = 0
         self.end: tuple[str, str] | None = None  # (grpc status code name, message) to end with
         self._wake = asyncio.Event()
@@ -133,7 +133,7 @@ class Session:
                 return sync_pb2.BrainMessage(
                     resume=sync_pb2.Resume(epoch=self.epoch, generation=gen, digest=feed.digest())
                 )
-            return self._deltas(base, gen, [delta_to_proto(d) for d in steps])
+            return self._deltas(base, gen, steps)
         if self.sent_generation >= gen or self._sent_model is None:
             return None
         base = self.sent_generation
@@ -142,15 +142,16 @@ class Session:
         else:
             step = diff(self._sent_model, feed.model)  # coalesced: one step for all that passed
         self._mark_sent(gen, feed.model)
-        return self._deltas(base, gen, [delta_to_proto(step)])
+        return self._deltas(base, gen, [step])
 
     def _mark_sent(self, generation: int, model: NodeModel) -> None:
         self.sent_generation = generation
         self._sent_model = model  # a reference: feeds never mutate a model they handed out
 
-    def _deltas(self, base: int, gen: int, steps: list) -> sync_pb2.BrainMessage:
-        return sync_pb2.BrainMessage(
-            deltas=sync_pb2.Deltas(
-                epoch=self.epoch, base_generation=base, generation=gen, digest=self.feed.digest(), steps=steps
-            )
-        )
+    def _deltas(self, base: int, gen: int, steps: list[NodeDelta]) -> sync_pb2.BrainMessage:
+        msg = sync_pb2.BrainMessage()
+        d = msg.deltas
+        d.epoch, d.base_generation, d.generation, d.digest = self.epoch, base, gen, self.feed.digest()
+        for step in steps:
+            fill_delta(d.steps.add(), step)  # built in place: no copy of each step
+        return msg

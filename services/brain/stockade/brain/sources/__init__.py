@@ -29,5 +29,15 @@ from .kinds import KINDS, RBAC_RULES, WatchedKind
 from .sources import Sources, api_client
 from .watcher import KindWatcher
 
-__all__ = ["KINDS", "RBAC_RULES", "SYNCED", "Backoff", "KindWatcher", "SourceEvent", "Sources",
-           "WatchedKind", "api_client", "parse_retry_after"]
+__all__ = [
+    "KINDS",
+    "RBAC_RULES",
+    "SYNCED",
+    "Backoff",
+    "KindWatcher",
+    "SourceEvent",
+    "Sources",
+    "WatchedKind",
+    "api_client",
+    "parse_retry_after",
+]

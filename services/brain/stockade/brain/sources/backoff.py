@@ -17,13 +17,14 @@ class Backoff:
     recovering API server in step; the lower half keeps a real pause between attempts.
     """
 
-    def __init__(self, base: float = 0.2, cap: float = 30.0, factor: float = 2.0,
-                 rng: Callable[[], float] = random.random):
+    def __init__(
+        self, base: float = 0.2, cap: float = 30.0, factor: float = 2.0, rng: Callable[[], float] = random.random
+    ):
         self.base, self.cap, self.factor, self.rng = base, cap, factor, rng
         self.attempts = 0
 
     def next(self) -> float:
-        d = min(self.cap, self.base * self.factor ** self.attempts)
+        d = min(self.cap, self.base * self.factor**self.attempts)
         self.attempts += 1
         return d / 2 + self.rng() * d / 2
 

@@ -22,8 +22,15 @@ class WatchedKind:
 
 NAMESPACE = WatchedKind("Namespace", "", "v1", "namespaces", False, "CoreV1Api", "list_namespace")
 POD = WatchedKind("Pod", "", "v1", "pods", True, "CoreV1Api", "list_pod_for_all_namespaces")
-NETWORK_POLICY = WatchedKind("NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies", True,
-                             "NetworkingV1Api", "list_network_policy_for_all_namespaces")
+NETWORK_POLICY = WatchedKind(
+    "NetworkPolicy",
+    "networking.k8s.io",
+    "v1",
+    "networkpolicies",
+    True,
+    "NetworkingV1Api",
+    "list_network_policy_for_all_namespaces",
+)
 NODE = WatchedKind("Node", "", "v1", "nodes", False, "CoreV1Api", "list_node")
 
 KINDS: tuple[WatchedKind, ...] = (NAMESPACE, POD, NETWORK_POLICY, NODE)

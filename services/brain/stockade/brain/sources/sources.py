@@ -41,18 +41,35 @@ class Sources:
     comes one `SYNCED` event.
     """
 
-    def __init__(self, client: k8s.ApiClient, sink: Sink, *, kinds: tuple[WatchedKind, ...] = KINDS,
-                 inactivity_timeout: float = 120.0, watch_timeout: float = 300.0,
-                 request_timeout: float = 60.0, backoff: Callable[[], Backoff] = Backoff):
+    def __init__(
+        self,
+        client: k8s.ApiClient,
+        sink: Sink,
+        *,
+        kinds: tuple[WatchedKind, ...] = KINDS,
+        inactivity_timeout: float = 120.0,
+        watch_timeout: float = 300.0,
+        request_timeout: float = 60.0,
+        backoff: Callable[[], Backoff] = Backoff,
+    ):
         self._client = client
         self._sink = sink
         self._lock = asyncio.Lock()
         self.synced = asyncio.Event()
         self._pending = {k.kind for k in kinds}
-        self.watchers = [KindWatcher(k, client, self._emit, inactivity_timeout=inactivity_timeout,
-                                     watch_timeout=watch_timeout, request_timeout=request_timeout,
-                                     backoff=backoff(), on_listed=self._listed)
-                         for k in kinds]
+        self.watchers = [
+            KindWatcher(
+                k,
+                client,
+                self._emit,
+                inactivity_timeout=inactivity_timeout,
+                watch_timeout=watch_timeout,
+                request_timeout=request_timeout,
+                backoff=backoff(),
+                on_listed=self._listed,
+            )
+            for k in kinds
+        ]
         self._tasks: list[asyncio.Task[None]] = []
 
     async def _emit(self, ev: SourceEvent) -> None:

@@ -56,8 +56,7 @@ def _event(type_: str, kind: WatchedKind, key: Key, obj: Obj) -> SourceEvent:
     return SourceEvent(type_, kind.kind, key[0], key[1], obj)  # type: ignore[arg-type]
 
 
-def apply_watch_event(held: Held, kind: WatchedKind, type_: str, obj: Obj,
-                      seen: str = "") -> SourceEvent | None:
+def apply_watch_event(held: Held, kind: WatchedKind, type_: str, obj: Obj, seen: str = "") -> SourceEvent | None:
     """Apply one ADDED/MODIFIED/DELETED event; None when it brings nothing new (e.g. a replay).
 
     `seen` is the newest version this kind's stream (or list) has already covered: an ADDED or

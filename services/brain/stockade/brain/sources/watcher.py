@@ -77,10 +77,18 @@ async def _check(resp: aiohttp.ClientResponse) -> None:
 
 
 class KindWatcher:
-    def __init__(self, kind: WatchedKind, api_client: k8s.ApiClient, emit: Emit, *,
-                 inactivity_timeout: float = 120.0, watch_timeout: float = 300.0,
-                 request_timeout: float = 60.0, backoff: Backoff | None = None,
-                 on_listed: Callable[[WatchedKind], Awaitable[None]] | None = None):
+    def __init__(
+        self,
+        kind: WatchedKind,
+        api_client: k8s.ApiClient,
+        emit: Emit,
+        *,
+        inactivity_timeout: float = 120.0,
+        watch_timeout: float = 300.0,
+        request_timeout: float = 60.0,
+        backoff: Backoff | None = None,
+        on_listed: Callable[[WatchedKind], Awaitable[None]] | None = None,
+    ):
         self.kind = kind
         self._list = getattr(getattr(k8s, kind.api_class)(api_client), kind.list_method)
         self._emit = emit
@@ -137,8 +145,16 @@ class KindWatcher:
                 delay = e.retry_after if e.retry_after is not None else self.backoff.next()
                 log.warning("%s: throttled by the API server; retrying in %.1fs", self.kind.plural, delay)
                 await asyncio.sleep(delay * random.uniform(1.0, 1.1))
-            except (TimeoutError, ApiFailure, ApiException, aiohttp.ClientError, OSError, ValueError,
-                    KeyError, TypeError) as e:
+            except (
+                TimeoutError,
+                ApiFailure,
+                ApiException,
+                aiohttp.ClientError,
+                OSError,
+                ValueError,
+                KeyError,
+                TypeError,
+            ) as e:
                 self.stats["errors"] += 1
                 if self._progressed:  # a long watch that broke is not a failing server: retry soon
                     self.backoff.reset()
@@ -151,8 +167,11 @@ class KindWatcher:
         items: list[dict[str, Any]] = []
         rv, cont = "", None
         while True:
-            kwargs: dict[str, Any] = {"limit": LIST_PAGE, "_preload_content": False,
-                                      "_request_timeout": self.request_timeout}
+            kwargs: dict[str, Any] = {
+                "limit": LIST_PAGE,
+                "_preload_content": False,
+                "_request_timeout": self.request_timeout,
+            }
             if cont:
                 kwargs["_continue"] = cont
             resp = await self._list(**kwargs)
@@ -184,8 +203,14 @@ class KindWatcher:
         # The server ends the watch after about watch_timeout; spread them so they don't all restart
         # at the same instant.
         seconds = int(self.watch_timeout * random.uniform(1.0, 1.2))
-        resp = await self._list(watch=True, resource_version=self.rv, allow_watch_bookmarks=True,
-                                timeout_seconds=seconds, _preload_content=False, _request_timeout=timeout)
+        resp = await self._list(
+            watch=True,
+            resource_version=self.rv,
+            allow_watch_bookmarks=True,
+            timeout_seconds=seconds,
+            _preload_content=False,
+            _request_timeout=timeout,
+        )
         got_any = False
         try:
             await _check(resp)
@@ -195,8 +220,9 @@ class KindWatcher:
                     chunk = await asyncio.wait_for(resp.content.readany(), self.inactivity_timeout)
                 except TimeoutError:
                     self.stats["inactive"] += 1
-                    log.info("%s: the watch said nothing for %.0fs; restarting it", self.kind.plural,
-                             self.inactivity_timeout)
+                    log.info(
+                        "%s: the watch said nothing for %.0fs; restarting it", self.kind.plural, self.inactivity_timeout
+                    )
                     return got_any
                 if not chunk:
                     return got_any

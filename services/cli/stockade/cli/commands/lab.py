@@ -84,8 +84,15 @@ def _pods(args: argparse.Namespace) -> int:
 def _probe(args: argparse.Namespace) -> int:
     from stockade.lab import lab, render
 
-    results = lab.run_probe(_cfg(args), args.ports, args.protocols, args.sources, args.targets, args.timeout,
-                            say=lambda text: print(text, file=sys.stderr))
+    results = lab.run_probe(
+        _cfg(args),
+        args.ports,
+        args.protocols,
+        args.sources,
+        args.targets,
+        args.timeout,
+        say=lambda text: print(text, file=sys.stderr),
+    )
     if args.output == "json":
         doc: dict[str, Any] = {"results": [r.to_json() for r in results]}
         print(json.dumps(doc, indent=1))
@@ -117,48 +124,71 @@ def _guard(fn: Any) -> Any:
             print(f"error: {e}", file=sys.stderr)
             return 1
         except (netio.NetError, procs.ProcessError, kubeapi.ApiError, OSError) as e:
-            print(f"error: {e}\n(the lab may be half-built: `stockade lab down` removes whatever is left)",
-                  file=sys.stderr)
+            print(
+                f"error: {e}\n(the lab may be half-built: `stockade lab down` removes whatever is left)",
+                file=sys.stderr,
+            )
             return 1
         except KeyboardInterrupt:
-            print("\ninterrupted (the lab may be half-built: `stockade lab down` removes whatever is left)",
-                  file=sys.stderr)
+            print(
+                "\ninterrupted (the lab may be half-built: `stockade lab down` removes whatever is left)",
+                file=sys.stderr,
+            )
             return 130
 
     return run
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("lab", help="a real multi-node cluster in network namespaces (root)",
-                       description="A real multi-node cluster made of network namespaces on this machine "
-                       "(needs root). Start with `stockade lab demo`, or `stockade lab up --cluster FILE`, "
-                       "then `stockade lab probe`; `stockade lab down` removes it.")
+    p = sub.add_parser(
+        "lab",
+        help="a real multi-node cluster in network namespaces (root)",
+        description="A real multi-node cluster made of network namespaces on this machine "
+        "(needs root). Start with `stockade lab demo`, or `stockade lab up --cluster FILE`, "
+        "then `stockade lab probe`; `stockade lab down` removes it.",
+    )
     labsub = p.add_subparsers(dest="lab_command", metavar="LAB_COMMAND", required=True)
 
     up = labsub.add_parser("up", help="build the lab: nodes, pods, external host, API, brain, agents")
     up.add_argument("--nodes", type=int, default=3, help="how many nodes (default 3)")
-    up.add_argument("--cluster", action="append", metavar="FILE",
-                    help="manifests (Namespace, Pod, Deployment, NetworkPolicy) to start with; repeatable")
+    up.add_argument(
+        "--cluster",
+        action="append",
+        metavar="FILE",
+        help="manifests (Namespace, Pod, Deployment, NetworkPolicy) to start with; repeatable",
+    )
     up.add_argument("--backend", choices=["nftables", "iptables"], default="nftables")
     up.add_argument("--redis-url", help="use this Redis instead of starting a private redis-server")
     up.add_argument("--prefix", help="name prefix of the lab's namespaces (default stockade-)")
     up.set_defaults(handler=_guard(_up))
 
-    for name, fn, what in (("apply", _apply, "create or replace objects in the lab"),
-                           ("delete", _delete, "remove objects from the lab")):
+    for name, fn, what in (
+        ("apply", _apply, "create or replace objects in the lab"),
+        ("delete", _delete, "remove objects from the lab"),
+    ):
         a = labsub.add_parser(name, help=what)
-        a.add_argument("-f", "--filename", action="append", required=True, metavar="PATH",
-                       help="a manifest file or a folder of them; repeatable")
+        a.add_argument(
+            "-f",
+            "--filename",
+            action="append",
+            required=True,
+            metavar="PATH",
+            help="a manifest file or a folder of them; repeatable",
+        )
         a.add_argument("--wait", action="store_true", help="return once every node's agent applied it")
         a.add_argument("--timeout", type=float, default=30.0, help="for --wait, in seconds (default 30)")
         a.set_defaults(handler=_guard(fn))
 
     pr = labsub.add_parser("probe", help="try every pod-to-pod connection and print the matrix")
     pr.add_argument("--ports", type=_ports, help="ports to try (default: each destination's declared ports)")
-    pr.add_argument("--protocols", type=_protocols,
-                    help="TCP,UDP,SCTP (default: the declared ones; TCP with --ports)")
-    pr.add_argument("--from", dest="sources", type=_csv, metavar="SRC,...",
-                    help="sources: ns/pod, a namespace, or external (default: every pod and external)")
+    pr.add_argument("--protocols", type=_protocols, help="TCP,UDP,SCTP (default: the declared ones; TCP with --ports)")
+    pr.add_argument(
+        "--from",
+        dest="sources",
+        type=_csv,
+        metavar="SRC,...",
+        help="sources: ns/pod, a namespace, or external (default: every pod and external)",
+    )
     pr.add_argument("--to", dest="targets", type=_csv, metavar="DST,...", help="destinations: ns/pod or a namespace")
     pr.add_argument("--timeout", type=float, default=1.0, help="seconds per connection (default 1)")
     pr.add_argument("-o", "--output", choices=["table", "json"], default="table")

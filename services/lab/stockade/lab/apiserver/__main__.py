@@ -30,12 +30,14 @@ def load_manifests(paths: list[str]) -> list[dict[str, Any]]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m stockade.lab.apiserver",
-                                 description="A small Kubernetes API server for tests and the lab.")
+    ap = argparse.ArgumentParser(
+        prog="python -m stockade.lab.apiserver", description="A small Kubernetes API server for tests and the lab."
+    )
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0, help="0 picks a free port (printed on start)")
-    ap.add_argument("--data", action="append", default=[], metavar="FILE.yaml",
-                    help="objects to load at start (repeatable)")
+    ap.add_argument(
+        "--data", action="append", default=[], metavar="FILE.yaml", help="objects to load at start (repeatable)"
+    )
     ap.add_argument("--token", help="require this bearer token")
     ap.add_argument("--tls", action="store_true", help="serve HTTPS with a self-signed certificate")
     ap.add_argument("--tls-cert", help="serving certificate (PEM); implies --tls")
@@ -47,8 +49,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def serve(args: argparse.Namespace) -> int:
-    server = ApiServer(token=args.token, tls=args.tls, tls_cert=args.tls_cert, tls_key=args.tls_key,
-                       history_size=args.history, bookmark_interval=args.bookmark_interval)
+    server = ApiServer(
+        token=args.token,
+        tls=args.tls,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        history_size=args.history,
+        bookmark_interval=args.bookmark_interval,
+    )
     try:
         for obj in load_manifests(args.data):
             server.put_object(obj)

@@ -37,11 +37,9 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("", "v1", "namespaces", "Namespace", False, "namespaces", ("ns",)),
     Resource("", "v1", "pods", "Pod", True, "pods", ("po",)),
     Resource("", "v1", "nodes", "Node", False, "nodes", ("no",)),
-    Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, "networkpolicies",
-             ("netpol",)),
+    Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, "networkpolicies", ("netpol",)),
     # The seed article's API: the same objects, read and written under the old group.
-    Resource("extensions", "v1beta1", "networkpolicies", "NetworkPolicy", True, "networkpolicies",
-             ("netpol",)),
+    Resource("extensions", "v1beta1", "networkpolicies", "NetworkPolicy", True, "networkpolicies", ("netpol",)),
 )
 
 # The view objects are stored as (and watch events are first serialised as).
@@ -85,8 +83,7 @@ def api_versions_doc() -> dict[str, Any]:
 
 def _group_doc(group: str, versions: list[str]) -> dict[str, Any]:
     gvs = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
-    return {"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": gvs,
-            "preferredVersion": gvs[0]}
+    return {"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": gvs, "preferredVersion": gvs[0]}
 
 
 def api_group_list_doc() -> dict[str, Any]:
@@ -108,9 +105,23 @@ def resource_list_doc(group: str, version: str) -> dict[str, Any] | None:
         return None
     items: list[dict[str, Any]] = []
     for r in found:
-        items.append({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced,
-                      "kind": r.kind, "verbs": VERBS, "shortNames": list(r.short_names)})
-        items.append({"name": f"{r.plural}/status", "singularName": "", "namespaced": r.namespaced,
-                      "kind": r.kind, "verbs": ["get", "patch", "update"]})
-    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": found[0].group_version,
-            "resources": items}
+        items.append(
+            {
+                "name": r.plural,
+                "singularName": r.singular,
+                "namespaced": r.namespaced,
+                "kind": r.kind,
+                "verbs": VERBS,
+                "shortNames": list(r.short_names),
+            }
+        )
+        items.append(
+            {
+                "name": f"{r.plural}/status",
+                "singularName": "",
+                "namespaced": r.namespaced,
+                "kind": r.kind,
+                "verbs": ["get", "patch", "update"],
+            }
+        )
+    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": found[0].group_version, "resources": items}

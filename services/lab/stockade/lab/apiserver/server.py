@@ -51,8 +51,11 @@ class Fault:
     resources: frozenset[str] | None = None  # plurals; None: every resource
 
     def matches(self, verb: str, plural: str) -> bool:
-        return (self.remaining > 0 and (self.verbs is None or verb in self.verbs)
-                and (self.resources is None or plural in self.resources))
+        return (
+            self.remaining > 0
+            and (self.verbs is None or verb in self.verbs)
+            and (self.resources is None or plural in self.resources)
+        )
 
 
 @dataclass
@@ -94,8 +97,7 @@ def _parse_path(path: str) -> Route | Obj | None:
         return None
     if not namespace and res.namespaced and len(rest) > 1:
         return None  # a namespaced object is only addressed inside its namespace
-    return Route(res, namespace, rest[1] if len(rest) > 1 else None, rest[2] if len(rest) > 2 else None,
-                 watch_path)
+    return Route(res, namespace, rest[1] if len(rest) > 1 else None, rest[2] if len(rest) > 2 else None, watch_path)
 
 
 def _truthy(value: str | None) -> bool:
@@ -114,9 +116,17 @@ def _present(obj: Obj, res: Resource, *, in_list: bool = False) -> Obj:
 class ApiServer:
     """A small Kubernetes API server over an in-memory store. See the package docstring."""
 
-    def __init__(self, *, token: str | None = None, tls: bool = False, tls_cert: str | None = None,
-                 tls_key: str | None = None, history_size: int = 10_000,
-                 bookmark_interval: float = 10.0, default_watch_timeout: float = 1800.0):
+    def __init__(
+        self,
+        *,
+        token: str | None = None,
+        tls: bool = False,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        history_size: int = 10_000,
+        bookmark_interval: float = 10.0,
+        default_watch_timeout: float = 1800.0,
+    ):
         self.store = Store(history_size=history_size)
         self.token = token
         self.bookmark_interval = bookmark_interval
@@ -148,8 +158,7 @@ class ApiServer:
                 self._tls_files = (str(cert), str(key))
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ctx.load_cert_chain(self._tls_files[0], self._tls_files[1])
-        self._runner = web.AppRunner(self.app(), access_log=None, handler_cancellation=True,
-                                     shutdown_timeout=1.0)
+        self._runner = web.AppRunner(self.app(), access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, ssl_context=ctx)
         await site.start()
@@ -173,15 +182,17 @@ class ApiServer:
         """Write a kubeconfig for this server that kubernetes-asyncio (and kubectl) can load."""
         cluster: Obj = {"server": self.url}
         if self._tls_files:
-            cluster["certificate-authority-data"] = base64.b64encode(
-                Path(self._tls_files[0]).read_bytes()).decode()
+            cluster["certificate-authority-data"] = base64.b64encode(Path(self._tls_files[0]).read_bytes()).decode()
         user: Obj = {"token": self.token} if self.token else {}
-        doc = {"apiVersion": "v1", "kind": "Config", "preferences": {},
-               "clusters": [{"name": "stockade-lab", "cluster": cluster}],
-               "users": [{"name": "stockade-lab", "user": user}],
-               "contexts": [{"name": "stockade-lab", "context": {"cluster": "stockade-lab",
-                                                                  "user": "stockade-lab"}}],
-               "current-context": "stockade-lab"}
+        doc = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "preferences": {},
+            "clusters": [{"name": "stockade-lab", "cluster": cluster}],
+            "users": [{"name": "stockade-lab", "user": user}],
+            "contexts": [{"name": "stockade-lab", "context": {"cluster": "stockade-lab", "user": "stockade-lab"}}],
+            "current-context": "stockade-lab",
+        }
         out = Path(path)
         out.write_text(yaml.safe_dump(doc, sort_keys=False))
         return out
@@ -221,11 +232,19 @@ class ApiServer:
         for w in list(self.store.watchers):
             w.bookmark(self.store.rv)
 
-    def inject_fault(self, status: int, count: int = 1, *, retry_after: float | None = None,
-                     verbs: set[str] | None = None, resources: set[str] | None = None) -> Fault:
+    def inject_fault(
+        self,
+        status: int,
+        count: int = 1,
+        *,
+        retry_after: float | None = None,
+        verbs: set[str] | None = None,
+        resources: set[str] | None = None,
+    ) -> Fault:
         """Answer the next `count` matching resource requests with `status` (e.g. 429 or 500)."""
-        fault = Fault(status, count, retry_after, frozenset(verbs) if verbs else None,
-                      frozenset(resources) if resources else None)
+        fault = Fault(
+            status, count, retry_after, frozenset(verbs) if verbs else None, frozenset(resources) if resources else None
+        )
         self.faults.append(fault)
         return fault
 
@@ -265,8 +284,13 @@ class ApiServer:
                 headers = {}
                 if fault.retry_after is not None:
                     headers["Retry-After"] = f"{fault.retry_after:g}"
-                reason = {410: "Expired", 429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable",
-                          504: "Timeout"}.get(fault.status, "InternalError")
+                reason = {
+                    410: "Expired",
+                    429: "TooManyRequests",
+                    500: "InternalError",
+                    503: "ServiceUnavailable",
+                    504: "Timeout",
+                }.get(fault.status, "InternalError")
                 return _error(ApiError(fault.status, reason, f"injected fault ({fault.status})"), headers)
         self.faults = [f for f in self.faults if f.remaining > 0]
         return None
@@ -276,8 +300,7 @@ class ApiServer:
         if path in ("/healthz", "/readyz", "/livez"):
             return web.Response(text="ok")
         if path == "/version":
-            return _json({"major": "1", "minor": "30", "gitVersion": "v1.30.0-stockade-lab",
-                          "platform": "linux/amd64"})
+            return _json({"major": "1", "minor": "30", "gitVersion": "v1.30.0-stockade-lab", "platform": "linux/amd64"})
         if not self._authorized(request):
             return _error(ApiError(401, "Unauthorized", "Unauthorized"))
         route = _parse_path(path)
@@ -332,14 +355,19 @@ class ApiServer:
         if not isinstance(meta, dict):
             raise ApiError(422, "Invalid", "metadata: Required value")
         if route.namespace and meta.get("namespace") not in (None, "", route.namespace):
-            raise ApiError(400, "BadRequest",
-                           "the namespace of the provided object does not match the namespace sent on "
-                           "the request")
+            raise ApiError(
+                400,
+                "BadRequest",
+                "the namespace of the provided object does not match the namespace sent on the request",
+            )
         if route.namespace:
             meta["namespace"] = route.namespace
         if name_required and meta.get("name") != route.name:
-            raise ApiError(400, "BadRequest", f"the name of the object ({meta.get('name')}) does not "
-                                              f"match the name on the URL ({route.name})")
+            raise ApiError(
+                400,
+                "BadRequest",
+                f"the name of the object ({meta.get('name')}) does not match the name on the URL ({route.name})",
+            )
         return obj
 
     async def _serve(self, request: web.Request, route: Route, verb: str) -> web.Response:
@@ -374,16 +402,20 @@ class ApiServer:
             except PatchError as e:
                 raise ApiError(422, "Invalid", f"the patch could not be applied: {e}") from e
             meta = patched.get("metadata") if isinstance(patched, dict) else None
-            if not isinstance(meta, dict) or meta.get("name") != route.name or \
-                    (meta.get("namespace") or "") != route.namespace:
+            if (
+                not isinstance(meta, dict)
+                or meta.get("name") != route.name
+                or (meta.get("namespace") or "") != route.namespace
+            ):
                 raise ApiError(422, "Invalid", "a patch may not change metadata.name or metadata.namespace")
             return _json(_present(store.update(res.storage, patched, status_only=route.sub == "status"), res))
         if verb == "delete":
             return _json(_present(store.delete(res.storage, route.namespace, route.name or ""), res))
         raise ApiError(405, "MethodNotAllowed", f"{verb} is not supported")
 
-    def _list_page(self, res: Resource, namespace: str, matcher: Matcher | None, limit_text: str | None,
-                   token: str | None) -> Obj:
+    def _list_page(
+        self, res: Resource, namespace: str, matcher: Matcher | None, limit_text: str | None, token: str | None
+    ) -> Obj:
         """A list, or one page of it: pages come from one snapshot, as a consistent list does."""
         try:
             limit = max(0, int(limit_text or 0))
@@ -392,9 +424,13 @@ class ApiServer:
         if token:
             snap = self._snapshots.pop(token, None)
             if snap is None:
-                raise ApiError(410, "Expired", "The provided continue parameter is too old to display a "
-                                               "consistent list result. You can start a new list without "
-                                               "the continue parameter.")
+                raise ApiError(
+                    410,
+                    "Expired",
+                    "The provided continue parameter is too old to display a "
+                    "consistent list result. You can start a new list without "
+                    "the continue parameter.",
+                )
             items, rv, offset = snap
         else:
             items, rv = self.store.list(res.storage, namespace, matcher)
@@ -407,8 +443,12 @@ class ApiServer:
             while len(self._snapshots) > 1000:
                 self._snapshots.popitem(last=False)
             meta.update({"continue": token, "remainingItemCount": len(items) - end})
-        return {"kind": f"{res.kind}List", "apiVersion": res.api_version, "metadata": meta,
-                "items": [_present(o, res, in_list=True) for o in items[offset:end]]}
+        return {
+            "kind": f"{res.kind}List",
+            "apiVersion": res.api_version,
+            "metadata": meta,
+            "items": [_present(o, res, in_list=True) for o in items[offset:end]],
+        }
 
     # -- watch -----------------------------------------------------------------------------------
 
@@ -458,8 +498,9 @@ class ApiServer:
             self.store.unwatch(watcher)
         return resp
 
-    async def _pump(self, request: web.Request, resp: web.StreamResponse, w: Watcher, res: Resource,
-                    timeout: float, bookmarks: bool) -> None:
+    async def _pump(
+        self, request: web.Request, resp: web.StreamResponse, w: Watcher, res: Resource, timeout: float, bookmarks: bool
+    ) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         next_bookmark = loop.time() + self.bookmark_interval
@@ -490,8 +531,11 @@ class ApiServer:
                 continue
             if isinstance(item, Bookmark):
                 if bookmarks:
-                    obj = {"kind": res.kind, "apiVersion": res.api_version,
-                           "metadata": {"resourceVersion": str(item.rv)}}
+                    obj = {
+                        "kind": res.kind,
+                        "apiVersion": res.api_version,
+                        "metadata": {"resourceVersion": str(item.rv)},
+                    }
                     await resp.write(_dumps({"type": "BOOKMARK", "object": obj}) + b"\n")
                 continue
             type_ = w.wants(item) if w.matcher is not None else item.type

@@ -37,8 +37,15 @@ class ApiError(Exception):
         self.details = details
 
     def status(self) -> Obj:
-        out: Obj = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                    "message": self.message, "reason": self.reason, "code": self.code}
+        out: Obj = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        }
         if self.details:
             out["details"] = self.details
         return out
@@ -46,8 +53,9 @@ class ApiError(Exception):
 
 def not_found(storage: str, name: str) -> ApiError:
     view = STORAGE_VIEW[storage]
-    return ApiError(404, "NotFound", f'{storage} "{name}" not found',
-                    {"name": name, "group": view.group, "kind": storage})
+    return ApiError(
+        404, "NotFound", f'{storage} "{name}" not found', {"name": name, "group": view.group, "kind": storage}
+    )
 
 
 @dataclass
@@ -110,11 +118,18 @@ def _check_name(storage: str, name: str) -> None:
     """Names as Kubernetes validates them: a DNS label for namespaces, a DNS subdomain otherwise."""
     if storage == "namespaces":
         if len(name) > 63 or not _LABEL.match(name):
-            raise ApiError(422, "Invalid", f'Namespace "{name}" is invalid: metadata.name: must be a '
-                                           "lowercase RFC 1123 label of at most 63 characters")
+            raise ApiError(
+                422,
+                "Invalid",
+                f'Namespace "{name}" is invalid: metadata.name: must be a '
+                "lowercase RFC 1123 label of at most 63 characters",
+            )
     elif len(name) > 253 or not _SUBDOMAIN.match(name):
-        raise ApiError(422, "Invalid", f'"{name}" is invalid: metadata.name: must be a lowercase '
-                                       "RFC 1123 subdomain of at most 253 characters")
+        raise ApiError(
+            422,
+            "Invalid",
+            f'"{name}" is invalid: metadata.name: must be a lowercase RFC 1123 subdomain of at most 253 characters',
+        )
 
 
 def _now() -> str:
@@ -145,10 +160,12 @@ class Store:
             raise not_found(storage, name)
         return obj
 
-    def list(self, storage: str, namespace: str = "",
-             matcher: Matcher | None = None) -> tuple[list[Obj], int]:
-        items = [o for (ns, _), o in sorted(self.objects[storage].items())
-                 if (not namespace or ns == namespace) and (matcher is None or matcher(o))]
+    def list(self, storage: str, namespace: str = "", matcher: Matcher | None = None) -> tuple[list[Obj], int]:
+        items = [
+            o
+            for (ns, _), o in sorted(self.objects[storage].items())
+            if (not namespace or ns == namespace) and (matcher is None or matcher(o))
+        ]
         return items, self.rv
 
     # -- writes ----------------------------------------------------------------------------------
@@ -158,8 +175,9 @@ class Store:
             if not namespace:
                 raise ApiError(400, "BadRequest", "the namespace of the object must be set")
             if ("", namespace) not in self.objects["namespaces"]:
-                raise ApiError(404, "NotFound", f'namespaces "{namespace}" not found',
-                               {"name": namespace, "kind": "namespaces"})
+                raise ApiError(
+                    404, "NotFound", f'namespaces "{namespace}" not found', {"name": namespace, "kind": "namespaces"}
+                )
 
     def _stamp(self, storage: str, obj: Obj, namespace: str) -> Obj:
         view = STORAGE_VIEW[storage]
@@ -188,8 +206,7 @@ class Store:
         _check_name(storage, name)
         self._check_namespace(storage, namespace)
         if (namespace, name) in self.objects[storage]:
-            raise ApiError(409, "AlreadyExists", f'{storage} "{name}" already exists',
-                           {"name": name, "kind": storage})
+            raise ApiError(409, "AlreadyExists", f'{storage} "{name}" already exists', {"name": name, "kind": storage})
         self._stamp(storage, obj, namespace)
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
         meta.pop("deletionTimestamp", None)
@@ -206,10 +223,13 @@ class Store:
             raise not_found(storage, key[1])
         want = meta.get("resourceVersion")
         if want not in (None, "") and want != old["metadata"]["resourceVersion"]:
-            raise ApiError(409, "Conflict",
-                           f'Operation cannot be fulfilled on {storage} "{key[1]}": the object has been '
-                           "modified; please apply your changes to the latest version and try again",
-                           {"name": key[1], "kind": storage})
+            raise ApiError(
+                409,
+                "Conflict",
+                f'Operation cannot be fulfilled on {storage} "{key[1]}": the object has been '
+                "modified; please apply your changes to the latest version and try again",
+                {"name": key[1], "kind": storage},
+            )
         if status_only:
             status = obj.get("status")
             obj = {k: v for k, v in old.items() if k != "status"}

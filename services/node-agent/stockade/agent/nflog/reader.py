@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from pyroute2 import netns as pr_netns
+
 from stockade.agent.nflog import protocol as p
 from stockade.agent.nflog.packet import flow_key
 from stockade.model.events import BlockedEvent
