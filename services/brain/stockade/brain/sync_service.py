@@ -131,6 +131,8 @@ class SyncService:
             check_digest(hello.digest, "hello.digest")
             if len(hello.agent_version) > 128:
                 raise ValidationError("hello.agent_version: longer than 128 characters")
+            if len(hello.backend) > 32:
+                raise ValidationError("hello.backend: longer than 32 characters")
         except ValidationError as e:
             raise _EndStream(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
         if names and hello.node not in names:

@@ -16,18 +16,20 @@ class AgentMessage(_message.Message):
     def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("node", "epoch", "applied_generation", "digest", "agent_version")
+    __slots__ = ("node", "epoch", "applied_generation", "digest", "agent_version", "backend")
     NODE_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     APPLIED_GENERATION_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
     node: str
     epoch: str
     applied_generation: int
     digest: str
     agent_version: str
-    def __init__(self, node: _Optional[str] = ..., epoch: _Optional[str] = ..., applied_generation: _Optional[int] = ..., digest: _Optional[str] = ..., agent_version: _Optional[str] = ...) -> None: ...
+    backend: str
+    def __init__(self, node: _Optional[str] = ..., epoch: _Optional[str] = ..., applied_generation: _Optional[int] = ..., digest: _Optional[str] = ..., agent_version: _Optional[str] = ..., backend: _Optional[str] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("generation", "ok", "error", "digest")

@@ -167,6 +167,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                 ns.applied_generation = int(st.applied_generation)
                 ns.last_apply_time = float(st.last_apply_time or 0.0)
                 ns.last_error = str(st.last_error or "")
+                ns.backend = str(getattr(st, "backend", "") or "")
             if self.node_info is not None:
                 ns.backend = str(self.node_info(node).get("backend", ""))
             out.append(ns)

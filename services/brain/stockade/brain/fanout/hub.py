@@ -104,7 +104,7 @@ class FanOut:
         mode = session.start(hello.epoch, hello.applied_generation, hello.digest)
         self.sessions[hello.node] = session
         st = self.status[hello.node]
-        st.connected, st.peer = True, peer
+        st.connected, st.peer, st.backend = True, peer, hello.backend
         # What the agent says it holds, in this brain's numbering (a restarted agent holds
         # nothing we can name; one from another epoch is placed by its Resume ack).
         same_epoch = hello.epoch == self.epoch and hello.applied_generation <= feed.generation

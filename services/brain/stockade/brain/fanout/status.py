@@ -15,6 +15,7 @@ class NodeStatus:
     applied_digest: str = ""
     connected: bool = False
     peer: str = ""
+    backend: str = ""  # the dataplane the agent said it uses
     last_apply_time: float | None = None  # time.time() of the last successful ack
     last_error: str | None = None  # the last failure the agent reported (cleared by a success)
     last_error_time: float | None = None

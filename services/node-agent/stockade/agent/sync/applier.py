@@ -80,6 +80,7 @@ class Applier:
                 applied_generation=st.generation,
                 digest=st.digest,
                 agent_version=version,
+                backend=str(getattr(self.dataplane, "name", "")),
             )
         )
 
