@@ -3,6 +3,12 @@ and registers itself with ``register(subparsers)``; this module only finds and d
 
 from __future__ import annotations
 
+import os
+
+# Before anything imports grpc: the agent forks helpers (nft, iptables-restore, ipset) from a
+# process with gRPC loaded, and gRPC's fork handlers break such children.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 import argparse
 import importlib
 import logging
