@@ -26,7 +26,9 @@ def test_check_notices_a_stale_tree(tmp_path: Path) -> None:
     cmd = [sys.executable, "scripts/gen_protos.py", "--check"]
     assert subprocess.run(cmd, cwd=tree, capture_output=True).returncode == 0
     sync = tree / "protos/stockade/v1/sync.proto"
-    sync.write_text(sync.read_text().replace("string agent_version = 5;", "string agent_version = 5;\n  string x = 99;"))
+    sync.write_text(
+        sync.read_text().replace("string agent_version = 5;", "string agent_version = 5;\n  string x = 99;")
+    )
     out = subprocess.run(cmd, cwd=tree, capture_output=True, text=True)
     assert out.returncode == 1
     assert "differs:" in out.stdout and "sync_pb2" in out.stdout
