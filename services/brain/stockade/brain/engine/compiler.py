@@ -189,6 +189,7 @@ class Engine:
         self._dirty_sets: set[str] = set()
         # Compiled output
         self._chain_cache: dict[tuple[Any, ...], Chain] = {}
+        self._group_cache: dict[tuple[Any, ...], tuple[list[Policy], list[Policy], bool]] = {}
         self._placement: dict[str, tuple[str, str, str | None, str | None]] = {}
         self._dispatch_owner: dict[tuple[str, str, Direction], str] = {}
         self._models: dict[str, NodeModel] = {}
@@ -313,7 +314,7 @@ class Engine:
             self._load_pods(pods)
         for obj in policies:
             self._set_policy(obj, loading=True)
-        self._chain_cache.clear()
+        self._invalidate_chains()
         for key in sorted(self._pods):
             self._refresh_pod(key)
         self._flush_sets()
@@ -613,7 +614,7 @@ class Engine:
 
     def _invalidate_named(self, named: _Named) -> set[str]:
         """A named port's set of resolved numbers changed: egress rules of its policies change."""
-        self._chain_cache.clear()
+        self._invalidate_chains()
         touched: set[str] = set()
         for pkey in named.policies:
             pol = self._policies.get(pkey)
@@ -640,7 +641,7 @@ class Engine:
         self._policies[key] = pol
         self._applied.setdefault(pol.namespace, {}).setdefault(pol.pod_selector, set()).add(key)
         if invalidate:
-            self._chain_cache.clear()
+            self._invalidate_chains()
         if loading:
             return touched  # every pod is compiled once after loading
         return touched | self._selected(pol)
@@ -675,7 +676,7 @@ class Engine:
                                 self._unref_named(g, p.port, p.protocol, key)
                     self._unref_group(gid)
         if invalidate:
-            self._chain_cache.clear()
+            self._invalidate_chains()
         return self._selected(pol)
 
     def _selected(self, pol: Policy) -> set[str]:
@@ -865,13 +866,35 @@ class Engine:
                         eg.append(k)
         return ing, eg
 
-    def _chain(self, direction: Direction, keys: list[str], pod: PodInfo) -> Chain:
-        pols = [self._policies[k] for k in sorted(keys)]
-        ingress = direction is Direction.INGRESS
-        needs_ports = ingress and any(r.has_named_ports for p in pols for r in (p.ingress or ()))
-        ck = (direction, tuple(p.key for p in pols), pod.port_signature() if needs_ports else None)
+    def _pod_chains(self, pod: PodInfo) -> tuple[Chain | None, Chain | None]:
+        """The pod's ingress and egress chains (None: not isolated in that direction).
+
+        Cached by the set of applied-to selectors the pod matches, not by policy keys: pods that
+        match the same selectors share chains, and the cost per pod does not grow with the number
+        of policies behind those selectors (10,000 policies on one selector cost one lookup).
+        """
+        sels = tuple(sel for sel in self._applied.get(pod.namespace, {}) if sel.matches(pod.labels))
+        gk = (pod.namespace, tuple(sel.canon for sel in sels))
+        group = self._group_cache.get(gk)
+        if group is None:
+            keys = sorted(k for sel in sels for k in self._applied[pod.namespace][sel])
+            pols = [self._policies[k] for k in keys]
+            ing = [p for p in pols if p.ingress is not None]
+            eg = [p for p in pols if p.egress is not None]
+            named = any(r.has_named_ports for p in ing for r in p.ingress or ())
+            group = self._group_cache[gk] = (ing, eg, named)
+        ing, eg, named = group
+        in_chain = None
+        if ing or self.beta_isolated(pod.namespace):
+            in_chain = self._chain(Direction.INGRESS, gk, ing, pod, pod.port_signature() if named else None)
+        eg_chain = self._chain(Direction.EGRESS, gk, eg, pod, None) if eg else None
+        return in_chain, eg_chain
+
+    def _chain(self, direction: Direction, gk: tuple[Any, ...], pols: list[Policy], pod: PodInfo, ports: Any) -> Chain:
+        ck = (direction, gk, ports)
         chain = self._chain_cache.get(ck)
         if chain is None:
+            ingress = direction is Direction.INGRESS
             rules: list[Rule] = []
             for p in pols:
                 for rule in (p.ingress if ingress else p.egress) or ():
@@ -879,6 +902,10 @@ class Engine:
             chain = Chain.of(direction, rules)
             self._chain_cache[ck] = chain
         return chain
+
+    def _invalidate_chains(self) -> None:
+        self._chain_cache.clear()
+        self._group_cache.clear()
 
     def _compile_rule(self, rule: PolicyRule, direction: Direction, pod: PodInfo) -> list[Rule]:
         out: list[Rule] = []
@@ -920,9 +947,7 @@ class Engine:
         pod = self._pods.get(key)
         desired: tuple[str, str, str | None, str | None] | None = None
         if pod is not None and key in self._endpoint and pod.node and pod.ip:
-            ing, eg = self._applying(pod)
-            in_chain = self._chain(Direction.INGRESS, ing, pod) if ing or self.beta_isolated(pod.namespace) else None
-            eg_chain = self._chain(Direction.EGRESS, eg, pod) if eg else None
+            in_chain, eg_chain = self._pod_chains(pod)
             desired = (
                 pod.node,
                 pod.ip,
