@@ -177,6 +177,8 @@ class Engine:
         self._node_objects: set[str] = set()
         # Applied-to index: ns -> selector -> policy keys
         self._applied: dict[str, dict[Selector, set[str]]] = {}
+        # The same, per direction: only the policies that isolate in that direction.
+        self._applied_dir: dict[Direction, dict[str, dict[Selector, set[str]]]] = {d: {} for d in Direction}
         # Address groups
         self._groups: dict[str, _Group] = {}
         self._groups_in_ns: dict[str, set[str]] = {}  # single-namespace pod groups
@@ -189,7 +191,7 @@ class Engine:
         self._dirty_sets: set[str] = set()
         # Compiled output
         self._chain_cache: dict[tuple[Any, ...], Chain] = {}
-        self._group_cache: dict[tuple[Any, ...], tuple[list[Policy], list[Policy], bool]] = {}
+        self._group_cache: dict[tuple[Any, ...], tuple[list[Policy], bool]] = {}
         self._placement: dict[str, tuple[str, str, str | None, str | None]] = {}
         self._dispatch_owner: dict[tuple[str, str, Direction], str] = {}
         self._models: dict[str, NodeModel] = {}
@@ -640,6 +642,9 @@ class Engine:
         touched = self._remove_policy(key, invalidate)
         self._policies[key] = pol
         self._applied.setdefault(pol.namespace, {}).setdefault(pol.pod_selector, set()).add(key)
+        for d, rules in ((Direction.INGRESS, pol.ingress), (Direction.EGRESS, pol.egress)):
+            if rules is not None:
+                self._applied_dir[d].setdefault(pol.namespace, {}).setdefault(pol.pod_selector, set()).add(key)
         if invalidate:
             self._invalidate_chains()
         if loading:
@@ -661,6 +666,13 @@ class Engine:
         pol = self._policies.pop(key, None)
         if pol is None:
             return set()
+        for d in Direction:
+            by_sel = self._applied_dir[d].get(pol.namespace, {})
+            keys = by_sel.get(pol.pod_selector)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del by_sel[pol.pod_selector]
         sel = self._applied[pol.namespace][pol.pod_selector]
         sel.discard(key)
         if not sel:
@@ -873,22 +885,26 @@ class Engine:
         match the same selectors share chains, and the cost per pod does not grow with the number
         of policies behind those selectors (10,000 policies on one selector cost one lookup).
         """
-        sels = tuple(sel for sel in self._applied.get(pod.namespace, {}) if sel.matches(pod.labels))
-        gk = (pod.namespace, tuple(sel.canon for sel in sels))
-        group = self._group_cache.get(gk)
-        if group is None:
-            keys = sorted(k for sel in sels for k in self._applied[pod.namespace][sel])
-            pols = [self._policies[k] for k in keys]
-            ing = [p for p in pols if p.ingress is not None]
-            eg = [p for p in pols if p.egress is not None]
-            named = any(r.has_named_ports for p in ing for r in p.ingress or ())
-            group = self._group_cache[gk] = (ing, eg, named)
-        ing, eg, named = group
-        in_chain = None
-        if ing or self.beta_isolated(pod.namespace):
-            in_chain = self._chain(Direction.INGRESS, gk, ing, pod, pod.port_signature() if named else None)
-        eg_chain = self._chain(Direction.EGRESS, gk, eg, pod, None) if eg else None
-        return in_chain, eg_chain
+        labels = pod.labels
+        ns = pod.namespace
+        chains: list[Chain | None] = []
+        for direction in (Direction.INGRESS, Direction.EGRESS):
+            matched = [(sel, ks) for sel, ks in self._applied_dir[direction].get(ns, {}).items() if sel.matches(labels)]
+            if not matched and not (direction is Direction.INGRESS and self.beta_isolated(ns)):
+                chains.append(None)
+                continue
+            gk = (direction, ns, tuple(sel.canon for sel, _ in matched))
+            group = self._group_cache.get(gk)
+            if group is None:
+                keys = sorted(k for _, ks in matched for k in ks)
+                pols = [self._policies[k] for k in keys]
+                named = direction is Direction.INGRESS and any(r.has_named_ports for p in pols for r in p.ingress or ())
+                group = (pols, named)
+                if len(keys) > 16:  # worth keeping only where many policies share selectors
+                    self._group_cache[gk] = group
+            pols, named = group
+            chains.append(self._chain(direction, gk, pols, pod, pod.port_signature() if named else None))
+        return chains[0], chains[1]
 
     def _chain(self, direction: Direction, gk: tuple[Any, ...], pols: list[Policy], pod: PodInfo, ports: Any) -> Chain:
         ck = (direction, gk, ports)

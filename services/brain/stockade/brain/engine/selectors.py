@@ -46,6 +46,9 @@ class Selector:
     def __repr__(self) -> str:
         return f"Selector({self.requirements!r})"
 
+    def __hash__(self) -> int:  # equal requirements have equal canonical text; str hashes are cached
+        return hash(self.canon)
+
     def matches(self, labels: Mapping[str, str]) -> bool:
         for r in self.requirements:  # a plain loop: this is the engine's hottest function
             op = r.op
