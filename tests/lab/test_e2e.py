@@ -1,4 +1,4 @@
-"""The upstream-style NetworkPolicy e2e suite in the lab, on the nftables backend (see e2e.py)."""
+"""The upstream-style NetworkPolicy e2e suite in the lab, on both backends (see e2e.py)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from .labenv import Lab
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def xyz(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    yield from lab_for("nftables", tmp_path_factory)
+@pytest.fixture(scope="module", params=["nftables", "iptables"])
+def xyz(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    yield from lab_for(request.param, tmp_path_factory)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
