@@ -7,6 +7,7 @@ would do with the model, without a kernel.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -18,9 +19,14 @@ def _net(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     return ipaddress.ip_network(cidr, strict=False)
 
 
-def in_set(model: NodeModel, set_id: str, ip: str) -> bool:
+def ip_in(ip: str, cidrs: Iterable[str]) -> bool:
+    """Whether ``ip`` falls in any of the CIDR strings (a set's elements)."""
     addr = ipaddress.ip_address(ip)
-    return any(addr in _net(c) for c in model.sets.get(set_id, ()))
+    return any(addr in _net(c) for c in cidrs)
+
+
+def in_set(model: NodeModel, set_id: str, ip: str) -> bool:
+    return ip_in(ip, model.sets.get(set_id, ()))
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,12 @@ class DryRunResult:
 KIND_ORDER = {"Namespace": 0, "Pod": 1, "NetworkPolicy": 2}
 
 
+def _compiled(objs: Sequence[Mapping[str, Any]]) -> Engine:
+    engine = Engine()
+    engine.load(*([o for o in objs if o.get("kind") == kind] for kind in ("Namespace", "Pod", "NetworkPolicy")))
+    return engine
+
+
 def dry_run(current: Iterable[Mapping[str, Any]], changes: Sequence[Mapping[str, Any]]) -> DryRunResult:
     """Compare reachability between existing pods, on their declared ports, before and after ``changes``.
 
@@ -29,18 +35,7 @@ def dry_run(current: Iterable[Mapping[str, Any]], changes: Sequence[Mapping[str,
     objects to create or replace. Nothing is applied anywhere: two engines are compiled here.
     """
     objs = list(current)
-    before = Engine()
-    before.load(
-        [o for o in objs if o.get("kind") == "Namespace"],
-        [o for o in objs if o.get("kind") == "Pod"],
-        [o for o in objs if o.get("kind") == "NetworkPolicy"],
-    )
-    after = Engine()
-    after.load(
-        [o for o in objs if o.get("kind") == "Namespace"],
-        [o for o in objs if o.get("kind") == "Pod"],
-        [o for o in objs if o.get("kind") == "NetworkPolicy"],
-    )
+    before, after = _compiled(objs), _compiled(objs)
     rejected_before = {str(r) for r in after.rejections()}
     for obj in sorted(changes, key=lambda o: KIND_ORDER.get(str(o.get("kind")), 9)):
         if obj.get("kind") in KIND_ORDER and obj.get("kind") != "Pod":

@@ -16,11 +16,8 @@ deltas are exact by construction and cost only what the change touched.
 
 from __future__ import annotations
 
-import hashlib
-import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 from stockade.brain.engine.api import Deltas, LintWarning, Rejection
@@ -35,22 +32,14 @@ from stockade.brain.engine.objects import (
 from stockade.brain.engine.policy import IPBlockPeer, Peer, Policy, PolicyRule, parse_policy, set_id
 from stockade.brain.engine.selectors import LabelIndex, Selector, SelectorIndex
 from stockade.model import Chain, Direction, NodeDelta, NodeModel, PortMatch, Protocol, Rule
+from stockade.model.evaluate import ip_in
 
 _MISSING: Any = object()
 
 
-def _sid(*parts: object) -> str:
-    return "ag_" + hashlib.blake2b(repr(parts).encode(), digest_size=6).hexdigest()
-
-
-@lru_cache(maxsize=4096)
-def _networks(block: IPBlockPeer) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    return tuple(ipaddress.ip_network(c) for c in block.networks())
-
-
-@lru_cache(maxsize=65536)
-def _cidr(c: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    return ipaddress.ip_network(c)
+def _members_sid(block: IPBlockPeer) -> str:
+    """The pods inside an ipBlock (to resolve named ports against them)."""
+    return set_id("ipmembers", block.cidr, *block.excepts)
 
 
 ALL_SID = set_id("all")
@@ -63,10 +52,6 @@ def _peer_sid(peer: Peer | None) -> str:
 
 def _port_key(p: PortMatch) -> tuple[str, int, int]:
     return (p.protocol.value, p.port or 0, p.end_port or 0)
-
-
-def _elem(ip: str) -> str:
-    return f"{ip}/128" if ":" in ip else f"{ip}/32"
 
 
 # --------------------------------------------------------------------------------------------
@@ -102,7 +87,7 @@ class _Named:
     policies: dict[str, int] = field(default_factory=dict)  # policy key -> references
 
     def sid(self, number: int) -> str:
-        return _sid("named", self.base.sid, self.port_name, self.protocol.value, number)
+        return set_id("named", self.base.sid, self.port_name, self.protocol.value, str(number))
 
 
 # --------------------------------------------------------------------------------------------
@@ -265,10 +250,6 @@ class Engine:
     def beta_isolated(self, namespace: str) -> bool:
         return self.beta_default_deny and self.namespace_info(namespace).beta_default_deny
 
-    def group_for_peer(self, peer: Peer) -> str:
-        """The address set id a peer compiles to."""
-        return self._peer_sid(peer)
-
     def rules_allowing(
         self, policy_key: str, direction: Direction, pod: PodInfo, peer_ip: str, protocol: Protocol, port: int
     ) -> list[int]:
@@ -285,8 +266,7 @@ class Engine:
         return out
 
     def set_contains(self, sid: str, ip: str) -> bool:
-        addr = ipaddress.ip_address(ip)
-        return any(addr in _cidr(c) for c in self._set_elems.get(sid, ()))
+        return ip_in(ip, self._set_elems.get(sid, ()))
 
     def lint(self) -> list[LintWarning]:
         from stockade.brain.engine.lint import lint
@@ -369,10 +349,10 @@ class Engine:
 
     def upsert_pod(self, obj: Mapping[str, Any]) -> Deltas:
         pod = parse_pod(obj)
-        return self._change(lambda: self._pod_change(pod.key, pod))
+        return self._change(lambda: self._store_pod(pod.key, pod))
 
     def delete_pod(self, namespace: str, name: str) -> Deltas:
-        return self._change(lambda: self._pod_change(f"{namespace}/{name}", None))
+        return self._change(lambda: self._store_pod(f"{namespace}/{name}", None))
 
     def upsert_namespace(self, obj: Mapping[str, Any]) -> Deltas:
         return self._change(lambda: self._namespace_change(obj))
@@ -466,9 +446,6 @@ class Engine:
 
     # ---------------------------------------------------------------- pods
 
-    def _pod_change(self, key: str, pod: PodInfo | None) -> set[str]:
-        return self._store_pod(key, pod)
-
     def _store_pod(self, key: str, pod: PodInfo | None) -> set[str]:
         """Store (or remove) a pod and update everything that depends on it. Returns pods to refresh."""
         old = self._pods.get(key)
@@ -533,8 +510,7 @@ class Engine:
             return True
         if g.kind == "ipmembers":
             assert g.block is not None and pod.ip is not None
-            addr = ipaddress.ip_address(pod.ip)
-            return any(addr in net for net in _networks(g.block))
+            return ip_in(pod.ip, g.block.networks())
         if g.kind != "pods":
             return False
         if g.ns_selector is None:
@@ -572,7 +548,7 @@ class Engine:
         pod = pod or self._pods[key]
         assert pod.ip is not None
         g.members.add(key)
-        self._set_elements(g.sid, g.elements | {_elem(pod.ip)})
+        self._set_elements(g.sid, g.elements | {pod.elem})
         g.elements = self._set_elems[g.sid]
         touched: set[str] = set()
         for named in g.named.values():
@@ -582,12 +558,12 @@ class Engine:
             bucket = named.by_number.get(num)
             if bucket is None:
                 named.by_number[num] = {key}
-                self._set_elements(named.sid(num), frozenset({_elem(pod.ip)}))
+                self._set_elements(named.sid(num), frozenset({pod.elem}))
                 touched |= self._invalidate_named(named)
             else:
                 bucket.add(key)
                 sid = named.sid(num)
-                self._set_elements(sid, self._set_elems[sid] | {_elem(pod.ip)})
+                self._set_elements(sid, self._set_elems[sid] | {pod.elem})
         return touched
 
     def _group_remove(self, g: _Group, key: str, pod: PodInfo | None = None) -> set[str]:
@@ -596,7 +572,7 @@ class Engine:
             return set()
         assert pod.ip is not None
         g.members.discard(key)
-        self._set_elements(g.sid, g.elements - {_elem(pod.ip)})
+        self._set_elements(g.sid, g.elements - {pod.elem})
         g.elements = self._set_elems[g.sid]
         touched: set[str] = set()
         for named in g.named.values():
@@ -607,7 +583,7 @@ class Engine:
             bucket.discard(key)
             sid = named.sid(num)  # type: ignore[arg-type]
             if bucket:
-                self._set_elements(sid, self._set_elems[sid] - {_elem(pod.ip)})
+                self._set_elements(sid, self._set_elems[sid] - {pod.elem})
             else:
                 del named.by_number[num]  # type: ignore[arg-type]
                 self._set_elements(sid, frozenset())
@@ -787,7 +763,7 @@ class Engine:
         if base.kind == "ipblock":
             # Named ports resolve against pods: use the pods inside the block.
             assert base.block is not None
-            mid = _sid("ipmembers", base.block.cidr, base.block.excepts)
+            mid = _members_sid(base.block)
             mg = self._groups.get(mid)
             if mg is None:
                 mg = _Group(mid, "ipmembers", block=base.block)
@@ -805,13 +781,13 @@ class Engine:
                 if num is not None:
                     named.by_number.setdefault(num, set()).add(k)
             for num, keys in named.by_number.items():
-                self._set_elements(named.sid(num), frozenset(_elem(self._pods[k].ip or "") for k in keys))
+                self._set_elements(named.sid(num), frozenset(self._pods[k].elem for k in keys))
         named.policies[policy] = named.policies.get(policy, 0) + 1
 
     def _unref_named(self, base: _Group, name: str, protocol: Protocol, policy: str) -> None:
         if base.kind == "ipblock":
             assert base.block is not None
-            mid = _sid("ipmembers", base.block.cidr, base.block.excepts)
+            mid = _members_sid(base.block)
             mg = self._groups[mid]
             self._drop_named(mg, name, protocol, policy)
             self._unref_group(mid)
@@ -839,7 +815,7 @@ class Engine:
             return None
         if g.kind == "ipblock":
             assert g.block is not None
-            g = self._groups.get(_sid("ipmembers", g.block.cidr, g.block.excepts))
+            g = self._groups.get(_members_sid(g.block))
             if g is None:
                 return None
         return g.named.get((name, protocol))
@@ -866,16 +842,16 @@ class Engine:
     # ---------------------------------------------------------------- compiling one pod
 
     def _applying(self, pod: PodInfo) -> tuple[list[str], list[str]]:
-        ing: list[str] = []
-        eg: list[str] = []
-        for sel, keys in self._applied.get(pod.namespace, {}).items():
-            if sel.matches(pod.labels):
-                for k in keys:
-                    pol = self._policies[k]
-                    if pol.ingress is not None:
-                        ing.append(k)
-                    if pol.egress is not None:
-                        eg.append(k)
+        """Keys of the policies isolating the pod for ingress, and for egress."""
+        ing, eg = (
+            [
+                k
+                for sel, ks in self._applied_dir[d].get(pod.namespace, {}).items()
+                if sel.matches(pod.labels)
+                for k in ks
+            ]
+            for d in (Direction.INGRESS, Direction.EGRESS)
+        )
         return ing, eg
 
     def _pod_chains(self, pod: PodInfo) -> tuple[Chain | None, Chain | None]:

@@ -70,19 +70,24 @@ class IPBlockPeer:
 
     def networks(self) -> list[str]:
         """The block minus its exceptions, as a list of CIDRs."""
-        nets = [ipaddress.ip_network(self.cidr)]
-        for ex in self.excepts:
-            exn = ipaddress.ip_network(ex)
-            nxt: list[Any] = []
-            for n in nets:
-                if exn.version == n.version and exn.subnet_of(n):  # type: ignore[arg-type]
-                    nxt.extend(n.address_exclude(exn))  # type: ignore[arg-type]
-                elif n.version == exn.version and n.subnet_of(exn):  # type: ignore[arg-type]
-                    continue
-                else:
-                    nxt.append(n)
-            nets = nxt
-        return sorted(str(n) for n in nets)
+        return list(_block_networks(self.cidr, self.excepts))
+
+
+@lru_cache(maxsize=16384)
+def _block_networks(cidr: str, excepts: tuple[str, ...]) -> tuple[str, ...]:
+    nets = [ipaddress.ip_network(cidr)]
+    for ex in excepts:
+        exn = ipaddress.ip_network(ex)
+        nxt: list[Any] = []
+        for n in nets:
+            if exn.version == n.version and exn.subnet_of(n):  # type: ignore[arg-type]
+                nxt.extend(n.address_exclude(exn))  # type: ignore[arg-type]
+            elif n.version == exn.version and n.subnet_of(exn):  # type: ignore[arg-type]
+                continue
+            else:
+                nxt.append(n)
+        nets = nxt
+    return tuple(sorted(str(n) for n in nets))
 
 
 Peer = PodPeer | IPBlockPeer
