@@ -31,8 +31,9 @@ from stockade.agent.backends import make_backend
 from stockade.model import NodeModel
 from stockade.tls import write_bundle
 
-NETNS = "st-ag-node"
-POD_NS = {name: f"st-ag-{name}" for name in PODS}
+_SLOT = os.environ.get("STOCKADE_TEST_SLOT", "")  # concurrent runs on one machine pick distinct slots
+NETNS = f"st{_SLOT}-ag-node"
+POD_NS = {name: f"st{_SLOT}-ag-{name}" for name in PODS}
 BRAIN_PORT = 26443
 HTTP = "127.0.0.1:26091"
 ROOT = Path(__file__).resolve().parents[2]

@@ -27,9 +27,15 @@ from stockade.agent import netns as ns
 from stockade.model import Chain, Direction, NodeDelta, NodeModel, PortMatch, Rule, diff
 from stockade.model import Protocol as L4
 
-NODE, NODE2 = "st-dp-n1", "st-dp-n2"
+_SLOT = os.environ.get("STOCKADE_TEST_SLOT", "")  # concurrent runs on one machine pick distinct slots
+P = f"st{_SLOT}-dp-"
+NODE, NODE2 = f"{P}n1", f"{P}n2"
 PODS = {"p1": "10.201.1.2", "p2": "10.201.2.2", "p3": "10.201.3.2", "q1": "10.202.1.2"}
 NODE2_IP = "10.201.100.2"
+# Every pod and the node link are dual-stack: the same host numbers in fd00:201::/32 (node 1's
+# pods, the link) and fd00:202::/32 (node 2's pod).
+PODS6 = {"p1": "fd00:201:1::2", "p2": "fd00:201:2::2", "p3": "fd00:201:3::2", "q1": "fd00:202:1::2"}
+NODE2_IP6 = "fd00:201:100::2"
 TCP_PORTS = (20080, 20443, 20505, 20511)
 UDP_PORTS = (20053, 20054)
 
@@ -37,11 +43,14 @@ SERVER = r"""
 import selectors, socket, sys
 tcp, udp = [int(p) for p in sys.argv[1].split(",")], [int(p) for p in sys.argv[2].split(",")]
 sel = selectors.DefaultSelector()
+def dual(kind):  # one socket for both families
+    s = socket.socket(socket.AF_INET6, kind); s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); return s
 for port in tcp:
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", port)); s.listen(1024); s.setblocking(False); sel.register(s, selectors.EVENT_READ, "tcp")
+    s = dual(socket.SOCK_STREAM)
+    s.bind(("::", port)); s.listen(1024); s.setblocking(False); sel.register(s, selectors.EVENT_READ, "tcp")
 for port in udp:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", port))
+    s = dual(socket.SOCK_DGRAM); s.bind(("::", port))
     s.setblocking(False); sel.register(s, selectors.EVENT_READ, "udp")
 print("ready", flush=True)
 while True:
@@ -68,7 +77,7 @@ def sysctl(netns: str, key: str, value: str) -> None:
 
 
 def _delete_all() -> None:
-    for name in [NODE, NODE2, *(f"st-dp-{p}" for p in PODS)]:
+    for name in [NODE, NODE2, *(f"{P}{p}" for p in PODS)]:
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
@@ -77,10 +86,11 @@ class Topology:
     node: str = NODE
     node2: str = NODE2
     pods: dict[str, str] = field(default_factory=lambda: dict(PODS))
+    pods6: dict[str, str] = field(default_factory=lambda: dict(PODS6))
     servers: list[subprocess.Popen[str]] = field(default_factory=list)
 
     def netns(self, pod: str) -> str:
-        return f"st-dp-{pod}"
+        return f"{P}{pod}"
 
 
 def build() -> Topology:
@@ -91,6 +101,7 @@ def build() -> Topology:
         ip("link", "set", "lo", "up", netns=name)
     for node in (NODE, NODE2):
         sysctl(node, "net.ipv4.ip_forward", "1")
+        sysctl(node, "net.ipv6.conf.all.forwarding", "1")
     # node <-> node2
     ip("link", "add", "n1-n2", "netns", NODE, "type", "veth", "peer", "name", "n2-n1", "netns", NODE2)
     ip("addr", "add", "10.201.100.1/24", "dev", "n1-n2", netns=NODE)
@@ -99,6 +110,10 @@ def build() -> Topology:
     ip("link", "set", "n2-n1", "up", netns=NODE2)
     ip("route", "add", "10.202.0.0/16", "via", NODE2_IP, netns=NODE)
     ip("route", "add", "10.201.0.0/16", "via", "10.201.100.1", netns=NODE2)
+    ip("addr", "add", "fd00:201:100::1/64", "dev", "n1-n2", "nodad", netns=NODE)
+    ip("addr", "add", f"{NODE2_IP6}/64", "dev", "n2-n1", "nodad", netns=NODE2)
+    ip("-6", "route", "add", "fd00:202::/32", "via", NODE2_IP6, netns=NODE)
+    ip("-6", "route", "add", "fd00:201::/32", "via", "fd00:201:100::1", netns=NODE2)
     for pod, addr in PODS.items():
         node = NODE2 if pod.startswith("q") else NODE
         gw = addr.rsplit(".", 1)[0] + ".1"
@@ -109,6 +124,10 @@ def build() -> Topology:
         ip("addr", "add", f"{addr}/24", "dev", "eth0", netns=topo.netns(pod))
         ip("link", "set", "eth0", "up", netns=topo.netns(pod))
         ip("route", "add", "default", "via", gw, netns=topo.netns(pod))
+        gw6 = PODS6[pod].rsplit(":", 1)[0] + ":1"
+        ip("addr", "add", f"{gw6}/64", "dev", host_if, "nodad", netns=node)
+        ip("addr", "add", f"{PODS6[pod]}/64", "dev", "eth0", "nodad", netns=topo.netns(pod))
+        ip("-6", "route", "add", "default", "via", gw6, netns=topo.netns(pod))
         proc = subprocess.Popen(
             [
                 "ip",
@@ -126,7 +145,19 @@ def build() -> Topology:
         )
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         topo.servers.append(proc)
+    _settle(topo)
     return topo
+
+
+def _settle(topo: Topology, attempts: int = 20) -> None:
+    """Wait until every pod reaches every other over both families (no rules are loaded yet):
+    the first packets after the links come up can be lost while IPv6 neighbour discovery
+    settles, and a test must not take that for a verdict."""
+    for src in PODS:
+        for dst in PODS:
+            for addr in (PODS[dst], PODS6[dst]):
+                if src != dst and not any(tcp_ok(topo.netns(src), addr, TCP_PORTS[0], 1.0) for _ in range(attempts)):
+                    raise RuntimeError(f"pod {src} cannot reach {dst} at {addr} in the test topology")
 
 
 def teardown(topo: Topology) -> None:
@@ -150,9 +181,10 @@ def topology() -> Iterator[Topology]:
 # -- clients --------------------------------------------------------------------------------
 
 
-def _socket(netns: str, kind: int) -> socket.socket:
+def _socket(netns: str, kind: int, dst: str = "") -> socket.socket:
+    """A socket in ``netns`` of the family of ``dst`` (IPv4 when none is given)."""
     with ns.entered(netns):
-        return socket.socket(socket.AF_INET, kind)
+        return socket.socket(socket.AF_INET6 if ":" in dst else socket.AF_INET, kind)
 
 
 # An allowed attempt gets a generous timeout (the machine may be busy); a denied one a short one:
@@ -162,7 +194,7 @@ ALLOWED_WAIT, DENIED_WAIT = 2.0, 0.5
 
 def tcp_ok(netns: str, dst: str, port: int, timeout: float = ALLOWED_WAIT) -> bool:
     """A TCP connection from a socket in ``netns`` to ``dst:port`` completes."""
-    s = _socket(netns, socket.SOCK_STREAM)
+    s = _socket(netns, socket.SOCK_STREAM, dst)
     s.settimeout(timeout)
     try:
         s.connect((dst, port))
@@ -175,7 +207,7 @@ def tcp_ok(netns: str, dst: str, port: int, timeout: float = ALLOWED_WAIT) -> bo
 
 def udp_ok(netns: str, dst: str, port: int, timeout: float = ALLOWED_WAIT) -> bool:
     """A UDP datagram from ``netns`` to ``dst:port`` gets the echo back."""
-    s = _socket(netns, socket.SOCK_DGRAM)
+    s = _socket(netns, socket.SOCK_DGRAM, dst)
     s.settimeout(timeout)
     try:
         s.sendto(b"hi", (dst, port))
@@ -191,7 +223,7 @@ def syn_burst(netns: str, dst: str, port: int, count: int, linger: float = 1.5) 
     kernel retransmits their SYNs, then drop them."""
     socks = []
     for _ in range(count):
-        s = _socket(netns, socket.SOCK_STREAM)
+        s = _socket(netns, socket.SOCK_STREAM, dst)
         s.setblocking(False)
         try:
             s.connect((dst, port))
@@ -205,7 +237,7 @@ def syn_burst(netns: str, dst: str, port: int, count: int, linger: float = 1.5) 
 
 def udp_burst(netns: str, dst: str, port: int, flows: int, per_flow: int = 1) -> None:
     """``flows`` UDP flows (distinct source ports), ``per_flow`` datagrams each."""
-    socks = [_socket(netns, socket.SOCK_DGRAM) for _ in range(flows)]
+    socks = [_socket(netns, socket.SOCK_DGRAM, dst) for _ in range(flows)]
     for _ in range(per_flow):
         for s in socks:
             s.sendto(b"x", (dst, port))
@@ -235,6 +267,26 @@ P1_EGRESS = Chain.of(
         Rule("p2", (PortMatch(UDP), PortMatch(TCP, 20443))),
     ],
 )
+
+
+def dual_policy_model() -> NodeModel:
+    """`policy_model` for dual-stack pods: every pod's IPv6 address beside its IPv4 one, in the
+    sets and the dispatch maps, and the CIDR set's IPv6 twin (fd00:202::/32 except
+    fd00:202:1:0:8000::/65, as the IPv4 side excepts 10.202.1.128/25), so `MATRIX` holds over
+    both families."""
+    m = policy_model()
+    m.sets = {
+        "web": frozenset({"10.201.1.2/32", f"{PODS6['p1']}/128"}),
+        "p2": frozenset({"10.201.2.2/32", f"{PODS6['p2']}/128"}),
+        "blk": frozenset(
+            {"10.202.0.0/24", "10.202.1.0/25", "10.202.2.0/23", "fd00:202::/48", "fd00:202:1::/65", "fd00:202:2::/47"}
+        ),
+    }
+    for table in (m.ingress, m.egress):
+        for pod, addr in PODS.items():
+            if addr in table:
+                table[PODS6[pod]] = table[addr]
+    return m
 
 
 def policy_model() -> NodeModel:
@@ -272,19 +324,22 @@ MATRIX: list[tuple[str, str, str, int, bool]] = [
 ]
 
 
-def check(topo: Topology, src: str, dst: str, proto: str, port: int, expect: bool) -> bool:
+def check(topo: Topology, src: str, dst: str, proto: str, port: int, expect: bool, family: str = "ipv4") -> bool:
     netns = NODE2 if src == "node2" else topo.netns(src)
     fn = tcp_ok if proto == "tcp" else udp_ok
-    return fn(netns, topo.pods[dst], port, ALLOWED_WAIT if expect else DENIED_WAIT)
+    addr = topo.pods6[dst] if family == "ipv6" else topo.pods[dst]
+    return fn(netns, addr, port, ALLOWED_WAIT if expect else DENIED_WAIT)
 
 
-def run_matrix(topo: Topology) -> list[str]:
-    """The matrix rows whose real connection disagrees with the expectation."""
+def run_matrix(topo: Topology, family: str = "ipv4") -> list[str]:
+    """The matrix rows whose real connection (over ``family``) disagrees with the expectation."""
     wrong = []
     for src, dst, proto, port, allowed in MATRIX:
-        got = check(topo, src, dst, proto, port, allowed)
+        got = check(topo, src, dst, proto, port, allowed, family)
         if got != allowed:
-            wrong.append(f"{src}->{dst} {proto}/{port}: {'allowed' if got else 'denied'}, expected the opposite")
+            wrong.append(
+                f"{family} {src}->{dst} {proto}/{port}: {'allowed' if got else 'denied'}, expected the opposite"
+            )
     return wrong
 
 
@@ -419,28 +474,45 @@ def case_blocked_counts(topo: Topology, backend: Backend) -> None:
     assert backend.denied_counts()[P2_INGRESS.id] - after_tcp == 300
 
 
-def case_atomic(topo: Topology, backend: Backend, deltas: int = 1000, chain_every: int = 1) -> None:
+def case_atomic(topo: Topology, backend: Backend, deltas: int = 1000, chain_every: int = 1, every: int = 50) -> None:
+    """Connections made while ``deltas`` deltas are applied all get the right verdict.
+
+    Clients in threads race the deltas (how many of their attempts land during them depends on
+    the machine's speed, so their count is not asserted); between every ``every`` deltas the
+    loop itself makes one allowed and one denied attempt, so at least ``deltas // every`` of
+    each are made whatever the speed."""
     model = policy_model()
     stop, allowed, denied = threading.Event(), list[bool](), list[bool]()
     p1, p3, p2 = topo.netns("p1"), topo.netns("p3"), PODS["p2"]
-    threads = [
-        # < 1 s: a dropped SYN would be retransmitted after 1 s and hide the failure
-        run_while(lambda: tcp_ok(p1, p2, 20080, timeout=0.9), stop, allowed),
-        run_while(lambda: tcp_ok(p3, p2, 20080, timeout=0.2), stop, denied),
-    ]
+
+    # < 1 s: a dropped SYN would be retransmitted after 1 s and hide the failure
+    def allowed_try() -> bool:
+        return tcp_ok(p1, p2, 20080, timeout=0.9)
+
+    def denied_try() -> bool:
+        return tcp_ok(p3, p2, 20080, timeout=0.2)
+
+    threads = [run_while(allowed_try, stop, allowed), run_while(denied_try, stop, denied)]
+    sync_allowed, sync_denied = list[bool](), list[bool]()
     prev = model
     try:
-        for nxt in churn_models(model, deltas, chain_every):
+        for i, nxt in enumerate(churn_models(model, deltas, chain_every), 1):
             backend.apply_delta(diff(prev, nxt), nxt)
             prev = nxt
+            if i % every == 0:
+                sync_allowed.append(allowed_try())
+                sync_denied.append(denied_try())
     finally:
         backend.apply_delta(diff(prev, model), model)
         stop.set()
         for t in threads:
             t.join()
     assert backend.verify(model) == []
-    assert len(allowed) >= 20 and all(allowed), f"{allowed.count(False)} of {len(allowed)} allowed connections failed"
-    assert len(denied) >= 3 and not any(denied), f"{denied.count(True)} of {len(denied)} denied connections passed"
+    assert len(sync_allowed) == len(sync_denied) == deltas // every
+    allowed += sync_allowed
+    denied += sync_denied
+    assert all(allowed), f"{allowed.count(False)} of {len(allowed)} allowed connections failed"
+    assert not any(denied), f"{denied.count(True)} of {len(denied)} denied connections passed"
 
 
 def case_drift(topo: Topology, backend: Backend, damage: list[str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import struct
 import subprocess
@@ -128,7 +129,8 @@ def test_entries_are_read_from_the_wire_with_the_reply_source_as_destination() -
 
 # -- real connections ------------------------------------------------------------------------
 
-CLIENT, NODE, SERVER = "st-nl-c2", "st-nl-n2", "st-nl-s2"
+_SLOT = os.environ.get("STOCKADE_TEST_SLOT", "")  # concurrent runs on one machine pick distinct slots
+CLIENT, NODE, SERVER = f"st{_SLOT}-nl-c2", f"st{_SLOT}-nl-n2", f"st{_SLOT}-nl-s2"
 
 # The backends' layout in small: dispatch maps into per-pod chains, established flows first.
 # With nf_conntrack_tcp_loose (the default), a mid-stream segment of a flow whose entry was
@@ -179,7 +181,7 @@ def topology() -> Iterator[None]:
             sh("ip", "netns", "add", ns)
             sh("ip", "-n", ns, "link", "set", "lo", "up")
         for ns, idx, ip in ((CLIENT, 1, A), (SERVER, 2, B)):
-            pod, nod = f"st-nl-q{idx}", f"st-nl-g{idx}"
+            pod, nod = f"st{_SLOT}-nl-q{idx}", f"st{_SLOT}-nl-g{idx}"
             sh("ip", "link", "add", pod, "netns", ns, "type", "veth", "peer", "name", nod, "netns", NODE)
             sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", pod)
             sh("ip", "-n", NODE, "addr", "add", f"10.79.{idx}.1/24", "dev", nod)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import struct
 import subprocess
@@ -88,7 +89,8 @@ def test_flow_of_ipv6_sctp_icmp_and_fragments() -> None:
 
 # -- real packets ----------------------------------------------------------------------------
 
-CLIENT, NODE, SERVER = "st-nl-c1", "st-nl-n1", "st-nl-s1"
+_SLOT = os.environ.get("STOCKADE_TEST_SLOT", "")  # concurrent runs on one machine pick distinct slots
+CLIENT, NODE, SERVER = f"st{_SLOT}-nl-c1", f"st{_SLOT}-nl-n1", f"st{_SLOT}-nl-s1"
 CLIENT_IP, SERVER_IP = "10.78.1.2", "10.78.2.2"
 CLIENT_IP6, SERVER_IP6 = "fd78:1::2", "fd78:2::2"
 GROUP = 100
@@ -145,7 +147,7 @@ def topology() -> Iterator[None]:
             sh("ip", "netns", "add", ns)
             sh("ip", "-n", ns, "link", "set", "lo", "up")
         for ns, idx, ip, ip6 in ((CLIENT, 1, CLIENT_IP, CLIENT_IP6), (SERVER, 2, SERVER_IP, SERVER_IP6)):
-            pod, nod = f"st-nl-p{idx}", f"st-nl-h{idx}"
+            pod, nod = f"st{_SLOT}-nl-p{idx}", f"st{_SLOT}-nl-h{idx}"
             sh("ip", "link", "add", pod, "netns", ns, "type", "veth", "peer", "name", nod, "netns", NODE)
             sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", pod)
             sh("ip", "-n", ns, "addr", "add", f"{ip6}/64", "dev", pod, "nodad")

@@ -15,6 +15,8 @@ from stockade.lab import nsenter
 class Lab:
     def __init__(self, tmp: Path, prefix: str) -> None:
         self.dir = tmp / "lab"
+        # Concurrent runs on one machine pick distinct slots (STOCKADE_TEST_SLOT).
+        prefix = prefix.replace("st-", f"st{os.environ.get('STOCKADE_TEST_SLOT', '')}-", 1)
         self.prefix = prefix
         self.env = {
             **os.environ,

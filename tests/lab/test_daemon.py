@@ -18,7 +18,7 @@ from stockade.lab.state import LabState
 from stockade.lab.topology import PodRequest, empty_plan, place, without
 
 pytestmark = pytest.mark.root
-PREFIX = "st-lab-d-"
+PREFIX = f"st{os.environ.get('STOCKADE_TEST_SLOT', '')}-lab-d-"
 
 
 @pytest.fixture
