@@ -5,13 +5,14 @@ Scenarios (each in a fresh subprocess so RSS is its own):
   1k       1,000 pods   (250 namespaces, 750 policies, 10 nodes)
   10k      10,000 pods  (2,500 namespaces, 7,500 policies, 100 nodes)
   wide     one namespace of 10,000 pods, 10,000 policies each selecting every pod, 100 nodes
+  10k-dual the 10k cluster with every pod dual-stack (an IPv4 and an IPv6 address each)
 
 Prints the cold compute time, peak RSS, per-change delta latency (median and p99 for one pod
 added, one pod relabelled, one policy changed) and sustained pod events per second, each with
 its ratio to the target (Antrea: 5.8-6.4 s and 1.5-1.7 GB for the large cluster; 10.7 s and
 1.16 GB for `wide`).
 
-usage: python benchmarks/engine_scale.py [antrea|1k|10k|wide ...]   (default: all)
+usage: python benchmarks/engine_scale.py [antrea|1k|10k|10k-dual|wide ...]   (default: all but 10k-dual)
 """
 
 from __future__ import annotations
@@ -36,13 +37,21 @@ def ns_obj(i: int) -> dict[str, Any]:
     return {"kind": "Namespace", "metadata": {"name": f"ns-{i}", "labels": {"team": f"t{i % 100}"}}}
 
 
+DUAL = False  # set for 10k-dual: every pod also gets the IPv6 address with the same host number
+
+
 def pod_obj(ns: int, j: int, node: int, app: str | None = None, ip: str | None = None) -> dict[str, Any]:
     n = ns * 4 + j
+    ip = ip or f"10.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}"
+    ips = [ip]
+    if DUAL:
+        a, b, c, d = (int(x) for x in ip.split("."))
+        ips.append(f"fd00:{a:x}:{b:x}:{c:x}::{d:x}")
     return {
         "kind": "Pod",
         "metadata": {"name": f"pod-{j}", "namespace": f"ns-{ns}", "labels": {"app": app or "abcd"[j % 4], "tier": "x"}},
         "spec": {"nodeName": f"node-{node}", "containers": [{"ports": [{"name": "http", "containerPort": 8080}]}]},
-        "status": {"podIP": ip or f"10.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}", "phase": "Running"},
+        "status": {"podIP": ip, "podIPs": [{"ip": a} for a in ips], "phase": "Running"},
     }
 
 
@@ -136,8 +145,11 @@ def pct(xs: list[float], q: float) -> float:
 
 
 def run(name: str) -> dict[str, Any]:
+    global DUAL
     from stockade.brain.engine import Engine
 
+    DUAL = name.endswith("-dual")
+    name = name.removesuffix("-dual")
     if name == "antrea":
         nss, pods, pols, nodes = *cluster(25_000, 1000), 1000
     elif name == "1k":
@@ -224,6 +236,15 @@ def run(name: str) -> dict[str, Any]:
 
 def main() -> None:
     names = sys.argv[1:] or ["1k", "10k", "antrea", "wide"]
+    if any(n in ("-h", "--help") for n in names):
+        print(__doc__)
+        return
+    unknown = [
+        n for n in names if n not in ("antrea", "1k", "10k", "10k-dual", "wide") and not n.startswith("--child=")
+    ]
+    if unknown:
+        print(f"unknown scenario {unknown[0]!r}; see --help", file=sys.stderr)
+        sys.exit(2)
     if len(names) == 1 and names[0].startswith("--child="):
         print(json.dumps(run(names[0].split("=", 1)[1])))
         return

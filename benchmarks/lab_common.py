@@ -14,10 +14,11 @@ XYZ = ROOT / "examples" / "lab" / "xyz.yaml"  # 3 namespaces x 3 pods, ports 80/
 
 
 def lab_env() -> dict[str, str]:
+    slot = os.environ.get("STOCKADE_TEST_SLOT", "")  # concurrent runs: distinct namespace names
     return {
         **os.environ,
         "STOCKADE_LAB_DIR": tempfile.mkdtemp(prefix="st-lab-bench-"),
-        "STOCKADE_LAB_PREFIX": "st-lab-b-",
+        "STOCKADE_LAB_PREFIX": f"st{slot}-lab-b-",
         "STOCKADE_LAB_PORTS": "24900-24999",
     }
 

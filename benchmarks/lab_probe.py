@@ -3,7 +3,8 @@
 10 sources (9 pods and the external host) x 9 destinations x 4 declared ports (80/81 over TCP and
 UDP) = 360 connections, all run concurrently from one process. With no policy every probe
 connects, so this measures the probe's own cost; a probe where policy drops packets takes about
-one timeout (1 s) more. Run as root: ``.venv/bin/python benchmarks/lab_probe.py [runs]``.
+one timeout (1 s) more. In a dual-stack lab (``dual`` as the second argument) every connection is
+made over both families: 720. Run as root: ``.venv/bin/python benchmarks/lab_probe.py [runs] [dual]``.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ spec: {podSelector: {}}
 """
 
 
-def main(runs: int) -> None:
+def main(runs: int, family: str) -> None:
     env = lab_env()
-    lab(env, "up", "--nodes", "3", "--cluster", str(XYZ))
+    lab(env, "up", "--nodes", "3", "--cluster", str(XYZ), "--ip-family", family)
     try:
         times = []
         for _ in range(runs):
@@ -34,7 +35,7 @@ def main(runs: int) -> None:
         results = json.loads(out)["results"]
         ok = sum(r["connected"] for r in results)
         print(f"{len(results)} probes, {ok} connected")
-        report(f"full probe, no policy (median of {runs}, command wall time)", statistics.median(times), TARGET)
+        report(f"full probe, no policy, {family} (median of {runs}, wall time)", statistics.median(times), TARGET)
         # With a default-deny policy in x, 108 probes wait out the 1 s timeout, all at once.
         policy = Path(env["STOCKADE_LAB_DIR"]) / "deny-x.yaml"
         policy.write_text(DENY_X)
@@ -45,10 +46,10 @@ def main(runs: int) -> None:
             blocked.append(took)
         results = json.loads(out)["results"]
         print(f"{len(results)} probes, {sum(not r['connected'] for r in results)} blocked by policy")
-        report(f"full probe, default deny in x (median of {runs})", statistics.median(blocked), TARGET + 1.0)
+        report(f"full probe, default deny in x, {family} (median of {runs})", statistics.median(blocked), TARGET + 1.0)
     finally:
         lab(env, "down")
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3, sys.argv[2] if len(sys.argv) > 2 else "ipv4")

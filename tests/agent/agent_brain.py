@@ -9,6 +9,9 @@ object per line, answering one JSON line each:
     {"op": "delete", "kind": K, "namespace": N, "name": X}
     {"op": "drops"}                             {"events": [[src, dst, dport, direction, chain], ...],
                                                  "shed": {...}}
+
+With ``--admin-port`` it also serves the real admin API (plain text on the namespace's loopback,
+``--admin-token`` with the read role), so the tests can ask with the real `stockade nodes`.
 """
 
 from __future__ import annotations
@@ -23,11 +26,13 @@ from typing import Any
 
 import grpc
 
+from stockade.brain.admin.auth import Authorizer, Caller
+from stockade.brain.admin.service import AdminService
 from stockade.brain.engine import Engine
 from stockade.brain.fanout import FanOut
 from stockade.brain.sync_service import serve_sync
 from stockade.tls import ServerTLS
-from stockade.v1 import drops_pb2, drops_pb2_grpc
+from stockade.v1 import admin_pb2_grpc, drops_pb2, drops_pb2_grpc
 
 NODE = "node-a"
 NS = "demo"
@@ -106,6 +111,8 @@ async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--certs", type=Path)
+    ap.add_argument("--admin-port", type=int, default=0)
+    ap.add_argument("--admin-token", default="")
     args = ap.parse_args()
     eng = engine()
     fanout = FanOut(eng.model)
@@ -119,6 +126,13 @@ async def main() -> None:
         keepalive_timeout_ms=1_000,
         extra_handlers=[drops_handler(drops)],
     )
+    admin = None
+    if args.admin_port:
+        admin = grpc.aio.server()
+        auth = Authorizer({args.admin_token: Caller("tests", "read")})
+        admin_pb2_grpc.add_AdminServicer_to_server(AdminService(eng, auth, objects=list, status=fanout), admin)
+        admin.add_insecure_port(f"127.0.0.1:{args.admin_port}")
+        await admin.start()
     print(json.dumps({"port": port}), flush=True)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -135,6 +149,8 @@ async def main() -> None:
             answer = {"events": drops.events, "shed": drops.shed}
         print(json.dumps(answer), flush=True)
     await server.stop(None)
+    if admin is not None:
+        await admin.stop(None)
 
 
 def drops_handler(servicer: RecordingDrops) -> grpc.GenericRpcHandler:

@@ -4,8 +4,12 @@
     st-ag-client 10.231.2.2 ┼─ st-ag-node: `stockade agent` + a brain (subprocess),
     st-ag-other  10.231.3.2 ┘              both on the namespace's loopback, with mTLS
 
-The brain is the real Engine + FanOut + SyncService (see `agent_brain.py`); the agent is the
-installed `stockade agent` command. Namespaces use the ``st-ag`` prefix.
+The brain is the real Engine + FanOut + SyncService (see `agent_brain.py`), with its admin API
+for the real `stockade nodes` / `stockade policies`; the agent is the installed `stockade agent`
+command. Namespaces use the ``st-ag`` prefix.
+
+With ``bridge=True`` the pods share one Linux bridge, ``br0`` (10.231.0.1/16), as weave, flannel
+and the bridge CNI plugin do: traffic between them crosses the bridge, not the node's routes.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ _SLOT = os.environ.get("STOCKADE_TEST_SLOT", "")  # concurrent runs on one machi
 NETNS = f"st{_SLOT}-ag-node"
 POD_NS = {name: f"st{_SLOT}-ag-{name}" for name in PODS}
 BRAIN_PORT = 26443
+ADMIN_PORT = 26444
+ADMIN_TOKEN = "agent-stack-read-token"
 HTTP = "127.0.0.1:26091"
 ROOT = Path(__file__).resolve().parents[2]
 STOCKADE = str(Path(sys.executable).with_name("stockade"))
@@ -77,18 +83,28 @@ def delete_namespaces() -> None:
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
-def build_topology() -> subprocess.Popen[str]:
+BRIDGE, BRIDGE_GW = "br0", "10.231.0.1"
+
+
+def build_topology(bridge: bool = False) -> subprocess.Popen[str]:
     delete_namespaces()
     for name in [NETNS, *POD_NS.values()]:
         subprocess.run(["ip", "netns", "add", name], check=True)
         sh("ip", "link", "set", "lo", "up", netns=name)
     sh("sysctl", "-qw", "net.ipv4.ip_forward=1", netns=NETNS)
+    if bridge:
+        sh("ip", "link", "add", BRIDGE, "type", "bridge", netns=NETNS)
+        sh("ip", "addr", "add", f"{BRIDGE_GW}/16", "dev", BRIDGE, netns=NETNS)
+        sh("ip", "link", "set", BRIDGE, "up", netns=NETNS)
     for name, addr in PODS.items():
-        gw = addr.rsplit(".", 1)[0] + ".1"
+        gw = BRIDGE_GW if bridge else addr.rsplit(".", 1)[0] + ".1"
         sh("ip", "link", "add", f"v-{name}", "netns", NETNS, "type", "veth", "peer", "eth0", "netns", POD_NS[name])
-        sh("ip", "addr", "add", f"{gw}/24", "dev", f"v-{name}", netns=NETNS)
+        if bridge:  # one segment: pod to pod goes over the bridge
+            sh("ip", "link", "set", f"v-{name}", "master", BRIDGE, netns=NETNS)
+        else:
+            sh("ip", "addr", "add", f"{gw}/24", "dev", f"v-{name}", netns=NETNS)
         sh("ip", "link", "set", f"v-{name}", "up", netns=NETNS)
-        sh("ip", "addr", "add", f"{addr}/24", "dev", "eth0", netns=POD_NS[name])
+        sh("ip", "addr", "add", f"{addr}/{16 if bridge else 24}", "dev", "eth0", netns=POD_NS[name])
         sh("ip", "link", "set", "eth0", "up", netns=POD_NS[name])
         sh("ip", "route", "add", "default", "via", gw, netns=POD_NS[name])
     server = subprocess.Popen(
@@ -110,8 +126,9 @@ def in_node(*argv: str) -> list[str]:
 class Stack:
     """The brain and agent processes in the node namespace, and ways to look at them."""
 
-    def __init__(self, certs: Path, logs: Path, backend: str = "nftables") -> None:
+    def __init__(self, certs: Path, logs: Path, backend: str = "nftables", agent_args: tuple[str, ...] = ()) -> None:
         self.backend = backend
+        self.agent_args = agent_args  # extra `stockade agent` flags
         self.certs = certs
         self.logs = logs
         self.brain: subprocess.Popen[str] | None = None
@@ -122,7 +139,11 @@ class Stack:
     # brain
     def start_brain(self) -> None:
         self.brain = subprocess.Popen(
-            [*in_node(sys.executable, BRAIN_SCRIPT), "--port", str(BRAIN_PORT), "--certs", str(self.certs)],
+            [
+                *in_node(sys.executable, BRAIN_SCRIPT),
+                *("--port", str(BRAIN_PORT), "--certs", str(self.certs)),
+                *("--admin-port", str(ADMIN_PORT), "--admin-token", ADMIN_TOKEN),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -155,7 +176,7 @@ class Stack:
         return engine(self.changes).model(NODE)
 
     # agent
-    def start_agent(self) -> None:
+    def start_agent(self, *extra: str) -> None:
         self.agent_runs += 1
         log = open(self.logs / f"agent-{self.agent_runs}.log", "wb")  # noqa: SIM115 (the process owns it)
         self.agent = subprocess.Popen(
@@ -163,6 +184,8 @@ class Stack:
                 *in_node(STOCKADE, "agent", "--node", NODE, "--brain", f"127.0.0.1:{BRAIN_PORT}"),
                 *("--tls-dir", str(self.certs), "--backend", self.backend, "--http", HTTP),
                 *("--verify-interval", "1", "--counters-interval", "0.3"),
+                *self.agent_args,
+                *extra,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -200,6 +223,22 @@ class Stack:
                     total += sample.value
         return total
 
+    def cli(self, *argv: str) -> Any:
+        """The real `stockade` operator command against this brain's admin API, as JSON."""
+        proc = subprocess.run(
+            in_node(STOCKADE, *argv, "--brain", f"127.0.0.1:{ADMIN_PORT}", "--token", ADMIN_TOKEN, "-o", "json"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    def node_status(self) -> dict[str, Any]:
+        """This node's entry in `stockade nodes -o json`."""
+        nodes: list[dict[str, Any]] = self.cli("nodes")["nodes"]
+        return next(n for n in nodes if n["name"] == NODE)
+
     def kernel_problems(self, model: NodeModel | None = None) -> list[str]:
         backend = make_backend(self.backend, NETNS)
         try:
@@ -217,13 +256,23 @@ def eventually(check: Callable[[], object], timeout: float = 10.0, what: str = "
 
 
 @contextmanager
-def running_stack(certs: Path, logs: Path, backend: str) -> Iterator[Stack]:
-    """The topology, a brain and an agent using ``backend``; everything removed afterwards."""
+def running_stack(
+    certs: Path,
+    logs: Path,
+    backend: str,
+    *,
+    bridge: bool = False,
+    before_agent: Callable[[], object] = lambda: None,
+    agent_args: tuple[str, ...] = (),
+) -> Iterator[Stack]:
+    """The topology, a brain and an agent using ``backend``; everything removed afterwards.
+    ``before_agent`` runs once the namespaces exist, before the agent starts."""
     write_bundle(certs, [NODE], ["localhost", "127.0.0.1"])
-    server = build_topology()
-    st = Stack(certs, logs, backend)
+    server = build_topology(bridge)
+    st = Stack(certs, logs, backend, agent_args)
     try:
         st.start_brain()
+        before_agent()
         st.start_agent()
         yield st
     finally:

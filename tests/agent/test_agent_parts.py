@@ -147,6 +147,16 @@ def test_node_and_brain_default_from_the_environment(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("STOCKADE_BRAIN", "brain:7443")
     cfg = agent_cmd.build_config(parse("--insecure"))
     assert (cfg.node, cfg.brain, cfg.backend, cfg.nflog_group, cfg.tls) == ("node-7", "brain:7443", "auto", 100, None)
+    assert cfg.fix_sysctls and cfg.preflight_interval == 10.0  # the agent fixes the node where it may
+
+
+def test_the_node_preflight_flags() -> None:
+    cfg = agent_cmd.build_config(
+        parse("--node", "n1", "--brain", "b:1", "--insecure", "--no-fix-sysctls", "--preflight-interval", "2.5")
+    )
+    assert not cfg.fix_sysctls and cfg.preflight_interval == 2.5
+    with pytest.raises(SystemExit):
+        parse("--node", "n1", "--preflight-interval", "0")
 
 
 def test_addresses() -> None:

@@ -250,3 +250,103 @@ def test_forbidden_connections_are_ended_and_allowed_ones_survive(topology: None
     assert asyncio.run(cleanup_async(FORBIDDING, {A, B}, netns=NODE)).deleted == []
     for sock in [*listeners.values(), *(s for pair in conns.values() for s in pair)]:
         sock.close()
+
+
+# -- real IPv6 connections, through the iptables backend ------------------------------------------
+
+CLIENT6, NODE6, SERVER6 = f"st{_SLOT}-nl-c3", f"st{_SLOT}-nl-n3", f"st{_SLOT}-nl-s3"
+A6, B6 = "fd79:1::2", "fd79:2::2"
+
+
+def model6(ag_a: frozenset[str], ag_b: frozenset[str]) -> NodeModel:
+    return NodeModel(
+        "node-1",
+        sets={"ag_a": ag_a, "ag_b": ag_b},
+        chains={INGRESS_B.id: INGRESS_B, EGRESS_A.id: EGRESS_A},
+        ingress={B6: INGRESS_B.id},
+        egress={A6: EGRESS_A.id},
+    )
+
+
+ALLOWING6 = model6(frozenset({f"{A6}/128"}), frozenset({f"{B6}/128"}))
+FORBIDDING6 = model6(frozenset(), frozenset())
+
+
+def sock6_in(ns: str) -> socket.socket:
+    pr_netns.pushns(ns)
+    try:
+        return socket.socket(socket.AF_INET6)
+    finally:
+        pr_netns.popns()
+
+
+@pytest.fixture
+def topology6() -> Iterator[None]:
+    names = (CLIENT6, NODE6, SERVER6)
+    for ns in names:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    try:
+        for ns in names:
+            sh("ip", "netns", "add", ns)
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+        for ns, idx, ip in ((CLIENT6, 1, A6), (SERVER6, 2, B6)):
+            pod, nod = f"st{_SLOT}-nl-r{idx}", f"st{_SLOT}-nl-k{idx}"
+            sh("ip", "link", "add", pod, "netns", ns, "type", "veth", "peer", "name", nod, "netns", NODE6)
+            sh("ip", "-n", ns, "addr", "add", f"{ip}/64", "dev", pod, "nodad")
+            sh("ip", "-n", NODE6, "addr", "add", f"fd79:{idx}::1/64", "dev", nod, "nodad")
+            sh("ip", "-n", ns, "link", "set", pod, "up")
+            sh("ip", "-n", NODE6, "link", "set", nod, "up")
+            sh("ip", "-n", ns, "-6", "route", "add", "default", "via", f"fd79:{idx}::1")
+        sh("ip", "netns", "exec", NODE6, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+        yield
+    finally:
+        for ns in names:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+@pytest.mark.root
+def test_forbidden_ipv6_connections_are_ended(topology6: None) -> None:
+    from stockade.agent.backends.iptables import IptablesBackend
+
+    backend = IptablesBackend(NODE6)
+    backend.apply_snapshot(ALLOWING6)
+    listeners, conns = {}, {}
+    for port in (7100, 7200, 7300):
+        lsn = sock6_in(SERVER6)
+        lsn.bind((B6, port))
+        lsn.listen()
+        listeners[port] = lsn
+        client = sock6_in(CLIENT6)
+        client.settimeout(5)  # the first packets may wait for neighbour discovery
+        client.connect((B6, port))
+        conns[port] = (client, lsn.accept()[0])
+        assert passes(*conns[port], b"hello", wait=5)
+
+    backend.apply_delta(diff(ALLOWING6, FORBIDDING6), FORBIDDING6)
+    assert backend.verify(FORBIDDING6) == []
+    assert passes(*conns[7100], b"still") and passes(*conns[7300], b"still")  # established: untouched
+
+    result = cleanup(FORBIDDING6, {A6, B6}, netns=NODE6)
+    assert sorted(f.dport for f in result.deleted) == [7100, 7300]
+    assert {(f.family, f.src, f.dst) for f in result.deleted} == {(socket.AF_INET6, A6, B6)}
+    for port in (7100, 7300):
+        client, server = conns[port]
+        assert not passes(client, server, b"after")
+        assert not passes(server, client, b"reply")
+    assert passes(*conns[7200], b"after")
+    assert cleanup(FORBIDDING6, {A6, B6}, netns=NODE6).deleted == []
+    for sock in [*listeners.values(), *(s for pair in conns.values() for s in pair)]:
+        sock.close()
+
+
+def test_a_local_pod_of_neither_family_is_refused() -> None:
+    with pytest.raises(ct.ConntrackError, match="'fd00::zz' is neither IPv4 nor IPv6"):
+        flows_to_end(ALLOWING, {A, "fd00::zz"}, [])
+
+
+def test_ipv6_tuples_take_the_fast_path_to_the_same_result() -> None:
+    n = ct._nla
+    t = ct_tuple(socket.AF_INET6, "fd00::1", "fd00:0:0:1::2", 6, 40001, 443)
+    assert len(t) == ct._V6_TUPLE.size
+    zoned = t + n(3, struct.pack("!H", 0))  # a zone inside: the general walk
+    assert ct._tuple(t, 0, len(t)) == ct._tuple(zoned, 0, len(zoned)) == ("fd00::1", "fd00:0:0:1::2", 6, 40001, 443)

@@ -87,6 +87,41 @@ def test_flow_of_ipv6_sctp_icmp_and_fragments() -> None:
     assert parse_flow(b"") is None and parse_flow(b"\x45\0") is None
 
 
+def test_flow_of_ipv6_through_the_extension_header_chain() -> None:
+    def ext(nxt: int, units: int) -> bytes:  # RFC 8200 layout: (units + 1) * 8 bytes
+        return bytes([nxt, units]) + b"\0" * (6 + units * 8)
+
+    def ah(nxt: int) -> bytes:  # 24 bytes: length field (24 / 4) - 2 = 4
+        return bytes([nxt, 4]) + b"\0" * 22
+
+    def frag(nxt: int, offset: int) -> bytes:
+        return struct.pack("!BBHI", nxt, 0, offset << 3, 7)
+
+    udp = struct.pack("!HHHH", 5353, 53, 8, 0)
+    chain = ext(43, 0) + ext(60, 1) + ext(51, 0) + ah(44) + frag(17, 0) + udp  # hop-by-hop, routing, dest, AH, frag
+    f = parse_flow(ipv6("fd00:10:244:1::5", "fd00:10:244:2::7", 0, chain))
+    assert f is not None and (f.src, f.dst, f.protocol, f.sport, f.dport) == (
+        "fd00:10:244:1::5", "fd00:10:244:2::7", "UDP", 5353, 53,
+    )  # fmt: skip
+    later = parse_flow(ipv6("fd00::1", "fd00::2", 44, frag(17, 100) + udp))
+    assert later is not None and (later.protocol, later.sport, later.dport) == ("UDP", 0, 0)
+    icmp6 = parse_flow(ipv6("fd00::1", "fd00::2", 58, b"\x80\0\0\0\0\1\0\1"))  # echo request
+    assert icmp6 is not None and (icmp6.protocol, icmp6.sport, icmp6.dport) == ("58", 0, 0)
+    tcp = parse_flow(ipv6("fd00:0000::0001", "::ffff:10.0.0.2", 6, struct.pack("!HH", 40000, 443) + b"\0" * 16))
+    assert tcp is not None and (tcp.src, tcp.dst, tcp.protocol, tcp.dport) == ("fd00::1", "::ffff:10.0.0.2", "TCP", 443)
+    # a chain cut short by the copy range: addresses still known, ports not
+    cut = parse_flow(ipv6("fd00::1", "fd00::2", 0, ext(6, 4)[:10]))
+    assert cut is not None and (cut.src, cut.sport, cut.dport) == ("fd00::1", 0, 0)
+    assert parse_flow(ipv6("fd00::1", "fd00::2", 6, b"")[:39]) is None
+
+
+def test_ipv6_packet_message_round_trip() -> None:
+    payload = ipv6("fd00::1", "fd00::2", 132, struct.pack("!HH", 7, 9) + b"\0" * 8)
+    (msg,) = parse_messages(p.build_packet_message(socket.AF_INET6, 100, "out_ab12", payload, seq=3))
+    assert isinstance(msg, p.NflogPacket)
+    assert (msg.family, msg.hw_protocol, msg.prefix, msg.payload) == (socket.AF_INET6, 0x86DD, "out_ab12", payload)
+
+
 # -- real packets ----------------------------------------------------------------------------
 
 _SLOT = os.environ.get("STOCKADE_TEST_SLOT", "")  # concurrent runs on one machine pick distinct slots

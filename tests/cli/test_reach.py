@@ -97,3 +97,44 @@ spec:
     assert cells[("x/a", "x/a", 80, "TCP")] is True  # self-traffic is never filtered
     bad = run("reach", "-f", str(tmp_path), "--ports", "99999")
     assert bad.returncode == 2 and "between 1 and 65535" in bad.stderr
+
+
+DUAL = """
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: x, labels: {pod: web}}
+spec: {containers: [{name: c, ports: [{containerPort: 80}]}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: cli, namespace: x, labels: {pod: cli}}
+spec: {containers: [{name: c, ports: [{containerPort: 80}]}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: v4-only, namespace: x}
+spec:
+  podSelector: {matchLabels: {pod: web}}
+  ingress: [{from: [{ipBlock: {cidr: 10.244.0.0/16}}]}]
+"""
+
+
+def test_dual_stack_pairs_are_judged_per_family(tmp_path: Path) -> None:
+    (tmp_path / "d.yaml").write_text(DUAL)
+    proc = run("reach", "-f", str(tmp_path), "--ip-family", "dual", "-o", "json")
+    assert proc.returncode == 0, proc.stderr
+    cells = {(r["from"], r["to"], r["family"]): r["allowed"] for r in json.loads(proc.stdout)["results"]}
+    # The IPv4 block admits cli's IPv4 address, never its IPv6 one.
+    assert cells[("x/cli", "x/web", "ipv4")] is True
+    assert cells[("x/cli", "x/web", "ipv6")] is False
+    assert cells[("x/web", "x/cli", "ipv6")] is True
+    only6 = run("reach", "-f", str(tmp_path), "--ip-family", "dual", "--family", "ipv6", "-o", "json")
+    assert {r["family"] for r in json.loads(only6.stdout)["results"]} == {"ipv6"}
+    table = run("reach", "-f", str(tmp_path), "--ip-family", "dual")
+    assert "TCP/80 IPv4" in table.stdout and "TCP/80 IPv6" in table.stdout
+    v6 = run("reach", "-f", str(tmp_path), "--ip-family", "ipv6", "-o", "json")
+    assert {(r["from"], r["to"], r["family"], r["allowed"]) for r in json.loads(v6.stdout)["results"]} >= {
+        ("x/cli", "x/web", "ipv6", False)
+    }
+    bad = run("reach", "-f", str(tmp_path), "--ip-family", "ipv5")
+    assert bad.returncode == 2 and "--ip-family" in bad.stderr

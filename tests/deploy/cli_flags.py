@@ -39,6 +39,8 @@ DOCUMENTED_FLAGS: dict[str, frozenset[str]] = {
             "--server-name",
             "--http",
             "--verify-interval",
+            "--preflight-interval",
+            "--no-fix-sysctls",
             "--counters-interval",
             "--insecure",
         }

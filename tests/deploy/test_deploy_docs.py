@@ -111,7 +111,7 @@ def test_cleanup_names_what_the_backends_create() -> None:
 
     script = cleanup_script()
     assert f"nft delete table {nft_render.TABLE}" in script
-    assert f"iptables -D FORWARD -j {FWD}" in script
+    assert f"$t -D FORWARD -j {FWD}" in script and "for t in iptables ip6tables" in script
     for made in (names.ipset_set("x"), names.ipset_pods("x"), names.ipt_chain("in_1"), names.ipt_chain("é")):
         assert made.startswith("STK-")
     assert "STK-" in script
@@ -136,9 +136,10 @@ def in_ns(ns: str, *cmd: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.root
 def test_cleanup_script_removes_the_rules(netns: str) -> None:
     from stockade.agent.backends import names
-    from stockade.agent.backends.ipt_render import FWD
+    from stockade.agent.backends.ipt_render import FWD, tagged
 
     chain, pod_chain, aset = names.ipt_chain("in_1"), names.ipt_chain("out_2"), names.ipset_set("ag1")
+    aset6 = tagged(aset, 6)  # the IPv6 twin, used by the same chains in ip6tables
     setup = f"""
         set -e
         nft add table inet stockade
@@ -152,6 +153,13 @@ def test_cleanup_script_removes_the_rules(netns: str) -> None:
         iptables -A {FWD} -j {pod_chain}
         iptables -I FORWARD 1 -j {FWD}
         iptables -N KEEP-ME
+        ipset create {aset6} hash:net family inet6
+        ip6tables -N {FWD}
+        ip6tables -N {chain}
+        ip6tables -A {chain} -m set --match-set {aset6} src -j RETURN
+        ip6tables -A {FWD} -j {chain}
+        ip6tables -I FORWARD 1 -j {FWD}
+        ip6tables -N KEEP-ME6
         nft add table inet other
     """
     result = in_ns(netns, "sh", "-c", setup)
@@ -164,6 +172,9 @@ def test_cleanup_script_removes_the_rules(netns: str) -> None:
     rules = in_ns(netns, "iptables-save", "-t", "filter").stdout
     assert "STOCKADE" not in rules and "STK-" not in rules
     assert ":KEEP-ME" in rules  # only ours is removed
+    rules6 = in_ns(netns, "ip6tables-save", "-t", "filter").stdout
+    assert "STOCKADE" not in rules6 and "STK-" not in rules6
+    assert ":KEEP-ME6" in rules6
     assert "STK-" not in in_ns(netns, "ipset", "list", "-n").stdout
 
 

@@ -73,3 +73,31 @@ async def test_events_attributed_through_the_engine(redis_client: Redis) -> None
     ]
     egress = await agg.store.recent_events({"direction": "egress"})
     assert [e["policies"] for e in egress] == ["dev/no-egress"]
+
+
+def test_ipv6_addresses_resolve_to_their_pod() -> None:
+    dual = _pod("prod", "api", "10.1.0.20", {"app": "api"})
+    dual["status"]["podIPs"] = [{"ip": "10.1.0.20"}, {"ip": "fd00:10:1::14"}]
+    eng, _ = _engine()
+    eng.upsert(dual)
+    r = EngineResolver(eng)
+    now = time.time()
+    assert r.resolve_ip("fd00:10:1::14", now) == ("prod", "api")
+    assert r.resolve_ip("FD00:10:1:0::14", now) == ("prod", "api")  # any spelling of the address
+    assert r.resolve_ip("10.1.0.20", now) == ("prod", "api")
+    assert r.resolve_ip("fd00:10:1::15", now) is None
+    assert r.resolve_ip("not-an-ip", now) is None
+    # The history records every address of the pod, and its release.
+    r.history.observe_pod(dual, at=now - 30)
+    assert r.history.lookup("fd00:10:1::14", now) == ("prod", "api")
+    r.history.observe_pod(dual, at=now - 10, deleted=True)
+    assert r.resolve_ip("fd00:10:1::14", now) is None
+    assert r.resolve_ip("fd00:10:1::14", now - 20) == ("prod", "api")
+
+
+def test_malformed_pods_are_recorded_as_nothing() -> None:
+    r = EngineResolver(_engine()[0])
+    for bad in ({"kind": "Pod", "spec": [1]}, {"kind": "Pod", "status": "Running"},
+                {"kind": "Pod", "metadata": {"name": "x"}, "status": {"podIP": "010.001.000.020"}}):  # fmt: skip
+        r.history.observe_pod(bad, at=1.0)
+    assert "010.001.000.020" not in r.history and "10.1.0.20" not in r.history

@@ -15,10 +15,10 @@ from typing import Any
 from stockade.model import Direction, NodeDelta, NodeModel, Protocol, apply
 from stockade.model.evaluate import decide
 
-from .spec_oracle import Oracle, key_of, pod_ip
+from .spec_oracle import Oracle, family, key_of, pod_ip, shared_families
 
 Obj = Mapping[str, Any]
-Conn = tuple[str, str, str, int]  # (from "ns/pod" or IP, to "ns/pod", protocol, port)
+Conn = tuple[str, str, str, int, int]  # (from "ns/pod" or IP, to "ns/pod", protocol, port, IP version)
 
 
 def node_of(pod: Obj) -> str:
@@ -37,17 +37,22 @@ def apply_deltas(models: dict[str, NodeModel], deltas: Mapping[str, NodeDelta]) 
         models[node] = apply(models.get(node, NodeModel(node)), delta)
 
 
-def model_allows(models: Mapping[str, NodeModel], src: Obj | str, dst: Obj, protocol: str, port: int) -> bool:
+def model_allows(
+    models: Mapping[str, NodeModel], src: Obj | str, dst: Obj, protocol: str, port: int, version: int | None = None
+) -> bool:
+    """Over IP ``version`` (None: the source address's family, or the first both pods have)."""
     proto = Protocol(protocol)
-    dst_ip = pod_ip(dst)
-    assert dst_ip is not None
     dst_model = models.get(node_of(dst)) or NodeModel(node_of(dst))
     if isinstance(src, str):
+        dst_ip = pod_ip(dst, family(src))
+        assert dst_ip is not None
         return decide(dst_model, Direction.INGRESS, dst_ip, src, proto, port).allowed
     if key_of(src) == key_of(dst):
         return True
-    src_ip = pod_ip(src)
-    assert src_ip is not None
+    if version is None:
+        version = shared_families(src, dst)[0]
+    src_ip, dst_ip = pod_ip(src, version), pod_ip(dst, version)
+    assert src_ip is not None and dst_ip is not None
     src_model = models.get(node_of(src)) or NodeModel(node_of(src))
     return (
         decide(src_model, Direction.EGRESS, src_ip, dst_ip, proto, port).allowed
@@ -57,19 +62,20 @@ def model_allows(models: Mapping[str, NodeModel], src: Obj | str, dst: Obj, prot
 
 def model_egress_allows(models: Mapping[str, NodeModel], src: Obj, dst_ip: str, protocol: str, port: int) -> bool:
     """A pod's new connection to an address outside the cluster: only its egress applies."""
-    src_ip = pod_ip(src)
+    src_ip = pod_ip(src, family(dst_ip))
     assert src_ip is not None
     model = models.get(node_of(src)) or NodeModel(node_of(src))
     return decide(model, Direction.EGRESS, src_ip, dst_ip, Protocol(protocol), port).allowed
 
 
 def verdicts(
-    allowed: Callable[[Obj | str, Obj, str, int], bool],
+    allowed: Callable[[Obj | str, Obj, str, int, int], bool],
     sources: Iterable[Obj | str],
     dests: Iterable[Obj],
     protocols: Iterable[str],
     ports: Iterable[int],
 ) -> dict[Conn, bool]:
+    """Every (source, destination) address pair of one family: a dual-stack pair is asked twice."""
     dests = list(dests)
     protocols = list(protocols)
     ports = list(ports)
@@ -77,9 +83,11 @@ def verdicts(
     for s in sources:
         skey = s if isinstance(s, str) else key_of(s)
         for d in dests:
-            for proto in protocols:
-                for port in ports:
-                    out[(skey, key_of(d), proto, port)] = allowed(s, d, proto, port)
+            versions = ([family(s)] if pod_ip(d, family(s)) else []) if isinstance(s, str) else shared_families(s, d)
+            for version in versions:
+                for proto in protocols:
+                    for port in ports:
+                        out[(skey, key_of(d), proto, port, version)] = allowed(s, d, proto, port, version)
     return out
 
 
@@ -87,7 +95,7 @@ def model_verdicts(
     models: Mapping[str, NodeModel], pods: Iterable[Obj], protocols: Iterable[str], ports: Iterable[int]
 ) -> dict[Conn, bool]:
     pods = list(pods)
-    return verdicts(lambda s, d, pr, po: model_allows(models, s, d, pr, po), pods, pods, protocols, ports)
+    return verdicts(lambda s, d, pr, po, v: model_allows(models, s, d, pr, po, v), pods, pods, protocols, ports)
 
 
 def oracle_verdicts(
@@ -101,10 +109,11 @@ def differences(got: Mapping[Conn, bool], want: Mapping[Conn, bool], limit: int 
     """A readable list of the connections where two matrices disagree ('' when they agree)."""
     assert got.keys() == want.keys()
     bad = [c for c in want if got[c] != want[c]]
+    verdict = {True: "allow", False: "deny"}
     lines = [
-        f"  {s} -> {d} {proto}/{port}: got {'allow' if got[c] else 'deny'}, want {'allow' if want[c] else 'deny'}"
+        f"  {s} -> {d} {proto}/{port} IPv{v}: got {verdict[got[c]]}, want {verdict[want[c]]}"
         for c in bad[:limit]
-        for s, d, proto, port in [c]
+        for s, d, proto, port, v in [c]
     ]
     if len(bad) > limit:
         lines.append(f"  ... and {len(bad) - limit} more")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 Obj = dict[str, Any]
@@ -23,7 +23,7 @@ def pod(
     ns: str,
     name: str,
     labels: Mapping[str, str] | None = None,
-    ip: str | None = None,
+    ip: str | Sequence[str] | None = None,  # one address, or every address (podIPs) in order
     node: str | None = "node-1",
     ports: Iterable[PortDecl] = (),
     phase: str = "Running",
@@ -43,9 +43,10 @@ def pod(
     if host_network:
         spec["hostNetwork"] = True
     status: Obj = {"phase": phase}
-    if ip is not None:
-        status["podIP"] = ip
-        status["podIPs"] = [{"ip": ip}]
+    ips = [ip] if isinstance(ip, str) else list(ip or [])
+    if ips:
+        status["podIP"] = ips[0]
+        status["podIPs"] = [{"ip": a} for a in ips]
     return {
         "apiVersion": "v1",
         "kind": "Pod",

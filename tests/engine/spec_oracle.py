@@ -23,6 +23,12 @@ to be obviously correct, clause by clause of `networking.k8s.io/v1`:
   of that name and protocol (a destination that is not a pod has no named ports).
 * Namespaces always carry ``kubernetes.io/metadata.name: <name>`` (the API server sets it).
 * Invalid policies (see `problems`) are ignored entirely; all others still apply.
+* Dual-stack: a pod's addresses are ``status.podIPs`` (``status.podIP`` when that is absent), at
+  most one per family; a pod whose addresses are not valid IPs, or whose podIP is not podIPs[0],
+  or with two of one family, is not an endpoint. A connection goes from one address to another
+  of the same family, and is judged for that pair: an ``ipBlock`` holds addresses of its own
+  family only, so an IPv4 block never matches a pod's IPv6 address; a selector peer matches
+  every address of the pods it selects; a rule without peers matches either family.
 """
 
 from __future__ import annotations
@@ -66,18 +72,50 @@ def labels_of(obj: Obj) -> dict[str, str]:
     return dict(meta(obj).get("labels") or {})
 
 
-def pod_ip(pod: Obj) -> str | None:
-    ip = (pod.get("status") or {}).get("podIP")
-    return str(ip) if ip else None
+def _listed_ips(pod: Obj) -> list[Any]:
+    status = pod.get("status") or {}
+    listed = [e.get("ip") for e in status.get("podIPs") or []]
+    return listed or ([status["podIP"]] if status.get("podIP") else [])
+
+
+def family(ip: str) -> int:
+    return ipaddress.ip_address(ip).version
+
+
+def pod_ips(pod: Obj) -> list[str]:
+    """The pod's addresses, in the API's order; empty when they are missing or unusable."""
+    status = pod.get("status") or {}
+    try:
+        addrs = [ipaddress.ip_address(ip) for ip in _listed_ips(pod)]
+        primary = status.get("podIP")
+        if primary and addrs and ipaddress.ip_address(primary) != addrs[0]:
+            return []
+    except ValueError:
+        return []
+    if len({a.version for a in addrs}) != len(addrs):
+        return []
+    return [str(a) for a in addrs]
+
+
+def pod_ip(pod: Obj, version: int | None = None) -> str | None:
+    """The pod's address of one family (None: its first one)."""
+    for ip in pod_ips(pod):
+        if version is None or family(ip) == version:
+            return ip
+    return None
 
 
 def is_endpoint(pod: Obj) -> bool:
-    """Only pods with their own IP that are still running can be peers or destinations."""
+    """Only pods with their own IPs that are still running can be peers or destinations."""
     spec = pod.get("spec") or {}
     status = pod.get("status") or {}
-    return bool(
-        status.get("podIP") and not spec.get("hostNetwork") and status.get("phase") not in ("Succeeded", "Failed")
-    )
+    return bool(pod_ips(pod) and not spec.get("hostNetwork") and status.get("phase") not in ("Succeeded", "Failed"))
+
+
+def shared_families(a: Obj, b: Obj) -> list[int]:
+    """The families both pods have an address of (the order of ``b``'s addresses)."""
+    mine = {family(ip) for ip in pod_ips(a)}
+    return [family(ip) for ip in pod_ips(b) if family(ip) in mine]
 
 
 def container_ports(pod: Obj) -> list[tuple[str, str, int]]:
@@ -261,7 +299,7 @@ class Oracle:
         if block is not None:
             addr = ipaddress.ip_address(ip)
             net = ipaddress.ip_network(block["cidr"], strict=False)
-            if addr not in net:
+            if addr.version != net.version or addr not in net:
                 return False
             return not any(addr in ipaddress.ip_network(e, strict=False) for e in block.get("except") or [])
         if pod is None or not is_endpoint(pod):
@@ -326,16 +364,21 @@ class Oracle:
             return True
         return self._rules_allow(self.isolating(dst, "Ingress"), "ingress", src_ip, src, dst, protocol, port)
 
-    def allowed(self, src: Obj | str, dst: Obj, protocol: str, port: int) -> bool:
-        """A new connection from a pod (or an external IP, given as text) to an endpoint pod."""
-        dst_ip = pod_ip(dst)
-        assert dst_ip is not None and is_endpoint(dst), f"{key_of(dst)} is not an endpoint"
+    def allowed(self, src: Obj | str, dst: Obj, protocol: str, port: int, version: int | None = None) -> bool:
+        """A new connection from a pod (or an external IP, given as text) to an endpoint pod, over
+        IP ``version`` (None: the first family both ends have)."""
+        assert is_endpoint(dst), f"{key_of(dst)} is not an endpoint"
         if isinstance(src, str):
+            dst_ip = pod_ip(dst, family(src))
+            assert dst_ip is not None, f"{key_of(dst)} has no address of {src}'s family"
             return self.ingress_allows(dst, src, None, protocol, port)
         if src is dst or key_of(src) == key_of(dst):
             return True
-        src_ip = pod_ip(src)
-        assert src_ip is not None and is_endpoint(src), f"{key_of(src)} is not an endpoint"
+        assert is_endpoint(src), f"{key_of(src)} is not an endpoint"
+        if version is None:
+            version = shared_families(src, dst)[0]
+        src_ip, dst_ip = pod_ip(src, version), pod_ip(dst, version)
+        assert src_ip is not None and dst_ip is not None, f"{key_of(src)} -> {key_of(dst)}: no IPv{version} pair"
         return self.egress_allows(src, dst_ip, dst, protocol, port) and self.ingress_allows(
             dst, src_ip, src, protocol, port
         )

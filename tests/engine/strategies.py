@@ -1,7 +1,10 @@
 """Hypothesis strategies for small random clusters that exercise every NetworkPolicy feature.
 
 The vocabularies are tiny on purpose, so selectors often match, named ports often resolve,
-CIDRs often hold pod addresses, and IPs get reused by new pods after old ones finish.
+CIDRs often hold pod addresses, and IPs get reused by new pods after old ones finish. Pods are
+IPv4-only, dual-stack (either family first) or IPv6-only; address slot i is ``IP_POOL[i]`` and
+``IP6_POOL[i]`` (the same host number in both families, as the lab does), and ipBlocks of both
+families, with excepts, cover those addresses.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ LABEL_KEYS = ("app", "tier", "pod")
 NS_LABEL_KEYS = ("team", "env")
 VALUES = ("a", "b", "c")
 IP_POOL = tuple(f"10.9.{net}.{host}" for net in (0, 1) for host in (1, 2, 3, 4, 5, 6))
-EXTERNALS = ("10.9.1.200", "192.168.0.5")
+IP6_POOL = tuple(f"fd09:0:0:{net}::{host}" for net in (0, 1) for host in (1, 2, 3, 4, 5, 6))
+EXTERNALS = ("10.9.1.200", "192.168.0.5", "fd09:0:0:1::c8", "fd10::5")
+FAMILIES = ("ipv4", "ipv4", "dual", "dual", "dual6", "ipv6")  # dual6: IPv6 first
 PORT_NAMES = ("http", "dns", "metrics")
 PORT_NUMBERS = (53, 80, 81)
 CHECK_PORTS = (53, 80, 81, 82)
@@ -41,12 +46,35 @@ CIDRS = (
     "10.9.1.200/32",
     "192.168.0.0/24",
     "0.0.0.0/0",
+    "fd09::/48",
+    "fd09::/63",
+    "fd09::/64",
+    "fd09:0:0:1::/64",
+    "fd09::/126",
+    "fd09::4/126",
+    "fd09:0:0:1::/125",
+    "fd09::1/128",
+    "fd09::2/128",
+    "fd09:0:0:1::3/128",
+    "fd09:0:0:1::c8/128",
+    "fd10::/64",
+    "::/0",
 )
 
 
+def addresses(slot: int, family: str) -> list[str]:
+    """The addresses of one slot in one family layout, in podIPs order."""
+    v4, v6 = IP_POOL[slot], IP6_POOL[slot]
+    return {"ipv4": [v4], "dual": [v4, v6], "dual6": [v6, v4], "ipv6": [v6]}[family]
+
+
 def strict_subnets(cidr: str) -> list[str]:
-    net = ipaddress.IPv4Network(cidr)
-    return [c for c in CIDRS if (n := ipaddress.IPv4Network(c)).prefixlen > net.prefixlen and n.subnet_of(net)]
+    net = ipaddress.ip_network(cidr)
+    return [
+        c
+        for c in CIDRS
+        if (n := ipaddress.ip_network(c)).version == net.version and n.prefixlen > net.prefixlen and n.subnet_of(net)  # type: ignore[arg-type]
+    ]
 
 
 labels_st = st.dictionaries(st.sampled_from(LABEL_KEYS), st.sampled_from(VALUES), max_size=3)
@@ -192,7 +220,7 @@ def container_ports(draw: st.DrawFn) -> list[tuple[str, str, int]]:
 
 
 @st.composite
-def a_pod(draw: st.DrawFn, name: str, ip: str | None) -> Obj:
+def a_pod(draw: st.DrawFn, name: str, ip: str | list[str] | None) -> Obj:
     kind = draw(st.sampled_from(("running",) * 6 + ("pending", "no-ip", "succeeded", "failed", "host")))
     return pod(
         draw(st.sampled_from(NAMESPACES)),
@@ -215,14 +243,14 @@ def a_namespace(draw: st.DrawFn, name: str) -> Obj:
 def cluster(draw: st.DrawFn, max_pods: int = 8, max_policies: int = 4) -> dict[str, list[Obj]]:
     """Namespaces, pods (endpoint IPs unique; finished pods may share one), policies, nodes."""
     n_pods = draw(st.integers(1, max_pods))
-    ips = draw(st.permutations(IP_POOL))
-    pods = [draw(a_pod(f"p{i}", ips[i])) for i in range(n_pods)]
-    # A finished pod may hold the IP of a running one (the IP was reused).
+    slots = draw(st.permutations(range(len(IP_POOL))))
+    pods = [draw(a_pod(f"p{i}", addresses(slots[i], draw(st.sampled_from(FAMILIES))))) for i in range(n_pods)]
+    # A finished pod may hold the IPs of a running one (the IPs were reused).
     for p in pods:
         if p["status"]["phase"] in ("Succeeded", "Failed") and draw(st.booleans()):
-            reused = ips[draw(st.integers(0, n_pods - 1))]
-            p["status"]["podIP"] = reused
-            p["status"]["podIPs"] = [{"ip": reused}]
+            reused = addresses(slots[draw(st.integers(0, n_pods - 1))], draw(st.sampled_from(FAMILIES)))
+            p["status"]["podIP"] = reused[0]
+            p["status"]["podIPs"] = [{"ip": a} for a in reused]
     n_pol = draw(st.integers(0, max_policies))
     return {
         "namespaces": [draw(a_namespace(n)) for n in NAMESPACES],

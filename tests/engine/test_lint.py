@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from stockade.brain.admin.reachability import compile_manifests
 from stockade.brain.engine import Engine
 
 from .harness import model_allows, models_of
@@ -104,3 +106,77 @@ def test_warning_goes_away_when_a_matching_pod_appears() -> None:
     assert any(w.policy == "sock-shop/cart-access" for w in eng.lint())
     eng.upsert(pod("sock-shop", "cart", {"name": "cart"}, "10.4.0.9", "node-1"))
     assert [w for w in eng.lint() if w.policy == "sock-shop/cart-access"] == []
+
+
+# -- Services: a rule naming the Service's port instead of the container port ------------------
+
+REPO = Path(__file__).resolve().parents[2]
+SOCK_SHOP = REPO / "examples" / "sock-shop"
+# The usual mistake: the front-end is reached through its Service on port 80, so its author
+# allows 80; but policies apply after kube-proxy's DNAT, where the packet is bound for 8079.
+FRONT_END_ON_80 = """\
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: front-end-web, namespace: sock-shop}
+spec:
+  podSelector: {matchLabels: {name: front-end}}
+  ingress:
+  - ports: [{protocol: TCP, port: 80}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: orders-egress, namespace: sock-shop}
+spec:
+  podSelector: {matchLabels: {name: orders}}
+  policyTypes: [Egress]
+  egress:
+  - to: [{podSelector: {matchLabels: {name: front-end}}}]
+    ports: [{protocol: TCP, port: 80}]
+  - ports: [{protocol: TCP, port: 80}]
+"""
+
+
+def sock_shop(tmp_path: Path, extra: str = "") -> Engine:
+    if extra:
+        (tmp_path / "extra.yaml").write_text(extra)
+    return compile_manifests([str(SOCK_SHOP), *([str(tmp_path / "extra.yaml")] if extra else [])])
+
+
+def test_service_port_named_instead_of_the_container_port(tmp_path: Path) -> None:
+    eng = sock_shop(tmp_path, FRONT_END_ON_80)
+    assert "sock-shop/front-end" in {s.key for s in eng.services()}
+    mine = [w for w in eng.lint() if w.policy in ("sock-shop/front-end-web", "sock-shop/orders-egress")]
+    assert [(w.policy, w.field) for w in mine] == [
+        ("sock-shop/front-end-web", "spec.ingress[0].ports[0].port"),
+        ("sock-shop/orders-egress", "spec.egress[0].ports[0].port"),  # not egress[1]: no peer, no Service
+    ]
+    for w in mine:
+        assert w.message.startswith("port 80 is the Service port of front-end; its pods listen on 8079"), w
+
+
+def test_sock_shop_policies_name_container_ports(tmp_path: Path) -> None:
+    """The demo's own policies name container ports (carts 80 → 80, front-end 8079): no such warning."""
+    eng = sock_shop(tmp_path)
+    assert len(eng.services()) >= 10
+    assert [w for w in eng.lint() if "Service port" in w.message] == []
+
+
+def test_warning_follows_the_service() -> None:
+    pol = policy(
+        "sock-shop", "fe", {"podSelector": by_name("front-end")["podSelector"], "ingress": [{"ports": [{"port": 80}]}]}
+    )
+    front = pod("sock-shop", "front-end", {"name": "front-end"}, "10.4.0.1", "node-1")
+    front["spec"]["containers"] = [{"name": "c", "ports": [{"name": "web", "containerPort": 8079}]}]
+    eng = engine([pol], [front])
+    assert eng.lint() == []  # no Service yet: port 80 may be meant
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "front-end", "namespace": "sock-shop"},
+        "spec": {"selector": {"name": "front-end"}, "ports": [{"port": 80, "targetPort": "web"}]},
+    }
+    assert eng.upsert(svc) == {}  # Services change no rule
+    (w,) = eng.lint()
+    assert w.message.startswith("port 80 is the Service port of front-end; its pods listen on 8079")
+    eng.delete("Service", "sock-shop", "front-end")
+    assert eng.lint() == []

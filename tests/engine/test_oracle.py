@@ -239,3 +239,39 @@ def test_invalid_policy_is_ignored_alone() -> None:
     assert o.allowed(CLI_B, WEB, "TCP", 80)  # the bad one isolates nothing
     o = oracle(bad, ("a", {"podSelector": {"matchLabels": {"app": "db"}}}))
     assert not o.allowed(CLI_B, DB, "TCP", 80)
+
+
+def test_dual_stack_pairs_are_judged_per_family() -> None:
+    web = pod("a", "web", {"app": "web"}, ["10.0.0.1", "fd00::1"])
+    cli = pod("b", "cli", {"app": "cli"}, ["10.0.1.1", "fd00:1::1"])
+    six = pod("b", "six", {"app": "cli"}, ["fd00:1::2"])
+    v4 = policy("a", "v4", {"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}]})
+    o = Oracle(NSS, [web, cli, six], [v4])
+    assert o.allowed(cli, web, "TCP", 80, 4)
+    assert not o.allowed(cli, web, "TCP", 80, 6)  # an IPv4 block never holds an IPv6 address
+    assert not o.allowed(six, web, "TCP", 80)  # the only family they share is IPv6
+    sel = policy("a", "sel", {"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": {}}]}]})
+    o = Oracle(NSS, [web, cli, six], [sel])
+    assert o.allowed(cli, web, "TCP", 80, 6) and o.allowed(six, web, "TCP", 80, 6)
+    v6 = policy(
+        "a",
+        "v6",
+        {"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "fd00::/16", "except": ["fd00:1::2/128"]}}]}]},
+    )
+    o = Oracle(NSS, [web, cli, six], [v6])
+    assert o.allowed(cli, web, "TCP", 80, 6) and not o.allowed(six, web, "TCP", 80, 6)
+    assert not o.allowed(cli, web, "TCP", 80, 4)
+
+
+def test_unusable_pod_addresses_make_no_endpoint() -> None:
+    from .spec_oracle import is_endpoint
+
+    for status in (
+        {"podIP": "010.001.000.020"},
+        {"podIP": "10.0.0.2", "podIPs": [{"ip": "10.0.0.1"}]},
+        {"podIPs": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}]},
+    ):
+        p = pod("a", "x", {}, None)
+        p["status"].update(status)
+        assert not is_endpoint(p), status
+    assert is_endpoint(pod("a", "x", {}, ["fd00::1", "10.0.0.1"]))

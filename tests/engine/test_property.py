@@ -13,15 +13,17 @@ from stockade.model import NodeModel
 
 from .harness import apply_deltas, differences, model_allows, model_egress_allows, models_of, verdicts
 from .kube import BETA_DENY, node
-from .spec_oracle import BETA_ANNOTATION, Oracle, is_endpoint, key_of, name_of, ns_of, pod_ip, problems
+from .spec_oracle import BETA_ANNOTATION, Oracle, family, is_endpoint, key_of, name_of, ns_of, pod_ip, pod_ips, problems
 from .strategies import (
     CHECK_PORTS,
     EXTERNALS,
+    FAMILIES,
     IP_POOL,
     NAMESPACES,
     NODES,
     PROTOCOLS,
     a_pod,
+    addresses,
     cluster,
     labels_st,
     network_policy,
@@ -62,13 +64,15 @@ def assert_agrees_with_oracle(eng: Engine, objects: dict[Ident, Obj], beta: bool
     oracle = Oracle(of("Namespace"), of("Pod"), of("NetworkPolicy"), beta=beta)
     eps = sorted(oracle.endpoints(), key=key_of)
     sources: list[Obj | str] = [*eps, *EXTERNALS]
-    got = verdicts(lambda s, d, pr, po: model_allows(models, s, d, pr, po), sources, eps, PROTOCOLS, CHECK_PORTS)
+    got = verdicts(lambda s, d, pr, po, v: model_allows(models, s, d, pr, po, v), sources, eps, PROTOCOLS, CHECK_PORTS)
     want = verdicts(oracle.allowed, sources, eps, PROTOCOLS, CHECK_PORTS)
     diff = differences(got, want)
     assert not diff, f"compiled models disagree with the spec oracle:\n{diff}"
     # Egress to addresses outside the cluster (no pod there, so no named port either).
     for src in eps:
         for ext in EXTERNALS:
+            if pod_ip(src, family(ext)) is None:
+                continue  # no address of that family to send from
             for proto in PROTOCOLS:
                 for port in CHECK_PORTS:
                     expected = oracle.egress_allows(src, ext, None, proto, port)
@@ -102,6 +106,7 @@ OPS = (
     "pod-remove",
     "pod-relabel",
     "pod-ip",
+    "pod-readdress",
     "pod-finish",
     "ns-relabel",
     "ns-annotate",
@@ -117,19 +122,30 @@ def _of(objects: dict[Ident, Obj], kind: str) -> list[Obj]:
     return [o for (k, _, _), o in objects.items() if k == kind]
 
 
-def _free_ips(objects: dict[Ident, Obj]) -> list[str]:
-    used = {pod_ip(p) for p in _of(objects, "Pod") if is_endpoint(p)}
-    return [ip for ip in IP_POOL if ip not in used]
+def _free_slots(objects: dict[Ident, Obj], but: Obj | None = None) -> list[int]:
+    """Address slots no endpoint holds an address of (``but``'s own count as free)."""
+    used = {ip for p in _of(objects, "Pod") if is_endpoint(p) and p is not but for ip in pod_ips(p)}
+    return [i for i in range(len(IP_POOL)) if not set(addresses(i, "dual")) & used]
 
 
-def _with_ip(p: Obj, ip: str | None) -> Obj:
+def _stale_slots(objects: dict[Ident, Obj], free: list[int]) -> list[int]:
+    """Free slots whose addresses finished pods still hold: a new pod must own them (weave#2632)."""
+    held = {ip for p in _of(objects, "Pod") if not is_endpoint(p) for ip in pod_ips(p)}
+    return [i for i in free if set(addresses(i, "dual")) & held]
+
+
+def _with_ip(p: Obj, ips: list[str] | None) -> Obj:
     p = copy.deepcopy(p)
     p["status"].pop("podIP", None)
     p["status"].pop("podIPs", None)
-    if ip is not None:
-        p["status"]["podIP"] = ip
-        p["status"]["podIPs"] = [{"ip": ip}]
+    if ips:
+        p["status"]["podIP"] = ips[0]
+        p["status"]["podIPs"] = [{"ip": ip} for ip in ips]
     return p
+
+
+def _draw_addresses(data: st.DataObject, slots: list[int]) -> list[str]:
+    return addresses(data.draw(st.sampled_from(slots), label="slot"), data.draw(st.sampled_from(FAMILIES)))
 
 
 def _draw_change(data: st.DataObject, objects: dict[Ident, Obj], serial: int) -> tuple[str, Obj | Ident] | None:
@@ -138,17 +154,25 @@ def _draw_change(data: st.DataObject, objects: dict[Ident, Obj], serial: int) ->
     pods, policies = _of(objects, "Pod"), _of(objects, "NetworkPolicy")
     nodes = {name_of(n) for n in _of(objects, "Node")}
     if op == "pod-add":
-        free = _free_ips(objects)
+        free = _free_slots(objects)
         # Prefer the IPs finished pods still hold: the new pod must own them (weave#2632).
-        stale = [pod_ip(p) for p in pods if not is_endpoint(p) and pod_ip(p) in free]
-        ip = data.draw(st.sampled_from([*stale, *stale, *free, None]), label="ip")
-        return ("upsert", _with_ip(data.draw(a_pod(f"q{serial}", ip)), ip))
+        stale = _stale_slots(objects, free)
+        no_ip = not free or data.draw(st.integers(0, 5), label="no ip") == 0
+        ips = None if no_ip else _draw_addresses(data, [*stale, *stale, *free])
+        return ("upsert", _with_ip(data.draw(a_pod(f"q{serial}", ips)), ips))
+    if op == "pod-readdress":
+        # An endpoint's addresses change: a family added or dropped, or new addresses.
+        eps = [p for p in pods if is_endpoint(p)]
+        if not eps:
+            return None
+        target = data.draw(st.sampled_from(eps))
+        return ("upsert", _with_ip(target, _draw_addresses(data, _free_slots(objects, but=target))))
     if op == "pod-ip":
         bare = [p for p in pods if pod_ip(p) is None and p["status"]["phase"] in ("Pending", "Running")]
-        free = _free_ips(objects)
+        free = _free_slots(objects)
         if not bare or not free:
             return None
-        scheduled = _with_ip(data.draw(st.sampled_from(bare)), data.draw(st.sampled_from(free)))
+        scheduled = _with_ip(data.draw(st.sampled_from(bare)), _draw_addresses(data, free))
         scheduled["spec"].setdefault("nodeName", data.draw(st.sampled_from(NODES)))
         scheduled["status"]["phase"] = "Running"
         return ("upsert", scheduled)

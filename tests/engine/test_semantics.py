@@ -125,12 +125,12 @@ def test_external_sources_meet_ingress_ip_blocks_only() -> None:
     _, models = compiled([A, B, C], [pol])
     sources: list[Obj | str] = ["192.168.1.1", "192.168.7.7", "172.16.0.1", C]
     oracle = Oracle(NSS, [A, B, C], [pol])
-    got = verdicts(lambda s, d, pr, po: model_allows(models, s, d, pr, po), sources, [A, B], ["TCP"], [80, 81])
+    got = verdicts(lambda s, d, pr, po, v: model_allows(models, s, d, pr, po, v), sources, [A, B], ["TCP"], [80, 81])
     want = verdicts(oracle.allowed, sources, [A, B], ["TCP"], [80, 81])
     assert got == want
-    assert got[("192.168.1.1", "x/a", "TCP", 80)] and not got[("192.168.1.1", "x/a", "TCP", 81)]
-    assert not got[("192.168.7.7", "x/a", "TCP", 80)]
-    assert got[("y/c", "x/b", "TCP", 81)]
+    assert got[("192.168.1.1", "x/a", "TCP", 80, 4)] and not got[("192.168.1.1", "x/a", "TCP", 81, 4)]
+    assert not got[("192.168.7.7", "x/a", "TCP", 80, 4)]
+    assert got[("y/c", "x/b", "TCP", 81, 4)]
 
 
 def test_nodes_lists_node_objects_and_the_nodes_pods_name() -> None:

@@ -102,7 +102,7 @@ class Cluster:
                 table = expect if isinstance(expect, Reach) else expect(proto, port)
                 for s in pods:
                     for d in pods:
-                        want[(key_of(s), key_of(d), proto, port)] = table.allows(key_of(s), key_of(d))
+                        want[(key_of(s), key_of(d), proto, port, 4)] = table.allows(key_of(s), key_of(d))
         oracle = Oracle(self.of("Namespace"), pods, self.of("NetworkPolicy"), beta=self.beta)
         diff = differences(oracle_verdicts(oracle, pods, protocols, ports), want)
         assert not diff, f"the spec oracle disagrees with the expected matrix:\n{diff}"

@@ -162,12 +162,14 @@ def redis_top(
 # -- blocked attempts -------------------------------------------------------------------------------
 
 
-def pod_netns(st: LabState, key: str) -> tuple[str, str]:
-    """(netns, ip) of pod `ns/name`."""
+def pod_netns(st: LabState, key: str, family: str | None = None) -> tuple[str, str]:
+    """(netns, ip) of pod `ns/name`: its address of `family` (default: its first, as podIP)."""
     assert st.plan is not None
     pod = st.plan.pod(key)
     assert pod is not None, key
-    return pod.netns, pod.ip
+    ip = pod.ip_of(family) if family else pod.ip
+    assert ip is not None, f"{key} has no {family} address"
+    return pod.netns, ip
 
 
 def attempts(
@@ -181,7 +183,7 @@ def attempts(
     socks = []
     try:
         for sport in sports:
-            s = nsenter.socket_in(netns, socket.AF_INET, kind)
+            s = nsenter.socket_in(netns, socket.AF_INET6 if ":" in dst_ip else socket.AF_INET, kind)
             socks.append(s)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind((src_ip, sport))

@@ -15,14 +15,21 @@ from stockade.lab import nsenter
 class Lab:
     def __init__(self, tmp: Path, prefix: str) -> None:
         self.dir = tmp / "lab"
-        # Concurrent runs on one machine pick distinct slots (STOCKADE_TEST_SLOT).
-        prefix = prefix.replace("st-", f"st{os.environ.get('STOCKADE_TEST_SLOT', '')}-", 1)
+        # Concurrent runs on one machine pick distinct slots (STOCKADE_TEST_SLOT): their own
+        # namespace names, and (slots 0-9) their own hundred loopback ports.
+        slot = os.environ.get("STOCKADE_TEST_SLOT", "")
+        prefix = prefix.replace("st-", f"st{slot}-", 1)
+        ports = (
+            f"{24000 + 100 * int(slot)}-{24099 + 100 * int(slot)}"
+            if slot.isdigit() and int(slot) < 10
+            else "24000-24999"
+        )
         self.prefix = prefix
         self.env = {
             **os.environ,
             "STOCKADE_LAB_DIR": str(self.dir),
             "STOCKADE_LAB_PREFIX": prefix,
-            "STOCKADE_LAB_PORTS": "24000-24999",
+            "STOCKADE_LAB_PORTS": ports,
         }
 
     def run(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:

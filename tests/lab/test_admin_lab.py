@@ -57,8 +57,14 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         if not enforced(lab_state(lab)):
             pytest.skip("this build has no brain and agents: no admin API to ask")
         lab.run("apply", "-f", str(SHOP / "policies"), "--wait")
-        results = demo.probe_flows(lab_state(lab), demo.SHOP_FLOWS)  # the shop's traffic, once
-        blocked = {(r.src.split("/")[-1], r.dst.split("/")[-1], r.port) for r in results if not r.connected}
+        st = lab_state(lab)
+        routes = demo.routes(st, demo.SHOP_FLOWS)  # the shop's traffic, once, through its Services
+        results = demo.probe_flows(st, routes)
+        blocked = {  # by the container port each call reaches, as the policies see it
+            (r.src.split("/")[-1], r.dst.split("/")[-1], route.target)
+            for route, r in zip(routes, results, strict=True)
+            if not r.connected
+        }
         assert blocked == BLOCKED
         yield lab
     finally:

@@ -21,16 +21,18 @@ pytestmark = pytest.mark.root
 PREFIX = f"st{os.environ.get('STOCKADE_TEST_SLOT', '')}-lab-d-"
 
 
-@pytest.fixture
-def wired(tmp_path: Path) -> Iterator[tuple[Path, LabState]]:
+@pytest.fixture(params=["ipv4", "dual"])
+def wired(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Path, LabState]]:
     plan = place(
-        empty_plan(PREFIX, 2),
+        empty_plan(PREFIX, 2, request.param),
         [PodRequest("x", "a", {}, [("TCP", 80), ("UDP", 80)]), PodRequest("x", "b", {}, [("TCP", 81)])],
     )
     st = LabState(token="daemon-test", prefix=PREFIX, plan=plan)
-    netio.run_batch(netcmds.root_script(plan))
+    netio.run_batch(netcmds.root_namespaces(plan))
+    netio.set_sysctls([n.netns for n in plan.nodes], netcmds.node_sysctls(plan))
+    netio.run_batch(netcmds.root_links(plan))
     netio.run_scripts(netcmds.ns_scripts(plan))
-    netio.set_sysctls([n.netns for n in plan.nodes], netcmds.NODE_SYSCTLS)
+    netio.settle(netcmds.settle_checks(plan))
     try:
         yield tmp_path, st
     finally:
@@ -46,10 +48,14 @@ def _start(d: Path, st: LabState) -> int:
 
 
 def _reach(st: LabState, key: str, proto: str, port: int) -> bool:
+    """Whether the external host reaches the pod's port, over every family of the lab (the
+    answer must be the same in each: the pod servers listen on all of them)."""
     assert st.plan is not None
     pod = st.plan.pod(key)
     assert pod is not None
-    return asyncio.run(probe.probe_one(st.plan.external.netns, pod.ip, proto, port))
+    answers = {ip: asyncio.run(probe.probe_one(st.plan.external.netns, ip, proto, port)) for ip in pod.ips}
+    assert len(set(answers.values())) == 1, answers
+    return answers[pod.ip]
 
 
 def test_pod_servers_follow_the_state_file(wired: tuple[Path, LabState]) -> None:
@@ -66,7 +72,7 @@ def test_pod_servers_follow_the_state_file(wired: tuple[Path, LabState]) -> None
     os.kill(pid, signal.SIGHUP)
     procs.wait_until(lambda: int((d / "labd.ready").read_text()) >= st.serial, "reload", 10, pid)
     assert kept_b is not None  # its namespace is still there, but nothing serves it any more
-    assert not asyncio.run(probe.probe_one(gone.external.netns, kept_b.ip, "TCP", 81))
+    assert not any(asyncio.run(probe.probe_one(gone.external.netns, ip, "TCP", 81)) for ip in kept_b.ips)
     assert _reach(st, "x/a", "TCP", 80)
 
 
@@ -95,3 +101,18 @@ def test_relay_carries_a_node_loopback_to_ours(wired: tuple[Path, LabState]) -> 
             client.sendall(b"hello brain")
             assert client.recv(100) == b"HELLO BRAIN"
         t.join(5)
+
+
+def test_settle_names_a_path_that_never_answers(wired: tuple[Path, LabState]) -> None:
+    _, st = wired
+    assert st.plan is not None
+    if "ipv6" not in st.plan.families:
+        assert netcmds.settle_checks(st.plan) == []
+        return
+    checks = netcmds.settle_checks(st.plan)
+    netio.settle(checks)  # the lab's own paths all answer (again)
+    nobody = ("the external host to a pod nobody has", st.plan.external.netns, "fd00:10:244:1::99")
+    with pytest.raises(
+        netio.NetError, match=r"no answer within 0 s from the external host to a pod nobody has \(fd00:10:244:1::99\)"
+    ):
+        netio.settle([*checks, nobody], deadline=0)

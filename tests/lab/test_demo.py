@@ -1,6 +1,9 @@
-"""`stockade lab demo` runs end to end and says what the published Sock Shop policies do."""
+"""`stockade lab demo` runs end to end, through the shop's own Services, and says what the
+published Sock Shop policies do."""
 
 from __future__ import annotations
+
+import ipaddress
 
 import pytest
 
@@ -23,21 +26,38 @@ def _tables(out: str) -> list[list[str]]:
     for line in out.splitlines():
         if line.strip().startswith("FROM ") and "PORT" in line:
             tables.append([])
-        elif tables and len(line.split()) >= 4 and line.split()[3] in ("works", "BLOCKED"):
+        elif tables and len(line.split()) >= 5 and line.split()[4] in ("works", "BLOCKED"):
             tables[-1].append(line)
     return tables
 
 
 def _blocked(rows: list[str]) -> set[tuple[str, str, int]]:
     return {
-        (r.split()[0], r.split()[1], int(r.split()[2])) for r in rows if "BLOCKED" in r or "policies say blocked" in r
+        (r.split()[0], r.split()[1], int(r.split()[3])) for r in rows if "BLOCKED" in r or "policies say blocked" in r
     }
+
+
+def _through_services(rows: list[str]) -> None:
+    """Every call dials a Service: the external host front-end's NodePort 30001 on a node's
+    address; the others a ClusterIP on the Service port; the PORT is the backend's container port."""
+    for row in rows:
+        src, dst, via, port = row.split()[:4]
+        address, _, dialled = via.rpartition(":")
+        if src == "external":
+            assert (dst, dialled, port) == ("front-end", "30001", "8079"), row
+            assert ipaddress.ip_address(address) in ipaddress.ip_network("10.240.0.0/24"), row
+        else:
+            assert ipaddress.ip_address(address) in ipaddress.ip_network("10.96.0.0/16"), row
+            assert dialled == port, row  # the shop's other Services keep their container ports
 
 
 def test_demo(lab: Lab) -> None:
     out = lab.run("demo", timeout=180).stdout
     before, deny, published = _tables(out)
     assert len(before) == len(deny) == len(published) == 16
+    for rows in (before, deny, published):
+        _through_services(rows)
+    assert "kube-proxy: 14 services programmed on every node" in out
     assert "16 of 16 of the shop's connections work" in out
     assert not _blocked(before)
     assert len(_blocked(deny)) == 16  # DefaultDeny: nothing enters the shop

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
-from stockade.lab import netcmds, netio, procs, state
+from stockade.lab import kubeapi, netcmds, netio, nsenter, procs, state
 from stockade.lab.config import LabConfig
 from stockade.lab.state import LabState
 from stockade.lab.topology import PodRequest, empty_plan, place
@@ -82,11 +84,14 @@ def test_up_pods_probe_apply_delete_down(lab: Lab) -> None:
     for p in pods.values():
         index = str(p["node"]).split("-")[1]
         assert ipaddress.ip_address(str(p["ip"])) in ipaddress.ip_network(f"10.244.{index}.0/24")
-    assert data["external"]["ip"]
+        assert p["ips"] == [p["ip"]]  # an IPv4 lab: one address each
+    assert data["external"]["ip"] == "10.239.0.2" and data["ipFamilies"] == ["ipv4"]
+    assert data["topology"] == "routed"
 
     # No policy: every pod and the external host reach every declared port of every pod.
     results = lab.json("probe")["results"]
     assert len(results) == 4 * (2 + 2 + 2)  # 4 sources; each destination declares 2 ports
+    assert {r["family"] for r in results} == {"ipv4"}
     assert {r["from"] for r in results} == {"x/a-0", "x/a-1", "y/b", "external"}
     assert all(r["connected"] for r in results), [r for r in results if not r["connected"]]
     # An undeclared port answers nothing, so the probe can fail.
@@ -145,3 +150,95 @@ def test_down_removes_a_half_built_crashed_lab(lab: Lab) -> None:
 def test_lab_commands_without_a_lab_say_so(lab: Lab) -> None:
     res = lab.run("probe", check=False)
     assert res.returncode == 1 and "no lab is running" in res.stderr
+
+
+def _ip(netns: str, *args: str) -> Any:
+    out = subprocess.run(["ip", "-n", netns, "-j", *args], capture_output=True, text=True, check=True).stdout
+    return json.loads(out)
+
+
+def test_dual_stack_lab_on_bridges(lab: Lab) -> None:
+    cluster = lab.write("cluster.yaml", CLUSTER)
+    out = lab.run("up", "--nodes", "2", "--cluster", cluster, "--ip-family", "dual", "--topology", "bridge").stdout
+    assert "lab ready" in out and "topology: bridge" in out and "IPv4, IPv6" in out
+    status = lab.run("status").stdout
+    assert "topology: bridge" in status and "br_netfilter" in status
+    assert json.loads(lab.run("status", "-o", "json").stdout)["topology"] == "bridge"
+
+    data = lab.json("pods")
+    assert data["ipFamilies"] == ["ipv4", "ipv6"] and data["topology"] == "bridge"
+    assert data["external"]["ips"] == ["10.239.0.2", "fd00:10:239::2"]
+    pods = _by_key(data["pods"])
+    for p in pods.values():  # IPv4 first, then IPv6 with the same host number, in the node's ranges
+        index = int(str(p["node"]).split("-")[1])
+        v4, v6 = map(ipaddress.ip_address, p["ips"])  # type: ignore[call-overload]
+        assert p["ip"] == str(v4) and v4 in ipaddress.ip_network(f"10.244.{index}.0/24")
+        assert v6 in ipaddress.ip_network(f"fd00:10:244:{index:x}::/64") and int(v6) & 0xFF == int(v4) & 0xFF
+
+    # The lab's API server serves them the same way (podIP, podIPs; an InternalIP per family).
+    st = state.load(lab.dir / "state.json")
+    assert st is not None and st.plan is not None
+    api = kubeapi.Client(f"http://127.0.0.1:{st.ports['apiserver']}")
+    served = {f"{o['metadata']['namespace']}/{o['metadata']['name']}": o["status"] for o in api.list("Pod")}
+    for key, p in pods.items():
+        assert served[key]["podIP"] == p["ip"] and [x["ip"] for x in served[key]["podIPs"]] == p["ips"]
+    node2 = next(n for n in api.list("Node") if n["metadata"]["name"] == "node-2")
+    assert [a["address"] for a in node2["status"]["addresses"] if a["type"] == "InternalIP"] == [
+        "10.240.0.12",
+        "fd00:10:240::c",
+    ]
+
+    # The pods of a node are ports of its bridge, which holds the gateways; a pod reaches a pod
+    # of its own node on-link (across the bridge), one of another node through its gateway.
+    for node in st.plan.nodes:
+        ports = {str(link["ifname"]) for link in _ip(node.netns, "link", "show", "master", "cni0")}
+        assert ports == {p.veth for p in st.plan.pods if p.node == node.name}
+    a0, a1 = st.plan.pod("x/a-0"), st.plan.pod("x/a-1")
+    b = st.plan.pod("y/b")
+    assert a0 is not None and a1 is not None and b is not None
+    same, other = (a1, a0) if a1.node == b.node else (a0, a1)
+    for i in range(2):
+        (to_same,) = _ip(b.netns, "route", "get", same.ips[i])
+        (to_other,) = _ip(b.netns, "route", "get", other.ips[i])
+        assert "gateway" not in to_same and to_other["gateway"] == st.plan.node(b.node).gateways[i]
+    for node in st.plan.nodes:  # the lab leaves br_netfilter's switches as the kernel set them
+        for key in ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables"):
+            with nsenter.netns(node.netns), open(f"/proc/sys/net/bridge/{key}") as f:
+                assert f.read().strip() == "1"
+
+    # Every pod and the external host reach every declared port over both families.
+    results = lab.json("probe")["results"]
+    assert len(results) == 2 * 4 * (2 + 2 + 2)
+    assert {r["family"] for r in results} == {"ipv4", "ipv6"}
+    assert all(r["connected"] for r in results), [r for r in results if not r["connected"]]
+    only6 = lab.json("probe", "--family", "ipv6", "--to", "y/b")["results"]
+    assert len(only6) == 4 * 2 and {r["family"] for r in only6} == {"ipv6"}
+    assert "over IPv6" in lab.run("probe", "--family", "ipv6", "--to", "y/b").stdout
+
+    # A pod added later joins its node's bridge and is served over both families; delete removes it.
+    lab.run("apply", "-f", lab.write("more.yaml", MORE))
+    c = _by_key(lab.json("pods")["pods"])["y/c"]
+    assert isinstance(c["ips"], list) and len(c["ips"]) == 2
+    to_c = lab.json("probe", "--to", "y/c")["results"]
+    assert len(to_c) == 2 * 5 and all(r["connected"] for r in to_c), to_c
+    lab.run("delete", "-f", lab.write("gone.yaml", "kind: Pod\nmetadata: {name: c, namespace: y}\n"))
+    assert f"{lab.prefix}pod.y.c" not in lab.namespaces()
+    node_c = st.plan.node(str(c["node"])).netns
+    assert len(_ip(node_c, "link", "show", "master", "cni0")) == len([p for p in st.plan.pods if p.node == c["node"]])
+    # The bridge keeps its address when a port goes: the pods beside y/c still reach everyone.
+    after = lab.json("probe", "--from", ",".join(p.key for p in st.plan.pods if p.node == c["node"]))["results"]
+    assert after and all(r["connected"] for r in after), [r for r in after if not r["connected"]]
+    lab.run("down")
+    assert lab.namespaces() == []
+
+
+def test_ipv6_only_lab(lab: Lab) -> None:
+    lab.run("up", "--nodes", "2", "--cluster", lab.write("cluster.yaml", CLUSTER), "--ip-family", "ipv6")
+    data = lab.json("pods")
+    assert all(p["ips"] == [p["ip"]] and ":" in p["ip"] for p in data["pods"])
+    assert data["external"]["ips"] == ["fd00:10:239::2"]
+    results = lab.json("probe")["results"]
+    assert len(results) == 4 * 6 and {r["family"] for r in results} == {"ipv6"}
+    assert all(r["connected"] for r in results), [r for r in results if not r["connected"]]
+    wrong = lab.run("probe", "--family", "ipv4", check=False)
+    assert wrong.returncode == 1 and "this lab has no ipv4 addresses" in wrong.stderr

@@ -8,7 +8,7 @@ from typing import Any
 from stockade.brain.sources import SourceEvent
 from stockade.lab.apiserver import ApiServer
 
-KINDS = ("Namespace", "Pod", "NetworkPolicy", "Node")
+KINDS = ("Namespace", "Pod", "NetworkPolicy", "Node", "Service")
 
 
 def ns(name: str) -> dict[str, Any]:
@@ -30,6 +30,15 @@ def netpol(namespace: str, name: str) -> dict[str, Any]:
         "kind": "NetworkPolicy",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+    }
+
+
+def service(namespace: str, name: str, port: int = 80, **selector: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"selector": selector or {"app": "web"}, "ports": [{"port": port, "targetPort": 8080}]},
     }
 
 

@@ -13,13 +13,13 @@ from kubernetes_asyncio.config import incluster_config
 
 from stockade.brain.sources import KindWatcher, SourceEvent, Sources, api_client
 from stockade.brain.sources import watcher as watcher_module
-from stockade.brain.sources.kinds import POD
+from stockade.brain.sources.kinds import KINDS, POD
 from stockade.lab.apiserver import ApiServer
 
-from .kit import Mirror, converge, netpol, node, ns, pod, server_versions
+from .kit import Mirror, converge, netpol, node, ns, pod, server_versions, service
 
 
-async def watching(server: ApiServer, n: int = 4) -> None:
+async def watching(server: ApiServer, n: int = len(KINDS)) -> None:
     """Until the sources' n watches are open on the server."""
     for _ in range(500):
         if server.watch_count >= n:
@@ -32,6 +32,8 @@ def seed(server: ApiServer) -> None:
     server.put_object(ns("a"))
     server.put_object(ns("b"))
     server.put_object(node("node-1"))
+    # Before the pods, selecting none of them: its EndpointSlice does not change as they come.
+    server.put_object(service("a", "web", app="none"))
     for i in range(3):
         server.put_object(pod("a", f"p{i}", app="web"))
     server.put_object(netpol("a", "deny"))
@@ -43,7 +45,15 @@ async def test_initial_sync_then_each_change_exactly_once(server: ApiServer, sou
     await asyncio.wait_for(sources.synced.wait(), 10)
     await converge(mirror, server)
     assert mirror.synced_at == len(server_versions(server))  # every initial object came before it
-    assert {e.kind for e in mirror.events[: mirror.synced_at]} == {"Namespace", "Pod", "NetworkPolicy", "Node"}
+    assert {e.kind for e in mirror.events[: mirror.synced_at]} == {
+        "Namespace",
+        "Pod",
+        "NetworkPolicy",
+        "Node",
+        "Service",
+    }
+    (web,) = [e.obj for e in mirror.events if e.kind == "Service"]
+    assert web["spec"]["clusterIP"].startswith("10.96.")  # as the API server allocated it
 
     before = len(mirror.events)
     server.put_object(pod("b", "x", app="db"))
@@ -51,6 +61,7 @@ async def test_initial_sync_then_each_change_exactly_once(server: ApiServer, sou
     server.put_object(netpol("b", "allow"))
     server.put_object(node("node-2"))
     server.delete_object("Pod", "x", "b")
+    server.put_object(service("a", "web", port=81, app="none"))
     await converge(mirror, server)
     await asyncio.sleep(0.5)  # a few bookmarks later, still nothing more
     got = [(e.type, e.kind, e.name) for e in mirror.events[before:]]
@@ -61,6 +72,7 @@ async def test_initial_sync_then_each_change_exactly_once(server: ApiServer, sou
             ("delete", "Pod", "x"),
             ("upsert", "NetworkPolicy", "allow"),
             ("upsert", "Node", "node-2"),
+            ("upsert", "Service", "web"),
         ]
     )
     pod_events = [e for e in mirror.events[before:] if e.kind == "Pod"]
@@ -92,7 +104,7 @@ async def test_410_with_deletions_in_the_gap(server: ApiServer, sources: Sources
     # The watches go silent, the world changes, the server forgets, and the connections break:
     # the sources come back with versions the server no longer has.
     await watching(server)
-    assert server.freeze_watches() == 4
+    assert server.freeze_watches() == len(KINDS)
     server.delete_object("Pod", "p0", "a")
     server.put_object(pod("a", "p1", app="changed"))
     server.delete_object("Namespace", "b")
@@ -178,7 +190,7 @@ async def test_cut_watches_resume_without_relisting(server: ApiServer, sources: 
     watches = server.requests[("watch", "pods")]
     for i in range(3):
         await watching(server)
-        assert server.drop_watches() == 4
+        assert server.drop_watches() == len(KINDS)
         server.put_object(pod("a", f"cut{i}"))
         await converge(mirror, server)
     assert server.requests[("watch", "pods")] > watches
@@ -196,7 +208,7 @@ async def test_silent_watch_is_restarted(tmp_path: Path) -> None:
             async with Sources(ac, mirror, inactivity_timeout=0.5) as sources:
                 await asyncio.wait_for(sources.synced.wait(), 10)
                 await watching(srv)
-                assert srv.freeze_watches() == 4
+                assert srv.freeze_watches() == len(KINDS)
                 srv.put_object(pod("a", "quiet"))
                 await converge(mirror, srv, timeout=5)
                 assert sum(w.stats["inactive"] for w in sources.watchers) >= 1

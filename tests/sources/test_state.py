@@ -62,10 +62,11 @@ def test_retry_after() -> None:
     assert parse_retry_after(format_datetime(now + timedelta(seconds=20), usegmt=True), now) == 20.0
 
 
-def test_rbac_rules_cover_the_four_kinds() -> None:
+def test_rbac_rules_cover_the_watched_kinds() -> None:
     assert sorted(RBAC_RULES) == [
         ("", "namespaces", ("get", "list", "watch")),
         ("", "nodes", ("get", "list", "watch")),
         ("", "pods", ("get", "list", "watch")),
+        ("", "services", ("get", "list", "watch")),
         ("networking.k8s.io", "networkpolicies", ("get", "list", "watch")),
     ]

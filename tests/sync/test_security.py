@@ -11,6 +11,7 @@ import grpc
 import pytest
 from sync_helpers import SyntheticCluster, eventually, start_agent, start_brain
 
+from stockade.codec.version import PROTOCOL
 from stockade.tls import ClientTLS, write_bundle
 from stockade.v1 import sync_pb2
 
@@ -44,7 +45,7 @@ async def _exchange(
 
 
 def _hello(node: str) -> bytes:
-    return sync_pb2.AgentMessage(hello=sync_pb2.Hello(node=node)).SerializeToString()
+    return sync_pb2.AgentMessage(hello=sync_pb2.Hello(node=node, protocol=PROTOCOL)).SerializeToString()
 
 
 @pytest.fixture

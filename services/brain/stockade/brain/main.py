@@ -69,12 +69,17 @@ class _FanoutCollector:
             "stockade_node_generation_lag", "generations the node's agent has not applied yet", labels=["node"]
         )
         errors = CounterMetricFamily("stockade_apply_errors", "failed applies the agent reported", labels=["node"])
+        ready = GaugeMetricFamily(
+            "stockade_node_ready", "1 while the node enforces what it applied, nothing bypassing it", labels=["node"]
+        )
         for node in self.brain.engine.nodes():
             st = self.brain.fanout.node_status(node)
             connected.add_metric([node], 1.0 if st.connected else 0.0)
+            ready.add_metric([node], 1.0 if st.ready else 0.0)
             lag.add_metric([node], float(max(0, st.desired_generation - st.applied_generation)))
             errors.add_metric([node], float(st.failures))
         yield connected
+        yield ready
         yield lag
         yield errors
         yield GaugeMetricFamily(
@@ -172,6 +177,7 @@ class Brain:
             by_kind.get("Pod", []),
             by_kind.get("NetworkPolicy", []),
             by_kind.get("Node", []),
+            services=by_kind.get("Service", []),  # for lint only
         )
         log.info(
             "computed %d node models from %d pods and %d policies in %.2f s",
@@ -267,11 +273,8 @@ class Brain:
         session = self.fanout.sessions.get(node)
         if session is None:
             return False
-        request = getattr(session, "request_snapshot", None)
-        if callable(request):
-            request()
-            return True
-        return False
+        session.resnapshot(0.0)  # a full snapshot now (Session has no request_snapshot)
+        return True
 
     # ------------------------------------------------------------------ HTTP
 
@@ -293,7 +296,8 @@ class Brain:
         return web.Response(body=generate_latest(self.registry), content_type="text/plain", charset="utf-8")
 
     async def _realized(self, request: web.Request) -> web.Response:
-        """Wait until the brain has seen the given writes and every node has applied what it owes.
+        """Wait until the brain has seen the given writes and every node has applied what it owes
+        and is ready (a node where pod traffic bypasses the rules enforces nothing for certain).
 
         ``?Pod=12&NetworkPolicy=15``: the resourceVersion of the last write of each kind (exact);
         ``?resourceVersion=N``: any event at or past N (coarse). ``timeout`` in seconds.
@@ -301,7 +305,11 @@ class Brain:
         try:
             rv = int(request.query.get("resourceVersion", "0"))
             timeout = min(float(request.query.get("timeout", "30")), 300.0)
-            wanted = {k: int(v) for k, v in request.query.items() if k in ("Namespace", "Pod", "NetworkPolicy", "Node")}
+            wanted = {
+                k: int(v)
+                for k, v in request.query.items()
+                if k in ("Namespace", "Pod", "NetworkPolicy", "Node", "Service")
+            }
         except ValueError:
             return web.json_response({"error": "resourceVersion, kinds and timeout must be numbers"}, status=400)
         deadline = time.monotonic() + timeout
@@ -320,9 +328,14 @@ class Brain:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._rv_changed.wait(), left)
         nodes = self.engine.nodes()
-        ok = await self.fanout.wait_synced(nodes, max(0.0, deadline - time.monotonic()))
-        pending = [n for n in nodes if self.fanout.node_status(n).applied_generation < self.fanout.feed(n).generation]
-        body = {"realized": ok and not pending, "resourceVersion": self.seen_rv, "pending": pending}
+        ok = await self.fanout.wait_synced(nodes, max(0.0, deadline - time.monotonic()), ready=True)
+        status = {n: self.fanout.node_status(n) for n in nodes}
+        not_ready = {n: r for n, st in status.items() if (r := st.not_ready_reason) is not None}
+        pending = [n for n in nodes if status[n].applied_generation < self.fanout.feed(n).generation or n in not_ready]
+        body: dict[str, Any] = {"realized": ok and not pending, "resourceVersion": self.seen_rv, "pending": pending}
+        if not_ready:
+            body["not_ready"] = not_ready
+            body["reason"] = "; ".join(f"node {n} is not ready: {r}" for n, r in sorted(not_ready.items()))
         return web.json_response(body, status=200 if body["realized"] else 504)
 
     async def _start_http(self) -> None:

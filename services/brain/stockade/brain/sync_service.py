@@ -4,6 +4,10 @@ Each stream starts with the agent's Hello. The node it names must be named by th
 certificate (CN or DNS SAN), so an agent can only ever receive its own node's rules. Every
 message is parsed and validated here; a bad one ends that stream with INVALID_ARGUMENT (or
 PERMISSION_DENIED / UNAUTHENTICATED) and never reaches the fan-out or stops the brain.
+
+An agent of an older sync protocol (`stockade.codec.version`) would skip the IPv6 part of its
+rules silently, so its stream ends with FAILED_PRECONDITION naming both versions, and the node
+shows as refused until an agent this brain accepts connects.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from stockade.brain.fanout import FanOut, Session
-from stockade.codec.validate import ValidationError, check_digest, check_epoch, check_node_name
+from stockade.codec.validate import ValidationError, check_digest, check_epoch, check_node_name, check_problems
+from stockade.codec.version import agent_too_old, compatible
 from stockade.tls import ServerTLS, peer_names
 from stockade.v1 import sync_pb2
 
@@ -133,6 +138,7 @@ class SyncService:
                 raise ValidationError("hello.agent_version: longer than 128 characters")
             if len(hello.backend) > 32:
                 raise ValidationError("hello.backend: longer than 32 characters")
+            check_problems(hello.status.problems, "hello.status.problems")
         except ValidationError as e:
             raise _EndStream(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
         if names and hello.node not in names:
@@ -140,16 +146,25 @@ class SyncService:
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"this client certificate names {sorted(names)}, not node {hello.node!r}",
             )
+        # Checked last, so only an authenticated agent can mark its node refused.
+        if not compatible(hello.protocol):
+            reason = agent_too_old(hello.node, hello.protocol, hello.agent_version)
+            self.fanout.refuse(hello, reason)
+            raise _EndStream(grpc.StatusCode.FAILED_PRECONDITION, reason)
         return hello
 
     async def _read_acks(self, requests: AsyncIterator[bytes], session: Session) -> None:
         try:
             async for raw in requests:
                 msg = _parse(raw)
-                if msg.WhichOneof("kind") != "ack":
-                    raise _EndStream(grpc.StatusCode.INVALID_ARGUMENT, "only acks may follow the hello")
+                kind = msg.WhichOneof("kind")
+                if kind not in ("ack", "status"):
+                    raise _EndStream(grpc.StatusCode.INVALID_ARGUMENT, "only acks and statuses may follow the hello")
                 try:
-                    await self.fanout.ack(session, msg.ack)
+                    if kind == "ack":
+                        await self.fanout.ack(session, msg.ack)
+                    else:
+                        self.fanout.report(session, msg.status)
                 except ValidationError as e:
                     raise _EndStream(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
             session.close("OK", "the agent closed the stream")

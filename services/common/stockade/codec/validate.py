@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -115,3 +116,18 @@ def check_epoch(epoch: str, field: str = "epoch") -> str:
 def check_count(n: int, limit: int, field: str) -> None:
     if n > limit:
         raise ValidationError(f"{field}: {n} entries, more than the limit of {limit}")
+
+
+MAX_PROBLEMS = 32  # readiness problems one agent may report
+MAX_PROBLEM_TEXT = 1_000
+
+
+def check_problems(problems: Sequence[str], field: str) -> tuple[str, ...]:
+    """The readiness problems an agent reports: a bounded list of bounded texts."""
+    check_count(len(problems), MAX_PROBLEMS, field)
+    for i, text in enumerate(problems):
+        if not text:
+            raise ValidationError(f"{field}[{i}]: empty problem text")
+        if len(text) > MAX_PROBLEM_TEXT:
+            raise ValidationError(f"{field}[{i}]: longer than {MAX_PROBLEM_TEXT} characters")
+    return tuple(problems)

@@ -1,6 +1,7 @@
 """Reading Kubernetes manifests into API-shaped objects (for `reach`, the lab and dry-run)."""
 
 from stockade.manifests.loader import (
+    IP_FAMILIES,
     Cluster,
     Document,
     ManifestError,
@@ -10,10 +11,12 @@ from stockade.manifests.loader import (
     expand_workload,
     node_names,
     node_pod_cidr,
+    node_pod_cidr6,
     read_documents,
 )
 
 __all__ = [
+    "IP_FAMILIES",
     "Cluster",
     "Document",
     "ManifestError",
@@ -23,5 +26,6 @@ __all__ = [
     "expand_workload",
     "node_names",
     "node_pod_cidr",
+    "node_pod_cidr6",
     "read_documents",
 ]

@@ -7,16 +7,19 @@ from __future__ import annotations
 import copy
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 POLICY_KINDS = {"Namespace", "Pod", "Deployment", "NetworkPolicy"}
+# Read for lint (a policy naming a Service's port instead of the container port) and the lab's
+# kube-proxy; they change no rule.
+SERVICE_KINDS = {"Service"}
 # Kinds that are valid Kubernetes but say nothing about network policy: read and set aside.
 IGNORED_KINDS = {
-    "Service", "ConfigMap", "Secret", "ServiceAccount", "Role", "RoleBinding", "ClusterRole",
+    "ConfigMap", "Secret", "ServiceAccount", "Role", "RoleBinding", "ClusterRole",
     "ClusterRoleBinding", "Ingress", "PersistentVolumeClaim", "PersistentVolume", "HorizontalPodAutoscaler",
     "PodDisruptionBudget", "Endpoints", "EndpointSlice", "LimitRange", "ResourceQuota", "StorageClass",
     "CustomResourceDefinition", "Job", "CronJob", "Node",
@@ -84,7 +87,7 @@ def read_documents(paths: Iterable[str | Path]) -> list[Document]:
             raise ManifestError(f"{d.source}: has no kind")
         if not (d.obj.get("metadata") or {}).get("name"):
             raise ManifestError(f"{d.source}: {kind} has no metadata.name")
-        if kind not in POLICY_KINDS | IGNORED_KINDS | WORKLOAD_KINDS:
+        if kind not in POLICY_KINDS | SERVICE_KINDS | IGNORED_KINDS | WORKLOAD_KINDS:
             raise ManifestError(f"{d.source}: unknown kind {kind!r}; expected one of {', '.join(sorted(POLICY_KINDS))}")
     return docs
 
@@ -97,8 +100,10 @@ class Cluster:
     pods: list[dict[str, Any]]
     policies: list[dict[str, Any]]
     ignored: list[str]
+    services: list[dict[str, Any]] = field(default_factory=list)  # namespace set ("default" if none)
 
     def objects(self) -> list[dict[str, Any]]:
+        """What the policy engine compiles (Services are separate: they change no rule)."""
         return self.namespaces + self.pods + self.policies
 
 
@@ -137,6 +142,7 @@ def build_cluster(docs: Sequence[Document]) -> Cluster:
     namespaces: dict[str, dict[str, Any]] = {}
     pods: dict[str, dict[str, Any]] = {}
     policies: dict[str, dict[str, Any]] = {}
+    services: dict[str, dict[str, Any]] = {}
     ignored: list[str] = []
     for d in docs:
         kind = d.obj["kind"]
@@ -152,6 +158,10 @@ def build_cluster(docs: Sequence[Document]) -> Cluster:
             pol = copy.deepcopy(d.obj)
             pol.setdefault("metadata", {}).setdefault("namespace", "default")
             policies[f"{_namespace_of(pol)}/{pol['metadata']['name']}"] = pol
+        elif kind == "Service":
+            svc = copy.deepcopy(d.obj)
+            svc.setdefault("metadata", {}).setdefault("namespace", "default")
+            services[f"{_namespace_of(svc)}/{svc['metadata']['name']}"] = svc
         else:
             ignored.append(f"{kind} {d.obj['metadata']['name']}")
     # Pods in namespaces that have no Namespace document still need one.
@@ -161,11 +171,16 @@ def build_cluster(docs: Sequence[Document]) -> Cluster:
     for pol in policies.values():
         ns = _namespace_of(pol)
         namespaces.setdefault(ns, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-    return Cluster(list(namespaces.values()), list(pods.values()), list(policies.values()), ignored)
+    return Cluster(
+        list(namespaces.values()), list(pods.values()), list(policies.values()), ignored, list(services.values())
+    )
 
 
 def node_names(count: int) -> list[str]:
     return [f"node-{i + 1}" for i in range(count)]
+
+
+IP_FAMILIES = ("ipv4", "ipv6", "dual")
 
 
 def node_pod_cidr(index: int) -> ipaddress.IPv4Network:
@@ -173,20 +188,37 @@ def node_pod_cidr(index: int) -> ipaddress.IPv4Network:
     return ipaddress.IPv4Network(f"10.244.{index + 1}.0/24")
 
 
-def assign_addresses(pods: Sequence[dict[str, Any]], nodes: Sequence[str]) -> None:
-    """Give pods without a node one (round-robin) and pods without an IP one from their node's range.
+def node_pod_cidr6(index: int) -> ipaddress.IPv6Network:
+    """The IPv6 pod range of the index-th node (0-based): fd00:10:244:<index+1>::/64, as the lab's."""
+    return ipaddress.IPv6Network(f"fd00:10:244:{index + 1:x}::/64")
+
+
+def _host_addresses(index: int, host: int, family: str) -> list[str]:
+    """Host number ``host`` of a node's range in each family (the same number in both, IPv4 first)."""
+    v4 = str(node_pod_cidr(index).network_address + host)
+    v6 = str(node_pod_cidr6(index).network_address + host)
+    return {"ipv4": [v4], "ipv6": [v6], "dual": [v4, v6]}[family]
+
+
+def assign_addresses(pods: Sequence[dict[str, Any]], nodes: Sequence[str], family: str = "ipv4") -> None:
+    """Give pods without a node one (round-robin) and pods without an IP addresses from their node's
+    ranges: ``family`` ipv4, ipv6 or dual (``status.podIP`` the first, ``status.podIPs`` all).
 
     Pods that name a node keep it; IPs already set are kept. Pods become Running.
     """
     if not nodes:
         raise ValueError("need at least one node")
+    if family not in IP_FAMILIES:
+        raise ValueError(f"IP family {family!r}: use one of {', '.join(IP_FAMILIES)}")
     index = {n: i for i, n in enumerate(nodes)}
     used: dict[str, set[str]] = {n: set() for n in nodes}
     for pod in pods:
-        ip = (pod.get("status") or {}).get("podIP")
+        status = pod.get("status") or {}
         node = (pod.get("spec") or {}).get("nodeName")
-        if ip and node in used:
-            used[node].add(ip)
+        if node in used:
+            used[node] |= {str(e.get("ip")) for e in status.get("podIPs") or [] if isinstance(e, dict)}
+            if status.get("podIP"):
+                used[node].add(str(status["podIP"]))
     rr = 0
     for pod in sorted(pods, key=lambda p: (_namespace_of(p), p["metadata"]["name"])):
         spec = pod.setdefault("spec", {})
@@ -201,17 +233,16 @@ def assign_addresses(pods: Sequence[dict[str, Any]], nodes: Sequence[str]) -> No
             used[node] = set()
         if spec.get("hostNetwork"):
             continue
-        if not status.get("podIP"):
-            cidr = node_pod_cidr(index[node])
-            for host in cidr.hosts():
-                if host.packed[-1] < 2:
-                    continue  # .1 is the node's gateway address
-                if str(host) not in used[node]:
-                    status["podIP"] = str(host)
-                    used[node].add(str(host))
+        if not status.get("podIP") and not status.get("podIPs"):
+            for host in range(2, 255):  # .1 is the node's gateway address
+                ips = _host_addresses(index[node], host, family)
+                if not used[node] & set(ips):
+                    status["podIP"] = ips[0]
+                    status["podIPs"] = [{"ip": ip} for ip in ips]
+                    used[node] |= set(ips)
                     break
             else:
-                raise ValueError(f"node {node}: pod range {cidr} is full")
+                raise ValueError(f"node {node}: pod range {node_pod_cidr(index[node])} is full")
         status.setdefault("phase", "Running")
 
 

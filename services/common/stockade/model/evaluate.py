@@ -20,9 +20,18 @@ def _net(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
 
 
 def ip_in(ip: str, cidrs: Iterable[str]) -> bool:
-    """Whether ``ip`` falls in any of the CIDR strings (a set's elements)."""
+    """Whether ``ip`` (either family, any spelling) falls in any of the CIDR strings (a set's
+    elements). An element of the other family never holds it, as in the dataplane."""
     addr = ipaddress.ip_address(ip)
-    return any(addr in _net(c) for c in cidrs)
+    return any(addr.version == (n := _net(c)).version and addr in n for c in cidrs)
+
+
+def ip_version(ip: str) -> int:
+    """4 or 6; ValueError for text that is not an address."""
+    return ipaddress.ip_address(ip).version
+
+
+FAMILY_NAMES = {4: "ipv4", 6: "ipv6"}
 
 
 def in_set(model: NodeModel, set_id: str, ip: str) -> bool:
@@ -40,7 +49,8 @@ class Verdict:
 
 
 def decide(model: NodeModel, direction: Direction, pod_ip: str, peer_ip: str, protocol: Protocol, port: int) -> Verdict:
-    """The verdict for ``pod_ip`` talking to (egress) or from (ingress) ``peer_ip``."""
+    """The verdict for ``pod_ip`` talking to (egress) or from (ingress) ``peer_ip``, both of one
+    family (the model's dispatch and sets hold both families; a rule without peer matches both)."""
     cid = model.dispatch(direction).get(pod_ip)
     if cid is None:
         return Verdict(isolated=False, allowed=True)

@@ -59,7 +59,7 @@ class ListNodesResponse(_message.Message):
     def __init__(self, nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("name", "connected", "desired_generation", "applied_generation", "backend", "last_apply_time", "last_error", "pods", "chains", "sets")
+    __slots__ = ("name", "connected", "desired_generation", "applied_generation", "backend", "last_apply_time", "last_error", "pods", "chains", "sets", "ready", "problems", "refused", "protocol", "agent_version")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
     DESIRED_GENERATION_FIELD_NUMBER: _ClassVar[int]
@@ -70,6 +70,11 @@ class NodeStatus(_message.Message):
     PODS_FIELD_NUMBER: _ClassVar[int]
     CHAINS_FIELD_NUMBER: _ClassVar[int]
     SETS_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     name: str
     connected: bool
     desired_generation: int
@@ -80,7 +85,12 @@ class NodeStatus(_message.Message):
     pods: int
     chains: int
     sets: int
-    def __init__(self, name: _Optional[str] = ..., connected: _Optional[bool] = ..., desired_generation: _Optional[int] = ..., applied_generation: _Optional[int] = ..., backend: _Optional[str] = ..., last_apply_time: _Optional[float] = ..., last_error: _Optional[str] = ..., pods: _Optional[int] = ..., chains: _Optional[int] = ..., sets: _Optional[int] = ...) -> None: ...
+    ready: bool
+    problems: _containers.RepeatedScalarFieldContainer[str]
+    refused: str
+    protocol: int
+    agent_version: str
+    def __init__(self, name: _Optional[str] = ..., connected: _Optional[bool] = ..., desired_generation: _Optional[int] = ..., applied_generation: _Optional[int] = ..., backend: _Optional[str] = ..., last_apply_time: _Optional[float] = ..., last_error: _Optional[str] = ..., pods: _Optional[int] = ..., chains: _Optional[int] = ..., sets: _Optional[int] = ..., ready: _Optional[bool] = ..., problems: _Optional[_Iterable[str]] = ..., refused: _Optional[str] = ..., protocol: _Optional[int] = ..., agent_version: _Optional[str] = ...) -> None: ...
 
 class ExplainRequest(_message.Message):
     __slots__ = ("to", "port", "protocol")
@@ -136,15 +146,17 @@ class DryRunResponse(_message.Message):
     def __init__(self, opened: _Optional[_Iterable[_Union[Connection, _Mapping]]] = ..., closed: _Optional[_Iterable[_Union[Connection, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ..., rejected: _Optional[_Iterable[str]] = ..., checked: _Optional[int] = ...) -> None: ...
 
 class Connection(_message.Message):
-    __slots__ = ("to", "port", "protocol")
+    __slots__ = ("to", "port", "protocol", "family")
     FROM_FIELD_NUMBER: _ClassVar[int]
     TO_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    FAMILY_FIELD_NUMBER: _ClassVar[int]
     to: str
     port: int
     protocol: str
-    def __init__(self, to: _Optional[str] = ..., port: _Optional[int] = ..., protocol: _Optional[str] = ..., **kwargs) -> None: ...
+    family: str
+    def __init__(self, to: _Optional[str] = ..., port: _Optional[int] = ..., protocol: _Optional[str] = ..., family: _Optional[str] = ..., **kwargs) -> None: ...
 
 class LintRequest(_message.Message):
     __slots__ = ()

@@ -25,27 +25,29 @@ _sym_db = _symbol_database.Default()
 from stockade.v1 import model_pb2 as stockade_dot_v1_dot_model__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16stockade/v1/sync.proto\x12\x0bstockade.v1\x1a\x17stockade/v1/model.proto\"\\\n\x0c\x41gentMessage\x12#\n\x05hello\x18\x01 \x01(\x0b\x32\x12.stockade.v1.HelloH\x00\x12\x1f\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x10.stockade.v1.AckH\x00\x42\x06\n\x04kind\"x\n\x05Hello\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\t\x12\x1a\n\x12\x61pplied_generation\x18\x03 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x04 \x01(\t\x12\x15\n\ragent_version\x18\x05 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x06 \x01(\t\"D\n\x03\x41\x63k\x12\x12\n\ngeneration\x18\x01 \x01(\x04\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x0e\n\x06\x64igest\x18\x04 \x01(\t\"\x8f\x01\n\x0c\x42rainMessage\x12)\n\x08snapshot\x18\x01 \x01(\x0b\x32\x15.stockade.v1.SnapshotH\x00\x12%\n\x06\x64\x65ltas\x18\x02 \x01(\x0b\x32\x13.stockade.v1.DeltasH\x00\x12%\n\x06resume\x18\x03 \x01(\x0b\x32\x13.stockade.v1.ResumeH\x00\x42\x06\n\x04kind\"d\n\x08Snapshot\x12\r\n\x05\x65poch\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\x12%\n\x05model\x18\x04 \x01(\x0b\x32\x16.stockade.v1.NodeModel\"{\n\x06\x44\x65ltas\x12\r\n\x05\x65poch\x18\x01 \x01(\t\x12\x17\n\x0f\x62\x61se_generation\x18\x02 \x01(\x04\x12\x12\n\ngeneration\x18\x03 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x04 \x01(\t\x12%\n\x05steps\x18\x05 \x03(\x0b\x32\x16.stockade.v1.NodeDelta\";\n\x06Resume\x12\r\n\x05\x65poch\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t2H\n\x04Sync\x12@\n\x04Sync\x12\x19.stockade.v1.AgentMessage\x1a\x19.stockade.v1.BrainMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16stockade/v1/sync.proto\x12\x0bstockade.v1\x1a\x17stockade/v1/model.proto\"\x83\x01\n\x0c\x41gentMessage\x12#\n\x05hello\x18\x01 \x01(\x0b\x32\x12.stockade.v1.HelloH\x00\x12\x1f\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x10.stockade.v1.AckH\x00\x12%\n\x06status\x18\x03 \x01(\x0b\x32\x13.stockade.v1.StatusH\x00\x42\x06\n\x04kind\"\xaf\x01\n\x05Hello\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\t\x12\x1a\n\x12\x61pplied_generation\x18\x03 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x04 \x01(\t\x12\x15\n\ragent_version\x18\x05 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x06 \x01(\t\x12\x10\n\x08protocol\x18\x07 \x01(\r\x12#\n\x06status\x18\x08 \x01(\x0b\x32\x13.stockade.v1.Status\")\n\x06Status\x12\r\n\x05ready\x18\x01 \x01(\x08\x12\x10\n\x08problems\x18\x02 \x03(\t\"D\n\x03\x41\x63k\x12\x12\n\ngeneration\x18\x01 \x01(\x04\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x0e\n\x06\x64igest\x18\x04 \x01(\t\"\xa1\x01\n\x0c\x42rainMessage\x12)\n\x08snapshot\x18\x01 \x01(\x0b\x32\x15.stockade.v1.SnapshotH\x00\x12%\n\x06\x64\x65ltas\x18\x02 \x01(\x0b\x32\x13.stockade.v1.DeltasH\x00\x12%\n\x06resume\x18\x03 \x01(\x0b\x32\x13.stockade.v1.ResumeH\x00\x12\x10\n\x08protocol\x18\x04 \x01(\rB\x06\n\x04kind\"d\n\x08Snapshot\x12\r\n\x05\x65poch\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\x12%\n\x05model\x18\x04 \x01(\x0b\x32\x16.stockade.v1.NodeModel\"{\n\x06\x44\x65ltas\x12\r\n\x05\x65poch\x18\x01 \x01(\t\x12\x17\n\x0f\x62\x61se_generation\x18\x02 \x01(\x04\x12\x12\n\ngeneration\x18\x03 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x04 \x01(\t\x12%\n\x05steps\x18\x05 \x03(\x0b\x32\x16.stockade.v1.NodeDelta\";\n\x06Resume\x12\r\n\x05\x65poch\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t2H\n\x04Sync\x12@\n\x04Sync\x12\x19.stockade.v1.AgentMessage\x1a\x19.stockade.v1.BrainMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stockade.v1.sync_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AGENTMESSAGE']._serialized_start=64
-  _globals['_AGENTMESSAGE']._serialized_end=156
-  _globals['_HELLO']._serialized_start=158
-  _globals['_HELLO']._serialized_end=278
-  _globals['_ACK']._serialized_start=280
-  _globals['_ACK']._serialized_end=348
-  _globals['_BRAINMESSAGE']._serialized_start=351
-  _globals['_BRAINMESSAGE']._serialized_end=494
-  _globals['_SNAPSHOT']._serialized_start=496
-  _globals['_SNAPSHOT']._serialized_end=596
-  _globals['_DELTAS']._serialized_start=598
-  _globals['_DELTAS']._serialized_end=721
-  _globals['_RESUME']._serialized_start=723
-  _globals['_RESUME']._serialized_end=782
-  _globals['_SYNC']._serialized_start=784
-  _globals['_SYNC']._serialized_end=856
+  _globals['_AGENTMESSAGE']._serialized_start=65
+  _globals['_AGENTMESSAGE']._serialized_end=196
+  _globals['_HELLO']._serialized_start=199
+  _globals['_HELLO']._serialized_end=374
+  _globals['_STATUS']._serialized_start=376
+  _globals['_STATUS']._serialized_end=417
+  _globals['_ACK']._serialized_start=419
+  _globals['_ACK']._serialized_end=487
+  _globals['_BRAINMESSAGE']._serialized_start=490
+  _globals['_BRAINMESSAGE']._serialized_end=651
+  _globals['_SNAPSHOT']._serialized_start=653
+  _globals['_SNAPSHOT']._serialized_end=753
+  _globals['_DELTAS']._serialized_start=755
+  _globals['_DELTAS']._serialized_end=878
+  _globals['_RESUME']._serialized_start=880
+  _globals['_RESUME']._serialized_end=939
+  _globals['_SYNC']._serialized_start=941
+  _globals['_SYNC']._serialized_end=1013
 # @@protoc_insertion_point(module_scope)

@@ -8,28 +8,42 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AgentMessage(_message.Message):
-    __slots__ = ("hello", "ack")
+    __slots__ = ("hello", "ack", "status")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     ack: Ack
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ...) -> None: ...
+    status: Status
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., status: _Optional[_Union[Status, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("node", "epoch", "applied_generation", "digest", "agent_version", "backend")
+    __slots__ = ("node", "epoch", "applied_generation", "digest", "agent_version", "backend", "protocol", "status")
     NODE_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     APPLIED_GENERATION_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
     node: str
     epoch: str
     applied_generation: int
     digest: str
     agent_version: str
     backend: str
-    def __init__(self, node: _Optional[str] = ..., epoch: _Optional[str] = ..., applied_generation: _Optional[int] = ..., digest: _Optional[str] = ..., agent_version: _Optional[str] = ..., backend: _Optional[str] = ...) -> None: ...
+    protocol: int
+    status: Status
+    def __init__(self, node: _Optional[str] = ..., epoch: _Optional[str] = ..., applied_generation: _Optional[int] = ..., digest: _Optional[str] = ..., agent_version: _Optional[str] = ..., backend: _Optional[str] = ..., protocol: _Optional[int] = ..., status: _Optional[_Union[Status, _Mapping]] = ...) -> None: ...
+
+class Status(_message.Message):
+    __slots__ = ("ready", "problems")
+    READY_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    ready: bool
+    problems: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ready: _Optional[bool] = ..., problems: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("generation", "ok", "error", "digest")
@@ -44,14 +58,16 @@ class Ack(_message.Message):
     def __init__(self, generation: _Optional[int] = ..., ok: _Optional[bool] = ..., error: _Optional[str] = ..., digest: _Optional[str] = ...) -> None: ...
 
 class BrainMessage(_message.Message):
-    __slots__ = ("snapshot", "deltas", "resume")
+    __slots__ = ("snapshot", "deltas", "resume", "protocol")
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     DELTAS_FIELD_NUMBER: _ClassVar[int]
     RESUME_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
     snapshot: Snapshot
     deltas: Deltas
     resume: Resume
-    def __init__(self, snapshot: _Optional[_Union[Snapshot, _Mapping]] = ..., deltas: _Optional[_Union[Deltas, _Mapping]] = ..., resume: _Optional[_Union[Resume, _Mapping]] = ...) -> None: ...
+    protocol: int
+    def __init__(self, snapshot: _Optional[_Union[Snapshot, _Mapping]] = ..., deltas: _Optional[_Union[Deltas, _Mapping]] = ..., resume: _Optional[_Union[Resume, _Mapping]] = ..., protocol: _Optional[int] = ...) -> None: ...
 
 class Snapshot(_message.Message):
     __slots__ = ("epoch", "generation", "digest", "model")

@@ -80,7 +80,13 @@ def redis_launch(st: LabState, state_dir: Path) -> Launch:
     )
 
 
+# The Service CIDR of each IP family; a lab serves those of its own families (an IPv6-only lab
+# gives Services IPv6 addresses, as a real cluster with that --service-cluster-ip-range does).
+SERVICE_CIDRS = {"ipv4": "10.96.0.0/16", "ipv6": "fd00:10:96::/112"}
+
+
 def apiserver_launch(st: LabState, state_dir: Path) -> Launch:
+    families = st.plan.families if st.plan else ("ipv4",)
     return Launch(
         "apiserver",
         procs.python_argv(
@@ -91,6 +97,8 @@ def apiserver_launch(st: LabState, state_dir: Path) -> Launch:
             str(state_dir / "cluster.json"),
             "--bookmark-interval",
             "5",
+            "--service-cluster-ip-range",
+            ",".join(SERVICE_CIDRS[f] for f in families),
         ),
     )
 

@@ -1,6 +1,9 @@
 """`stockade lab demo`: the Sock Shop, secured the way the seed article does it, on a real lab.
 
-Steps: a 3-node lab running the Sock Shop; its real traffic with no policy (everything flows);
+Steps: a 3-node lab running the Sock Shop and its Services; its real traffic with no policy
+(everything flows), through the Services as in a cluster: the external host reaches front-end on
+its NodePort, the services call each other by ClusterIP, and the lab's kube-proxy DNATs each
+connection to the backend pod, where the policies judge it (on the container port);
 the namespace annotated DefaultDeny (everything into the shop is blocked); the published
 policies applied (some flows come back, some stay blocked: the policies have mistakes). For what
 stays blocked the demo shows what the node agents counted (Prometheus), what the drop records
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stockade.lab import lab, probe
+from stockade.lab import kubeapi, lab, probe
 from stockade.lab.config import LabConfig
 from stockade.lab.lab import Say
 from stockade.lab.objects import node_object
@@ -27,9 +30,10 @@ from stockade.lab.state import LabState
 NS = "sock-shop"
 BETA_ANNOTATION = "net.beta.kubernetes.io/network-policy"
 
-# The shop's real traffic (who calls whom, on which container port).
+# The shop's real traffic: who calls which Service, on which Service port (the external host
+# calls front-end's NodePort, which leads to its port 80, then the container's 8079).
 SHOP_FLOWS: list[tuple[str, str, int]] = [
-    ("external", "front-end", 8079),
+    ("external", "front-end", 80),
     *(("front-end", d, 80) for d in ("catalogue", "carts", "orders", "user")),
     ("front-end", "session-db", 6379),
     *(("orders", d, 80) for d in ("carts", "user", "payment", "shipping")),
@@ -45,10 +49,26 @@ SHOP_FLOWS: list[tuple[str, str, int]] = [
 @dataclass(frozen=True)
 class Flow:
     src: str  # "external" or "ns/pod"
-    dst: str
-    port: int
+    dst: str  # the backend pod, "ns/pod"
+    port: int  # the container port the connection reaches (what policies name)
     connected: bool
     expected: bool | None  # what the policies say (the engine's verdict), when known
+    via: str = ""  # the address dialled: "ClusterIP:port" or "node IP:nodePort"
+
+
+@dataclass(frozen=True)
+class Route:
+    """How one of the shop's calls is dialled, and where kube-proxy takes it."""
+
+    src: str
+    dst: str  # the backend pod
+    address: str  # ClusterIP, or (external) the node's address
+    port: int  # the Service port, or its nodePort
+    target: int  # the container port
+
+    @property
+    def via(self) -> str:
+        return f"{self.address}:{self.port}"
 
 
 def shop_dir() -> Path:
@@ -62,14 +82,48 @@ def _pod(name: str) -> str:
     return name if name == "external" else f"{NS}/{name}"
 
 
-def probe_flows(st: LabState, flows: list[tuple[str, str, int]]) -> list[probe.Result]:
+def _target_port(svc: dict[str, Any], port: int, pod: dict[str, Any]) -> int:
+    spec = next(p for p in svc["spec"]["ports"] if p["port"] == port)
+    target = spec.get("targetPort", port)
+    if isinstance(target, int):
+        return target
+    for c in (pod.get("spec") or {}).get("containers") or []:  # a named port: the pod's
+        for cp in c.get("ports") or []:
+            if cp.get("name") == target:
+                return int(cp["containerPort"])
+    raise lab.LabError(f"service {svc['metadata']['name']}: no container port named {target!r}")
+
+
+def routes(st: LabState, flows: list[tuple[str, str, int]]) -> list[Route]:
+    """Each call as a client in the cluster makes it: to the Service's ClusterIP, or from outside
+    to its NodePort on the node the external host is attached to. The Services come from the
+    lab's API server (their addresses are allocated there)."""
+    assert st.plan is not None
+    api = kubeapi.Client(f"http://127.0.0.1:{st.ports['apiserver']}")
+    services = {s["metadata"]["name"]: s for s in api.list("Service", NS)}
+    entry = st.plan.node(st.plan.external.via_node).ip
+    out = []
+    for src, name, port in flows:
+        svc = services.get(name)
+        if svc is None or not svc["spec"].get("clusterIP"):
+            raise lab.LabError(f"the Sock Shop's Service {NS}/{name} is not in the lab's API server")
+        dst = _pod(name)  # one pod per Deployment, named after it, as its Service's only endpoint
+        target = _target_port(svc, port, st.pods[dst])
+        if src == "external":
+            node_port = next(p["nodePort"] for p in svc["spec"]["ports"] if p["port"] == port)
+            out.append(Route(src, dst, entry, node_port, target))
+        else:
+            out.append(Route(_pod(src), dst, svc["spec"]["clusterIP"], port, target))
+    return out
+
+
+def probe_flows(st: LabState, flows: list[Route]) -> list[probe.Result]:
     assert st.plan is not None
     pods = {p.key: p for p in st.plan.pods}
     todo = []
-    for src, dst, port in flows:
-        s, d = _pod(src), pods[_pod(dst)]
-        netns = st.plan.external.netns if s == "external" else pods[s].netns
-        todo.append((probe.Source(s, netns), probe.Target(d.key, d.ip, (("TCP", port),)), "TCP", port))
+    for r in flows:
+        netns = st.plan.external.netns if r.src == "external" else pods[r.src].netns
+        todo.append((probe.Source(r.src, netns), probe.Target(r.dst, r.address, (("TCP", r.port),)), "TCP", r.port))
     return asyncio.run(probe.probe_cells(todo))
 
 
@@ -100,24 +154,27 @@ def _explain(eng: Any, st: LabState, src: str, dst: str, port: int) -> Any:
 
 
 def check(st: LabState) -> list[Flow]:
-    results = probe_flows(st, SHOP_FLOWS)
+    todo = routes(st, SHOP_FLOWS)
+    results = probe_flows(st, todo)
     eng = _engine(st)
     out = []
-    for r in results:
-        ex = _explain(eng, st, r.src, r.dst, r.port) if eng is not None else None
-        out.append(Flow(r.src, r.dst, r.port, r.connected, ex.allowed if ex is not None else None))
+    for route, r in zip(todo, results, strict=True):
+        # The policies judge the connection after kube-proxy's DNAT: the backend pod, its container port.
+        ex = _explain(eng, st, r.src, route.dst, route.target) if eng is not None else None
+        allowed = ex.allowed if ex is not None else None
+        out.append(Flow(r.src, route.dst, route.target, r.connected, allowed, route.via))
     return out
 
 
 def flow_table(flows: list[Flow]) -> str:
-    lines = [f"  {'FROM':<14} {'TO':<14} {'PORT':>5}  RESULT"]
+    lines = [f"  {'FROM':<14} {'TO':<14} {'THROUGH THE SERVICE AT':<22} {'PORT':>5}  RESULT"]
     for f in flows:
         src, dst = f.src.removeprefix(f"{NS}/"), f.dst.removeprefix(f"{NS}/")
         mark = "works  " if f.connected else "BLOCKED"
         note = ""
         if f.expected is not None and f.expected != f.connected:
             note = f"   (the policies say {'allowed' if f.expected else 'blocked'}: enforcement is not in effect)"
-        lines.append(f"  {src:<14} {dst:<14} {f.port:>5}  {mark}{note}")
+        lines.append(f"  {src:<14} {dst:<14} {f.via:<22} {f.port:>5}  {mark}{note}")
     ok = sum(f.connected for f in flows)
     lines.append(f"  {ok} of {len(flows)} of the shop's connections work, {len(flows) - ok} are blocked")
     return "\n".join(lines)
@@ -176,7 +233,11 @@ INTRO = """\
 The Sock Shop is a small online shop made of 14 services (front-end, catalogue, carts, orders,
 databases, a queue...). This demo secures it the way the seed article does, with Kubernetes
 NetworkPolicy, on a real 3-node lab built from network namespaces on this machine: every pod is
-its own namespace with its own IP, and every connection below is a real TCP handshake.
+its own namespace with its own IP, and every connection below is a real TCP handshake, made the
+way the shop makes it: to a Service. The external host dials front-end's NodePort; the services
+dial each other's ClusterIPs; the lab's kube-proxy (nftables DNAT, as kube-proxy's nftables mode
+does) sends each to the backend pod, and the node agents judge it there, on the container port
+(PORT below) that the policies name.
 """
 
 
@@ -185,7 +246,7 @@ def run(cfg: LabConfig, keep: bool, say: Say) -> int:
     if not (shop / "complete-demo.yaml").exists():
         raise lab.LabError(f"the Sock Shop manifests are not in {shop}; set STOCKADE_SOCK_SHOP to their folder")
     say(INTRO)
-    say("== 1. A 3-node lab running the Sock Shop (one pod per Deployment)")
+    say("== 1. A 3-node lab running the Sock Shop (one pod per Deployment) and its Services")
     lab.up(cfg, 3, [str(shop / "complete-demo.yaml")], "nftables", None, say)
     try:
         return _steps(cfg, shop, say)

@@ -13,11 +13,14 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from stockade.lab import control, kubeapi, manifests, netcmds, netio, nsenter, probe, procs, state
+from stockade.lab import control, kubeapi, manifests, netcmds, netio, nsenter, probe, procs, render, state
 from stockade.lab.config import LabConfig
+from stockade.lab.kubeproxy import launch as kube_proxy
+from stockade.lab.kubeproxy import status as kube_proxy_status
+from stockade.lab.kubeproxy import targets as service_targets
 from stockade.lab.objects import namespace_object, node_object, pod_request, running_pod
 from stockade.lab.state import LabState
-from stockade.lab.topology import PodPlan, empty_plan, place, relabel, without
+from stockade.lab.topology import Plan, PodPlan, empty_plan, place, relabel, without
 
 Say = Callable[[str], None]
 
@@ -106,16 +109,26 @@ def _record_objects(st: LabState, objs: manifests.Objects, placed: dict[str, Pod
         st.pods[key] = running_pod(pod, placed[key], st.plan)
     for pol in objs.policies:
         st.policies[manifests.key(pol)] = pol
-    for key in [*st.pods, *st.policies]:  # namespaces the objects live in exist, as in a cluster
+    for key in [*st.pods, *st.policies, *map(manifests.key, objs.services)]:  # their namespaces exist
         ns = key.split("/", 1)[0]
         st.namespaces.setdefault(ns, namespace_object(ns))
 
 
-def up(cfg: LabConfig, nodes: int, cluster: list[str], backend: str, redis_url: str | None, say: Say) -> LabState:
+def up(
+    cfg: LabConfig,
+    nodes: int,
+    cluster: list[str],
+    backend: str,
+    redis_url: str | None,
+    say: Say,
+    *,
+    ip_family: str = "ipv4",
+    topology: str = "routed",
+) -> LabState:
     require_root()
     objs = manifests.load_files(cluster)  # bad input fails here, before anything is made
     requests = sorted(map(pod_request, objs.pods), key=lambda r: (r.namespace, r.name))
-    plan = place(empty_plan(cfg.prefix, nodes), requests)
+    plan = place(empty_plan(cfg.prefix, nodes, ip_family, topology), requests)
     if cfg.state_file.exists() or _lab_namespaces(cfg):
         raise LabError(
             f"a lab already exists (state in {cfg.state_dir}, namespaces named "
@@ -128,25 +141,32 @@ def up(cfg: LabConfig, nodes: int, cluster: list[str], backend: str, redis_url: 
         (cfg.state_dir / "token").write_text(st.token)  # survives a damaged state file
         state.save(cfg.state_file, st)  # from here on, `down` can find everything
         t0 = time.monotonic()
-        say(f"network: {nodes} nodes, {len(plan.pods)} pods, 1 external host ...")
-        netio.run_batch(netcmds.root_script(plan))
-        netio.run_scripts(netcmds.ns_scripts(plan))
-        netio.set_sysctls([n.netns for n in plan.nodes], netcmds.NODE_SYSCTLS)
+        say(f"network: {nodes} nodes, {len(plan.pods)} pods, 1 external host; {render.describe(plan)} ...")
+        _wire(plan)
         say(f"  wired in {_elapsed(t0)}")
         _record_objects(st, objs, {p.key: p for p in plan.pods})
         if objs.skipped:
-            say(
-                "  not modelled (no kube-proxy in the lab; policies name container ports): "
-                + ", ".join(f"{n} {k}" for k, n in sorted(objs.skipped.items()))
-            )
-        _start_daemons(cfg, st, redis_url, say)
+            say("  not modelled: " + ", ".join(f"{n} {k}" for k, n in sorted(objs.skipped.items())))
+        _start_daemons(cfg, st, redis_url, say, objs.services)
         st.status = "ready"
         state.save(cfg.state_file, st)
         say(f"lab ready in {_elapsed(t0)}")
         return st
 
 
-def _start_daemons(cfg: LabConfig, st: LabState, redis_url: str | None, say: Say) -> None:
+def _wire(plan: Plan) -> None:
+    """Namespaces, the nodes' sysctls (before their links, which inherit them), links, addresses
+    and routes; then every IPv6 path answers once before anything depends on it."""
+    netio.run_batch(netcmds.root_namespaces(plan))
+    netio.set_sysctls([n.netns for n in plan.nodes], netcmds.node_sysctls(plan))
+    netio.run_batch(netcmds.root_links(plan))
+    netio.run_scripts(netcmds.ns_scripts(plan))
+    netio.settle(netcmds.settle_checks(plan))
+
+
+def _start_daemons(
+    cfg: LabConfig, st: LabState, redis_url: str | None, say: Say, services: list[dict[str, Any]]
+) -> None:
     assert st.plan is not None
     taken: set[int] = set()
     for name in (
@@ -181,7 +201,14 @@ def _start_daemons(cfg: LabConfig, st: LabState, redis_url: str | None, say: Say
     if brain:
         launches.append((control.brain_launch(st, cfg.state_dir), lambda: control.brain_ready(st)))
         launches += [(control.agent_launch(st, n.name, n.netns, cfg.state_dir), lambda: True) for n in st.plan.nodes]
+    proxy = kube_proxy.available()
+    if proxy:
+        launches.append((kube_proxy.launch(cfg.state_dir), lambda: kube_proxy.ready(cfg.state_dir)))
     _start(cfg, st, launches)
+    if proxy:
+        _start_services(cfg, st, api, services, say)
+    else:
+        st.notes.append("the lab's API server does not serve Services in this build: no kube-proxy")
     nports = sum(len(p.ports) for p in st.plan.pods)
     sctp = sum(1 for p in st.plan.pods for proto, _ in p.ports if proto == "SCTP")
     note = f"; {sctp} SCTP ports not served: this kernel has no SCTP sockets" if sctp and not _sctp_ok() else ""
@@ -202,6 +229,30 @@ def _start_daemons(cfg: LabConfig, st: LabState, redis_url: str | None, say: Say
     wait_realized(st, timeout=30.0, since={})
     say(f"agents: one per node ({st.backend}), each in sync with the brain")
     say(f"  all started in {_elapsed(t0)}")
+
+
+def _start_services(
+    cfg: LabConfig, st: LabState, api: kubeapi.Client, services: list[dict[str, Any]], say: Say
+) -> None:
+    """Create the Services (the API server allocates their addresses), then wait until the lab's
+    kube-proxy programs them on every node."""
+    t0 = time.monotonic()
+    shown = []
+    for svc in services:
+        _, stored = api.put(svc)
+        spec = stored.get("spec") or {}
+        ports = ", ".join(
+            f"{p.get('protocol', 'TCP')}/{p.get('port')}"
+            + (f" (nodePort {p['nodePort']})" if p.get("nodePort") else "")
+            for p in spec.get("ports") or []
+        )
+        ips = ",".join(spec.get("clusterIPs") or [spec.get("clusterIP") or "-"])
+        shown.append(f"{manifests.key(stored)} {spec.get('type', 'ClusterIP')} {ips}: {ports}")
+    kube_proxy_status.wait_in_step(api.url, cfg.state_dir, 30.0)
+    say(
+        f"kube-proxy: {len(services)} services programmed on every node (nftables nat, table "
+        f"inet stockade-kube-proxy) in {_elapsed(t0)}" + "".join(f"\n  {line}" for line in shown)
+    )
 
 
 def _sctp_ok() -> bool:
@@ -267,6 +318,7 @@ def apply(cfg: LabConfig, paths: list[str], wait: bool, say: Say, timeout: float
             root, scripts = netcmds.add_pods_scripts(plan, added)
             netio.run_batch(root)
             netio.run_scripts(scripts)
+            netio.settle(netcmds.settle_checks(plan, added))
         st.plan = plan
         known = set(st.namespaces)
         _record_objects(st, objs, {p.key: p for p in plan.pods})
@@ -282,11 +334,12 @@ def apply(cfg: LabConfig, paths: list[str], wait: bool, say: Say, timeout: float
                 *(n for n in implied if n["metadata"]["name"] not in declared),
                 *(st.pods[manifests.key(p)] for p in objs.pods),
                 *objs.policies,
+                *objs.services,
             ],
             say,
         )
     if wait:
-        _wait(st, since, timeout, say)
+        _wait(st, since, timeout, say, cfg)
     return 0
 
 
@@ -313,12 +366,22 @@ def _note_rv(since: dict[str, int], kind: str, stored: dict[str, Any] | None) ->
     since[kind] = max(since.get(kind, 0), rv)
 
 
-def _wait(st: LabState, since: dict[str, int], timeout: float, say: Say) -> None:
+def _wait(st: LabState, since: dict[str, int], timeout: float, say: Say, cfg: LabConfig) -> None:
     t0 = time.monotonic()
     if wait_realized(st, timeout, since):
         say(f"realized on every node in {_elapsed(t0)}")
     else:
         say("--wait: this lab's brain does not report realization yet; not waiting")
+    if kube_proxy.NAME in st.processes:  # Services follow the pods: wait for every node to run them
+        try:
+            took = kube_proxy_status.wait_in_step(_api_url(st), cfg.state_dir, timeout)
+        except kube_proxy_status.NotInStep as e:
+            raise LabError(f"{e} (its log: {procs.log_path(cfg.state_dir, kube_proxy.NAME)})") from None
+        say(f"services in step on every node in {took * 1000:.0f} ms")
+
+
+def _api_url(st: LabState) -> str:
+    return f"http://127.0.0.1:{st.ports['apiserver']}"
 
 
 def delete(cfg: LabConfig, paths: list[str], wait: bool, say: Say, timeout: float = 30.0) -> int:
@@ -334,6 +397,7 @@ def delete(cfg: LabConfig, paths: list[str], wait: bool, say: Say, timeout: floa
         since: dict[str, int] = {}
         for kind, keys in (
             ("NetworkPolicy", [manifests.key(p) for p in objs.policies]),
+            ("Service", [manifests.key(s) for s in objs.services]),
             ("Pod", sorted(pod_keys)),
             ("Namespace", sorted(gone_ns)),
         ):
@@ -341,7 +405,7 @@ def delete(cfg: LabConfig, paths: list[str], wait: bool, say: Say, timeout: floa
                 ns, _, name = key.rpartition("/")
                 gone = api.delete(kind, ns or None, name) if api else None
                 _note_rv(since, kind, gone)
-                store = {"NetworkPolicy": st.policies, "Pod": st.pods, "Namespace": st.namespaces}[kind]
+                store = {"NetworkPolicy": st.policies, "Pod": st.pods, "Namespace": st.namespaces}.get(kind, {})
                 found = store.pop(key, None) is not None or gone is not None
                 say(f"{kind.lower()}/{key} {'deleted' if found else 'not found'}")
         if gone_ns:
@@ -355,7 +419,7 @@ def delete(cfg: LabConfig, paths: list[str], wait: bool, say: Say, timeout: floa
             netio.run_scripts(scripts)
             netio.delete_namespaces(p.netns for p in removed)
     if wait:
-        _wait(st, since, timeout, say)
+        _wait(st, since, timeout, say, cfg)
     return 0
 
 
@@ -366,18 +430,25 @@ def pods_json(cfg: LabConfig) -> dict[str, Any]:
     st = current(cfg)
     assert st.plan is not None
     return {
+        "ipFamilies": list(st.plan.families),
+        "topology": st.plan.topology,
         "pods": [
             {
                 "namespace": p.namespace,
                 "name": p.name,
-                "ip": p.ip,
+                "ip": p.ip,  # the first family's (IPv4 in a dual-stack lab), as status.podIP
+                "ips": list(p.ips),  # every address, in the same order, as status.podIPs
                 "node": p.node,
                 "labels": p.labels,
                 "ports": [{"protocol": pr, "port": n} for pr, n in p.ports],
             }
             for p in st.plan.pods
         ],
-        "external": {"ip": st.plan.external.ip, "via": st.plan.external.via_node},
+        "external": {
+            "ip": st.plan.external.ip,
+            "ips": list(st.plan.external.ips),
+            "via": st.plan.external.via_node,
+        },
     }
 
 
@@ -395,18 +466,29 @@ def run_probe(
     targets: list[str] | None = None,
     timeout: float = probe.TIMEOUT,
     say: Say = print,
+    families: list[str] | None = None,
 ) -> list[probe.Result]:
+    """Probe from the sources to each port of each target, in `families` (default: every IP
+    family of the lab, so a dual-stack lab is probed over both)."""
     require_root()
     st = current(cfg)
     assert st.plan is not None
+    missing = [f for f in families or [] if f not in st.plan.families]
+    if missing:
+        raise LabError(
+            f"--family {missing[0]}: this lab has no {missing[0]} addresses (it was built with "
+            f"--ip-family {st.plan.ip_family}; `stockade lab up --ip-family dual` has both)"
+        )
+    wanted = [f for f in st.plan.families if not families or f in families]
     srcs = [probe.Source(p.key, p.netns) for p in st.plan.pods] + [probe.Source("external", st.plan.external.netns)]
     srcs = [s for s in srcs if _matches(s.label, sources)]
     if sources and not srcs:
         raise LabError(f"--from {','.join(sources)} matches no pod (and not 'external')")
     dsts = [
-        probe.Target(p.key, p.ip, probe.select_ports(p.ports, ports, protocols))
+        probe.Target(p.key, ip, probe.select_ports(p.ports, ports, protocols))
+        for f in wanted
         for p in st.plan.pods
-        if _matches(p.key, targets)
+        if _matches(p.key, targets) and (ip := p.ip_of(f))
     ]
     if probe.unsupported_protocols(["SCTP"]):
         skipped = sum(1 for t in dsts for proto, _ in t.ports if proto == "SCTP")
@@ -414,6 +496,36 @@ def run_probe(
             say(f"note: this kernel has no SCTP sockets (errno 93): {skipped} SCTP port(s) not probed")
             dsts = [probe.Target(t.label, t.ip, tuple(x for x in t.ports if x[0] != "SCTP")) for t in dsts]
     return asyncio.run(probe.probe(srcs, dsts, timeout))
+
+
+def run_service_probe(
+    cfg: LabConfig,
+    ports: list[int] | None,
+    protocols: list[str] | None,
+    sources: list[str] | None,
+    targets: list[str] | None = None,
+    timeout: float = probe.TIMEOUT,
+    say: Say = print,
+    families: list[str] | None = None,
+) -> list[service_targets.ServiceResult]:
+    """Probe through the Services, as clients in a cluster reach them: from each pod to every
+    ClusterIP:port, from the external host to every NodePort on every node's address."""
+    require_root()
+    st = current(cfg)
+    assert st.plan is not None
+    api = _api(st)
+    if api is None or kube_proxy.NAME not in st.processes:
+        raise LabError("--via-service: this lab has no kube-proxy (its API server does not serve Services)")
+    srcs = [probe.Source(p.key, p.netns) for p in st.plan.pods] + [probe.Source("external", st.plan.external.netns)]
+    srcs = [s for s in srcs if _matches(s.label, sources)]
+    if sources and not srcs:
+        raise LabError(f"--from {','.join(sources)} matches no pod (and not 'external')")
+    if protocols is None and probe.unsupported_protocols(["SCTP"]):
+        protocols = ["TCP", "UDP"]
+    cells, skipped = service_targets.cells(api.list("Service"), st.plan, srcs, families, protocols, ports, targets)
+    for why in skipped:
+        say(f"note: not probed: {why}")
+    return asyncio.run(service_targets.probe_cells(cells, timeout))
 
 
 # -- down -------------------------------------------------------------------------------------------

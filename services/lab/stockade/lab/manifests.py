@@ -1,7 +1,7 @@
 """The manifests a lab is built from, read with the shared loader (`stockade.manifests`):
 Namespaces, Pods, Deployments and other workloads (one pod per replica, named as `stockade
-reach` names them) and NetworkPolicies. Other kinds (Services, ...) are counted and set aside:
-the lab has no kube-proxy, and policies name container ports anyway."""
+reach` names them), NetworkPolicies and Services (the lab's kube-proxy serves them). Other kinds
+are counted and set aside."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ class Objects:
     namespaces: list[Obj] = field(default_factory=list)
     pods: list[Obj] = field(default_factory=list)
     policies: list[Obj] = field(default_factory=list)
+    services: list[Obj] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)  # kind -> count
 
 
@@ -54,7 +55,8 @@ def load_files(paths: Iterable[str | Path]) -> Objects:
         kind = entry.split(" ", 1)[0]
         skipped[kind] = skipped.get(kind, 0) + 1
     namespaces = [n for n in cluster.namespaces if n["metadata"]["name"] in declared]
-    return Objects(namespaces, cluster.pods, [as_v1_policy(p) for p in cluster.policies], skipped)
+    policies = [as_v1_policy(p) for p in cluster.policies]
+    return Objects(namespaces, cluster.pods, policies, cluster.services, skipped)
 
 
 def container_ports(pod: Obj) -> list[tuple[str, int]]:

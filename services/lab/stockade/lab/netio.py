@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import subprocess
+import time
 from collections.abc import Iterable
 
 from stockade.lab import nsenter
-from stockade.lab.netcmds import Scripts
+from stockade.lab.netcmds import Check, Scripts
+
+SETTLE_PORT = 9  # discard: nothing in the lab listens there, so a reset is the answer
 
 
 class NetError(RuntimeError):
@@ -69,3 +74,52 @@ def delete_namespaces(names: Iterable[str]) -> list[str]:
 def netns_pids(name: str) -> list[int]:
     res = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True, check=False)
     return [int(x) for x in res.stdout.split() if x.isdigit()]
+
+
+async def _answers(netns: str, ip: str, timeout: float) -> bool:
+    """Whether a TCP connection from `netns` to `ip` gets any answer (a reset counts)."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    s = nsenter.socket_in(netns, family, socket.SOCK_STREAM)
+    s.setblocking(False)
+    try:
+        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(s, (ip, SETTLE_PORT)), timeout)
+        return True
+    except ConnectionRefusedError:
+        return True
+    except (OSError, TimeoutError):
+        return False
+    finally:
+        s.close()
+
+
+def settle(checks: list[Check], deadline: float = 30.0, concurrency: int = 256) -> None:
+    """Try each check until it is answered; raise, naming what never was, after `deadline` s.
+
+    A check that fails is tried again (a second at a time) rather than judged: all that matters
+    is that every path answers before the lab reports ready, however busy the machine is."""
+
+    async def run() -> list[Check]:
+        gate = asyncio.Semaphore(concurrency)
+        end = time.monotonic() + deadline
+
+        async def one(check: Check) -> bool:
+            while True:
+                async with gate:
+                    if await _answers(check[1], check[2], 1.0):
+                        return True
+                if time.monotonic() > end:
+                    return False
+                await asyncio.sleep(0.1)
+
+        done = await asyncio.gather(*(one(c) for c in checks))
+        return [c for c, ok in zip(checks, done, strict=True) if not ok]
+
+    if not checks:
+        return
+    failed = asyncio.run(run())
+    if failed:
+        shown = "; ".join(f"{what} ({ip})" for what, _, ip in failed[:5])
+        raise NetError(
+            f"the lab's network is not answering: no answer within {deadline:.0f} s from {shown}"
+            + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
+        )

@@ -15,9 +15,13 @@ def node_object(node: NodePlan) -> Obj:
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {"name": node.name, "labels": {"kubernetes.io/hostname": node.name, "kubernetes.io/os": "linux"}},
-        "spec": {"podCIDR": node.pod_cidr, "podCIDRs": [node.pod_cidr]},
+        "spec": {"podCIDR": node.pod_cidr, "podCIDRs": list(node.pod_cidrs)},
         "status": {
-            "addresses": [{"type": "InternalIP", "address": node.ip}, {"type": "Hostname", "address": node.name}],
+            # One InternalIP per family, as the kubelet reports a dual-stack node's.
+            "addresses": [
+                *({"type": "InternalIP", "address": ip} for ip in node.ips),
+                {"type": "Hostname", "address": node.name},
+            ],
             "conditions": [ready],
         },
     }
@@ -45,9 +49,10 @@ def running_pod(pod: Obj, placed: PodPlan, plan: Plan) -> Obj:
     out.setdefault("spec", {})["nodeName"] = placed.node
     out["status"] = {
         "phase": "Running",
-        "podIP": placed.ip,
-        "podIPs": [{"ip": placed.ip}],
+        "podIP": placed.ip,  # the first family's: IPv4 in a dual-stack lab
+        "podIPs": [{"ip": ip} for ip in placed.ips],
         "hostIP": plan.node(placed.node).ip,
+        "hostIPs": [{"ip": ip} for ip in plan.node(placed.node).ips],
         "conditions": [{"type": "Ready", "status": "True"}],
     }
     return out

@@ -2,7 +2,8 @@
 
 Each pod's sockets are created inside the pod's network namespace (see `nsenter`) and then
 served by one asyncio loop, so a lab of many pods costs one process, not one per pod or port.
-TCP and (where the kernel has it) SCTP echo what they receive; UDP echoes each datagram.
+TCP and (where the kernel has it) SCTP echo what they receive; UDP echoes each datagram. Each
+port is served in every family the pod has an address in, by one socket per family.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import socket
 from dataclasses import dataclass, field
 
 from stockade.lab import nsenter
-from stockade.lab.topology import PodPlan
+from stockade.lab.topology import PodPlan, family_of
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +53,18 @@ class PodServers:
             c.close()
 
 
-def _listening_socket(netns: str, protocol: str, port: int) -> socket.socket:
+def _listening_socket(netns: str, family: str, protocol: str, port: int) -> socket.socket:
     kind, proto = {
         "TCP": (socket.SOCK_STREAM, 0),
         "UDP": (socket.SOCK_DGRAM, 0),
         "SCTP": (socket.SOCK_STREAM, socket.IPPROTO_SCTP),
     }[protocol]
-    s = nsenter.socket_in(netns, socket.AF_INET, kind, proto)
+    af = socket.AF_INET6 if family == "ipv6" else socket.AF_INET
+    s = nsenter.socket_in(netns, af, kind, proto)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", port))
+    if af == socket.AF_INET6:  # one socket per family: an IPv6 one never answers for IPv4
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    s.bind(("::" if af == socket.AF_INET6 else "0.0.0.0", port))
     if kind == socket.SOCK_STREAM:
         s.listen(128)
     s.setblocking(False)
@@ -70,16 +74,17 @@ def _listening_socket(netns: str, protocol: str, port: int) -> socket.socket:
 async def serve_pod(pod: PodPlan, sctp: bool) -> PodServers:
     loop = asyncio.get_running_loop()
     out = PodServers(pod.key)
-    for protocol, port in pod.ports:
-        if protocol == "SCTP" and not sctp:
-            continue
-        try:
-            sock = _listening_socket(pod.netns, protocol, port)
-            if protocol == "UDP":
-                transport, _ = await loop.create_datagram_endpoint(_DatagramEcho, sock=sock)
-                out.closers.append(transport)
-            else:
-                out.closers.append(await loop.create_server(_StreamEcho, sock=sock))
-        except OSError as e:
-            log.error("pod %s: cannot serve %s/%d: %s", pod.key, protocol, port, e)
+    for family in (family_of(ip) for ip in pod.ips):  # every family the pod has an address in
+        for protocol, port in pod.ports:
+            if protocol == "SCTP" and not sctp:
+                continue
+            try:
+                sock = _listening_socket(pod.netns, family, protocol, port)
+                if protocol == "UDP":
+                    transport, _ = await loop.create_datagram_endpoint(_DatagramEcho, sock=sock)
+                    out.closers.append(transport)
+                else:
+                    out.closers.append(await loop.create_server(_StreamEcho, sock=sock))
+            except OSError as e:
+                log.error("pod %s: cannot serve %s/%d over %s: %s", pod.key, protocol, port, family, e)
     return out

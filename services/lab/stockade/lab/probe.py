@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 
 from stockade.lab import nsenter
 from stockade.lab.podserver import sctp_supported
+from stockade.lab.topology import family_of
 
 TIMEOUT = 1.0
 MAX_INFLIGHT = 512  # sockets open at once; stays far below the fd limit
@@ -31,8 +32,12 @@ class Source:
 @dataclass(frozen=True)
 class Target:
     label: str  # "ns/pod"
-    ip: str
+    ip: str  # of either family: the probe's socket is of the same
     ports: tuple[tuple[str, int], ...]  # (protocol, port)
+
+    @property
+    def family(self) -> str:
+        return family_of(self.ip)
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,7 @@ class Result:
     port: int
     protocol: str
     connected: bool
+    family: str = "ipv4"  # of the addresses probed
 
     def to_json(self) -> dict[str, object]:
         d = asdict(self)
@@ -51,9 +57,13 @@ class Result:
 _STREAM = {"TCP": 0, "SCTP": socket.IPPROTO_SCTP}
 
 
+def _af(ip: str) -> int:
+    return socket.AF_INET6 if family_of(ip) == "ipv6" else socket.AF_INET
+
+
 async def _stream(netns: str, ip: str, port: int, proto: int, timeout: float) -> bool:
     loop = asyncio.get_running_loop()
-    s = nsenter.socket_in(netns, socket.AF_INET, socket.SOCK_STREAM, proto)
+    s = nsenter.socket_in(netns, _af(ip), socket.SOCK_STREAM, proto)
     s.setblocking(False)
     try:
         await asyncio.wait_for(loop.sock_connect(s, (ip, port)), timeout)
@@ -66,7 +76,7 @@ async def _stream(netns: str, ip: str, port: int, proto: int, timeout: float) ->
 
 async def _udp(netns: str, ip: str, port: int, timeout: float) -> bool:
     loop = asyncio.get_running_loop()
-    s = nsenter.socket_in(netns, socket.AF_INET, socket.SOCK_DGRAM)
+    s = nsenter.socket_in(netns, _af(ip), socket.SOCK_DGRAM)
     s.setblocking(False)
     token = os.urandom(12)
     try:
@@ -107,7 +117,7 @@ async def probe_cells(todo: list[tuple[Source, Target, str, int]], timeout: floa
     async def one(s: Source, t: Target, proto: str, port: int) -> Result:
         async with gate:
             ok = await probe_one(s.netns, t.ip, proto, port, timeout)
-        return Result(s.label, t.label, port, proto, ok)
+        return Result(s.label, t.label, port, proto, ok, t.family)
 
     return list(await asyncio.gather(*(one(*c) for c in todo)))
 

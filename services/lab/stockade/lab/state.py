@@ -18,7 +18,7 @@ from typing import Any
 
 from stockade.lab.topology import Plan
 
-VERSION = 1
+VERSION = 2  # 2: plans with IP families and a topology
 
 
 @dataclass
@@ -47,6 +47,8 @@ class LabState:
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> LabState:
+        if data.get("version") != VERSION:
+            raise ValueError(f"it is of version {data.get('version')}, this stockade reads version {VERSION}")
         fields = {k: v for k, v in data.items() if k not in {"plan", "version"}}
         st = LabState(**fields)
         st.plan = Plan.from_json(data["plan"]) if data.get("plan") else None

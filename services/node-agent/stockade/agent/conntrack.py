@@ -108,7 +108,14 @@ def may_forbid(delta: NodeDelta) -> bool:
 
 def _canonical(ips: Collection[str]) -> frozenset[str]:
     # the kernel's addresses come out in canonical form; normalise ours so IPv6 spellings compare
-    return frozenset(str(ipaddress.ip_address(ip.split("/")[0])) for ip in ips)
+    out = set()
+    for ip in ips:
+        try:
+            out.add(str(ipaddress.ip_address(ip.split("/")[0])))
+        except ValueError:
+            # a pod we cannot place in a family would have its flows never examined: refuse
+            raise ConntrackError(f"local pod address {ip[:80]!r} is neither IPv4 nor IPv6") from None
+    return frozenset(out)
 
 
 # -- ctnetlink on the wire ---------------------------------------------------------------------
@@ -153,20 +160,32 @@ def _attrs(data: bytes, off: int, end: int) -> Iterator[tuple[int, int, int]]:
         off += (length + 3) & ~3
 
 
-# The layout the kernel writes for an IPv4 TCP/UDP/SCTP tuple: IP nest {src, dst}, proto nest
-# {number, sport, dport}. Read in one unpack when the headers match; anything else (IPv6, ICMP,
-# a zone) takes the general walk.
+# The layouts the kernel writes for a TCP/UDP/SCTP tuple of either family: IP nest {src, dst},
+# proto nest {number, sport, dport}. Read in one unpack when the headers match; anything else
+# (ICMP, a zone) takes the general walk.
 _V4_TUPLE = struct.Struct("=HHHH4sHH4sHHHHB3xHHH2xHHH2x")
 _V4_HEADERS = (20, _CTA_TUPLE_IP, 8, _CTA_IP_V4_SRC, 8, _CTA_IP_V4_DST, 28, _CTA_TUPLE_PROTO, 5, 1, 6, 2, 6, 3)
+_V6_TUPLE = struct.Struct("=HHHH16sHH16sHHHHB3xHHH2xHHH2x")
+_V6_HEADERS = (44, _CTA_TUPLE_IP, 20, _CTA_IP_V6_SRC, 20, _CTA_IP_V6_DST, 28, _CTA_TUPLE_PROTO, 5, 1, 6, 2, 6, 3)
+_FAST = {
+    _V4_TUPLE.size: (_V4_TUPLE, _V4_HEADERS, socket.AF_INET),
+    _V6_TUPLE.size: (_V6_TUPLE, _V6_HEADERS, socket.AF_INET6),
+}
 
 
 def _tuple(data: bytes, off: int, end: int) -> Tuple | None:
-    if end - off == _V4_TUPLE.size:
-        f = _V4_TUPLE.unpack_from(data, off)
+    fast = _FAST.get(end - off)
+    if fast is not None:
+        layout, expected, fam = fast
+        f = layout.unpack_from(data, off)
         headers = (f[0], f[1] & _NLA_TYPE_MASK, *f[2:4], *f[5:7], f[8], f[9] & _NLA_TYPE_MASK, *f[10:12], *f[13:15])
-        if (*headers, *f[16:18]) == _V4_HEADERS:
+        if (*headers, *f[16:18]) == expected:
             return Tuple(
-                socket.inet_ntoa(f[4]), socket.inet_ntoa(f[7]), f[12], socket.ntohs(f[15]), socket.ntohs(f[18])
+                socket.inet_ntop(fam, f[4]),
+                socket.inet_ntop(fam, f[7]),
+                f[12],
+                socket.ntohs(f[15]),
+                socket.ntohs(f[18]),
             )
     src = dst = None
     proto = sport = dport = 0

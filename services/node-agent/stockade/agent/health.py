@@ -1,8 +1,10 @@
 """The agent's HTTP endpoints (aiohttp): ``/healthz``, ``/readyz`` and ``/metrics``.
 
-``/healthz`` answers while the event loop runs. ``/readyz`` is 200 once the node's first
-model from the brain is in the kernel (and stays so while the brain is away: the rules are
-enforced, fail static), 503 with the reason before. ``/metrics`` is the Prometheus text format.
+``/healthz`` answers while the event loop runs. ``/readyz`` is 200 while the node enforces
+every pod packet: the brain's model is in the kernel (and stays so while the brain is away,
+fail static) and nothing lets pod traffic bypass it (the node's preflight: a bridge without
+br_netfilter, IPv6 the dataplane cannot filter, a generation the agent had to refuse); 503 with
+the reasons otherwise. ``/metrics`` is the Prometheus text format.
 """
 
 from __future__ import annotations

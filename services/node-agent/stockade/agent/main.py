@@ -1,5 +1,10 @@
 """The node agent, composed: sync client → metered dataplane; NFLOG → metrics and drop reports;
-periodic verify/repair and kernel counters; HTTP health and metrics.
+periodic verify/repair and kernel counters; the node's preflight; HTTP health and metrics.
+
+Ready means enforcing: the brain's rules are in the kernel and nothing lets pod traffic bypass
+them (`stockade.agent.preflight`, plus the backend's own needs). The agent fixes what it may
+(``fix_sysctls``), re-checks periodically and on every snapshot, refuses a generation it cannot
+enforce, and says why it is not ready on ``/readyz``, in its metrics and to the brain.
 
 The agent runs inside its node's network namespace (the lab starts it with ``ip netns exec``),
 so everything acts on the current namespace unless ``netns`` names another one. Stopping it
@@ -18,14 +23,16 @@ from dataclasses import dataclass
 import grpc
 
 from stockade.agent.backends import make_backend
-from stockade.agent.backends.base import Dataplane
+from stockade.agent.backends.base import Dataplane, families_of, node_needs
 from stockade.agent.health import HealthServer
 from stockade.agent.metered import MeteredDataplane, conntrack_end_flows
 from stockade.agent.metrics import AgentMetrics
 from stockade.agent.nflog import NflogReader
+from stockade.agent.preflight import NodeCheck, apply_fix, model_needs, read_facts
 from stockade.agent.reporter import CHANNEL_OPTIONS, Reporter
-from stockade.agent.supervise import counters_loop, verify_loop
+from stockade.agent.supervise import counters_loop, preflight_loop, verify_loop
 from stockade.agent.sync import AgentClient, AgentStatus, Applier
+from stockade.model import NodeModel
 from stockade.model.events import BlockedEvent
 from stockade.tls import ClientTLS
 
@@ -48,12 +55,16 @@ class AgentConfig:
     netns: str | None = None  # None: the network namespace we run in
     nflog: bool = True
     conntrack: bool = True
+    fix_sysctls: bool = True  # set what the node needs (bridge sysctls, br_netfilter) where it may
+    preflight_interval: float = 10.0
 
 
 class NodeAgent:
     """One node's agent. Build it, then ``await run(stop)``; it returns the exit code."""
 
-    def __init__(self, config: AgentConfig, dataplane: Dataplane | None = None) -> None:
+    def __init__(
+        self, config: AgentConfig, dataplane: Dataplane | None = None, node_check: NodeCheck | None = None
+    ) -> None:
         if config.tls is None and not config.insecure:
             raise ValueError("the agent needs mTLS credentials to reach the brain (plain text only with insecure)")
         self.config = config
@@ -61,8 +72,17 @@ class NodeAgent:
         inner = dataplane if dataplane is not None else make_backend(config.backend, config.netns, config.nflog_group)
         end_flows = conntrack_end_flows(config.netns) if config.conntrack else None
         self.dataplane = MeteredDataplane(inner, self.metrics, end_flows)
-        self.applier = Applier(config.node, self.dataplane, on_applied=self._on_applied)
+        netns = config.netns
+        self.check = node_check or NodeCheck(
+            lambda: read_facts(netns),
+            lambda facts: node_needs(inner, facts),
+            (lambda fix: apply_fix(fix, netns)) if config.fix_sysctls else None,
+        )
+        self._families = families_of(inner)
+        self._checking = asyncio.Lock()
+        self.applier = Applier(config.node, self.dataplane, on_applied=self._on_applied, gate=self._gate)
         self.client = AgentClient(self.applier, config.brain, config.tls, allow_insecure=config.insecure)
+        self.client.readiness = self.readiness
         self.status: AgentStatus = self.client.status
         self.http = HealthServer(config.http, self.not_ready_reason, self.render_metrics)
         self.reporter: Reporter | None = None
@@ -72,15 +92,56 @@ class NodeAgent:
 
     # -- what the endpoints and the logs say ----------------------------------------------------
 
-    def not_ready_reason(self) -> str | None:
-        if self.applier.model is not None:
-            return None  # enforcing; stays so while the brain is away (fail static)
+    def not_ready(self) -> list[tuple[str, str]]:
+        """Why the node is not ready, as (bucket, text); empty when ready. Rules in force stay
+        in force while the brain is away (fail static): that alone does not make it unready."""
         st = self.status
-        link = "connected to" if st.connected else "not connected to"
-        reason = f"no rules from the brain yet ({link} {self.config.brain}; {st.phase})"
-        if st.last_error:
-            reason += f"; last error: {st.last_error}"
-        return reason
+        out = []
+        if self.applier.model is None:
+            link = "connected to" if st.connected else "not connected to"
+            reason = f"no rules from the brain yet ({link} {self.config.brain}; {st.phase})"
+            if st.brain_refused:
+                reason += f"; {st.brain_refused}"
+            elif st.last_error and st.last_error != st.refused:
+                reason += f"; last error: {st.last_error}"
+            out.append(("no_rules", reason))
+        if st.refused:
+            out.append(("generation_refused", st.refused))
+        out += [(p.code, p.message) for p in self.check.problems]
+        return out
+
+    def not_ready_reason(self) -> str | None:
+        return "; ".join(text for _, text in self.not_ready()) or None
+
+    def readiness(self) -> tuple[bool, tuple[str, ...]]:
+        """What the brain hears: ready, and what lets pod traffic bypass the rules (the brain
+        knows by itself whether rules were applied)."""
+        reasons = self.not_ready()
+        return not reasons, tuple(text for bucket, text in reasons if bucket != "no_rules")
+
+    # -- the node's preflight -------------------------------------------------------------------
+
+    async def check_node(self) -> None:
+        """Re-check the node (fixing what the agent may) and tell the brain if readiness changed."""
+        async with self._checking:  # one check at a time: the loop and a snapshot may coincide
+            before = [p.message for p in self.check.problems]
+            problems = await asyncio.to_thread(self.check.run)
+            after = [p.message for p in problems]
+        if after != before:
+            if after:
+                log.error("node %s: not ready: %s", self.config.node, "; ".join(after))
+            else:
+                log.info("node %s: node check passed: every pod packet reaches the rules", self.config.node)
+        await self.client.status_changed()
+
+    async def _gate(self, model: NodeModel, kind: str) -> str | None:
+        """The applier asks before each apply: every snapshot re-checks the node first."""
+        if kind == "snapshot":
+            await self.check_node()
+        facts = self.check.facts
+        if facts is None:
+            return None  # the node could not be read: it is not ready, and says why
+        return model_needs(model, facts, self._families, self.dataplane.name)
 
     def render_metrics(self) -> tuple[bytes, str]:
         self._refresh()
@@ -88,7 +149,10 @@ class NodeAgent:
 
     def _refresh(self) -> None:
         """Bring the gauges and loss counts that mirror other objects' state up to date."""
-        self.metrics.set_brain_connected(self.status.connected)
+        st = self.status
+        self.metrics.set_brain_connected(st.connected)
+        self.metrics.set_readiness(bucket for bucket, _ in self.not_ready())
+        self.metrics.brain_refused_total(st.brain_refusals, st.brain_protocol)
         if self.nflog is not None:
             lost = self.nflog.stats.lost
             self.metrics.nflog_lost_total(lost)
@@ -145,6 +209,7 @@ class NodeAgent:
         self.reporter = Reporter(cfg.node, channel, registry=self.metrics.registry)
         if cfg.nflog:
             self._open_nflog(loop)
+        await self.check_node()  # before the hello, so that it carries the node's readiness
         log.info(
             "node %s: agent started (backend %s, NFLOG group %d, HTTP on %s:%d); brain at %s%s",
             cfg.node,
@@ -165,6 +230,7 @@ class NodeAgent:
                 counters_loop(self.dataplane, self.metrics, cfg.counters_interval, stop, self._refresh),
                 name="counters",
             ),
+            asyncio.create_task(preflight_loop(self.check_node, cfg.preflight_interval, stop), name="preflight"),
         }
         stopping = asyncio.create_task(stop.wait())
         code = 0

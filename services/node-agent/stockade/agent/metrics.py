@@ -5,6 +5,7 @@ a series per port), so a port becomes a label value only when it is a well-known
 or a port the node's rules name (a single port, or either end of a range). Everything else is
 ``"other"``, and at most ``max_dports`` distinct values are ever minted; later newcomers fall
 into ``"other"`` too. Protocols are a fixed set (TCP, UDP, SCTP, other); directions are two.
+So are the reasons of ``stockade_agent_not_ready`` (`NOT_READY_REASONS`; any other is ``"other"``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,17 @@ from stockade.model.rules import Direction, NodeModel
 OTHER = "other"
 WELL_KNOWN_MAX = 1024
 _PROTOCOLS = frozenset({"TCP", "UDP", "SCTP"})
+# Why a node is not ready, bucketed: the preflight problem codes, plus no rules yet and a refused generation.
+NOT_READY_REASONS = (
+    "no_rules",
+    "generation_refused",
+    "br_netfilter",
+    "bridge_sysctl",
+    "ipv6_unenforced",
+    "ipv6_unsupported",
+    "check_failed",
+    OTHER,
+)
 APPLY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -92,6 +104,28 @@ class AgentMetrics:
         self.applied_generation = Gauge(
             "stockade_applied_generation", "Generation of the last model applied to the kernel", registry=r
         )
+        self.ready = Gauge(
+            "stockade_agent_ready",
+            "1 while the node is ready: its rules in the kernel and no pod traffic bypassing them",
+            registry=r,
+        )
+        self.not_ready = Gauge(
+            "stockade_agent_not_ready",
+            "1 for each reason the node is not ready (bucketed; see /readyz for the words)",
+            ["reason"],
+            registry=r,
+        )
+        self.brain_refused = Counter(
+            "stockade_agent_brain_refused",
+            "sync streams this agent ended because the brain speaks an older sync protocol",
+            registry=r,
+        )
+        self.brain_protocol = Gauge(
+            "stockade_agent_brain_protocol", "sync protocol the brain last spoke (0: none yet)", registry=r
+        )
+        for reason in NOT_READY_REASONS:
+            self.not_ready.labels(reason=reason)
+        self._brain_refused_seen = 0
         for result in ("ok", "failed"):
             self.transactions.labels(result=result)  # both series exist from the start, at 0
         for d in Direction:
@@ -176,6 +210,20 @@ class AgentMetrics:
 
     def set_applied_generation(self, generation: int) -> None:
         self.applied_generation.set(generation)
+
+    def set_readiness(self, reasons: Iterable[str]) -> None:
+        """The node's not-ready reasons now (problem codes; none: ready)."""
+        active = {r if r in NOT_READY_REASONS else OTHER for r in reasons}
+        self.ready.set(0 if active else 1)
+        for reason in NOT_READY_REASONS:
+            self.not_ready.labels(reason=reason).set(1 if reason in active else 0)
+
+    def brain_refused_total(self, total: int, protocol: int) -> None:
+        """Sync with the client's cumulative count of refused brains, and the brain's protocol."""
+        if total > self._brain_refused_seen:
+            self.brain_refused.inc(total - self._brain_refused_seen)
+        self._brain_refused_seen = total
+        self.brain_protocol.set(protocol)
 
     def render(self) -> bytes:
         """The text exposition format, for ``/metrics``."""

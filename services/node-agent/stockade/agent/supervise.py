@@ -1,14 +1,16 @@
-"""The agent's periodic kernel work: verify and repair drift, and read the exact deny counters.
+"""The agent's periodic kernel work: verify and repair drift, read the exact deny counters, and
+re-check what the node needs for every pod packet to reach the rules (a bridge created after
+start, a sysctl flipped back).
 
-Both run in worker threads (the kernel calls block) and never end the agent: a failure is
-logged and tried again at the next tick.
+The kernel calls run in worker threads (they block); none of the loops ever ends the agent: a
+failure is logged and tried again at the next tick.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from stockade.agent.metered import MeteredDataplane
 from stockade.agent.metrics import AgentMetrics
@@ -72,3 +74,11 @@ async def counters_loop(
                 unreadable_logged = True
         also()
         await _sleep_or_stop(stop, interval)
+
+
+async def preflight_loop(check: Callable[[], Awaitable[None]], interval: float, stop: asyncio.Event) -> None:
+    """Run ``check`` (the node's preflight; it records its own failures) every ``interval`` seconds."""
+    while not stop.is_set():
+        await _sleep_or_stop(stop, interval)
+        if not stop.is_set():
+            await check()

@@ -9,11 +9,13 @@ from typing import Any
 from stockade.brain.admin.reachability import reach
 from stockade.brain.engine import Engine
 
+Connection = tuple[str, str, int, str, str]  # from, to, port, protocol, family (ipv4/ipv6)
+
 
 @dataclass
 class DryRunResult:
-    opened: list[tuple[str, str, int, str]] = field(default_factory=list)
-    closed: list[tuple[str, str, int, str]] = field(default_factory=list)
+    opened: list[Connection] = field(default_factory=list)
+    closed: list[Connection] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
     checked: int = 0
@@ -24,7 +26,11 @@ KIND_ORDER = {"Namespace": 0, "Pod": 1, "NetworkPolicy": 2}
 
 def _compiled(objs: Sequence[Mapping[str, Any]]) -> Engine:
     engine = Engine()
-    engine.load(*([o for o in objs if o.get("kind") == kind] for kind in ("Namespace", "Pod", "NetworkPolicy")))
+
+    def of(kind: str) -> list[Mapping[str, Any]]:
+        return [o for o in objs if o.get("kind") == kind]
+
+    engine.load(of("Namespace"), of("Pod"), of("NetworkPolicy"), services=of("Service"))
     return engine
 
 
@@ -41,8 +47,8 @@ def dry_run(current: Iterable[Mapping[str, Any]], changes: Sequence[Mapping[str,
         if obj.get("kind") in KIND_ORDER and obj.get("kind") != "Pod":
             after.upsert(obj)
     # Only connections between pods that exist now, on their declared ports.
-    old = {(p.src, p.dst, p.port, p.protocol.value): p.allowed for p in reach(before)}
-    new = {(p.src, p.dst, p.port, p.protocol.value): p.allowed for p in reach(after)}
+    old = {(p.src, p.dst, p.port, p.protocol.value, p.family): p.allowed for p in reach(before)}
+    new = {(p.src, p.dst, p.port, p.protocol.value, p.family): p.allowed for p in reach(after)}
     result = DryRunResult(checked=len(old))
     for key, was in sorted(old.items()):
         now = new.get(key, was)

@@ -3,18 +3,23 @@
 The verdict itself comes from the compiled node models (what the agents enforce); the reasons
 name the policies that isolate each end and the rules that allow the connection, or say that
 none does, with lint hints for selectors that match nothing nearby.
+
+Either end may be named as a pod (``ns/name``) or by an address of either family. A connection
+is one family: given an address, its family; given two dual-stack pods, both families are
+explained (they differ when an ipBlock of one family is involved), and the connection counts as
+allowed only when it is allowed over each.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from stockade.brain.engine import Engine
 from stockade.brain.engine.objects import BETA_ANNOTATION, PodInfo
 from stockade.model import Direction, Protocol
-from stockade.model.evaluate import decide
+from stockade.model.evaluate import FAMILY_NAMES, decide, ip_version
 
 
 class ExplainError(ValueError):
@@ -55,22 +60,42 @@ class Explanation:
     sides: list[Side]
     reasons: list[str]
     hints: list[str]
+    family: str = "ipv4"  # of this explanation's address pair
+    src_ip: str = ""
+    dst_ip: str = ""
+    # Dual-stack pods named by name: the connection over each family they share, on its own
+    # (this explanation is then allowed only when every one of them is).
+    per_family: list[Explanation] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "from": self.src,
             "to": self.dst,
             "port": self.port,
             "protocol": self.protocol.value,
             "allowed": self.allowed,
             "verdict": "allowed" if self.allowed else "blocked",
+            "family": self.family,
+            "fromIP": self.src_ip,
+            "toIP": self.dst_ip,
             "sides": [s.as_json() for s in self.sides],
             "reasons": self.reasons,
             "hints": self.hints,
         }
+        if self.per_family:
+            out["families"] = [
+                {"family": e.family, "fromIP": e.src_ip, "toIP": e.dst_ip, "allowed": e.allowed}
+                for e in self.per_family
+            ]
+        return out
 
     def text(self) -> str:
-        head = f"{'ALLOWED' if self.allowed else 'BLOCKED'}: {self.src} -> {self.dst} {self.protocol.value}/{self.port}"
+        verdict = "ALLOWED" if self.allowed else "BLOCKED"
+        if self.per_family:
+            verdict = ", ".join(
+                f"{'ALLOWED' if e.allowed else 'BLOCKED'} over {e.family.replace('ip', 'IP')}" for e in self.per_family
+            )
+        head = f"{verdict}: {self.src} -> {self.dst} {self.protocol.value}/{self.port}"
         lines = [head, *(f"  - {r}" for r in self.reasons)]
         if self.hints:
             lines.append("  hints:")
@@ -79,52 +104,116 @@ class Explanation:
 
 
 def _find_pod(engine: Engine, ref: str) -> PodInfo:
+    """The endpoint pod named ``ns/name``, with the addresses it owns."""
     if "/" not in ref:
         raise ExplainError(f"{ref!r}: name a pod as namespace/name, or give an IP address")
     ns, name = ref.split("/", 1)
     pod = engine.pod_info(ns, name)
     if pod is None:
         raise ExplainError(f"pod {ref} not found")
-    if not engine.is_endpoint(ns, name) or not pod.node or not pod.ip:
-        raise ExplainError(f"pod {ref} is not a network endpoint (no IP yet, host network, or finished)")
-    return pod
+    ep = engine.endpoint(ns, name)
+    if ep is None or not ep.node:
+        why = f"its addresses were refused: {pod.problem}" if pod.problem else "no IP yet, host network, or finished"
+        raise ExplainError(f"pod {ref} is not a network endpoint ({why})")
+    return ep
 
 
-def explain(engine: Engine, src: str, dst: str, port: int, protocol: Protocol = Protocol.TCP) -> Explanation:
-    """Explain a new connection from ``src`` (pod "ns/name" or an IP) to pod ``dst`` ("ns/name")."""
-    dpod = _find_pod(engine, dst)
-    spod: PodInfo | None = None
+def _address(text: str) -> str | None:
+    """``text`` as a canonical address, or None when it is not one (then it names a pod)."""
     try:
-        ipaddress.ip_address(src)
-        src_ip = src
-        owner = engine.pod_by_ip(src)
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
+def _pod_address(pod: PodInfo, version: int) -> str:
+    ip = pod.address(version)
+    if ip is None:
+        have = ", ".join(pod.ips)
+        raise ExplainError(f"pod {pod.key} has no IPv{version} address (it has {have}): no such connection")
+    return ip
+
+
+def explain(
+    engine: Engine, src: str, dst: str, port: int, protocol: Protocol = Protocol.TCP, family: int | None = None
+) -> Explanation:
+    """Explain a new connection from ``src`` to ``dst``: each a pod ("ns/name") or an address of
+    either family (the destination's must be a pod's). ``family`` (4 or 6) picks the family when
+    both are named as pods; without it, every family the two pods share is explained."""
+    src_addr, dst_addr = _address(src), _address(dst)
+    if dst_addr is not None:
+        owner = engine.pod_by_ip(dst_addr)
+        if owner is None:
+            raise ExplainError(f"{dst} is not the address of a pod in the cluster")
+        dpod = _find_pod(engine, owner)
+    else:
+        dpod = _find_pod(engine, dst)
+    spod: PodInfo | None = None
+    if src_addr is not None:
+        owner = engine.pod_by_ip(src_addr)
         if owner is not None:
             spod = _find_pod(engine, owner)
-    except ValueError:
+    else:
         spod = _find_pod(engine, src)
-        src_ip = spod.ip or ""
-    assert dpod.ip is not None
+    pinned = {ip_version(a) for a in (src_addr, dst_addr) if a is not None}
+    if family is not None:
+        pinned.add(family)
+    if len(pinned) > 1:
+        raise ExplainError(f"{src} and {dst} are of different IP families: no such connection")
+    if pinned:
+        versions = list(pinned)
+    else:
+        assert spod is not None
+        mine = {ip_version(ip) for ip in spod.ips}
+        versions = [v for v in (ip_version(ip) for ip in dpod.ips) if v in mine]
+        if not versions:
+            raise ExplainError(
+                f"{spod.key} ({', '.join(spod.ips)}) and {dpod.key} ({', '.join(dpod.ips)}) share no IP family"
+            )
+    found = []
+    for v in versions:
+        dst_ip = dst_addr if dst_addr is not None else _pod_address(dpod, v)
+        src_ip = src_addr if src_addr is not None else _pod_address(spod, v)  # type: ignore[arg-type]
+        found.append(_explain_pair(engine, spod, src_ip, dpod, dst_ip, port, protocol))
+    first = found[0]
+    if len(found) == 1:
+        return first
+    reasons, hints = list(first.reasons), list(first.hints)
+    for e in found[1:]:
+        label = e.family.replace("ip", "IP")
+        reasons.extend(f"{label} ({e.src_ip} -> {e.dst_ip}): {r}" for r in e.reasons)
+        hints.extend(h for h in e.hints if h not in hints)
+    allowed = all(e.allowed for e in found)
+    return replace(first, allowed=allowed, reasons=reasons, hints=hints, per_family=found)
+
+
+def _explain_pair(
+    engine: Engine, spod: PodInfo | None, src_ip: str, dpod: PodInfo, dst_ip: str, port: int, protocol: Protocol
+) -> Explanation:
+    fam = FAMILY_NAMES[ip_version(dst_ip)]
     src_name = spod.key if spod is not None else src_ip
     reasons: list[str] = []
     sides: list[Side] = []
     if spod is not None and spod.key == dpod.key:
         reasons.append("a pod talking to itself is never filtered")
-        return Explanation(src_name, dpod.key, port, protocol, True, sides, reasons, [])
+        return Explanation(src_name, dpod.key, port, protocol, True, sides, reasons, [], fam, src_ip, dst_ip)
     if spod is not None:
-        sides.append(_side(engine, Direction.EGRESS, spod, dpod.ip, protocol, port))
+        sides.append(_side(engine, Direction.EGRESS, spod, src_ip, dst_ip, protocol, port))
     else:
         reasons.append(f"{src_ip} is not a pod in the cluster: only the destination's ingress rules apply")
-    sides.append(_side(engine, Direction.INGRESS, dpod, src_ip, protocol, port))
+    sides.append(_side(engine, Direction.INGRESS, dpod, dst_ip, src_ip, protocol, port))
     for side in sides:
         reasons.append(_side_text(side, src_name, dpod.key, protocol, port))
     allowed = all(s.allowed for s in sides)
     hints = _hints(engine, sides) if not allowed else []
-    return Explanation(src_name, dpod.key, port, protocol, allowed, sides, reasons, hints)
+    return Explanation(src_name, dpod.key, port, protocol, allowed, sides, reasons, hints, fam, src_ip, dst_ip)
 
 
-def _side(engine: Engine, direction: Direction, pod: PodInfo, peer_ip: str, protocol: Protocol, port: int) -> Side:
-    assert pod.node and pod.ip
-    verdict = decide(engine.model(pod.node), direction, pod.ip, peer_ip, protocol, port)
+def _side(
+    engine: Engine, direction: Direction, pod: PodInfo, pod_ip: str, peer_ip: str, protocol: Protocol, port: int
+) -> Side:
+    assert pod.node
+    verdict = decide(engine.model(pod.node), direction, pod_ip, peer_ip, protocol, port)
     policies = engine.policies_for_pod(pod.namespace, pod.name)[direction]
     beta = direction is Direction.INGRESS and engine.beta_isolated(pod.namespace)
     allowing = [(p, i) for p in policies for i in engine.rules_allowing(p, direction, pod, peer_ip, protocol, port)]

@@ -1,7 +1,9 @@
 """Reachability: which pods may open connections to which, read from the compiled node models.
 
 The verdict for a pair comes from evaluating the per-node rule models the engine produced
-(`stockade.model.evaluate.decide`), the same data an agent would load into the kernel.
+(`stockade.model.evaluate.decide`), the same data an agent would load into the kernel. A
+dual-stack pair is judged once per family (its IPv4 addresses, then its IPv6 ones): an ipBlock
+of one family can make the two differ.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from stockade.brain.engine import Engine
 from stockade.brain.engine.objects import PodInfo
 from stockade.manifests import assign_addresses, build_cluster, node_names, read_documents
 from stockade.model import Direction, NodeModel, Protocol
-from stockade.model.evaluate import decide
+from stockade.model.evaluate import FAMILY_NAMES, decide, ip_version
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,7 @@ class Probe:
     port: int
     protocol: Protocol
     allowed: bool
+    family: str = "ipv4"  # the address family of the pair: ipv4 or ipv6
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -31,40 +34,63 @@ class Probe:
             "to": self.dst,
             "port": self.port,
             "protocol": self.protocol.value,
+            "family": self.family,
             "allowed": self.allowed,
         }
 
 
-def compile_manifests(paths: Sequence[str], nodes: int = 3) -> Engine:
+def compile_manifests(paths: Sequence[str], nodes: int = 3, ip_family: str = "ipv4") -> Engine:
+    """Manifests compiled as a cluster of ``nodes`` nodes; pods without addresses get them from
+    their node's range in ``ip_family`` (ipv4, ipv6 or dual)."""
     cluster = build_cluster(read_documents(paths))
-    assign_addresses(cluster.pods, node_names(nodes))
+    assign_addresses(cluster.pods, node_names(nodes), ip_family)
     engine = Engine()
-    engine.load(cluster.namespaces, cluster.pods, cluster.policies)
+    engine.load(cluster.namespaces, cluster.pods, cluster.policies, services=cluster.services)
     return engine
 
 
+def shared_versions(src: PodInfo, dst: PodInfo) -> list[int]:
+    """The IP versions both pods have an address of, in the destination's order."""
+    mine = {ip_version(ip) for ip in src.ips}
+    return [v for v in (ip_version(ip) for ip in dst.ips) if v in mine]
+
+
 def connection_allowed(
-    engine: Engine, models: dict[str, NodeModel], src: PodInfo, dst: PodInfo, protocol: Protocol, port: int
+    engine: Engine,
+    models: dict[str, NodeModel],
+    src: PodInfo,
+    dst: PodInfo,
+    protocol: Protocol,
+    port: int,
+    version: int | None = None,
 ) -> bool:
-    """A new connection from ``src`` to ``dst``, as the compiled models decide it."""
+    """A new connection from ``src`` to ``dst`` over IP ``version`` (None: the first family both
+    have), as the compiled models decide it. ``src`` and ``dst`` are endpoints (`Engine.endpoint`)."""
     if src.key == dst.key:
         return True  # self-traffic is never filtered
-    assert src.ip and dst.ip and src.node and dst.node
-    out = decide(models[src.node], Direction.EGRESS, src.ip, dst.ip, protocol, port)
+    if version is None:
+        version = shared_versions(src, dst)[0]
+    src_ip, dst_ip = src.address(version), dst.address(version)
+    assert src_ip and dst_ip and src.node and dst.node, f"{src.key} -> {dst.key}: no IPv{version} pair"
+    out = decide(models[src.node], Direction.EGRESS, src_ip, dst_ip, protocol, port)
     if not out.allowed:
         return False
-    return decide(models[dst.node], Direction.INGRESS, dst.ip, src.ip, protocol, port).allowed
+    return decide(models[dst.node], Direction.INGRESS, dst_ip, src_ip, protocol, port).allowed
 
 
 def reach(
     engine: Engine,
     ports: Iterable[int] | None = None,
     protocols: Iterable[Protocol] | None = None,
+    families: Iterable[int] | None = None,
 ) -> list[Probe]:
+    """Every endpoint pair on the given (or declared) ports, once per IP family both have
+    (``families``: only those versions, 4 and/or 6)."""
     models = {n: engine.model(n) for n in engine.nodes()}  # every node hosting an endpoint pod
-    pods = [p for p in engine.pods() if engine.is_endpoint(p.namespace, p.name) and p.node]
+    pods = [ep for p in engine.pods() if (ep := engine.endpoint(p.namespace, p.name)) is not None and ep.node]
     protos = list(protocols) if protocols else None
     port_list = list(ports) if ports else None
+    wanted = set(families) if families else {4, 6}
     results = []
     for dst in pods:
         if port_list is not None:
@@ -73,7 +99,8 @@ def reach(
             targets = [(port, proto) for port, proto in dst.ports if protos is None or proto in protos]
         for port, proto in targets:
             for src in pods:
-                results.append(
-                    Probe(src.key, dst.key, port, proto, connection_allowed(engine, models, src, dst, proto, port))
-                )
+                for v in shared_versions(src, dst):
+                    if v in wanted:
+                        ok = connection_allowed(engine, models, src, dst, proto, port, v)
+                        results.append(Probe(src.key, dst.key, port, proto, ok, FAMILY_NAMES[v]))
     return results

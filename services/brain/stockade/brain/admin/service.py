@@ -168,6 +168,11 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                 ns.last_apply_time = float(st.last_apply_time or 0.0)
                 ns.last_error = str(st.last_error or "")
                 ns.backend = str(getattr(st, "backend", "") or "")
+                ns.ready = bool(getattr(st, "ready", False))
+                ns.problems.extend(getattr(st, "problems", ()))
+                ns.refused = str(getattr(st, "refused", "") or "")
+                ns.protocol = int(getattr(st, "protocol", 0))
+                ns.agent_version = str(getattr(st, "agent_version", "") or "")
             if self.node_info is not None:
                 ns.backend = str(self.node_info(node).get("backend", ""))
             out.append(ns)
@@ -214,9 +219,11 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                 changes.append(d)
         # Compiling twice is CPU work: keep the event loop (and the sync streams) responsive.
         result = await asyncio.to_thread(dry_run, list(self.objects()), changes)
-        conn = lambda t: admin_pb2.Connection(**{"from": t[0]}, to=t[1], port=t[2], protocol=t[3])  # noqa: E731
+        conn = lambda t: admin_pb2.Connection(  # noqa: E731
+            **{"from": t[0]}, to=t[1], port=t[2], protocol=t[3], family=t[4]
+        )
         return admin_pb2.DryRunResponse(
-            opened=[conn(t) for t in result.opened],
+            opened=[conn(t) for t in result.opened],  # one per family whose verdict changes
             closed=[conn(t) for t in result.closed],
             warnings=result.warnings,
             rejected=result.rejected,

@@ -6,6 +6,7 @@ import bisect
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from stockade.brain.engine.objects import canonical_ip, pod_addresses
 from stockade.model.rules import Direction
 
 PodRef = tuple[str, str]  # (namespace, pod name)
@@ -65,20 +66,24 @@ class IpHistory:
         return owners[i - 1] if i else None
 
     def observe_pod(self, pod: Mapping[str, Any], at: float, deleted: bool = False) -> None:
-        """Record a Pod object (API JSON dict) as seen at ``at``: its IP is its own unless it is
-        deleted, finished, or on the host network."""
-        meta = pod.get("metadata") or {}
-        status = pod.get("status") or {}
-        ip = status.get("podIP")
-        if not ip or (pod.get("spec") or {}).get("hostNetwork"):
+        """Record a Pod object (API JSON dict) as seen at ``at``: its IPs (every family, canonical)
+        are its own unless it is deleted, finished, or on the host network. A malformed object
+        records nothing (it is not an endpoint either)."""
+        meta, spec, status = (_mapping(pod.get(k)) for k in ("metadata", "spec", "status"))
+        ips, _ = pod_addresses(status)
+        if not ips or spec.get("hostNetwork"):
             return
-        ref = (str(meta.get("namespace", "default")), str(meta.get("name", "")))
+        ref = (str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
         gone = deleted or status.get("phase") in ("Succeeded", "Failed")
-        if gone:
-            if self.lookup(ip, at) == ref:
+        for ip in ips:
+            if not gone:
+                self.assign(ip, ref, at)
+            elif self.lookup(ip, at) == ref:
                 self.assign(ip, None, at)
-        else:
-            self.assign(ip, ref, at)
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
 class EngineResolver:
@@ -90,6 +95,12 @@ class EngineResolver:
         self.history = history if history is not None else IpHistory()
 
     def resolve_ip(self, ip: str, at_time: float) -> PodRef | None:
+        """The pod holding ``ip`` (either family, any spelling) at ``at_time``."""
+        if ip not in self.history:
+            try:
+                ip = canonical_ip(ip, "ip")
+            except ValueError:
+                return None
         if ip in self.history:
             return self.history.lookup(ip, at_time)
         ref = self._engine.pod_by_ip(ip)

@@ -25,12 +25,14 @@ from stockade.brain.engine.errors import PolicyError
 from stockade.brain.engine.objects import (
     NamespaceInfo,
     PodInfo,
+    canonical_ip,
     implicit_namespace,
     parse_namespace,
     parse_pod,
 )
 from stockade.brain.engine.policy import IPBlockPeer, Peer, Policy, PolicyRule, parse_policy, set_id
 from stockade.brain.engine.selectors import LabelIndex, Selector, SelectorIndex
+from stockade.brain.engine.services import ServiceInfo, parse_service
 from stockade.model import Chain, Direction, NodeDelta, NodeModel, PortMatch, Protocol, Rule
 from stockade.model.evaluate import ip_in
 
@@ -155,11 +157,14 @@ class Engine:
         self._pods: dict[str, PodInfo] = {}
         self._pods_by_ns: dict[str, set[str]] = {}
         self._claims: dict[str, set[str]] = {}  # ip -> candidate pod keys
-        self._endpoint: set[str] = set()  # pod keys that own their IP
-        self._ip_owner: dict[str, str] = {}
+        # Endpoint pods (candidates owning at least one of their IPs) -> the pod restricted to the
+        # addresses it owns: what its dispatch entries and set elements are made of.
+        self._endpoint: dict[str, PodInfo] = {}
+        self._ip_owner: dict[str, str] = {}  # per address: a dual-stack pod owns each of its IPs
         self._policies: dict[str, Policy] = {}
         self._rejected: dict[str, Rejection] = {}
         self._node_objects: set[str] = set()
+        self._services: dict[str, ServiceInfo] = {}  # for lint only: they change no rule
         # Applied-to index: ns -> selector -> policy keys
         self._applied: dict[str, dict[Selector, set[str]]] = {}
         # The same, per direction: only the policies that isolate in that direction.
@@ -177,7 +182,7 @@ class Engine:
         # Compiled output
         self._chain_cache: dict[tuple[Any, ...], Chain] = {}
         self._group_cache: dict[tuple[Any, ...], tuple[list[Policy], bool]] = {}
-        self._placement: dict[str, tuple[str, str, str | None, str | None]] = {}
+        self._placement: dict[str, tuple[str, tuple[str, ...], str | None, str | None]] = {}
         self._dispatch_owner: dict[tuple[str, str, Direction], str] = {}
         self._models: dict[str, NodeModel] = {}
         self._chain_refs: dict[str, dict[str, int]] = {}
@@ -223,7 +228,18 @@ class Engine:
         return out
 
     def pod_by_ip(self, ip: str) -> str | None:
-        return self._ip_owner.get(ip)
+        """The endpoint pod owning an address of either family (any spelling: ``FD00:0::5``)."""
+        owner = self._ip_owner.get(ip)
+        if owner is None:
+            try:
+                owner = self._ip_owner.get(canonical_ip(ip, "ip"))
+            except ValueError:
+                return None
+        return owner
+
+    def endpoint(self, namespace: str, name: str) -> PodInfo | None:
+        """The endpoint pod with only the addresses it owns (None: not an endpoint)."""
+        return self._endpoint.get(f"{namespace}/{name}")
 
     def pod_info(self, namespace: str, name: str) -> PodInfo | None:
         return self._pods.get(f"{namespace}/{name}")
@@ -268,6 +284,9 @@ class Engine:
     def set_contains(self, sid: str, ip: str) -> bool:
         return ip_in(ip, self._set_elems.get(sid, ()))
 
+    def services(self) -> list[ServiceInfo]:
+        return [self._services[k] for k in sorted(self._services)]
+
     def lint(self) -> list[LintWarning]:
         from stockade.brain.engine.lint import lint
 
@@ -281,9 +300,12 @@ class Engine:
         pods: Iterable[Mapping[str, Any]] = (),
         policies: Iterable[Mapping[str, Any]] = (),
         nodes: Iterable[Mapping[str, Any]] = (),
+        services: Iterable[Mapping[str, Any]] = (),
     ) -> None:
         """Bulk load and compute every model at once (the cold start). Records no deltas."""
         self._journal = None
+        for svc in services:
+            self.upsert_service(svc)
         for n in nodes:
             self._node_objects.add(str((n.get("metadata") or {}).get("name")))
         for obj in namespaces:
@@ -310,19 +332,25 @@ class Engine:
             if pod.namespace not in self._ns:
                 self._ensure_namespace(pod.namespace)
             old = pods.get(key)
-            if old is not None and old.candidate and old.ip:
-                claims[old.ip].discard(key)
+            if old is not None and old.candidate:
+                for ip in old.ips:
+                    claims[ip].discard(key)
             pods[key] = pod
             by_ns.setdefault(pod.namespace, set()).add(key)
-            if pod.candidate and pod.ip:
-                claims.setdefault(pod.ip, set()).add(key)
+            if pod.candidate:
+                for ip in pod.ips:
+                    claims.setdefault(ip, set()).add(key)
+        owners = self._ip_owner
         for ip, keys in list(claims.items()):
             if not keys:
                 del claims[ip]
                 continue
-            owner = next(iter(keys)) if len(keys) == 1 else max(keys, key=lambda k: (pods[k].created, k))
-            self._ip_owner[ip] = owner
-            self._endpoint.add(owner)
+            owners[ip] = next(iter(keys)) if len(keys) == 1 else max(keys, key=lambda k: (pods[k].created, k))
+        for key, pod in pods.items():
+            if pod.candidate:
+                owned = tuple(ip for ip in pod.ips if owners.get(ip) == key)
+                if owned:
+                    self._endpoint[key] = pod.owning(owned)
 
     def upsert(self, obj: Mapping[str, Any]) -> Deltas:
         kind = obj.get("kind")
@@ -334,6 +362,8 @@ class Engine:
             return self.upsert_policy(obj)
         if kind == "Node":
             return self.upsert_node(obj)
+        if kind == "Service":
+            return self.upsert_service(obj)
         raise ValueError(f"the engine does not handle kind {kind!r}")
 
     def delete(self, kind: str, namespace: str | None, name: str) -> Deltas:
@@ -345,6 +375,8 @@ class Engine:
             return self.delete_policy(namespace or "default", name)
         if kind == "Node":
             return self.delete_node(name)
+        if kind == "Service":
+            return self.delete_service(namespace or "default", name)
         raise ValueError(f"the engine does not handle kind {kind!r}")
 
     def upsert_pod(self, obj: Mapping[str, Any]) -> Deltas:
@@ -373,6 +405,15 @@ class Engine:
     def delete_node(self, name: str) -> Deltas:
         # Pods on a deleted node are deleted by Kubernetes in turn; their events empty the model.
         self._node_objects.discard(name)
+        return {}
+
+    def upsert_service(self, obj: Mapping[str, Any]) -> Deltas:
+        svc = parse_service(obj)
+        self._services[svc.key] = svc
+        return {}
+
+    def delete_service(self, namespace: str, name: str) -> Deltas:
+        self._services.pop(f"{namespace}/{name}", None)
         return {}
 
     # ---------------------------------------------------------------- change plumbing
@@ -434,7 +475,7 @@ class Engine:
                 g = self._groups[gid]
                 g.matched_ns.add(info.name)
                 for k in pods:
-                    if self._pod_in_group(g, self._pods[k]):
+                    if self._pod_in_group(g, self._endpoint[k]):
                         touched |= self._group_add(g, k)
         if old is None or old.beta_default_deny != info.beta_default_deny:
             touched |= self._pods_by_ns.get(info.name, set())
@@ -452,19 +493,21 @@ class Engine:
         touched = {key}
         if old is not None:
             self._pods_by_ns[old.namespace].discard(key)
-            if old.candidate and old.ip:
-                self._claims[old.ip].discard(key)
+            if old.candidate:
+                for ip in old.ips:
+                    self._claims[ip].discard(key)
         if pod is None:
             self._pods.pop(key, None)
         else:
             self._ensure_namespace(pod.namespace)
             self._pods[key] = pod
             self._pods_by_ns.setdefault(pod.namespace, set()).add(key)
-            if pod.candidate and pod.ip:
-                self._claims.setdefault(pod.ip, set()).add(key)
+            if pod.candidate:
+                for ip in pod.ips:
+                    self._claims.setdefault(ip, set()).add(key)
         # Ownership of the IPs involved may move between pods (weave#2632: an IP reused by a new
-        # pod before the finished one is gone belongs to the new one).
-        ips = {p.ip for p in (old, pod) if p is not None and p.ip}
+        # pod before the finished one is gone belongs to the new one), address by address.
+        ips = {ip for p in (old, pod) if p is not None for ip in p.ips}
         affected = {key}
         for ip in ips:
             prev = self._ip_owner.get(ip)
@@ -479,38 +522,42 @@ class Engine:
                 self._ip_owner.pop(ip, None)
                 self._claims.pop(ip, None)
         changes: list[tuple[str, PodInfo | None, PodInfo | None]] = []
+        owners = self._ip_owner
         for k in sorted(affected):
-            before = old if k == key else self._pods.get(k)
+            before = self._endpoint.get(k)  # as it was: the addresses it owned
             cur = self._pods.get(k)
-            was = k in self._endpoint
-            now = cur is not None and cur.candidate and cur.ip is not None and self._ip_owner.get(cur.ip) == k
-            if k != key and was == now:
+            now: PodInfo | None = None
+            if cur is not None and cur.candidate:
+                owned = tuple(ip for ip in cur.ips if owners.get(ip) == k)
+                if owned:
+                    now = cur.owning(owned)
+            if k != key and (before.ips if before else None) == (now.ips if now else None):
                 continue
-            if now:
-                self._endpoint.add(k)
+            if now is not None:
+                self._endpoint[k] = now
             else:
-                self._endpoint.discard(k)
-            changes.append((k, before if was else None, cur if now else None))
+                self._endpoint.pop(k, None)
+            changes.append((k, before, now))
             touched.add(k)
-        # Leavers first, then movers, then joiners: two pods may hand one IP over, and a set
-        # element must not be removed after the new owner added it.
-        for k, b, c in changes:
-            if b is not None and c is None:
-                touched |= self._update_memberships(k, b, None)
-        for k, b, c in changes:
-            if b is not None and c is not None:
-                touched |= self._update_memberships(k, b, c)
-        for k, b, c in changes:
-            if b is None and c is not None:
-                touched |= self._update_memberships(k, None, c)
+        # Every removal before any addition: pods may hand addresses over, and a set element
+        # must not be removed after its new owner added it.
+        plans = [(k, b, c, self._membership_plan(k, b, c)) for k, b, c in changes]
+        for k, before, _, plan in plans:
+            for g, was, _ in plan:
+                if was:
+                    touched |= self._group_remove(g, k, before)
+        for k, _, after, plan in plans:
+            for g, _, joins in plan:
+                if joins:
+                    touched |= self._group_add(g, k, after)
         return touched
 
     def _pod_in_group(self, g: _Group, pod: PodInfo) -> bool:
         if g.kind == "all":
             return True
         if g.kind == "ipmembers":
-            assert g.block is not None and pod.ip is not None
-            return ip_in(pod.ip, g.block.networks())
+            assert g.block is not None
+            return any(g.block.contains(ip) for ip in pod.ips)
         if g.kind != "pods":
             return False
         if g.ns_selector is None:
@@ -523,32 +570,37 @@ class Engine:
     def _candidate_groups(self, ns: str) -> set[str]:
         return self._groups_in_ns.get(ns, set()) | self._ns_groups_matching.get(ns, set()) | self._global_groups
 
-    def _update_memberships(self, key: str, old: PodInfo | None, new: PodInfo | None) -> set[str]:
-        """Move pod ``key`` from its old endpoint state to the new one in every group."""
-        touched: set[str] = set()
+    def _membership_plan(self, key: str, old: PodInfo | None, new: PodInfo | None) -> list[tuple[_Group, bool, bool]]:
+        """The groups pod ``key`` leaves (was) and joins (now) moving between endpoint states."""
         gids: set[str] = set()
         if old is not None:
             gids |= self._candidate_groups(old.namespace)
         if new is not None:
             gids |= self._candidate_groups(new.namespace)
-        same_addr = old is not None and new is not None and old.ip == new.ip and old.named_ports == new.named_ports
+        same_addr = old is not None and new is not None and old.ips == new.ips and old.named_ports == new.named_ports
+        plan = []
         for gid in gids:
             g = self._groups[gid]
             was = old is not None and key in g.members
             now = new is not None and self._pod_in_group(g, new)
-            if was and now and same_addr:
-                continue
-            if was:
-                touched |= self._group_remove(g, key, old)
-            if now:
-                touched |= self._group_add(g, key, new)
-        return touched
+            if (was or now) and not (was and now and same_addr):
+                plan.append((g, was, now))
+        return plan
+
+    @staticmethod
+    def _elems_in(g: _Group, pod: PodInfo) -> tuple[str, ...]:
+        """The pod's set elements in group ``g``: all of them, or those inside the group's ipBlock."""
+        if g.kind == "ipmembers":
+            block = g.block
+            assert block is not None
+            return tuple(e for ip, e in zip(pod.ips, pod.elems, strict=True) if block.contains(ip))
+        return pod.elems
 
     def _group_add(self, g: _Group, key: str, pod: PodInfo | None = None) -> set[str]:
-        pod = pod or self._pods[key]
-        assert pod.ip is not None
+        pod = pod or self._endpoint[key]
+        elems = self._elems_in(g, pod)
         g.members.add(key)
-        self._set_elements(g.sid, g.elements | {pod.elem})
+        self._set_elements(g.sid, g.elements.union(elems))
         g.elements = self._set_elems[g.sid]
         touched: set[str] = set()
         for named in g.named.values():
@@ -558,21 +610,21 @@ class Engine:
             bucket = named.by_number.get(num)
             if bucket is None:
                 named.by_number[num] = {key}
-                self._set_elements(named.sid(num), frozenset({pod.elem}))
+                self._set_elements(named.sid(num), frozenset(elems))
                 touched |= self._invalidate_named(named)
             else:
                 bucket.add(key)
                 sid = named.sid(num)
-                self._set_elements(sid, self._set_elems[sid] | {pod.elem})
+                self._set_elements(sid, self._set_elems[sid].union(elems))
         return touched
 
     def _group_remove(self, g: _Group, key: str, pod: PodInfo | None = None) -> set[str]:
-        pod = pod or self._pods[key]
+        pod = pod or self._endpoint[key]
         if key not in g.members:
             return set()
-        assert pod.ip is not None
+        elems = self._elems_in(g, pod)
         g.members.discard(key)
-        self._set_elements(g.sid, g.elements - {pod.elem})
+        self._set_elements(g.sid, g.elements.difference(elems))
         g.elements = self._set_elems[g.sid]
         touched: set[str] = set()
         for named in g.named.values():
@@ -583,7 +635,7 @@ class Engine:
             bucket.discard(key)
             sid = named.sid(num)  # type: ignore[arg-type]
             if bucket:
-                self._set_elements(sid, self._set_elems[sid] - {pod.elem})
+                self._set_elements(sid, self._set_elems[sid].difference(elems))
             else:
                 del named.by_number[num]  # type: ignore[arg-type]
                 self._set_elements(sid, frozenset())
@@ -738,7 +790,11 @@ class Engine:
     def _fill(self, g: _Group, keys: Iterable[str]) -> None:
         """Set a new group's members in one go (adding one by one would copy the set each time)."""
         g.members = set(keys)
-        g.elements = frozenset(self._pods[k].elem for k in g.members)
+        eps = self._endpoint
+        if g.kind == "ipmembers":
+            g.elements = frozenset(e for k in g.members for e in self._elems_in(g, eps[k]))
+        else:
+            g.elements = frozenset(e for k in g.members for e in eps[k].elems)
         self._set_elements(g.sid, g.elements)
 
     def _unref_group(self, gid: str) -> None:
@@ -769,7 +825,7 @@ class Engine:
                 mg = _Group(mid, "ipmembers", block=base.block)
                 self._groups[mid] = mg
                 self._global_groups.add(mid)
-                self._fill(mg, (k for k in self._endpoint if self._pod_in_group(mg, self._pods[k])))
+                self._fill(mg, (k for k, ep in self._endpoint.items() if self._pod_in_group(mg, ep)))
             mg.refs += 1
             base = mg
         named = base.named.get((name, protocol))
@@ -777,11 +833,12 @@ class Engine:
             named = _Named(base, name, protocol)
             base.named[(name, protocol)] = named
             for k in base.members:
-                num = self._pods[k].named_ports.get((name, protocol))
+                num = self._endpoint[k].named_ports.get((name, protocol))
                 if num is not None:
                     named.by_number.setdefault(num, set()).add(k)
+            eps = self._endpoint
             for num, keys in named.by_number.items():
-                self._set_elements(named.sid(num), frozenset(self._pods[k].elem for k in keys))
+                self._set_elements(named.sid(num), frozenset(e for k in keys for e in self._elems_in(base, eps[k])))
         named.policies[policy] = named.policies.get(policy, 0) + 1
 
     def _unref_named(self, base: _Group, name: str, protocol: Protocol, policy: str) -> None:
@@ -936,13 +993,13 @@ class Engine:
         return out
 
     def _refresh_pod(self, key: str) -> None:
-        pod = self._pods.get(key)
-        desired: tuple[str, str, str | None, str | None] | None = None
-        if pod is not None and key in self._endpoint and pod.node and pod.ip:
+        pod = self._endpoint.get(key)
+        desired: tuple[str, tuple[str, ...], str | None, str | None] | None = None
+        if pod is not None and pod.node:
             in_chain, eg_chain = self._pod_chains(pod)
             desired = (
                 pod.node,
-                pod.ip,
+                pod.ips,
                 self._intern(pod.node, in_chain),
                 self._intern(pod.node, eg_chain),
             )
@@ -954,16 +1011,18 @@ class Engine:
                 self._release(desired[0], desired[3])
             return
         if current is not None:
-            node, ip, ic, ec = current
-            self._set_dispatch(node, Direction.INGRESS, ip, None, key)
-            self._set_dispatch(node, Direction.EGRESS, ip, None, key)
+            node, ips, ic, ec = current
+            for ip in ips:
+                self._set_dispatch(node, Direction.INGRESS, ip, None, key)
+                self._set_dispatch(node, Direction.EGRESS, ip, None, key)
             self._release(node, ic)
             self._release(node, ec)
             del self._placement[key]
         if desired is not None:
-            node, ip, ic, ec = desired
-            self._set_dispatch(node, Direction.INGRESS, ip, ic, key)
-            self._set_dispatch(node, Direction.EGRESS, ip, ec, key)
+            node, ips, ic, ec = desired
+            for ip in ips:  # every address of the pod dispatches to the same chains
+                self._set_dispatch(node, Direction.INGRESS, ip, ic, key)
+                self._set_dispatch(node, Direction.EGRESS, ip, ec, key)
             self._placement[key] = desired
 
     # ---------------------------------------------------------------- node model mutation

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from stockade.brain.engine.errors import PolicyError
@@ -21,18 +23,36 @@ class PodInfo:
     namespace: str
     name: str
     labels: Mapping[str, str]
-    ip: str | None
+    ip: str | None  # the primary address (the first of ``ips``); None without one
     node: str | None
     # (port name, protocol) -> container port; and every declared (port, protocol)
     named_ports: Mapping[tuple[str, Protocol], int] = field(default_factory=dict)
     ports: tuple[tuple[int, Protocol], ...] = ()
     candidate: bool = False  # has an IP, not host network, not finished
     created: str = ""
-    elem: str = ""  # the IP as a set element (CIDR), "" without an IP
+    elem: str = ""  # the primary IP as a set element (CIDR), "" without an IP
+    # Every address, canonical, first family first (at most one per family), and as set elements.
+    ips: tuple[str, ...] = ()
+    elems: tuple[str, ...] = ()
+    problem: str = ""  # why the pod's addresses were refused ("" when they were not)
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    def owning(self, ips: tuple[str, ...]) -> PodInfo:
+        """This pod restricted to ``ips`` (a subset of its own, in order): the addresses it owns."""
+        if ips == self.ips:
+            return self
+        elems = tuple(e for ip, e in zip(self.ips, self.elems, strict=True) if ip in ips)
+        return replace(self, ip=ips[0] if ips else None, elem=elems[0] if elems else "", ips=ips, elems=elems)
+
+    def address(self, version: int) -> str | None:
+        """The pod's address of one IP version (4 or 6), if it has one."""
+        for ip in self.ips:
+            if (":" in ip) == (version == 6):
+                return ip
+        return None
 
     def port_signature(self) -> tuple[tuple[str, str, int], ...]:
         return tuple(sorted((n, p.value, v) for (n, p), v in self.named_ports.items()))
@@ -53,17 +73,26 @@ def _labels(meta: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
 def parse_pod(obj: Mapping[str, Any]) -> PodInfo:
+    """The pod as policy sees it. Never raises: what cannot be read does not make it an endpoint."""
     meta = _meta(obj)
-    spec = obj.get("spec") or {}
+    spec = _mapping(obj.get("spec"))
     status = obj.get("status") or {}
     named: dict[tuple[str, Protocol], int] = {}
     ports: list[tuple[int, Protocol]] = []
-    for c in list(spec.get("containers") or []) + list(spec.get("initContainers") or []):
-        for p in (c or {}).get("ports") or []:
+    containers, inits = spec.get("containers"), spec.get("initContainers")
+    for c in (containers if isinstance(containers, list) else []) + (inits if isinstance(inits, list) else []):
+        declared = c.get("ports") if isinstance(c, dict) else None
+        for p in declared if isinstance(declared, list) else ():
+            if not isinstance(p, dict):
+                continue
             proto = _PROTOCOLS.get(p.get("protocol") or "TCP")
             try:
-                num = int(p.get("containerPort"))
+                num = int(p.get("containerPort"))  # type: ignore[arg-type]
             except (TypeError, ValueError):
                 continue  # a port we cannot read cannot be resolved; the API server validates these
             if proto is None:
@@ -71,20 +100,87 @@ def parse_pod(obj: Mapping[str, Any]) -> PodInfo:
             ports.append((num, proto))
             if p.get("name"):
                 named.setdefault((str(p["name"]), proto), num)
-    ip = status.get("podIP") or None
-    candidate = bool(ip) and not spec.get("hostNetwork") and status.get("phase") not in FINISHED_PHASES
+    ips, problem = pod_addresses(status)
+    phase = status.get("phase") if isinstance(status, Mapping) else None
+    candidate = bool(ips) and not spec.get("hostNetwork") and phase not in FINISHED_PHASES
+    elems = tuple(element(ip) for ip in ips)
     return PodInfo(
         namespace=str(meta.get("namespace") or "default"),
         name=str(meta.get("name") or ""),
         labels=_labels(meta),
-        ip=str(ip) if ip else None,
-        node=spec.get("nodeName") or None,
+        ip=ips[0] if ips else None,
+        node=str(spec.get("nodeName")) if spec.get("nodeName") else None,
         named_ports=named,
         ports=tuple(sorted(set(ports))),
         candidate=candidate,
         created=str(meta.get("creationTimestamp") or ""),
-        elem=(f"{ip}/128" if ":" in str(ip) else f"{ip}/32") if ip else "",
+        elem=elems[0] if elems else "",
+        ips=ips,
+        elems=elems,
+        problem=problem,
     )
+
+
+def element(ip: str) -> str:
+    """A canonical address as a set element: a /32 or /128 CIDR."""
+    return f"{ip}/128" if ":" in ip else f"{ip}/32"
+
+
+def canonical_ip(raw: Any, field: str) -> str:
+    """``raw`` as a canonical address (``FD00:0::63`` -> ``fd00::63``); ValueError naming ``field``."""
+    if not isinstance(raw, str):
+        raise ValueError(f"{field}: {raw!r} is not an IP address (a string)")
+    # Fast path through the C library for the usual, already canonical text (every pod, at load).
+    try:
+        if ":" not in raw:
+            if socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, raw)) == raw:
+                return raw
+        else:
+            packed = socket.inet_pton(socket.AF_INET6, raw)
+            if any(packed[:10]):  # not ::/80, where the C library and Python write addresses differently
+                return socket.inet_ntop(socket.AF_INET6, packed)
+    except (OSError, ValueError):
+        pass  # let ipaddress say what is wrong
+    try:
+        addr = ipaddress.ip_address(raw)  # refuses leading zeros (010.001.000.020) and out-of-range parts
+    except ValueError:
+        raise ValueError(f"{field}: {raw!r} is not a valid IP address") from None
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.scope_id is not None:
+            raise ValueError(f"{field}: {raw!r} has a zone index; a pod IP cannot")
+        if addr.ipv4_mapped is not None:
+            raise ValueError(f"{field}: {raw!r} is an IPv4-mapped IPv6 address; pod IPs give IPv4 as IPv4")
+    return str(addr)
+
+
+def pod_addresses(status: Any) -> tuple[tuple[str, ...], str]:
+    """A pod's addresses from ``status.podIPs`` (falling back to ``status.podIP``), canonical, in
+    order, and the problem that made them unusable ("" if none). Invalid or contradictory
+    addresses give no address at all: the pod is then not an endpoint, never half of one."""
+    if not isinstance(status, Mapping):
+        return (), "" if status is None else "status: must be an object"
+    primary, listed = status.get("podIP"), status.get("podIPs")
+    raws: list[tuple[Any, str]] = []
+    if listed:
+        if not isinstance(listed, list):
+            return (), "status.podIPs: must be a list of {ip: ...}"
+        for i, entry in enumerate(listed):
+            if not isinstance(entry, Mapping):
+                return (), f"status.podIPs[{i}]: must be an object with ip"
+            raws.append((entry.get("ip"), f"status.podIPs[{i}].ip"))
+    elif primary:
+        raws.append((primary, "status.podIP"))
+    else:
+        return (), ""
+    try:
+        ips = tuple(canonical_ip(raw, where) for raw, where in raws)
+        if listed and primary and canonical_ip(primary, "status.podIP") != ips[0]:
+            return (), f"status.podIP: {primary} is not podIPs[0] ({ips[0]})"
+    except ValueError as e:
+        return (), str(e)
+    if len(ips) > 2 or (len(ips) == 2 and (":" in ips[0]) == (":" in ips[1])):
+        return (), f"status.podIPs: {', '.join(ips)}: at most one address per IP family"
+    return ips, ""
 
 
 @dataclass(frozen=True)

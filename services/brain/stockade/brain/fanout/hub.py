@@ -8,6 +8,10 @@ so that a feed started from ``model_of`` and the deltas that follow it line up.
 A feed is started when an agent first connects for its node; nodes without an agent cost
 nothing here. Each session sends from its feed at its own pace (see `Session`), so a slow agent
 holds up no one and memory does not grow with how far behind it is.
+
+Realization counts a node only while it enforces what it acked (`NodeStatus.ready`): a node
+whose agent reports that pod traffic bypasses its rules, or whose agent was refused for an
+older sync protocol, is pending however far it acked.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from typing import Protocol
 from stockade.brain.fanout.feed import NodeFeed
 from stockade.brain.fanout.session import Session
 from stockade.brain.fanout.status import NodeStatus, PolicyRealization
-from stockade.codec.validate import DEFAULT_LIMITS, ValidationError, check_digest
+from stockade.codec.validate import DEFAULT_LIMITS, ValidationError, check_digest, check_problems
+from stockade.codec.version import spoken
 from stockade.model import NodeDelta, NodeModel
 from stockade.v1 import sync_pb2
 
@@ -64,6 +69,7 @@ class FanOut:
         self._policy_marks: dict[PolicyKey, dict[str, int]] = {}
         self._waiters: list[_Waiter] = []
         self.failed_acks = 0  # agents' failures to apply (or digest mismatches), since start
+        self.refused_agents = 0  # streams refused for an older sync protocol, since start
 
     # ---- input from the engine -------------------------------------------------------------
 
@@ -105,6 +111,10 @@ class FanOut:
         self.sessions[hello.node] = session
         st = self.status[hello.node]
         st.connected, st.peer, st.backend = True, peer, hello.backend
+        st.protocol, st.agent_version = spoken(hello.protocol), hello.agent_version
+        st.refused = st.refused_time = None
+        if hello.HasField("status"):
+            self._readiness(st, hello.status.ready, tuple(hello.status.problems))
         # What the agent says it holds, in this brain's numbering (a restarted agent holds
         # nothing we can name; one from another epoch is placed by its Resume ack).
         same_epoch = hello.epoch == self.epoch and hello.applied_generation <= feed.generation
@@ -119,6 +129,32 @@ class FanOut:
             feed.generation,
         )
         return session, mode
+
+    def refuse(self, hello: sync_pb2.Hello, reason: str) -> None:
+        """Record that this node's (authenticated) agent was refused, and why: until an agent the
+        brain accepts connects, the node enforces nothing this brain sends."""
+        self.refused_agents += 1
+        st = self.status.setdefault(hello.node, NodeStatus(hello.node))
+        if hello.node in self.sessions:
+            return  # an accepted agent is connected for the node; a stray old one changes nothing
+        st.refused, st.refused_time = reason, time.time()
+        st.protocol, st.agent_version, st.backend = spoken(hello.protocol), hello.agent_version, hello.backend
+        self._notify(hello.node)
+
+    def report(self, session: Session, status: sync_pb2.Status) -> None:
+        """An agent's readiness. Raises `ValidationError` for a malformed one."""
+        problems = check_problems(status.problems, "status.problems")
+        if self.sessions.get(session.node) is session:  # not a replaced stream's last words
+            self._readiness(self.status[session.node], status.ready, problems)
+
+    def _readiness(self, st: NodeStatus, ready: bool, problems: tuple[str, ...]) -> None:
+        if problems != st.problems:
+            if problems:
+                log.warning("node %s is not ready: %s", st.node, "; ".join(problems))
+            elif st.problems:
+                log.info("node %s is ready again: nothing bypasses its rules any more", st.node)
+        st.agent_ready, st.problems = ready, problems
+        self._notify(st.node)
 
     def disconnect(self, session: Session) -> None:
         session.detach()
@@ -152,8 +188,7 @@ class FanOut:
                 st.last_error, st.failures = None, 0
         else:
             self._failed(session, st, ack.error[: DEFAULT_LIMITS.max_error_text] or "unspecified error")
-        if self._waiters:
-            self._notify(session.node, st.applied_generation)
+        self._notify(session.node)
 
     def _failed(self, session: Session, st: NodeStatus, error: str) -> None:
         st.last_error, st.last_error_time = error, time.time()
@@ -171,7 +206,8 @@ class FanOut:
     def policy_realization(self, namespace: str, name: str, nodes_needed: Iterable[str]) -> PolicyRealization:
         """``nodes_needed``: `Engine.policy_nodes(namespace, name)`. A node counts as applied
         when it acked the generation that carried the policy's last change to it (or, without
-        such a record, when it acked its current generation)."""
+        such a record, when it acked its current generation), and is ready: nothing it said
+        lets pod traffic bypass the rules."""
         marks = self._policy_marks.get((namespace, name), {})
         needed = sorted(set(nodes_needed))
         pending = []
@@ -182,7 +218,7 @@ class FanOut:
                 pending.append(node)
                 continue
             target = marks.get(node, feed.generation)
-            if st.applied_generation < target:
+            if st.applied_generation < target or st.not_ready_reason is not None:
                 pending.append(node)
         return PolicyRealization(f"{namespace}/{name}", len(needed), len(needed) - len(pending), tuple(pending))
 
@@ -194,13 +230,14 @@ class FanOut:
             out.append(self.policy_realization(namespace, name, engine.policy_nodes(namespace, name)))
         return out
 
-    async def wait_synced(self, nodes: Iterable[str], timeout: float | None = None) -> bool:
-        """Wait until each node acked the generation it is at now; False on timeout."""
+    async def wait_synced(self, nodes: Iterable[str], timeout: float | None = None, *, ready: bool = False) -> bool:
+        """Wait until each node acked the generation it is at now (and, with ``ready``, is
+        ready: enforcing it with nothing bypassing it); False on timeout."""
         pending = {n: self.feed(n).generation for n in nodes}
-        pending = {n: g for n, g in pending.items() if self.status[n].applied_generation < g}
+        pending = {n: g for n, g in pending.items() if not self._reached(n, g, ready)}
         if not pending:
             return True
-        waiter = _Waiter(pending, asyncio.get_running_loop().create_future())
+        waiter = _Waiter(pending, ready, asyncio.get_running_loop().create_future())
         self._waiters.append(waiter)
         try:
             await asyncio.wait_for(asyncio.shield(waiter.done), timeout)
@@ -210,11 +247,15 @@ class FanOut:
         finally:
             self._waiters.remove(waiter)
 
-    def _notify(self, node: str, applied: int) -> None:
-        # Only the acking node is checked, so waiting costs O(waiters) per ack, not O(nodes).
+    def _reached(self, node: str, generation: int, ready: bool) -> bool:
+        st = self.status[node]
+        return st.applied_generation >= generation and not (ready and st.not_ready_reason is not None)
+
+    def _notify(self, node: str) -> None:
+        # Only the node that changed is checked, so waiting costs O(waiters) per ack, not O(nodes).
         for w in self._waiters:
             target = w.pending.get(node)
-            if target is not None and applied >= target:
+            if target is not None and self._reached(node, target, w.ready):
                 del w.pending[node]
                 if not w.pending and not w.done.done():
                     w.done.set_result(None)
@@ -223,4 +264,5 @@ class FanOut:
 @dataclass
 class _Waiter:
     pending: dict[str, int]  # node -> generation it must ack
+    ready: bool  # and be ready
     done: asyncio.Future[None]

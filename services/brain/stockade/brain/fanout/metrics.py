@@ -27,6 +27,16 @@ class FanOutCollector(Collector):
         yield CounterMetricFamily(
             "stockade_sync_apply_failures", "failed applies reported by agents", value=self.fanout.failed_acks
         )
+        yield GaugeMetricFamily(
+            "stockade_sync_nodes_not_ready",
+            "nodes where pod traffic may bypass the rules (the agent says so, or it was refused)",
+            value=sum(s.not_ready_reason is not None for s in statuses),
+        )
+        yield CounterMetricFamily(
+            "stockade_sync_agents_refused",
+            "agent streams refused for speaking an older sync protocol",
+            value=self.fanout.refused_agents,
+        )
         desired = GaugeMetricFamily(
             "stockade_sync_desired_generation", "generation the brain wants a node at", labels=["node"]
         )

@@ -14,6 +14,7 @@ import time
 
 from stockade.brain.fanout.feed import NodeFeed
 from stockade.codec import fill_delta, model_to_proto
+from stockade.codec.version import PROTOCOL
 from stockade.model import NodeDelta, NodeModel, diff
 from stockade.v1 import sync_pb2
 
@@ -106,6 +107,7 @@ class Session:
         msg = self._next()
         if msg is not None:
             self.inflight += 1
+            msg.protocol = PROTOCOL  # on every message: an agent checks the first one it gets
         return msg
 
     def _next(self) -> sync_pb2.BrainMessage | None:

@@ -1,4 +1,10 @@
-"""Realization status: what each node should hold and what it has acked."""
+"""Realization status: what each node should hold, what it has acked, and whether it enforces it.
+
+A node counts as enforcing only while nothing lets pod traffic bypass its rules: its agent
+reports such problems (a bridge without br_netfilter, IPv6 its dataplane cannot filter, a
+generation it had to refuse), and a node whose agent the brain refused (an older sync
+protocol) enforces nothing this brain sends.
+"""
 
 from __future__ import annotations
 
@@ -20,10 +26,32 @@ class NodeStatus:
     last_error: str | None = None  # the last failure the agent reported (cleared by a success)
     last_error_time: float | None = None
     failures: int = 0  # consecutive failed acks
+    protocol: int = 0  # the sync protocol the agent speaks (0: never connected)
+    agent_version: str = ""
+    agent_ready: bool = False  # the agent's own /readyz, as it last said
+    # What lets pod traffic bypass the rules, as the agent last said. Kept while it is away:
+    # a node that said it was not enforcing everything is not trusted to, until it says so.
+    problems: tuple[str, ...] = ()
+    refused: str | None = None  # why the brain refused the agent's stream (cleared when one is accepted)
+    refused_time: float | None = None
 
     @property
     def in_sync(self) -> bool:
         return self.applied_generation >= self.desired_generation > 0
+
+    @property
+    def not_ready_reason(self) -> str | None:
+        """Why this node does not enforce what it acked; None when nothing is known against it."""
+        if self.refused:
+            return f"agent refused: {self.refused}"
+        if self.problems:
+            return "; ".join(self.problems)
+        return None
+
+    @property
+    def ready(self) -> bool:
+        """Enforcing: some generation applied, nothing bypasses it, the agent not refused."""
+        return self.applied_generation > 0 and self.not_ready_reason is None
 
 
 @dataclass(frozen=True)

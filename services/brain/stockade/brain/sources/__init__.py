@@ -1,4 +1,5 @@
-"""The brain's view of the Kubernetes API: list-then-watch Namespaces, Pods, NetworkPolicies and Nodes.
+"""The brain's view of the Kubernetes API: list-then-watch Namespaces, Pods, NetworkPolicies, Nodes
+and Services (the last for lint only).
 
 ``Sources(client, sink)`` runs one list-then-watch loop per kind (``watcher.py``) with the real
 kubernetes-asyncio client and hands the consumer ``SourceEvent``s: ``upsert`` / ``delete`` with the

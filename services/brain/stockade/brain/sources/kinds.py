@@ -32,8 +32,10 @@ NETWORK_POLICY = WatchedKind(
     "list_network_policy_for_all_namespaces",
 )
 NODE = WatchedKind("Node", "", "v1", "nodes", False, "CoreV1Api", "list_node")
+# For lint (a policy naming a Service's port instead of its pods' container port); no rule depends on it.
+SERVICE = WatchedKind("Service", "", "v1", "services", True, "CoreV1Api", "list_service_for_all_namespaces")
 
-KINDS: tuple[WatchedKind, ...] = (NAMESPACE, POD, NETWORK_POLICY, NODE)
+KINDS: tuple[WatchedKind, ...] = (NAMESPACE, POD, NETWORK_POLICY, NODE, SERVICE)
 
 # What the sources need from the API server, as (apiGroup, resource, verbs): the deploy helper's RBAC
 # must grant at least this, and its test checks that it does. The code lists and watches; "get" is

@@ -1,4 +1,4 @@
-"""The four watches together: one task per kind, one ordered stream of events to the consumer."""
+"""The watches together: one task per kind, one ordered stream of events to the consumer."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ async def api_client(kubeconfig: str | None = None) -> k8s.ApiClient:
 
 
 class Sources:
-    """List-then-watch Namespaces, Pods, NetworkPolicies and Nodes; hand every change to `sink`.
+    """List-then-watch every kind of `KINDS`; hand every change to `sink`.
 
     The sink is an asyncio.Queue or an async callback; the callback is never called concurrently,
     and a kind's events reach it in the order the API server made them. Each object's events come

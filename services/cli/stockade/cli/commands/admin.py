@@ -104,6 +104,7 @@ async def _nodes(s: admin_pb2_grpc.AdminStub, md: list[tuple[str, str]], t: floa
                 [
                     n.name,
                     "yes" if n.connected else "NO",
+                    _readiness(n),
                     n.desired_generation,
                     n.applied_generation,
                     n.backend or "-",
@@ -111,16 +112,33 @@ async def _nodes(s: admin_pb2_grpc.AdminStub, md: list[tuple[str, str]], t: floa
                     n.chains,
                     n.sets,
                     ago,
-                    n.last_error or "-",
+                    _reason(n),
                 ]
             )
-        return _table(
-            ["NODE", "CONNECTED", "DESIRED", "APPLIED", "BACKEND", "PODS", "CHAINS", "SETS", "LAST APPLY", "ERROR"],
-            rows,
-        )
+        headers = ["NODE", "CONNECTED", "READY", "DESIRED", "APPLIED", "BACKEND", "PODS", "CHAINS", "SETS"]
+        return _table([*headers, "LAST APPLY", "REASON"], rows)
 
     _emit(a, resp, table)
     return 0
+
+
+def _readiness(n: admin_pb2.NodeStatus) -> str:
+    if n.refused:
+        return "REFUSED"
+    return "yes" if n.ready else "NOT READY"
+
+
+def _reason(n: admin_pb2.NodeStatus) -> str:
+    """Why the node is not ready (or the last apply error): what the operator must act on."""
+    if n.refused:
+        return n.refused
+    if n.problems:
+        return "; ".join(n.problems)
+    if n.last_error:
+        return n.last_error
+    if not n.ready:
+        return "no rules applied yet" if n.connected else "no agent connected"
+    return "-"
 
 
 async def _explain(s: admin_pb2_grpc.AdminStub, md: list[tuple[str, str]], t: float, a: argparse.Namespace) -> int:
@@ -144,6 +162,11 @@ def _read_manifests(paths: Sequence[str]) -> list[admin_pb2.Manifest]:
     return [admin_pb2.Manifest(name=str(f), content=Path(f).read_text()) for f in files]
 
 
+def _over(family: str) -> str:
+    """A line's family ("over IPv6"): a change may open or close a pair over one family only."""
+    return {"ipv4": " over IPv4", "ipv6": " over IPv6"}.get(family, "")
+
+
 async def _dry_run(s: admin_pb2_grpc.AdminStub, md: list[tuple[str, str]], t: float, a: argparse.Namespace) -> int:
     resp = await s.DryRun(admin_pb2.DryRunRequest(manifests=_read_manifests(a.filename)), metadata=md, timeout=t)
 
@@ -151,7 +174,7 @@ async def _dry_run(s: admin_pb2_grpc.AdminStub, md: list[tuple[str, str]], t: fl
         lines = [f"Compared {resp.checked} connections between existing pods on their declared ports."]
         for title, conns in (("would start working", resp.opened), ("would stop working", resp.closed)):
             lines.append(f"\n{len(conns)} {title}:")
-            lines.extend(f"  {getattr(c, 'from')} -> {c.to} {c.protocol}/{c.port}" for c in conns)
+            lines.extend(f"  {getattr(c, 'from')} -> {c.to} {c.protocol}/{c.port}{_over(c.family)}" for c in conns)
         for title, items in (("Rejected", resp.rejected), ("Lint warnings", resp.warnings)):
             if items:
                 lines.append(f"\n{title}:")
@@ -227,19 +250,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_connection_args(p)
     p.set_defaults(handler=_runner(_policies))
 
-    p = sub.add_parser("nodes", help="every node's agent: connected, generations, last apply")
+    p = sub.add_parser(
+        "nodes",
+        help="every node's agent: connected, ready, generations, last apply",
+        description="Every node's agent. READY is NOT READY when some pod traffic on the node may bypass "
+        "the rules (the agent says why: e.g. a bridge without br_netfilter) and REFUSED when the brain "
+        "refused the agent (an older sync protocol); such a node counts as enforcing nothing.",
+    )
     add_connection_args(p)
     p.set_defaults(handler=_runner(_nodes))
 
     p = sub.add_parser(
         "explain",
         help="why a connection is allowed or blocked",
-        description="Explain the verdict for a new connection from FROM (ns/pod or an IP) to TO (ns/pod). "
-        "Exits 0 when allowed, 1 when blocked.",
+        description="Explain the verdict for a new connection from FROM to TO (each ns/pod or an IP address "
+        "of either family). Two dual-stack pods are judged over each family. Exits 0 when allowed (over "
+        "every family judged), 1 when blocked.",
         epilog="example: stockade explain sock-shop/front-end sock-shop/carts --port 80",
     )
     p.add_argument("source", metavar="FROM", help="ns/pod or an IP address")
-    p.add_argument("to", metavar="TO", help="ns/pod")
+    p.add_argument("to", metavar="TO", help="ns/pod or an IP address")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--protocol", default="TCP", choices=["TCP", "UDP", "SCTP", "tcp", "udp", "sctp"])
     add_connection_args(p)

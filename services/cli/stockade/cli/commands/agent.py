@@ -27,7 +27,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run the node agent: apply the brain's rules for this node to the kernel",
         description="Connects to the brain over mTLS, applies this node's rules with nftables or "
         "iptables + ipset, verifies and repairs them, reports blocked connections, and serves "
-        "/healthz, /readyz and /metrics. Stopping it leaves the rules in force (fail static).",
+        "/healthz, /readyz and /metrics. Stopping it leaves the rules in force (fail static). "
+        "It is ready only while every pod packet reaches the rules: pods on a Linux bridge need "
+        "br_netfilter and net.bridge.bridge-nf-call-iptables/-ip6tables=1 (the agent sets them "
+        "unless --no-fix-sysctls), and a node with IPv6 needs a dataplane that filters it; "
+        "/readyz, the metrics and `stockade nodes` say what is missing.",
     )
     p.add_argument(
         "--node",
@@ -59,6 +63,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--verify-interval", type=_seconds, default=30.0, metavar="SECONDS", help="drift check period")
     p.add_argument(
         "--counters-interval", type=_seconds, default=5.0, metavar="SECONDS", help="kernel deny-counter read period"
+    )
+    p.add_argument(
+        "--no-fix-sysctls",
+        dest="fix_sysctls",
+        action="store_false",
+        help="never change the node's settings (load br_netfilter, set net.bridge.bridge-nf-call-*); "
+        "report what is missing and stay not ready instead",
+    )
+    p.add_argument(
+        "--preflight-interval",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="how often to re-check what the node needs (also checked on every snapshot)",
     )
     p.add_argument("--insecure", action="store_true", help="plain-text gRPC without certificates (tests only)")
     p.set_defaults(handler=_run)
@@ -136,6 +154,8 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
         http=args.http,
         verify_interval=args.verify_interval,
         counters_interval=args.counters_interval,
+        fix_sysctls=args.fix_sysctls,
+        preflight_interval=args.preflight_interval,
     )
 
 

@@ -43,7 +43,16 @@ def _up(args: argparse.Namespace) -> int:
     from stockade.lab import lab, render
 
     cfg = _cfg(args)
-    st = lab.up(cfg, args.nodes, args.cluster or [], args.backend, args.redis_url, _say)
+    st = lab.up(
+        cfg,
+        args.nodes,
+        args.cluster or [],
+        args.backend,
+        args.redis_url,
+        _say,
+        ip_family=args.ip_family,
+        topology=args.topology,
+    )
     assert st.plan is not None
     print()
     print(render.summary(st.plan))
@@ -73,18 +82,44 @@ def _pods(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2))
         return 0
     w = max([len(f"{p['namespace']}/{p['name']}") for p in data["pods"]] + [8]) + 2
-    print("POD".ljust(w) + "IP            NODE      LABELS")
+    iw = max([len(",".join(p["ips"])) for p in [*data["pods"], data["external"]]] + [12]) + 2
+    print("POD".ljust(w) + "IP".ljust(iw) + "NODE      LABELS")
     for p in data["pods"]:
         labels = ",".join(f"{k}={v}" for k, v in sorted(p["labels"].items()))
-        print(f"{p['namespace'] + '/' + p['name']:<{w}}{p['ip']:<14}{p['node']:<10}{labels}")
-    print(f"{'external':<{w}}{data['external']['ip']:<14}(outside the cluster)")
+        print(f"{p['namespace'] + '/' + p['name']:<{w}}{','.join(p['ips']):<{iw}}{p['node']:<10}{labels}")
+    print(f"{'external':<{w}}{','.join(data['external']['ips']):<{iw}}(outside the cluster)")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from stockade.lab import lab, render
+
+    st = lab.current(_cfg(args))
+    assert st.plan is not None
+    if args.output == "json":
+        doc = {
+            "status": st.status,
+            "backend": st.backend,
+            "ipFamilies": list(st.plan.families),
+            "topology": st.plan.topology,
+            "nodes": len(st.plan.nodes),
+            "pods": len(st.plan.pods),
+            "notes": st.notes,
+        }
+        print(json.dumps(doc, indent=2))
+        return 0
+    print(f"lab {st.status}, backend {st.backend}")
+    print(render.summary(st.plan))
+    for note in st.notes:
+        print(f"note: {note}")
     return 0
 
 
 def _probe(args: argparse.Namespace) -> int:
     from stockade.lab import lab, render
 
-    results = lab.run_probe(
+    run = lab.run_service_probe if args.via_service else lab.run_probe
+    results: list[Any] = run(
         _cfg(args),
         args.ports,
         args.protocols,
@@ -92,6 +127,7 @@ def _probe(args: argparse.Namespace) -> int:
         args.targets,
         args.timeout,
         say=lambda text: print(text, file=sys.stderr),
+        families=[args.family] if args.family else None,
     )
     if args.output == "json":
         doc: dict[str, Any] = {"results": [r.to_json() for r in results]}
@@ -158,6 +194,21 @@ def register(sub: Any) -> None:
         help="manifests (Namespace, Pod, Deployment, NetworkPolicy) to start with; repeatable",
     )
     up.add_argument("--backend", choices=["nftables", "iptables"], default="nftables")
+    up.add_argument(
+        "--ip-family",
+        choices=["ipv4", "ipv6", "dual"],
+        default="ipv4",
+        help="pod, node and external addresses: IPv4 only (default), IPv6 only, or both "
+        "(dual-stack: every pod gets 10.244.N.H and fd00:10:244:N::H)",
+    )
+    up.add_argument(
+        "--topology",
+        choices=["routed", "bridge"],
+        default="routed",
+        help="routed (default): each pod on its own veth, routed by its node; bridge: each node's "
+        "pods on one Linux bridge, as flannel, weave and the bridge CNI plugin do (same-node "
+        "traffic is bridged: the node's rules see it only through br_netfilter)",
+    )
     up.add_argument("--redis-url", help="use this Redis instead of starting a private redis-server")
     up.add_argument("--prefix", help="name prefix of the lab's namespaces (default stockade-)")
     up.set_defaults(handler=_guard(_up))
@@ -190,6 +241,19 @@ def register(sub: Any) -> None:
         help="sources: ns/pod, a namespace, or external (default: every pod and external)",
     )
     pr.add_argument("--to", dest="targets", type=_csv, metavar="DST,...", help="destinations: ns/pod or a namespace")
+    pr.add_argument(
+        "--family",
+        choices=["ipv4", "ipv6"],
+        help="probe the pods' addresses of this IP family only (default: every family of the lab, "
+        "so a dual-stack lab is probed over both; results name the family)",
+    )
+    pr.add_argument(
+        "--via-service",
+        action="store_true",
+        help="probe through the Services instead of pod IPs: each ClusterIP:port from the pods, each "
+        "NodePort on every node from the external host (--ports matches the Service port or the nodePort; "
+        "--to a Service ns/name or a namespace); the JSON says through which Service",
+    )
     pr.add_argument("--timeout", type=float, default=1.0, help="seconds per connection (default 1)")
     pr.add_argument("-o", "--output", choices=["table", "json"], default="table")
     pr.set_defaults(handler=_guard(_probe))
@@ -197,6 +261,10 @@ def register(sub: Any) -> None:
     pods = labsub.add_parser("pods", help="list the lab's pods and the external host")
     pods.add_argument("-o", "--output", choices=["table", "json"], default="table")
     pods.set_defaults(handler=_guard(_pods))
+
+    status = labsub.add_parser("status", help="the lab's state, IP families, topology, nodes and pods")
+    status.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    status.set_defaults(handler=_guard(_status))
 
     demo = labsub.add_parser("demo", help="the Sock Shop, secured step by step, on a 3-node lab")
     demo.add_argument("--keep", action="store_true", help="leave the lab up afterwards")

@@ -8,7 +8,7 @@ import sys
 from collections import defaultdict
 
 from stockade.brain.admin.reachability import Probe, compile_manifests, reach
-from stockade.manifests import ManifestError
+from stockade.manifests import IP_FAMILIES, ManifestError
 from stockade.model import Protocol
 
 
@@ -18,9 +18,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="offline reachability of manifests (no cluster needed)",
         description="Read manifests (Namespace, Pod, Deployment, NetworkPolicy v1 and extensions/v1beta1; "
         "files or folders; multi-document YAML), compile them with the policy engine, and show for every "
-        "pod pair and port whether a new connection is allowed. Pods without IPs get one; pods without "
-        "a node are spread over --nodes nodes.",
-        epilog="example: stockade reach -f examples/sock-shop/ --ports 80 -o json",
+        "pod pair and port whether a new connection is allowed. Pods without IPs get them (--ip-family); "
+        "pods without a node are spread over --nodes nodes. A dual-stack pair is checked once per IP "
+        "family: an ipBlock of one family can allow one and not the other.",
+        epilog="examples:\n  stockade reach -f examples/sock-shop/ --ports 80 -o json\n"
+        "  stockade reach -f policies/ --ip-family dual --family ipv6",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "-f", "--filename", action="append", required=True, metavar="PATH", help="file or folder; repeatable"
@@ -30,6 +33,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--protocols", help="comma-separated protocols: TCP,UDP,SCTP (default: as declared; TCP with --ports)"
     )
     p.add_argument("--nodes", type=int, default=3, help="nodes to spread pods over (default 3)")
+    p.add_argument(
+        "--ip-family",
+        choices=IP_FAMILIES,
+        default="ipv4",
+        help="addresses given to pods without any, as the lab does (default ipv4)",
+    )
+    p.add_argument(
+        "--family",
+        choices=("ipv4", "ipv6"),
+        action="append",
+        help="only connections of this IP family; repeatable (default: every family a pair shares)",
+    )
     p.add_argument("-o", "--output", choices=["table", "json"], default="table")
     p.set_defaults(handler=run)
 
@@ -56,11 +71,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     protocols = _parse_list(args.protocols, "--protocols", Protocol)
     try:
-        engine = compile_manifests(args.filename, nodes=max(1, args.nodes))
+        engine = compile_manifests(args.filename, nodes=max(1, args.nodes), ip_family=args.ip_family)
     except ManifestError as e:
         print(f"stockade reach: {e}", file=sys.stderr)
         return 1
-    results = reach(engine, ports or None, protocols or None)
+    families = [4 if f == "ipv4" else 6 for f in args.family or ()]
+    results = reach(engine, ports or None, protocols or None, families or None)
     warnings = [str(w) for w in engine.lint()]
     rejections = [str(r) for r in engine.rejections()]
     if args.output == "json":
@@ -78,19 +94,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 def render_table(results: list[Probe]) -> str:
-    """One matrix per destination port: rows are sources, columns destinations, grouped by namespace."""
+    """One matrix per destination port (and IP family, when there is more than one): rows are
+    sources, columns destinations, grouped by namespace."""
     if not results:
         return "No pods with IPs and declared ports found; nothing to check (try --ports)."
-    by_port: dict[tuple[int, Protocol], list[Probe]] = defaultdict(list)
+    several = len({r.family for r in results}) > 1
+    by_port: dict[tuple[int, Protocol, str], list[Probe]] = defaultdict(list)
     for r in results:
-        by_port[(r.port, r.protocol)].append(r)
+        by_port[(r.port, r.protocol, r.family)].append(r)
     blocks = []
-    for (port, proto), probes in sorted(by_port.items(), key=lambda kv: (kv[0][0], kv[0][1].value)):
+    for (port, proto, fam), probes in sorted(by_port.items(), key=lambda kv: (kv[0][0], kv[0][1].value, kv[0][2])):
         dsts = sorted({p.dst for p in probes})
         srcs = sorted({p.src for p in probes})
         cell = {(p.src, p.dst): p.allowed for p in probes}
         width = max(len(s) for s in srcs)
-        lines = [f"{proto.value}/{port}   (rows: from, columns: to; ✓ allowed, ✗ blocked)"]
+        title = f"{proto.value}/{port}" + (f" {fam.replace('ip', 'IP')}" if several else "")
+        lines = [f"{title}   (rows: from, columns: to; ✓ allowed, ✗ blocked)"]
         for i, d in enumerate(dsts):
             lines.append(" " * (width + 3) + "│ " * i + f"┌ {d}")
         lines.append(" " * (width + 3) + "│ " * len(dsts))

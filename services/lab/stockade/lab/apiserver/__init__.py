@@ -1,10 +1,21 @@
 """A small Kubernetes API server for tests and the lab.
 
-It speaks the real REST and watch protocol for the four resources Stockade reads, so the brain's
-kubernetes-asyncio code runs against it unchanged:
+It speaks the real REST and watch protocol, so the brain's kubernetes-asyncio code and the real
+``kubectl`` run against it unchanged:
 
-- namespaces, pods, nodes (``/api/v1``) and networkpolicies (``/apis/networking.k8s.io/v1``; also
-  readable and writable under ``/apis/extensions/v1beta1``, the seed article's API, same objects);
+- namespaces, pods, nodes, services (``/api/v1``), networkpolicies (``/apis/networking.k8s.io/v1``;
+  also readable and writable under ``/apis/extensions/v1beta1``, the seed article's API, same
+  objects) and endpointslices (``/apis/discovery.k8s.io/v1``);
+- Services as the real server stores them (``kinds/services.py``): cluster IPs from
+  ``service_cidrs`` (default ``10.96.0.0/16`` and ``fd00:10:96::/112``; ``ipFamilyPolicy``,
+  ``ipFamilies`` and ``clusterIPs`` defaulted and validated), node ports from ``node_port_range``
+  (default 30000-32767), requested values honoured if free, everything released on delete, the
+  real defaulting and validation with the real 422 ``Invalid`` bodies (``fielderrors.py``);
+- an EndpointSlice controller in the same process (``controllers/endpointslices.py``): slices
+  per Service and address family, following Pods and Services;
+- ``kubectl get`` tables (server-side printing: ``Accept: ...;as=Table;g=meta.k8s.io``, lists, gets
+  and watches) with the real columns for pods, services and endpointslices, NAME/AGE for the rest; strategic-merge
+  patches (``kubectl apply``) with each kind's list merge keys;
 - discovery: ``/api``, ``/api/v1``, ``/apis``, ``/apis/{group}``, ``/apis/{group}/{version}``,
   plus ``/version`` and ``/healthz``;
 - list (all namespaces or one; ``labelSelector``, simple ``fieldSelector``; ``resourceVersion`` in
@@ -24,9 +35,13 @@ resourceVersion and generation; metadata.name is required and a namespaced objec
 exist; 409 AlreadyExists on create, 409 Conflict on a stale update, 404 on missing; a no-op write
 creates no event. Namespaces get the ``kubernetes.io/metadata.name`` label, as Kubernetes adds it.
 
+Per-kind behaviour (defaulting, validation, allocation, release, columns, merge keys) lives in
+``kinds/``, one module per kind, behind the hooks of ``kinds/base.py``; the store calls them.
+
 Deliberate simplifications: no admission or schema validation beyond the above (names are checked),
-no deletecollection, no finalizers or graceful deletion (a delete is immediate), a PUT on the main
-resource may change status too.
+no OpenAPI document (``kubectl apply`` needs ``--validate=false``), no deletecollection, no
+finalizers or graceful deletion (a delete is immediate), a PUT on the main resource may change
+status too.
 
 For tests: ``compact()`` (the next watch from an old version gets 410), ``send_bookmarks()``,
 ``inject_fault(429, count, retry_after=1)`` / ``inject_fault(500, ...)`` for the next requests,
@@ -44,9 +59,10 @@ Use::
     ...
     await server.stop()
 
-Standalone: ``python -m stockade.lab.apiserver --port N [--data FILE.yaml ...] [--kubeconfig PATH]``.
+Standalone: ``python -m stockade.lab.apiserver --port N [--data FILE.yaml ...] [--kubeconfig PATH]
+[--service-cluster-ip-range CIDR[,CIDR]] [--service-node-port-range FIRST-LAST]``.
 
-Status: tested as a component in ``tests/apiserver`` (aiohttp and kubernetes-asyncio clients).
+Status: tested as a component in ``tests/apiserver`` (aiohttp, kubernetes-asyncio and kubectl).
 """
 
 from .server import ApiServer, Fault

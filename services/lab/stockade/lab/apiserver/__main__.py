@@ -1,4 +1,5 @@
-"""python -m stockade.lab.apiserver --port N [--data FILE.yaml ...] [--kubeconfig PATH]"""
+"""python -m stockade.lab.apiserver --port N [--data FILE.yaml ...] [--kubeconfig PATH]
+[--service-cluster-ip-range CIDR[,CIDR]] [--service-node-port-range FIRST-LAST]"""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from .kinds import DEFAULT_NODE_PORTS, DEFAULT_SERVICE_CIDRS
 from .server import ApiServer
 from .store import ApiError
 
@@ -45,18 +47,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--kubeconfig", help="write a kubeconfig for this server here")
     ap.add_argument("--bookmark-interval", type=float, default=10.0)
     ap.add_argument("--history", type=int, default=10_000, help="watch events kept (older: 410)")
+    ap.add_argument(
+        "--service-cluster-ip-range",
+        default=",".join(DEFAULT_SERVICE_CIDRS),
+        metavar="CIDR[,CIDR]",
+        help="where Services' cluster IPs come from, as kube-apiserver's flag: one range, or one per family "
+        "for dual-stack, the first being the default family (default %(default)s)",
+    )
+    ap.add_argument(
+        "--service-node-port-range",
+        default=DEFAULT_NODE_PORTS,
+        metavar="FIRST-LAST",
+        help="where NodePort and LoadBalancer Services' node ports come from (default %(default)s)",
+    )
     return ap.parse_args(argv)
 
 
 async def serve(args: argparse.Namespace) -> int:
-    server = ApiServer(
-        token=args.token,
-        tls=args.tls,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        history_size=args.history,
-        bookmark_interval=args.bookmark_interval,
-    )
+    try:
+        server = ApiServer(
+            token=args.token,
+            tls=args.tls,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            history_size=args.history,
+            bookmark_interval=args.bookmark_interval,
+            service_cidrs=args.service_cluster_ip_range.split(","),
+            node_port_range=args.service_node_port_range,
+        )
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     try:
         for obj in load_manifests(args.data):
             server.put_object(obj)

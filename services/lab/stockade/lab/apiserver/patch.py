@@ -1,13 +1,12 @@
-"""PATCH bodies: JSON merge patch (RFC 7386) and JSON patch (RFC 6902).
-
-A strategic-merge patch is applied as a merge patch: for namespaces, pods, nodes and network
-policies the difference only shows with list merge keys (e.g. a pod's containers), which Stockade
-does not patch.
+"""PATCH bodies: JSON merge patch (RFC 7386), JSON patch (RFC 6902) and strategic-merge patch
+(what ``kubectl apply`` sends), with the list merge keys each kind declares
+(``kinds/*.merge_keys``; a list no kind names is replaced, as in a merge patch).
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -106,3 +105,74 @@ def json_patch(target: Any, ops: Any) -> Any:
         else:
             raise PatchError(f"unknown operation {kind!r}")
     return doc
+
+
+def _reorder(items: list[Any], order: Any, key: str | None) -> list[Any]:
+    """``$setElementOrder``: the listed elements first, in that order, then the rest as they were."""
+    if not isinstance(order, list):
+        return items
+
+    def ident(x: Any) -> Any:
+        return x.get(key) if key is not None and isinstance(x, dict) else x
+
+    wanted = [ident(o) for o in order]
+    first = [next(i for i in items if ident(i) == w) for w in wanted if any(ident(i) == w for i in items)]
+    return first + [i for i in items if ident(i) not in wanted]
+
+
+def _merge_list(current: list[Any], patch: list[Any], key: str, keys: Mapping[str, str], path: str) -> list[Any]:
+    if any(isinstance(p, dict) and p.get("$patch") == "replace" for p in patch):
+        return [copy.deepcopy(p) for p in patch if not (isinstance(p, dict) and p.get("$patch") == "replace")]
+    out = [copy.deepcopy(c) for c in current]
+    for item in patch:
+        if not isinstance(item, dict) or key not in item:
+            raise PatchError(f"{path}: an element of a list merged by {key!r} has no {key!r}")
+        idx = next((i for i, c in enumerate(out) if isinstance(c, dict) and c.get(key) == item[key]), None)
+        if item.get("$patch") == "delete":
+            if idx is not None:
+                out.pop(idx)
+        elif idx is None:
+            out.append(strategic_merge_patch({}, item, keys, path))
+        else:
+            out[idx] = strategic_merge_patch(out[idx], item, keys, path)
+    return out
+
+
+def strategic_merge_patch(target: Any, patch: Any, keys: Mapping[str, str], path: str = "") -> Any:
+    """A strategic-merge patch, as kubectl computes it from the Go types: lists named in `keys`
+    (dotted path → merge key) merge element by element; the ``$patch``, ``$setElementOrder/``,
+    ``$deleteFromPrimitiveList/`` and ``$retainKeys`` directives are honoured; any other list is
+    replaced, as in a merge patch."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    if patch.get("$patch") == "replace":
+        return {k: copy.deepcopy(v) for k, v in patch.items() if k != "$patch"}
+    out = dict(target) if isinstance(target, dict) else {}
+    orders: dict[str, Any] = {}
+    for name, value in patch.items():
+        if name.startswith("$setElementOrder/"):
+            orders[name.split("/", 1)[1]] = value
+        elif name.startswith("$deleteFromPrimitiveList/"):
+            field = name.split("/", 1)[1]
+            drop = value if isinstance(value, list) else []
+            out[field] = [x for x in out.get(field) or [] if x not in drop]
+        elif name in ("$patch", "$retainKeys"):
+            continue
+        elif value is None:
+            out.pop(name, None)
+        else:
+            sub = f"{path}.{name}" if path else name
+            if isinstance(value, list) and sub in keys:
+                out[name] = _merge_list(out.get(name) or [], value, keys[sub], keys, sub)
+            elif isinstance(value, dict) and value.get("$patch") == "delete":
+                out.pop(name, None)
+            else:
+                out[name] = strategic_merge_patch(out.get(name), value, keys, sub)
+    for name, order in orders.items():
+        if isinstance(out.get(name), list):
+            sub = f"{path}.{name}" if path else name
+            out[name] = _reorder(out[name], order, keys.get(sub))
+    retain = patch.get("$retainKeys")
+    if isinstance(retain, list):
+        out = {k: v for k, v in out.items() if k in retain}
+    return out

@@ -17,6 +17,8 @@ class Resource:
     namespaced: bool
     storage: str  # the key the objects are kept under; views of one storage share objects
     short_names: tuple[str, ...] = ()
+    has_status: bool = True  # a /status subresource
+    categories: tuple[str, ...] = ()  # e.g. "all", for `kubectl get all`
 
     @property
     def api_version(self) -> str:
@@ -35,11 +37,13 @@ VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
 
 RESOURCES: tuple[Resource, ...] = (
     Resource("", "v1", "namespaces", "Namespace", False, "namespaces", ("ns",)),
-    Resource("", "v1", "pods", "Pod", True, "pods", ("po",)),
+    Resource("", "v1", "pods", "Pod", True, "pods", ("po",), categories=("all",)),
     Resource("", "v1", "nodes", "Node", False, "nodes", ("no",)),
+    Resource("", "v1", "services", "Service", True, "services", ("svc",), categories=("all",)),
     Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, "networkpolicies", ("netpol",)),
     # The seed article's API: the same objects, read and written under the old group.
     Resource("extensions", "v1beta1", "networkpolicies", "NetworkPolicy", True, "networkpolicies", ("netpol",)),
+    Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True, "endpointslices", has_status=False),
 )
 
 # The view objects are stored as (and watch events are first serialised as).
@@ -105,16 +109,19 @@ def resource_list_doc(group: str, version: str) -> dict[str, Any] | None:
         return None
     items: list[dict[str, Any]] = []
     for r in found:
-        items.append(
-            {
-                "name": r.plural,
-                "singularName": r.singular,
-                "namespaced": r.namespaced,
-                "kind": r.kind,
-                "verbs": VERBS,
-                "shortNames": list(r.short_names),
-            }
-        )
+        entry: dict[str, Any] = {
+            "name": r.plural,
+            "singularName": r.singular,
+            "namespaced": r.namespaced,
+            "kind": r.kind,
+            "verbs": VERBS,
+            "shortNames": list(r.short_names),
+        }
+        if r.categories:
+            entry["categories"] = list(r.categories)
+        items.append(entry)
+        if not r.has_status:
+            continue
         items.append(
             {
                 "name": f"{r.plural}/status",

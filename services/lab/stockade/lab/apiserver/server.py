@@ -10,6 +10,7 @@ import secrets
 import ssl
 import tempfile
 from collections import Counter, OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,9 @@ import yaml
 from aiohttp import web
 
 from . import resources as R
-from .patch import PatchError, json_patch, merge_patch
+from .controllers import EndpointSliceController
+from .kinds import DEFAULT_NODE_PORTS, DEFAULT_SERVICE_CIDRS, KindBehaviour, behaviours
+from .patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 from .resources import Resource
 from .selectors import Matcher, SelectorError, both, field_matcher, label_matcher
 from .store import ApiError, Bookmark, Event, Obj, Store, Watcher
@@ -93,11 +96,20 @@ def _parse_path(path: str) -> Route | Obj | None:
         if inner is not None and inner.namespaced:
             namespace, rest = rest[1], rest[2:]
     res = R.find(group, version, rest[0]) if rest else None
-    if res is None or len(rest) > 3 or (len(rest) == 3 and rest[2] != "status"):
+    if res is None or len(rest) > 3 or (len(rest) == 3 and (rest[2] != "status" or not res.has_status)):
         return None
     if not namespace and res.namespaced and len(rest) > 1:
         return None  # a namespaced object is only addressed inside its namespace
     return Route(res, namespace, rest[1] if len(rest) > 1 else None, rest[2] if len(rest) > 2 else None, watch_path)
+
+
+def _table_version(request: web.Request) -> str | None:
+    """The meta.k8s.io Table version the client accepts first (``as=Table;v=v1;g=meta.k8s.io``), if any."""
+    for part in request.headers.get("Accept", "").split(","):
+        params = dict(p.strip().split("=", 1) for p in part.split(";")[1:] if "=" in p)
+        if params.get("as") == "Table" and params.get("g") == "meta.k8s.io" and params.get("v") in ("v1", "v1beta1"):
+            return params["v"]
+    return None
 
 
 def _truthy(value: str | None) -> bool:
@@ -126,8 +138,12 @@ class ApiServer:
         history_size: int = 10_000,
         bookmark_interval: float = 10.0,
         default_watch_timeout: float = 1800.0,
+        service_cidrs: Sequence[str] = DEFAULT_SERVICE_CIDRS,
+        node_port_range: str = DEFAULT_NODE_PORTS,
     ):
-        self.store = Store(history_size=history_size)
+        self.behaviours: dict[str, KindBehaviour] = behaviours(service_cidrs, node_port_range)
+        self.store = Store(history_size=history_size, behaviours=self.behaviours)
+        self.endpoint_slices = EndpointSliceController(self.store)
         self.token = token
         self.bookmark_interval = bookmark_interval
         self.default_watch_timeout = default_watch_timeout
@@ -378,10 +394,18 @@ class ApiServer:
                 matcher = both(label_matcher(q.get("labelSelector")), field_matcher(q.get("fieldSelector")))
             except SelectorError as e:
                 raise ApiError(400, "BadRequest", str(e)) from e
-            return _json(self._list_page(res, route.namespace, matcher, q.get("limit"), q.get("continue")))
+            page = self._list_page(res, route.namespace, matcher, q.get("limit"), q.get("continue"))
+            table = _table_version(request)
+            if table:
+                return _json(self._table(res, page["items"], page["metadata"], table, q.get("includeObject")))
+            return _json(page)
         assert route.name is not None or verb == "create"
         if verb == "get":
-            return _json(_present(store.get(res.storage, route.namespace, route.name or ""), res))
+            obj = _present(store.get(res.storage, route.namespace, route.name or ""), res)
+            table = _table_version(request)
+            if table:
+                return _json(self._table(res, [obj], {"resourceVersion": str(store.rv)}, table, q.get("includeObject")))
+            return _json(obj)
         if verb == "create":
             obj = self._check_identity(route, await self._body(request), name_required=False)
             return _json(_present(store.create(res.storage, obj), res), 201)
@@ -395,8 +419,11 @@ class ApiServer:
             try:
                 if ctype == "application/json-patch+json":
                     patched = json_patch(current, body)
-                elif ctype in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
+                elif ctype == "application/merge-patch+json":
                     patched = merge_patch(copy.deepcopy(current), body)
+                elif ctype == "application/strategic-merge-patch+json":
+                    keys = self.behaviours[res.storage].merge_keys if res.storage in self.behaviours else {}
+                    patched = strategic_merge_patch(copy.deepcopy(current), body, keys)
                 else:
                     raise ApiError(415, "UnsupportedMediaType", f"the patch type {ctype!r} is not supported")
             except PatchError as e:
@@ -448,6 +475,33 @@ class ApiServer:
             "apiVersion": res.api_version,
             "metadata": meta,
             "items": [_present(o, res, in_list=True) for o in items[offset:end]],
+        }
+
+    def _table(self, res: Resource, items: list[Obj], meta: Obj, version: str, include: str | None) -> Obj:
+        """Server-side printing (what ``kubectl get`` asks for): the kind's columns, a row per object."""
+        kind = self.behaviours.get(res.storage) or KindBehaviour()
+        columns = kind.columns()
+        rows = []
+        for obj in items:
+            row: Obj = {"cells": kind.cells(obj)}
+            if include == "Object":
+                row["object"] = {**obj, "kind": res.kind, "apiVersion": res.api_version}
+            elif include != "None":
+                row["object"] = {
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": f"meta.k8s.io/{version}",
+                    "metadata": obj.get("metadata") or {},
+                }
+            rows.append(row)
+        return {
+            "kind": "Table",
+            "apiVersion": f"meta.k8s.io/{version}",
+            "metadata": {k: v for k, v in meta.items() if k in ("resourceVersion", "continue", "remainingItemCount")},
+            "columnDefinitions": [
+                {"name": n, "type": t, "format": "name" if n == "Name" else "", "description": d, "priority": p}
+                for n, t, d, p in columns
+            ],
+            "rows": rows,
         }
 
     # -- watch -----------------------------------------------------------------------------------
@@ -502,6 +556,7 @@ class ApiServer:
         self, request: web.Request, resp: web.StreamResponse, w: Watcher, res: Resource, timeout: float, bookmarks: bool
     ) -> None:
         loop = asyncio.get_running_loop()
+        table = _table_version(request)
         deadline = loop.time() + timeout
         next_bookmark = loop.time() + self.bookmark_interval
         while True:
@@ -539,5 +594,8 @@ class ApiServer:
                     await resp.write(_dumps({"type": "BOOKMARK", "object": obj}) + b"\n")
                 continue
             type_ = w.wants(item) if w.matcher is not None else item.type
-            if type_:
+            if type_ and table:  # `kubectl get -w`: each event's object is a one-row Table
+                rows = self._table(res, [_present(item.obj, res)], {}, table, request.query.get("includeObject"))
+                await resp.write(_dumps({"type": type_, "object": rows}) + b"\n")
+            elif type_:
                 await resp.write(self._event_line(item, type_, res))

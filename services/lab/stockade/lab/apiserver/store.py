@@ -14,12 +14,15 @@ import copy
 import re
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .resources import STORAGE_VIEW
+
+if TYPE_CHECKING:
+    from .kinds.base import KindBehaviour
 
 Obj = dict[str, Any]
 Key = tuple[str, str]  # (namespace or "", name)
@@ -143,7 +146,15 @@ def _sans_rv(obj: Obj) -> Obj:
 
 
 class Store:
-    def __init__(self, history_size: int = 10_000, watch_queue_limit: int = 50_000):
+    def __init__(
+        self,
+        history_size: int = 10_000,
+        watch_queue_limit: int = 50_000,
+        behaviours: Mapping[str, KindBehaviour] | None = None,
+    ):
+        self.behaviours: Mapping[str, KindBehaviour] = behaviours or {}
+        # Called with every committed event, after the watchers (the in-process controllers).
+        self.observers: list[Callable[[Event], None]] = []
         self.rv = 1
         self.floor = 1  # every event with rv > floor is in the history
         self.objects: dict[str, dict[Key, Obj]] = {s: {} for s in STORAGE_VIEW}
@@ -208,6 +219,9 @@ class Store:
         if (namespace, name) in self.objects[storage]:
             raise ApiError(409, "AlreadyExists", f'{storage} "{name}" already exists', {"name": name, "kind": storage})
         self._stamp(storage, obj, namespace)
+        behaviour = self.behaviours.get(storage)
+        if behaviour is not None:
+            behaviour.on_create(obj)  # defaults, validates, allocates; raises to refuse
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
         meta.pop("deletionTimestamp", None)
         return self._commit(storage, "ADDED", obj, None)
@@ -237,6 +251,9 @@ class Store:
                 obj["status"] = status
         else:
             self._stamp(storage, obj, key[0])
+            behaviour = self.behaviours.get(storage)
+            if behaviour is not None:
+                behaviour.on_update(obj, old)
         meta = obj["metadata"] = {**obj["metadata"]}
         for kept in ("uid", "creationTimestamp"):
             meta[kept] = old["metadata"][kept]
@@ -254,6 +271,9 @@ class Store:
                     for key in [k for k in self.objects[other] if k[0] == name]:
                         self.delete(other, *key)
         gone = {**old, "metadata": {**old["metadata"], "deletionTimestamp": _now()}}
+        behaviour = self.behaviours.get(storage)
+        if behaviour is not None:
+            behaviour.on_delete(old)  # release what it held (cluster IPs, node ports)
         return self._commit(storage, "DELETED", gone, old)
 
     def _commit(self, storage: str, type_: str, obj: Obj, old: Obj | None) -> Obj:
@@ -274,6 +294,8 @@ class Store:
                     w.drop()  # like the real server: a watcher that cannot keep up is cut off
                 else:
                     w.queue.put_nowait(ev)
+        for observe in self.observers:
+            observe(ev)
         return obj
 
     def put(self, storage: str, obj: Obj) -> Obj:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from stockade.agent import preflight
 from stockade.model import NodeDelta, NodeModel
+
+DUAL_STACK = (preflight.IPV4, preflight.IPV6)
 
 
 class ApplyError(Exception):
@@ -34,7 +37,36 @@ class Dataplane(Protocol):
     def close(self) -> None: ...
 
 
-class MemoryDataplane:
+class Backend:
+    """A base for backends: the optional hooks, with the defaults every backend shares.
+
+    ``families``: the address families the backend enforces. ``preflight(facts)``: what the node
+    needs so that every pod packet reaches this backend's rules (`stockade.agent.preflight`); a
+    backend adds its own needs with ``super().preflight(facts) + [...]``. A node with problems is
+    not ready, and the agent says why. Backends that do not derive from this class get the same
+    defaults through `node_needs` and `families_of`.
+    """
+
+    name = "backend"
+    families: tuple[str, ...] = DUAL_STACK
+
+    def preflight(self, facts: preflight.NodeFacts) -> list[preflight.Problem]:
+        return preflight.shared_needs(facts, self.families, self.name)
+
+
+def families_of(dataplane: object) -> tuple[str, ...]:
+    return tuple(getattr(dataplane, "families", DUAL_STACK))
+
+
+def node_needs(dataplane: object, facts: preflight.NodeFacts) -> list[preflight.Problem]:
+    """``dataplane``'s preflight hook, or the shared default for a backend without one."""
+    hook = getattr(dataplane, "preflight", None)
+    if callable(hook):
+        return list(hook(facts))
+    return preflight.shared_needs(facts, families_of(dataplane), str(getattr(dataplane, "name", "?")))
+
+
+class MemoryDataplane(Backend):
     """Records the model in memory: for tests and benchmarks of everything around the kernel."""
 
     name = "memory"

@@ -1,34 +1,45 @@
-"""Parse ``ipset save`` and ``iptables-save -c -t filter`` into a view of what we hold (pure)."""
+"""Parse ``ipset save`` and ``iptables-save -c -t filter`` / ``ip6tables-save`` into a view of what
+we hold, and compare it with what the model asks for (pure).
+
+Both families hold the same chains (see `ipt_render`): the view keeps one `RulesView` per family,
+and every difference found in the IPv6 copy says so ("ip6tables: ...").
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import shlex
 from dataclasses import dataclass, field
 
-from stockade.agent.backends import names
+from stockade.agent.backends import elements, names
 from stockade.agent.backends.ipt_render import (
     DENY_COMMENT,
+    FAMILIES,
     FWD,
+    TABLES,
+    addr_set,
     bucket_chains,
     bucket_of,
     bucket_set,
     buckets,
     chain_specs,
     fwd_specs,
+    host,
     ipset_elements,
     pod_set,
+    set_family,
 )
 from stockade.model import Direction, NodeModel
 
-POD_SET_PREFIXES = ("STK-PI-", "STK-PO-", "STK-BI-", "STK-BO-")
+POD_SET_PREFIXES = tuple(f"STK-{t}{v}-" for t in ("PI", "PO", "BI", "BO") for v in ("", "6"))
 _COUNTED = re.compile(r"^\[(\d+):(\d+)\] -A (\S+) (.*)$")
 
 
 @dataclass
-class IptView:
-    sets: dict[str, frozenset[str]] = field(default_factory=dict)  # STK-A-*: address sets
-    pods: dict[str, frozenset[str]] = field(default_factory=dict)  # STK-PI-* / STK-PO-*
+class RulesView:
+    """One family's copy of our chains, as ``iptables-save`` / ``ip6tables-save`` shows it."""
+
     chains: dict[str, int] = field(default_factory=dict)  # STK-* chains: rule count
     specs: dict[str, list[str]] = field(default_factory=dict)  # bucket chains' rules, verbatim
     fwd: list[str] | None = None  # STOCKADE-FWD's rules, None when the chain is missing
@@ -36,12 +47,30 @@ class IptView:
     denied: dict[str, int] = field(default_factory=dict)  # chain id (NFLOG prefix) -> count
 
 
-def _cidr(elem: str) -> str:
+@dataclass
+class IptView:
+    sets: dict[str, frozenset[str]] = field(default_factory=dict)  # STK-A-* / STK-A6-*: address sets
+    pods: dict[str, frozenset[str]] = field(default_factory=dict)  # STK-P?-* / STK-B?-* (and 6)
+    rules: dict[int, RulesView] = field(default_factory=lambda: {f: RulesView() for f in FAMILIES})
+
+    @property
+    def denied(self) -> dict[str, int]:
+        """Denied connections per chain id, both families added up."""
+        out: dict[str, int] = {}
+        for view in self.rules.values():
+            for cid, n in view.denied.items():
+                out[cid] = out.get(cid, 0) + n
+        return out
+
+
+def _cidr(elem: str, family: int) -> str:
+    if family == 6:
+        # ipset prints addresses its own way: compare in Python's canonical form, as rendered
+        return str(ipaddress.IPv6Network(elem, strict=False))
     return elem if "/" in elem else f"{elem}/32"
 
 
-def parse(ipset_save: str, iptables_save: str) -> IptView:
-    view = IptView()
+def parse_ipsets(ipset_save: str, view: IptView) -> None:
     for line in ipset_save.splitlines():
         parts = line.split()
         if len(parts) < 2 or not parts[1].startswith("STK-"):
@@ -51,10 +80,14 @@ def parse(ipset_save: str, iptables_save: str) -> IptView:
         if parts[0] == "create":
             target.setdefault(name, frozenset())
         elif parts[0] == "add":
-            target[name] = target.get(name, frozenset()) | {_cidr(parts[2])}
+            target[name] = target.get(name, frozenset()) | {_cidr(parts[2], set_family(name))}
+
+
+def parse_rules(save: str) -> RulesView:
+    view = RulesView()
     prefix_of: dict[str, str] = {}
     deny_of: dict[str, int] = {}
-    for line in iptables_save.splitlines():
+    for line in save.splitlines():
         if line.startswith(":"):
             chain = line[1:].split()[0]
             if chain == FWD:
@@ -83,46 +116,103 @@ def parse(ipset_save: str, iptables_save: str) -> IptView:
     return view
 
 
+def parse(ipset_save: str, iptables_save: str, ip6tables_save: str | None = None) -> IptView:
+    """The view of ``ipset save`` and both families' saves (``None``: no IPv6 side at all)."""
+    view = IptView()
+    parse_ipsets(ipset_save, view)
+    view.rules = {4: parse_rules(iptables_save)}
+    if ip6tables_save is not None:
+        view.rules[6] = parse_rules(ip6tables_save)
+    return view
+
+
 @dataclass
 class IptDesired:
-    sets: dict[str, frozenset[str]]
-    pods: dict[str, frozenset[str]]
-    chains: dict[str, list[str]]  # name -> rule specs
+    sets: dict[str, frozenset[str]]  # both families' address sets, by name
+    pods: dict[str, frozenset[str]]  # both families' pod and bucket sets
+    chains: dict[int, dict[str, list[str]]]  # family -> name -> rule specs
     chain_ids: dict[str, str]  # name -> model chain id
-    fwd: list[str]
+    fwd: dict[int, list[str]]
 
 
-def desired(model: NodeModel, nflog_group: int, log_rate: int | None, seen_timeout: int) -> IptDesired:
-    pods: dict[str, set[str]] = {pod_set(cid, ch.direction): set() for cid, ch in model.chains.items()}
-    for direction, b in buckets(model.chains):
-        pods[bucket_set(direction, b)] = set()
+def desired(
+    model: NodeModel, nflog_group: int, log_rate: int | None, seen_timeout: int, families: tuple[int, ...] = FAMILIES
+) -> IptDesired:
+    """What the kernel must hold for ``model``, in ``families`` (an address of a family not
+    among them, or of neither, raises `elements.ElementError`)."""
+    pods: dict[str, set[str]] = {}
+    for f in families:
+        pods |= {pod_set(cid, ch.direction, f): set() for cid, ch in model.chains.items()}
+        for direction, b in buckets(model.chains):
+            pods[bucket_set(direction, b, f)] = set()
     for direction in Direction:
         for ip, cid in model.dispatch(direction).items():
-            if ":" not in ip:
-                name = pod_set(cid, direction)
-                pods[name].add(f"{ip}/32")
-                pods[bucket_set(direction, bucket_of(name))].add(f"{ip}/32")
+            f = dispatch_family(ip, families)
+            name = pod_set(cid, direction, f)
+            elem = host(str(ipaddress.ip_address(ip)) if f == 6 else ip, f)
+            pods[name].add(elem)
+            pods[bucket_set(direction, bucket_of(name), f)].add(elem)
+    sets: dict[str, frozenset[str]] = {}
+    for s, e in model.sets.items():
+        check_families(s, e, families)
+        sets |= {addr_set(s, f): ipset_elements(e, f) for f in families}
     return IptDesired(
-        sets={names.ipset_set(s): ipset_elements(e) for s, e in model.sets.items()},
+        sets=sets,
         pods={k: frozenset(v) for k, v in pods.items()},
-        chains=bucket_chains(model.chains)
-        | {
-            names.ipt_chain(c): chain_specs(c, ch, nflog_group, log_rate, seen_timeout)
-            for c, ch in model.chains.items()
+        chains={
+            f: bucket_chains(model.chains, f)
+            | {
+                names.ipt_chain(c): chain_specs(c, ch, nflog_group, log_rate, seen_timeout, f)
+                for c, ch in model.chains.items()
+            }
+            for f in families
         },
         chain_ids={names.ipt_chain(c): c for c in model.chains},
-        fwd=fwd_specs(model.chains),
+        fwd={f: fwd_specs(model.chains, f) for f in families},
     )
+
+
+def dispatch_family(ip: str, families: tuple[int, ...] = FAMILIES) -> int:
+    """The family of a dispatch key; `elements.ElementError` when we cannot place it."""
+    try:
+        f = elements.ip_family(ip)
+    except elements.ElementError as e:
+        raise elements.ElementError(f"dispatch entry {e}") from None
+    if f not in families:
+        raise elements.ElementError(f"pod IP {ip} is IPv{f}, which this node's kernel does not have")
+    return f
+
+
+def check_families(set_id: str, elems: frozenset[str], families: tuple[int, ...] = FAMILIES) -> None:
+    """Every element of ``set_id`` can be placed: of a family we hold, and of one at all."""
+    for e in elems:
+        try:
+            f = elements.family(e)
+        except elements.ElementError as err:
+            raise elements.ElementError(f"address set {set_id}: {err}") from None
+        if f not in families:
+            raise elements.ElementError(f"address set {set_id}: {e} is IPv{f}, which this node's kernel does not have")
 
 
 def differences(view: IptView, want: IptDesired) -> list[str]:
     out: list[str] = []
-    if view.fwd is None:
-        out.append(f"missing chain {FWD}")
-    elif view.fwd != want.fwd:
-        out.append(f"chain {FWD} differs ({len(view.fwd)} rules, expected {len(want.fwd)})")
-    if not view.forward_jump:
-        out.append(f"missing FORWARD -j {FWD}")
+    for f, wanted_chains in want.chains.items():
+        rules = view.rules.get(f, RulesView())
+        tag = "" if f == 4 else f"{TABLES[f]}: "
+        if rules.fwd is None:
+            out.append(f"{tag}missing chain {FWD}")
+        elif rules.fwd != want.fwd[f]:
+            out.append(f"{tag}chain {FWD} differs ({len(rules.fwd)} rules, expected {len(want.fwd[f])})")
+        if not rules.forward_jump:
+            out.append(f"{tag}missing FORWARD -j {FWD}")
+        for name, specs in sorted(wanted_chains.items()):
+            if name not in rules.chains:
+                out.append(f"{tag}missing chain {name}")
+            elif rules.chains[name] != len(specs):
+                out.append(f"{tag}chain {name} has {rules.chains[name]} rules, expected {len(specs)}")
+            elif name in rules.specs and rules.specs[name] != specs:
+                out.append(f"{tag}chain {name} differs")
+        out += [f"{tag}extra chain {n}" for n in sorted(rules.chains.keys() - wanted_chains.keys())]
     for kind, have, wanted in (("ipset", view.sets, want.sets), ("pod ipset", view.pods, want.pods)):
         for name, elems in sorted(wanted.items()):
             if name not in have:
@@ -133,12 +223,4 @@ def differences(view: IptView, want: IptDesired) -> list[str]:
                     f"extra {sorted(have[name] - elems)[:5]}"
                 )
         out += [f"extra {kind} {n}" for n in sorted(have.keys() - wanted.keys())]
-    for name, specs in sorted(want.chains.items()):
-        if name not in view.chains:
-            out.append(f"missing chain {name}")
-        elif view.chains[name] != len(specs):
-            out.append(f"chain {name} has {view.chains[name]} rules, expected {len(specs)}")
-        elif name in view.specs and view.specs[name] != specs:
-            out.append(f"chain {name} differs")
-    out += [f"extra chain {n}" for n in sorted(view.chains.keys() - want.chains.keys())]
     return out

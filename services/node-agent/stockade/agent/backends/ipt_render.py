@@ -2,10 +2,17 @@
 
 Objects (all ours, nothing else is ever declared in a restore file: kube-router#1248)::
 
-    ipset STK-A-<h>   hash:net   one per address set
-    ipset STK-PI-<h> / STK-PO-<h>  hash:ip   pod IPs dispatched to one ingress / egress chain
-    chain STOCKADE-FWD  jumped to from FORWARD: established first, then one jump per chain
+    ipset STK-A-<h> / STK-A6-<h>     hash:net   one per address set and family
+    ipset STK-PI-<h> / STK-PO-<h>    hash:ip    IPv4 pod IPs dispatched to one ingress / egress
+          STK-PI6-<h> / STK-PO6-<h>             chain, and their IPv6 twins
+    ipset STK-BI-NN / STK-BO-NN (+6)  hash:ip   the pods of a dispatch bucket (see `fwd_specs`)
+    chain STOCKADE-FWD  jumped to from FORWARD: established first, then one jump per bucket
     chain STK-<chain id>  allow rules RETURN, deny tail NFLOG + DROP
+
+Both families carry the same chains under the same names: iptables holds the IPv4 copy,
+ip6tables the IPv6 one, each naming its own family's sets (an ipset holds one family, so an
+element only ever matches packets of its family). A rule with no peer matches both. The IPv6
+copy of STOCKADE-FWD also lets neighbour discovery through before any dispatch (`ND_TYPES`).
 
 iptables has no verdict map, so dispatch is one ``-m set`` test per distinct chain (not per
 pod): per-packet cost grows with the number of distinct rule lists on the node, which is far
@@ -19,6 +26,7 @@ expire after ``seen_timeout`` idle seconds. (An ipset ``hash:ip,port,ip`` with `
 tried first: it cannot hold the destination port, so a new connection reusing a source port
 of an earlier denied one to another port was not counted; 999 of 1,000 in the test.) When the
 table is full (65,536 flows per direction) hashlimit drops the packet before it is counted.
+hashlimit tables are per family, so each family has its own.
 """
 
 from __future__ import annotations
@@ -35,20 +43,71 @@ SEEN_MAX = 65536
 DENY_COMMENT = "deny"
 _MULTIPORT_MAX = 15  # xt_multiport: 15 slots, a range takes two
 
+FAMILIES = (4, 6)
+INET = {4: "inet", 6: "inet6"}  # ipset's family names
+TABLES = {4: "iptables", 6: "ip6tables"}
+VARIANTS = ("nft", "legacy")
 
-def pod_set(chain_id: str, direction: Direction) -> str:
+
+def tool(family: int, action: str = "", variant: str | None = None) -> str:
+    """The binary for ``family``: ``iptables``, ``ip6tables-restore``, ``iptables-legacy-save``...
+    ``variant`` None takes the one the PATH's alternatives point to."""
+    return "-".join([TABLES[family], *([variant] if variant else []), *([action] if action else [])])
+
+
+_HOST = {4: "/32", 6: "/128"}
+
+# ICMPv6 for isolated pods, as the nftables backend renders it (see ND_RULE there): ICMPv6 errors
+# (destination-unreachable, packet-too-big, time-exceeded, parameter-problem) about a flow
+# conntrack tracks are RELATED and pass the first rule, which keeps path-MTU discovery working;
+# an error about no known flow is dispatched like any other packet (no unsolicited "errors").
+# Neighbour discovery and router messages are link-local: they cross FORWARD only between
+# bridged pods (br_netfilter), and pass only with hop limit 255, which no routed packet has
+# left by the time it reaches FORWARD. Numeric types, as ip6tables-save prints them back.
+ND_TYPES = (
+    133,  # router-solicitation
+    134,  # router-advertisement
+    135,  # neighbour-solicitation
+    136,  # neighbour-advertisement
+    137,  # redirect
+)
+
+
+def tagged(name: str, family: int) -> str:
+    """``STK-X-<h>`` for IPv4, ``STK-X6-<h>`` for IPv6: the family is in the tag."""
+    if family == 4:
+        return name
+    head, tag, rest = name.split("-", 2)
+    return f"{head}-{tag}6-{rest}"
+
+
+def set_family(name: str) -> int:
+    """The family of one of our ipsets, from its name (see `tagged`)."""
+    return 6 if name.split("-", 2)[1].endswith("6") else 4
+
+
+def addr_set(set_id: str, family: int = 4) -> str:
+    return tagged(names.ipset_set(set_id), family)
+
+
+def pod_set(chain_id: str, direction: Direction, family: int = 4) -> str:
     # Direction in the name, so a read-back knows which dispatch a pod set belongs to.
     tag = "PI" if direction is Direction.INGRESS else "PO"
-    return names.ipset_pods(chain_id).replace("STK-P-", f"STK-{tag}-")
+    return tagged(names.ipset_pods(chain_id).replace("STK-P-", f"STK-{tag}-"), family)
 
 
-def ipset_elements(elems: Iterable[str]) -> frozenset[str]:
-    """IPv4 only (see `elements`); hash:net cannot hold a /0, so it becomes two /1."""
+def host(ip: str, family: int) -> str:
+    return f"{ip}{_HOST[family]}"
+
+
+def ipset_elements(elems: Iterable[str], family: int = 4) -> frozenset[str]:
+    """The elements of ``family`` (others are the other family's set's); hash:net cannot hold
+    a /0, so it becomes two /1. An element of neither family raises `elements.ElementError`."""
     out: set[str] = set()
     for e in elems:
-        if not elements.is_v4(e):
+        if elements.family(e) != family:
             continue
-        net = ipaddress.IPv4Network(e, strict=False)
+        net = ipaddress.ip_network(e, strict=False)
         if net.prefixlen == 0:
             out.update(str(n) for n in net.subnets(new_prefix=1))
         else:
@@ -84,9 +143,9 @@ def _chunks(specs: list[str]) -> list[list[str]]:
     return out
 
 
-def rule_specs(rule: Rule, direction: Direction) -> list[str]:
+def rule_specs(rule: Rule, direction: Direction, family: int = 4) -> list[str]:
     flag = "src" if direction is Direction.INGRESS else "dst"
-    peer = f" -m set --match-set {names.ipset_set(rule.peer)} {flag}" if rule.peer is not None else ""
+    peer = f" -m set --match-set {addr_set(rule.peer, family)} {flag}" if rule.peer is not None else ""
     if rule.ports is None:
         return [f"{peer.strip()} -j RETURN".strip()]
     out = []
@@ -99,10 +158,12 @@ def rule_specs(rule: Rule, direction: Direction) -> list[str]:
     return out
 
 
-def chain_specs(chain_id: str, chain: Chain, nflog_group: int, log_rate: int | None, seen_timeout: int) -> list[str]:
+def chain_specs(
+    chain_id: str, chain: Chain, nflog_group: int, log_rate: int | None, seen_timeout: int, family: int = 4
+) -> list[str]:
     seen = SEEN[chain.direction]
     limit = f"-m limit --limit {log_rate}/sec --limit-burst {log_rate} " if log_rate else ""
-    specs = [s for r in chain.rules for s in rule_specs(r, chain.direction)]
+    specs = [s for r in chain.rules for s in rule_specs(r, chain.direction, family)]
     return [
         *specs,
         f"-m hashlimit --hashlimit-above 1/hour --hashlimit-burst 1 "
@@ -119,12 +180,13 @@ _FLAG = {Direction.EGRESS: "src", Direction.INGRESS: "dst"}
 
 
 def bucket_of(pod_set_name: str) -> int:
-    """The dispatch bucket of a chain, from the digest in its pod set's name (stable, no state)."""
+    """The dispatch bucket of a chain, from the digest in its pod set's name (stable, no state;
+    the same for both families, whose pod sets share the digest)."""
     return int(pod_set_name[-4:], 16) % BUCKETS
 
 
-def bucket_set(direction: Direction, bucket: int) -> str:
-    return f"STK-B{'I' if direction is Direction.INGRESS else 'O'}-{bucket:02d}"
+def bucket_set(direction: Direction, bucket: int, family: int = 4) -> str:
+    return tagged(f"STK-B{'I' if direction is Direction.INGRESS else 'O'}-{bucket:02d}", family)
 
 
 def bucket_chain(direction: Direction, bucket: int) -> str:
@@ -132,7 +194,7 @@ def bucket_chain(direction: Direction, bucket: int) -> str:
 
 
 def buckets(chains: dict[str, Chain]) -> dict[tuple[Direction, int], list[str]]:
-    """Chain ids per (direction, bucket), sorted: the two-level dispatch tree."""
+    """Chain ids per (direction, bucket), sorted: the two-level dispatch tree (both families)."""
     out: dict[tuple[Direction, int], list[str]] = {}
     for cid in sorted(chains):
         direction = chains[cid].direction
@@ -140,7 +202,7 @@ def buckets(chains: dict[str, Chain]) -> dict[tuple[Direction, int], list[str]]:
     return out
 
 
-def fwd_specs(chains: dict[str, Chain]) -> list[str]:
+def fwd_specs(chains: dict[str, Chain], family: int = 4) -> list[str]:
     """STOCKADE-FWD: established first, then one test per non-empty bucket, egress before ingress.
 
     Two levels (bucket set, then the chain's pod set inside the bucket chain) keep a new
@@ -150,23 +212,29 @@ def fwd_specs(chains: dict[str, Chain]) -> list[str]:
         # No mid-stream pickup of a connection conntrack clean-up ended (see the nftables backend).
         "-p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN -m conntrack --ctstate NEW -j DROP",
     ]
+    if family == 6:
+        out += [f"-p ipv6-icmp -m icmp6 --icmpv6-type {t} -m hl --hl-eq 255 -j RETURN" for t in ND_TYPES]
     tree = buckets(chains)
     for direction in (Direction.EGRESS, Direction.INGRESS):
         for b in range(BUCKETS):
             if (direction, b) in tree:
                 flag = _FLAG[direction]
-                out.append(f"-m set --match-set {bucket_set(direction, b)} {flag} -j {bucket_chain(direction, b)}")
+                out.append(
+                    f"-m set --match-set {bucket_set(direction, b, family)} {flag} -j {bucket_chain(direction, b)}"
+                )
     return out
 
 
-def bucket_specs(direction: Direction, chain_ids: list[str]) -> list[str]:
+def bucket_specs(direction: Direction, chain_ids: list[str], family: int = 4) -> list[str]:
     """One bucket chain: ``goto`` the pod's chain, whose RETURN goes back to STOCKADE-FWD."""
     flag = _FLAG[direction]
-    return [f"-m set --match-set {pod_set(cid, direction)} {flag} -g {names.ipt_chain(cid)}" for cid in chain_ids]
+    return [
+        f"-m set --match-set {pod_set(cid, direction, family)} {flag} -g {names.ipt_chain(cid)}" for cid in chain_ids
+    ]
 
 
-def bucket_chains(chains: dict[str, Chain]) -> dict[str, list[str]]:
-    return {bucket_chain(d, b): bucket_specs(d, ids) for (d, b), ids in buckets(chains).items()}
+def bucket_chains(chains: dict[str, Chain], family: int = 4) -> dict[str, list[str]]:
+    return {bucket_chain(d, b): bucket_specs(d, ids, family) for (d, b), ids in buckets(chains).items()}
 
 
 def restore_script(chains: dict[str, list[str]], delete: Iterable[str] = ()) -> str:

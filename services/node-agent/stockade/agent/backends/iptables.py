@@ -1,38 +1,71 @@
-"""The iptables + ipset dataplane: ``ipset restore``, then ``iptables-restore --noflush``.
+"""The iptables + ipset dataplane, both families: ``ipset restore``, then ``iptables-restore
+--noflush`` and ``ip6tables-restore --noflush``, then ``ipset restore`` again.
 
-Each apply runs in three steps so no rule ever names a missing set: (1) ``ipset restore``
-creates and fills sets and adds pods to their chain's pod set; (2) one ``iptables-restore
---noflush`` (one kernel transaction with iptables-nft) writes our chains and nothing else;
-(3) ``ipset restore`` removes pods that left a chain and destroys sets no rule uses any more.
+Each apply runs in four steps so no rule ever names a missing set: (1) one ``ipset restore``
+creates and fills the sets of both families and adds pods to their chain's pod set; (2) one
+``iptables-restore --noflush`` writes our IPv4 chains and nothing else, (3) one
+``ip6tables-restore --noflush`` our IPv6 chains (each one kernel transaction: one nf_tables
+batch with iptables-nft, one replacement of the family's filter table with iptables-legacy);
+(4) ``ipset restore`` removes pods that left a chain and destroys sets no rule uses any more.
 Whole-set replacements go through ``ipset swap``, which is atomic. Unlike the nftables backend
-the three steps are not one transaction: while a pod moves between chains it is briefly in both
-pod sets, so it gets the stricter of the two rule lists, never the looser.
+the steps are not one transaction: while a pod moves between chains it is briefly in both pod
+sets, so it gets the stricter of the two rule lists, never the looser.
+
+When step (3) fails after (2) took effect, nothing is rolled back: the apply raises
+`ApplyError` saying so, step (4) does not run, and the backend forgets what it believed the
+kernel holds. The IPv4 side then holds the new rules, the IPv6 side its old rule lists over the
+new set contents (the state any apply passes through between steps 1 and 3; pods that left a
+chain are still in its pod set: stricter, not looser); the agent nacks, the brain sends a
+snapshot, and `apply_snapshot` compares the kernel with it and rewrites what differs. A rollback
+would need the previous model's rules, which a delta does not carry.
+
+A node whose kernel has no IPv6 (``ipv6.disable=1``) gets only the IPv4 side; a model naming an
+IPv6 address is then refused with an error, never loaded without it.
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 from stockade.agent import netns as ns
-from stockade.agent.backends import ipt_readback, ipt_render, names
+from stockade.agent.backends import elements, ipt_readback, ipt_render, names
 from stockade.agent.backends.base import ApplyError
 from stockade.model import Direction, NodeDelta, NodeModel
 
 _TMP = "STK-T-swap"
 
 
+def kernel_has_ipv6() -> bool:
+    """False when the kernel runs without IPv6 (the module absent or ``ipv6.disable=1``)."""
+    return os.path.exists("/proc/net/if_inet6")
+
+
 class IptablesBackend:
-    """`Dataplane` over iptables (-nft or -legacy) and ipset."""
+    """`Dataplane` over iptables and ip6tables (-nft or -legacy: ``variant``) and ipset."""
 
     name = "iptables"
 
     def __init__(
-        self, netns: str | None = None, nflog_group: int = 100, log_rate: int | None = None, seen_timeout: int = 130
+        self,
+        netns: str | None = None,
+        nflog_group: int = 100,
+        log_rate: int | None = None,
+        seen_timeout: int = 130,
+        ipv6: bool | None = None,
+        variant: str | None = None,
     ) -> None:
+        if variant is not None and variant not in ipt_render.VARIANTS:
+            raise ValueError(f"unknown iptables variant {variant!r}: choose one of {', '.join(ipt_render.VARIANTS)}")
+        self.variant = variant  # None: whatever `iptables` is on this node (-nft or -legacy)
         self.netns = netns
         self.nflog_group = nflog_group
         self.log_rate = log_rate
         self.seen_timeout = seen_timeout
+        has6 = kernel_has_ipv6() if ipv6 is None else ipv6
+        # IP versions we program (4, 6), and the same as the agent's family names (`Backend`)
+        self.versions: tuple[int, ...] = ipt_render.FAMILIES if has6 else (4,)
+        self.families: tuple[str, ...] = tuple(f"ipv{v}" for v in self.versions)
         self._dispatched: dict[Direction, dict[str, str]] | None = None  # pod IP -> pod set name
         self.transactions = 0
         self.failures = 0
@@ -47,24 +80,40 @@ class IptablesBackend:
             raise ApplyError(f"{' '.join(argv)} failed: {proc.stderr.strip()}")
         return proc.stdout
 
-    def _apply(self, ipset_a: list[str], restore: str | None, ipset_b: list[str]) -> bool:
+    def _apply(self, ipset_a: list[str], restores: dict[int, str], ipset_b: list[str]) -> bool:
         start = time.perf_counter()
-        if ipset_a:
-            self._run(["ipset", "-exist", "restore"], "\n".join(ipset_a) + "\n")
-        if restore:
-            self._run(["iptables-restore", "--noflush"], restore)
-        if ipset_b:
-            self._run(["ipset", "-exist", "restore"], "\n".join(ipset_b) + "\n")
+        try:
+            if ipset_a:
+                self._run(["ipset", "-exist", "restore"], "\n".join(ipset_a) + "\n")
+            done: list[int] = []
+            for family in self.versions:
+                if family in restores:
+                    try:
+                        self._run([ipt_render.tool(family, "restore", self.variant), "--noflush"], restores[family])
+                    except ApplyError as e:
+                        if done:
+                            raise ApplyError(
+                                f"{e}; the IPv4 rules of this change are in force, the IPv6 ones are "
+                                "not (nothing was rolled back: a snapshot rewrites what differs)"
+                            ) from None
+                        raise
+                    done.append(family)
+            if ipset_b:
+                self._run(["ipset", "-exist", "restore"], "\n".join(ipset_b) + "\n")
+        except ApplyError:
+            self._dispatched = None  # what we believed the kernel holds may be wrong: re-read it
+            raise
         self.last_apply_seconds = time.perf_counter() - start
-        changed = bool(ipset_a or restore or ipset_b)
+        changed = bool(ipset_a or restores or ipset_b)
         self.transactions += changed
         return changed
 
     def read_view(self) -> ipt_readback.IptView:
-        return ipt_readback.parse(self._run(["ipset", "save"]), self._run(["iptables-save", "-c", "-t", "filter"]))
+        saves = {f: self._run([ipt_render.tool(f, "save", self.variant), "-c", "-t", "filter"]) for f in self.versions}
+        return ipt_readback.parse(self._run(["ipset", "save"]), saves[4], saves.get(6))
 
     def _desired(self, model: NodeModel) -> ipt_readback.IptDesired:
-        return ipt_readback.desired(model, self.nflog_group, self.log_rate, self.seen_timeout)
+        return ipt_readback.desired(model, self.nflog_group, self.log_rate, self.seen_timeout, self.versions)
 
     # -- Dataplane --------------------------------------------------------------------------
     def apply_snapshot(self, model: NodeModel) -> None:
@@ -81,33 +130,40 @@ class IptablesBackend:
         pass  # fail static
 
     def apply_delta(self, delta: NodeDelta, model: NodeModel) -> None:
+        self._check(delta)  # refuse before anything reaches the kernel
         if self._dispatched is None:
             self._dispatched = self._dispatch_from(self.read_view())
+        fams = self.versions
         a: list[str] = []
         b: list[str] = []
         for sid, elems in delta.new_sets.items():
-            name = names.ipset_set(sid)
-            a.append(f"create {name} hash:net family inet")
-            a += [f"add {name} {e}" for e in sorted(ipt_render.ipset_elements(elems))]
+            for f in fams:
+                name = ipt_render.addr_set(sid, f)
+                a.append(f"create {name} hash:net family {ipt_render.INET[f]}")
+                a += [f"add {name} {e}" for e in sorted(ipt_render.ipset_elements(elems, f))]
         for sid, elems in delta.set_added.items():
-            a += [f"add {names.ipset_set(sid)} {e}" for e in sorted(ipt_render.ipset_elements(elems))]
+            for f in fams:
+                name = ipt_render.addr_set(sid, f)
+                a += [f"add {name} {e}" for e in sorted(ipt_render.ipset_elements(elems, f))]
         for sid, elems in delta.set_removed.items():
             if sid not in delta.removed_sets:
-                a += [f"del {names.ipset_set(sid)} {e}" for e in sorted(ipt_render.ipset_elements(elems))]
+                for f in fams:
+                    name = ipt_render.addr_set(sid, f)
+                    a += [f"del {name} {e}" for e in sorted(ipt_render.ipset_elements(elems, f))]
         touched: set[tuple[Direction, int]] = set()
         for cid, chain in delta.new_chains.items():
-            name = ipt_render.pod_set(cid, chain.direction)
-            bucket = ipt_render.bucket_of(name)
-            a.append(f"create {name} hash:ip family inet")
-            a.append(f"create {ipt_render.bucket_set(chain.direction, bucket)} hash:ip family inet")
+            bucket = ipt_render.bucket_of(ipt_render.pod_set(cid, chain.direction))
+            for f in fams:
+                inet = ipt_render.INET[f]
+                a.append(f"create {ipt_render.pod_set(cid, chain.direction, f)} hash:ip family {inet}")
+                a.append(f"create {ipt_render.bucket_set(chain.direction, bucket, f)} hash:ip family {inet}")
             touched.add((chain.direction, bucket))
         for direction in Direction:
             mirror = self._dispatched[direction]
             for ip, cid in delta.dispatch_set(direction).items():
-                if ":" in ip:
-                    continue
-                target = ipt_render.pod_set(cid, direction)
-                target_bucket = ipt_render.bucket_set(direction, ipt_render.bucket_of(target))
+                f = ipt_readback.dispatch_family(ip, fams)
+                target = ipt_render.pod_set(cid, direction, f)
+                target_bucket = ipt_render.bucket_set(direction, ipt_render.bucket_of(target), f)
                 a += [f"add {target} {ip}", f"add {target_bucket} {ip}"]
                 old = mirror.get(ip)
                 if old is not None and old != target:
@@ -121,39 +177,52 @@ class IptablesBackend:
         for cid in delta.removed_chains:
             # Chain ids name their direction ("in_..." / "out_..."): see stockade.model.chain_id.
             direction = Direction.INGRESS if cid.startswith("in_") else Direction.EGRESS
-            name = ipt_render.pod_set(cid, direction)
-            b.append(f"destroy {name}")
-            touched.add((direction, ipt_render.bucket_of(name)))
-        chains: dict[str, list[str]] = {}
-        if touched:
-            chains[ipt_render.FWD] = ipt_render.fwd_specs(model.chains)
-            tree = ipt_render.buckets(model.chains)
-            for direction, bucket in sorted(touched):
-                name = ipt_render.bucket_chain(direction, bucket)
-                if (direction, bucket) in tree:
-                    chains[name] = ipt_render.bucket_specs(direction, tree[direction, bucket])
-                else:  # the bucket emptied: its chain and set go, after FWD stops naming them
-                    removed.append(name)
-                    b.append(f"destroy {ipt_render.bucket_set(direction, bucket)}")
-        for cid, chain in delta.new_chains.items():
-            chains[names.ipt_chain(cid)] = ipt_render.chain_specs(
-                cid, chain, self.nflog_group, self.log_rate, self.seen_timeout
-            )
-        restore = ipt_render.restore_script(chains, removed) if chains or removed else None
-        b += [f"destroy {names.ipset_set(s)}" for s in delta.removed_sets]
-        self._apply(a, restore, b)
+            b += [f"destroy {ipt_render.pod_set(cid, direction, f)}" for f in fams]
+            touched.add((direction, ipt_render.bucket_of(ipt_render.pod_set(cid, direction))))
+        restores: dict[int, str] = {}
+        tree = ipt_render.buckets(model.chains)
+        gone = [(d, bk) for d, bk in sorted(touched) if (d, bk) not in tree]  # emptied buckets
+        removed += [ipt_render.bucket_chain(d, bk) for d, bk in gone]
+        b += [f"destroy {ipt_render.bucket_set(d, bk, f)}" for d, bk in gone for f in fams]
+        for f in fams:
+            chains: dict[str, list[str]] = {}
+            if touched:
+                chains[ipt_render.FWD] = ipt_render.fwd_specs(model.chains, f)
+                for direction, bucket in sorted(touched):
+                    if (direction, bucket) in tree:
+                        name = ipt_render.bucket_chain(direction, bucket)
+                        chains[name] = ipt_render.bucket_specs(direction, tree[direction, bucket], f)
+            for cid, chain in delta.new_chains.items():
+                chains[names.ipt_chain(cid)] = ipt_render.chain_specs(
+                    cid, chain, self.nflog_group, self.log_rate, self.seen_timeout, f
+                )
+            if chains or removed:
+                restores[f] = ipt_render.restore_script(chains, removed)
+        for s in delta.removed_sets:
+            b += [f"destroy {ipt_render.addr_set(s, f)}" for f in fams]
+        self._apply(a, restores, b)
 
     # -- helpers ----------------------------------------------------------------------------
+    def _check(self, delta: NodeDelta) -> None:
+        """Every address of ``delta`` can be placed in a family we hold (else `ElementError`)."""
+        for group in (delta.new_sets, delta.set_added, delta.set_removed):
+            for sid, elems in group.items():
+                ipt_readback.check_families(sid, elems, self.versions)
+        for direction in Direction:
+            for ip in delta.dispatch_set(direction):
+                ipt_readback.dispatch_family(ip, self.versions)
+
     @staticmethod
     def _leave(direction: Direction, pod_set: str, ip: str, keep_bucket: str | None = None) -> list[str]:
         """ipset lines taking ``ip`` out of a chain's pod set (and its bucket, unless it stays there)."""
-        bucket = ipt_render.bucket_set(direction, ipt_render.bucket_of(pod_set))
+        family = ipt_render.set_family(pod_set)
+        bucket = ipt_render.bucket_set(direction, ipt_render.bucket_of(pod_set), family)
         return [f"del {pod_set} {ip}"] + ([f"del {bucket} {ip}"] if bucket != keep_bucket else [])
 
     def _reconcile(self, model: NodeModel) -> bool:
         """Make the kernel hold ``model``, touching only what differs; True when anything changed."""
+        want = self._desired(model)  # raises before any kernel I/O on an address we cannot place
         view = self.read_view()
-        want = self._desired(model)
         a: list[str] = []
         b: list[str] = []
         for kind, have, wanted in (("hash:net", view.sets, want.sets), ("hash:ip", view.pods, want.pods)):
@@ -161,40 +230,50 @@ class IptablesBackend:
                 if have.get(name) == elems:
                     continue
                 # Fill a temporary set and swap it in: atomic, and works for a missing set too.
-                a += [f"create {name} {kind} family inet", f"create {_TMP} {kind} family inet", f"flush {_TMP}"]
-                a += [f"add {_TMP} {e}" for e in sorted(elems)]
-                a += [f"swap {_TMP} {name}", f"destroy {_TMP}"]
+                f = ipt_render.set_family(name)
+                inet, tmp = ipt_render.INET[f], ipt_render.tagged(_TMP, f)
+                a += [f"create {name} {kind} family {inet}", f"create {tmp} {kind} family {inet}", f"flush {tmp}"]
+                a += [f"add {tmp} {e}" for e in sorted(elems)]
+                a += [f"swap {tmp} {name}", f"destroy {tmp}"]
             b += [f"destroy {n}" for n in sorted(have.keys() - wanted.keys())]
-        chains = {
-            n: s
-            for n, s in want.chains.items()
-            if view.chains.get(n) != len(s) or (n in view.specs and view.specs[n] != s)
-        }
-        if view.fwd != want.fwd:
-            chains = {ipt_render.FWD: want.fwd, **chains}
-        extra = sorted(view.chains.keys() - want.chains.keys())
-        restore = ipt_render.restore_script(chains, extra) if chains or extra else None
-        changed = self._apply(a, restore, b)
-        if not view.forward_jump:
-            self._run(["iptables", "-I", "FORWARD", "1", "-j", ipt_render.FWD])
-            changed = True
+        restores: dict[int, str] = {}
+        for f in self.versions:
+            rules = view.rules.get(f, ipt_readback.RulesView())
+            chains = {
+                n: s
+                for n, s in want.chains[f].items()
+                if rules.chains.get(n) != len(s) or (n in rules.specs and rules.specs[n] != s)
+            }
+            if rules.fwd != want.fwd[f]:
+                chains = {ipt_render.FWD: want.fwd[f], **chains}
+            extra = sorted(rules.chains.keys() - want.chains[f].keys())
+            if chains or extra:
+                restores[f] = ipt_render.restore_script(chains, extra)
+        changed = self._apply(a, restores, b)
+        for f in self.versions:
+            if not view.rules.get(f, ipt_readback.RulesView()).forward_jump:
+                self._run([ipt_render.tool(f, "", self.variant), "-I", "FORWARD", "1", "-j", ipt_render.FWD])
+                changed = True
         self._dispatched = self._dispatch_from_model(model)
         return changed
 
     @staticmethod
     def _dispatch_from_model(model: NodeModel) -> dict[Direction, dict[str, str]]:
-        return {d: {ip: ipt_render.pod_set(c, d) for ip, c in model.dispatch(d).items()} for d in Direction}
+        return {
+            d: {ip: ipt_render.pod_set(c, d, elements.ip_family(ip)) for ip, c in model.dispatch(d).items()}
+            for d in Direction
+        }
 
     @staticmethod
     def _dispatch_from(view: ipt_readback.IptView) -> dict[Direction, dict[str, str]]:
         out: dict[Direction, dict[str, str]] = {d: {} for d in Direction}
         for name, ips in view.pods.items():
-            if not name.startswith(("STK-PI-", "STK-PO-")):
+            if not name.startswith(("STK-PI-", "STK-PO-", "STK-PI6-", "STK-PO6-")):
                 continue  # bucket sets follow from the pod sets
-            d = Direction.INGRESS if name.startswith("STK-PI-") else Direction.EGRESS
-            out[d].update({ip.removesuffix("/32"): name for ip in ips})
+            d = Direction.INGRESS if name.startswith("STK-PI") else Direction.EGRESS
+            out[d].update({ip.split("/")[0]: name for ip in ips})
         return out
 
     def denied_counts(self) -> dict[str, int]:
-        """Denied connections per pod chain id, from the ``deny`` rule counters (exact)."""
+        """Denied connections per pod chain id, both families, from the ``deny`` rule counters (exact)."""
         return dict(self.read_view().denied)

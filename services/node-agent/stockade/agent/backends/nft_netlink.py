@@ -8,7 +8,9 @@ NFT_MSG_NEWSETELEM / NFT_MSG_DELSETELEM between NFNL_MSG_BATCH_BEGIN and _END. T
 applies the batch all-or-nothing, exactly as for ``nft -f``.
 
 Interval sets hold each range as two elements: its start, and the address after its end
-flagged NFT_SET_ELEM_INTERVAL_END (omitted when the range ends at 255.255.255.255).
+flagged NFT_SET_ELEM_INTERVAL_END (omitted when the range ends at the family's last address).
+Keys are the address in network order: 4 bytes for IPv4, 16 for IPv6; an element's family
+comes from its text, and the kernel refuses a key whose length is not the set's.
 """
 
 from __future__ import annotations
@@ -61,23 +63,32 @@ def _element(key: bytes, flags: int = 0, jump: str | None = None) -> bytes:
     return _attr(LIST_ELEM, body, nested=True)
 
 
+def _packed(ip: str) -> bytes:
+    """An address of either family in network order (4 or 16 bytes); ValueError otherwise."""
+    try:
+        return socket.inet_pton(socket.AF_INET6 if ":" in ip else socket.AF_INET, ip)
+    except OSError:
+        raise ValueError(f"{ip[:80]!r} is neither an IPv4 nor an IPv6 address") from None
+
+
 def interval_elements(cidrs: Iterable[str]) -> list[bytes]:
     out = []
     for cidr in cidrs:
-        net = ipaddress.IPv4Network(cidr, strict=False)
+        net = ipaddress.ip_network(cidr, strict=False)
         out.append(_element(net.network_address.packed))
         end = int(net.broadcast_address) + 1
-        if end <= 0xFFFFFFFF:
-            out.append(_element(struct.pack("!I", end), NFT_SET_ELEM_INTERVAL_END))
+        size = net.max_prefixlen // 8
+        if end < 1 << net.max_prefixlen:
+            out.append(_element(end.to_bytes(size, "big"), NFT_SET_ELEM_INTERVAL_END))
     return out
 
 
 def host_elements(ips: Iterable[str]) -> list[bytes]:
-    return [_element(socket.inet_aton(ip.split("/")[0])) for ip in ips]
+    return [_element(_packed(ip.split("/")[0])) for ip in ips]
 
 
 def verdict_elements(entries: Iterable[tuple[str, str]]) -> list[bytes]:
-    return [_element(socket.inet_aton(ip), jump=chain) for ip, chain in entries]
+    return [_element(_packed(ip), jump=chain) for ip, chain in entries]
 
 
 @dataclass

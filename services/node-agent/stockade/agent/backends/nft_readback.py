@@ -14,27 +14,34 @@ from typing import Any
 from stockade.agent.backends import elements, names
 from stockade.agent.backends.nft_render import (
     DENY_COMMENT,
-    DISPATCH,
     FORWARD,
     FORWARD_RULES,
+    MAPS,
     ONCE,
     SEEN,
     NftConfig,
     chain_lines,
     deny_comment,
+    layout,
     once_lines,
+    port_chains,
+    set_forms,
+    split_dispatch,
 )
 from stockade.model import Direction, NodeModel
+
+PORT_CHAIN = "p_"  # names.nft_ports
 
 
 @dataclass
 class KernelView:
     """Our table as the kernel holds it."""
 
-    sets: dict[str, frozenset[str]] = field(default_factory=dict)  # address sets: name -> CIDRs
+    sets: dict[str, frozenset[str]] = field(default_factory=dict)  # address sets (both families): name -> CIDRs
     chains: dict[str, int] = field(default_factory=dict)  # pod chains: name -> rule count
+    ports: dict[str, int] = field(default_factory=dict)  # shared port chains: name -> rule count
     settings: dict[str, str] = field(default_factory=dict)  # pod chains: name -> deny rule's comment
-    ingress: dict[str, str] = field(default_factory=dict)  # pod IP -> chain name
+    ingress: dict[str, str] = field(default_factory=dict)  # pod IP (either family) -> chain name
     egress: dict[str, str] = field(default_factory=dict)
     fixed: set[str] = field(default_factory=set)  # our fixed objects present: maps, seen sets, forward
     forward_rules: int = 0
@@ -50,11 +57,11 @@ def _elem_cidrs(elem: Any) -> list[str]:
     if isinstance(elem, dict) and "elem" in elem:  # an element with options (timeout, comment)
         elem = elem["elem"]["val"]
     if isinstance(elem, str):
-        return [elem if "/" in elem else f"{elem}/32"]
+        return [elem if "/" in elem else f"{elem}/{128 if ':' in elem else 32}"]
     if "prefix" in elem:
         return [f"{elem['prefix']['addr']}/{elem['prefix']['len']}"]
     if "range" in elem:
-        lo, hi = (ipaddress.IPv4Address(a) for a in elem["range"])
+        lo, hi = (ipaddress.ip_address(a) for a in elem["range"])
         return [str(n) for n in ipaddress.summarize_address_range(lo, hi)]
     raise ValueError(f"unexpected set element {elem!r}")
 
@@ -77,11 +84,10 @@ def parse(text: str) -> KernelView:
             m = obj["map"]
             view.handles[f"map {m['name']}"] = m["handle"]
             view.fixed.add(m["name"])
-            for direction, name in DISPATCH.items():
-                if m["name"] == name:
-                    target = view.dispatch(direction)
-                    for key, verdict in m.get("elem", []):
-                        target[key] = next(iter(verdict.values()))["target"]
+            if m["name"] in MAPS:
+                target = view.dispatch(MAPS[m["name"]][0])
+                for key, verdict in m.get("elem", []):
+                    target[key] = next(iter(verdict.values()))["target"]
         elif "chain" in obj:
             c = obj["chain"]
             view.handles[f"chain {c['name']}"] = c["handle"]
@@ -90,6 +96,8 @@ def parse(text: str) -> KernelView:
                     view.fixed.add(FORWARD)
             elif c["name"] in ONCE.values():
                 view.fixed.add(c["name"])
+            elif c["name"].startswith(PORT_CHAIN):
+                view.ports[c["name"]] = 0
             else:
                 view.chains[c["name"]] = 0
         elif "rule" in obj:
@@ -100,6 +108,9 @@ def parse(text: str) -> KernelView:
                 continue
             if chain in ONCE.values():
                 view.once_rules[chain] = view.once_rules.get(chain, 0) + 1
+                continue
+            if chain.startswith(PORT_CHAIN):
+                view.ports[chain] = view.ports.get(chain, 0) + 1
                 continue
             view.chains[chain] = view.chains.get(chain, 0) + 1
             for expr in r["expr"]:
@@ -116,24 +127,48 @@ def parse(text: str) -> KernelView:
 class Desired:
     """A model in kernel names: what `KernelView` should equal."""
 
-    sets: dict[str, frozenset[str]]
+    sets: dict[str, frozenset[str]]  # both families' kernel sets
+    families: dict[str, int]  # kernel set name -> 4 or 6
     chains: dict[str, int]
     comment: str  # the deny rule's comment every pod chain should carry
     ingress: dict[str, str]
     egress: dict[str, str]
+    ports: dict[str, tuple[str, ...]] = field(default_factory=dict)  # shared port chains: name -> rules
 
 
 def desired(model: NodeModel, cfg: NftConfig) -> Desired:
+    """``model`` in kernel names and in its layout (`nft_render.layout`: no ``a6_`` sets and no
+    ``ip6`` peer rules when it dispatches no IPv6 address); refuses (`ElementError`) what no
+    family can hold, as rendering does."""
+    sets: dict[str, frozenset[str]] = {}
+    families: dict[str, int] = {}
+    in_layout = layout(model)
+    for sid, elems in model.sets.items():
+        for version, form in set_forms(sid, elems).items():
+            if version not in in_layout:
+                continue
+            sets[names.nft_set_of(sid, version)] = form
+            families[names.nft_set_of(sid, version)] = version
+    dispatch = {
+        d: {ip: names.nft_chain(c) for by_v in split_dispatch(model.dispatch(d), d).values() for ip, c in by_v.items()}
+        for d in Direction
+    }
     return Desired(
-        sets={names.nft_set(s): elements.kernel_form(e) for s, e in model.sets.items()},
-        chains={names.nft_chain(c): len(chain_lines(c, ch, cfg)) for c, ch in model.chains.items()},
+        sets=sets,
+        families=families,
+        chains={names.nft_chain(c): len(chain_lines(c, ch, cfg, in_layout)) for c, ch in model.chains.items()},
         comment=deny_comment(cfg),
-        ingress={ip: names.nft_chain(c) for ip, c in model.ingress.items() if elements.is_v4(ip)},
-        egress={ip: names.nft_chain(c) for ip, c in model.egress.items() if elements.is_v4(ip)},
+        ingress=dispatch[Direction.INGRESS],
+        egress=dispatch[Direction.EGRESS],
+        ports=port_chains(model.chains.values()),
     )
 
 
-FIXED = {*DISPATCH.values(), *SEEN.values(), *ONCE.values(), FORWARD}
+def same_coverage(a: frozenset[str], b: frozenset[str]) -> bool:
+    return a == b or elements.coverages(a) == elements.coverages(b)
+
+
+FIXED = {*MAPS, *SEEN.values(), *ONCE.values(), FORWARD}
 FORWARD_RULE_COUNT = len(FORWARD_RULES)
 
 
@@ -157,7 +192,7 @@ def differences(view: KernelView | None, want: Desired) -> list[str]:
         have = view.sets.get(name)
         if have is None:
             out.append(f"missing set {name}")
-        elif have != elems and elements.coverage(have) != elements.coverage(elems):
+        elif not same_coverage(have, elems):
             missing, extra = sorted(elems - have), sorted(have - elems)
             out.append(f"set {name} differs: missing elements {missing[:5]}, extra {extra[:5]}")
     out += [f"extra set {n}" for n in sorted(view.sets.keys() - want.sets.keys())]
@@ -170,6 +205,12 @@ def differences(view: KernelView | None, want: Desired) -> list[str]:
         elif view.settings.get(name) != want.comment:
             out.append(f"chain {name} built with other settings ({view.settings.get(name)!r}, want {want.comment!r})")
     out += [f"extra chain {n}" for n in sorted(view.chains.keys() - want.chains.keys())]
+    for name, lines in sorted(want.ports.items()):
+        if name not in view.ports:
+            out.append(f"missing chain {name}")
+        elif view.ports[name] != len(lines):
+            out.append(f"chain {name} has {view.ports[name]} rules, expected {len(lines)}")
+    out += [f"extra chain {n}" for n in sorted(view.ports.keys() - want.ports.keys())]
     for direction in Direction:
         have_map = view.dispatch(direction)
         for ip, chain in sorted((want.ingress if direction is Direction.INGRESS else want.egress).items()):

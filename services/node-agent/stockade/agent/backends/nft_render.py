@@ -2,11 +2,27 @@
 
 Layout (one table, ``inet stockade``)::
 
-    set a_<set>        ipv4 interval set per address set
-    map ingress_dispatch / egress_dispatch   pod IP -> jump <chain>   (one lookup per packet)
-    set seen_in / seen_out   denied 5-tuples (dynamic, timeout): count a connection once
-    chain in_<h> / out_<h>   one per distinct rule list, shared by pods
+    set a_<set> / a6_<set>   per address set: an ipv4_addr and an ipv6_addr interval set
+    map ingress_dispatch / egress_dispatch     IPv4 pod IP -> jump <chain>  (one lookup per packet)
+    map ingress_dispatch6 / egress_dispatch6   IPv6 pod IP -> jump <chain>
+    set seen_in / seen_out, seen_in6 / seen_out6   denied 5-tuples per family (dynamic, timeout)
+    chain in_<h> / out_<h>   one per distinct rule list, shared by pods and by both families
+    chain p_<h>        the port lines of ingress peer rules, shared by content (`port_chain`)
     chain forward      hook forward: established first, then egress, then ingress dispatch
+
+Both families are enforced: the forward chain dispatches on ``ip`` and ``ip6`` addresses, and a
+pod chain renders a rule with a peer once per family (``ip saddr @a_x ...`` and ``ip6 saddr
+@a6_x ...``; an element only ever matches packets of its own family) and a rule without a peer
+once, matching both. An element or pod IP of neither family is refused (`ElementError`): the
+table must never leave a family to the forward chain's ``policy accept``.
+
+The IPv6 side of the pod chains (the ``a6_`` twins and the ``ip6`` peer rules) is rendered only
+when the model dispatches at least one IPv6 address (`layout`); the fixed objects (both
+families' dispatch maps, seen sets, once and forward rules) always are. That enforces exactly
+the same: a pod chain is only ever entered through a dispatch map, so with no IPv6 entry no
+IPv6 packet reaches a pod chain, and the IPv6 rules left out could never have matched. An IPv6
+pod address in a dispatch map is therefore always enforced by a chain that has its IPv6 rules;
+a change of layout is applied as a full snapshot (see `NftablesBackend.apply_delta`).
 
 Per packet: one conntrack state test, two hash lookups, then only the rules of the pod's own
 chain; nothing grows with the number of pods or policies on the node. Egress chains ``return``
@@ -32,8 +48,9 @@ count again. If ``seen`` is full the ``add`` fails and retransmits of that flow 
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Container, Iterable
+from collections.abc import Collection, Container, Iterable
 from dataclasses import dataclass
 
 from stockade.agent.backends import elements, names
@@ -41,25 +58,63 @@ from stockade.model import Chain, Direction, NodeDelta, NodeModel, PortMatch, Pr
 
 TABLE = "inet stockade"
 FORWARD = "forward"
+FAMILIES = (4, 6)
+IP = {4: "ip", 6: "ip6"}  # the nft payload protocol of a family
+ADDR_TYPE = {4: "ipv4_addr", 6: "ipv6_addr"}
+# Dispatch maps per family; the IPv4 ones keep their pre-dual-stack names.
 DISPATCH = {Direction.INGRESS: "ingress_dispatch", Direction.EGRESS: "egress_dispatch"}
-_KEY = "ip saddr . ip daddr . meta l4proto . th sport . th dport"
-SEEN = {Direction.INGRESS: "seen_in", Direction.EGRESS: "seen_out"}
+DISPATCH6 = {Direction.INGRESS: "ingress_dispatch6", Direction.EGRESS: "egress_dispatch6"}
+
+
+def dispatch_map(direction: Direction, version: int) -> str:
+    return (DISPATCH6 if version == 6 else DISPATCH)[direction]
+
+
+MAPS = {dispatch_map(d, v): (d, v) for d in Direction for v in FAMILIES}
+IPV4_ONLY = (4,)  # the layout of a model that dispatches no IPv6 address
+
+
+def layout_of(pod_ips: Iterable[str]) -> tuple[int, ...]:
+    """The families whose peer sets and rules are rendered for these dispatched pod IPs: IPv6
+    only when one of them is IPv6 (see the module docstring for why that is exact)."""
+    return FAMILIES if any(":" in ip for ip in pod_ips) else IPV4_ONLY
+
+
+def layout(model: NodeModel) -> tuple[int, ...]:
+    return layout_of(ip for d in Direction for ip in model.dispatch(d))  # every map: (direction, family)
+
+
+SEEN = {
+    (Direction.INGRESS, 4): "seen_in",
+    (Direction.EGRESS, 4): "seen_out",
+    (Direction.INGRESS, 6): "seen_in6",
+    (Direction.EGRESS, 6): "seen_out6",
+}
 # Shared by every pod chain of a direction: drop a flow already denied (silently), else note it.
 ONCE = {Direction.INGRESS: "once_in", Direction.EGRESS: "once_out"}
+
+
+def _key(version: int) -> str:
+    return f"{IP[version]} saddr . {IP[version]} daddr . meta l4proto . th sport . th dport"
 
 
 def once_lines(direction: Direction, cfg: NftConfig) -> list[str]:
     """A flow already denied is dropped silently (its entry refreshed); a new one is noted.
 
     TCP entries live through a SYN's whole retransmit series; other flows as long as conntrack
-    keeps an unreplied UDP flow, so a flow that conntrack would see as new counts again."""
-    seen, tcp, other = SEEN[direction], cfg.seen_timeout, cfg.flow_timeout
-    return [
-        f"meta l4proto tcp {_KEY} @{seen} update @{seen} {{ {_KEY} timeout {tcp}s }} drop",
-        f"{_KEY} @{seen} update @{seen} {{ {_KEY} timeout {other}s }} drop",
-        f"meta l4proto tcp add @{seen} {{ {_KEY} timeout {tcp}s }}",
-        f"meta l4proto != tcp add @{seen} {{ {_KEY} timeout {other}s }}",
-    ]
+    keeps an unreplied UDP flow, so a flow that conntrack would see as new counts again. Four
+    rules per family: each names its family's addresses, so a packet only meets its own."""
+    tcp, other = cfg.seen_timeout, cfg.flow_timeout
+    lines = []
+    for version in FAMILIES:
+        key, seen = _key(version), SEEN[direction, version]
+        lines += [
+            f"meta l4proto tcp {key} @{seen} update @{seen} {{ {key} timeout {tcp}s }} drop",
+            f"{key} @{seen} update @{seen} {{ {key} timeout {other}s }} drop",
+            f"meta l4proto tcp add @{seen} {{ {key} timeout {tcp}s }}",
+            f"meta l4proto != tcp add @{seen} {{ {key} timeout {other}s }}",
+        ]
+    return lines
 
 
 DENY_COMMENT = "deny"  # the deny rule's comment starts so; the rest records the settings it was built with
@@ -104,31 +159,68 @@ def _ports(ports: Iterable[PortMatch]) -> dict[Protocol, list[str] | None]:
     return out
 
 
-def rule_lines(rule: Rule, direction: Direction) -> list[str]:
-    peer = ""
-    if rule.peer is not None:
-        field = "saddr" if direction is Direction.INGRESS else "daddr"
-        peer = f"ip {field} @{names.nft_set(rule.peer)} "
-    verdict = "accept" if direction is Direction.INGRESS else "return"
-    if rule.ports is None:
-        return [f"{peer}{verdict}"]
-    lines = []
-    for proto, specs in sorted(_ports(rule.ports).items()):
+@functools.lru_cache(maxsize=4096)  # rules share port lists; a snapshot asks for each several times
+def _bodies(ports: tuple[PortMatch, ...], verdict: str) -> tuple[str, ...]:
+    """A rule's port matches with its verdict: one line per port spec (or per protocol)."""
+    bodies = []
+    for proto, specs in sorted(_ports(ports).items()):
         l4 = _L4[proto]
         if specs is None:
-            lines.append(f"{peer}meta l4proto {l4} {verdict}")
+            bodies.append(f"meta l4proto {l4} {verdict}")
         elif len(specs) <= ANON_SET_MAX_RULES:
             # An anonymous set is a kernel object of its own: thousands of them made a snapshot
             # ten times slower than the rules themselves. A few ports are cheaper as rules.
-            lines += [f"{peer}{l4} dport {spec} {verdict}" for spec in specs]
+            bodies += [f"{l4} dport {spec} {verdict}" for spec in specs]
         else:
-            lines.append(f"{peer}{l4} dport {{ {', '.join(specs)} }} {verdict}")
-    return lines
+            bodies.append(f"{l4} dport {{ {', '.join(specs)} }} {verdict}")
+    return tuple(bodies)
 
 
-def chain_lines(chain_id: str, chain: Chain, cfg: NftConfig) -> list[str]:
+@functools.lru_cache(maxsize=4096)
+def port_chain(rule: Rule, direction: Direction) -> tuple[str, tuple[str, ...]] | None:
+    """The shared port chain (name, rules) an ingress rule with a peer jumps to, when its ports
+    take more than one line.
+
+    Every rule naming a set costs the kernel a walk of the table's set list (see `set_order`),
+    so a peer with N port lines is named once per family, not N times; the port lines live in
+    a chain shared by every rule with the same ports. Ingress only: an ingress allow is
+    ``accept``, final wherever it is. An egress allow is ``return`` to the forward chain (for
+    the destination's ingress check), and a ``return`` in a jumped chain would only return to
+    the pod chain, which would go on to its deny tail; so egress keeps its port lines inline."""
+    if direction is not Direction.INGRESS or rule.peer is None or rule.ports is None:
+        return None
+    bodies = _bodies(rule.ports, "accept")
+    return (names.nft_ports("\n".join(bodies)), bodies) if len(bodies) > 1 else None
+
+
+def port_chains(chains: Iterable[Chain]) -> dict[str, tuple[str, ...]]:
+    """Every port chain these pod chains jump to: name -> rules."""
+    out: dict[str, tuple[str, ...]] = {}
+    for chain in chains:
+        for rule in chain.rules:
+            found = port_chain(rule, chain.direction)
+            if found is not None:
+                out[found[0]] = found[1]
+    return out
+
+
+def rule_lines(rule: Rule, direction: Direction, families: tuple[int, ...] = FAMILIES) -> list[str]:
+    """A rule with a peer once per family of the layout (each family's set) and port line, or
+    jumping to its `port_chain`; one without a peer once, for both."""
+    verdict = "accept" if direction is Direction.INGRESS else "return"
+    bodies = [verdict] if rule.ports is None else list(_bodies(rule.ports, verdict))
+    if rule.peer is None:
+        return bodies
+    shared = port_chain(rule, direction)
+    if shared is not None:
+        bodies = [f"jump {shared[0]}"]
+    field = "saddr" if direction is Direction.INGRESS else "daddr"
+    return [f"{IP[v]} {field} @{names.nft_set_of(rule.peer, v)} {body}" for v in families for body in bodies]
+
+
+def chain_lines(chain_id: str, chain: Chain, cfg: NftConfig, families: tuple[int, ...] = FAMILIES) -> list[str]:
     """Every rule of one pod chain, allow rules then the deny tail."""
-    lines = [line for rule in chain.rules for line in rule_lines(rule, chain.direction)]
+    lines = [line for rule in chain.rules for line in rule_lines(rule, chain.direction, families)]
     log = f"log group {cfg.nflog_group} prefix {_quote(chain_id)}"
     deny = f"counter drop comment {_quote(deny_comment(cfg))}"
     lines.append(f"jump {ONCE[chain.direction]}")
@@ -144,45 +236,114 @@ def _elems(items: Iterable[str]) -> str:
     return ", ".join(sorted(items))
 
 
-def _seen_decl(direction: Direction, cfg: NftConfig) -> str:
+def set_forms(sid: str, elems: Iterable[str]) -> dict[int, frozenset[str]]:
+    """An address set's kernel elements per family; refuses (loudly) an element of neither."""
+    try:
+        return elements.kernel_forms(elems)
+    except elements.ElementError as e:
+        raise elements.ElementError(f"address set {sid!r}: {e}") from None
+
+
+def _ip_family(ip: str, direction: Direction) -> int:
+    try:
+        return elements.ip_family(ip)
+    except elements.ElementError as e:
+        raise elements.ElementError(f"{direction} dispatch: {e}") from None
+
+
+def split_dispatch(table: dict[str, str], direction: Direction) -> dict[int, dict[str, str]]:
+    """A dispatch table (pod IP -> chain id) per family; refuses a key that is no IP address."""
+    out: dict[int, dict[str, str]] = {4: {}, 6: {}}
+    for ip, cid in table.items():
+        out[_ip_family(ip, direction)][ip] = cid
+    return out
+
+
+def set_decl(name: str, version: int, items: Iterable[str] = (), qualified: bool = False) -> str:
+    """An address set's declaration (``qualified``: with the table, for an ``add`` command)."""
+    body = _elems(items)
+    elems = f" elements = {{ {body} }};" if body else ""
+    return f"set {f'{TABLE} ' if qualified else ''}{name} {{ type {ADDR_TYPE[version]}; flags interval;{elems} }}"
+
+
+def _seen_decl(direction: Direction, version: int, cfg: NftConfig) -> str:
+    addr = ADDR_TYPE[version]
     return (
-        f"set {SEEN[direction]} {{ type ipv4_addr . ipv4_addr . inet_proto . inet_service . inet_service; "
+        f"set {SEEN[direction, version]} {{ type {addr} . {addr} . inet_proto . inet_service . inet_service; "
         f"flags dynamic,timeout; timeout {cfg.seen_timeout}s; size {cfg.seen_size}; }}"
     )
 
 
+# ICMPv6 that IPv6 needs, and why this is all the forward chain renders for it:
+# - ICMPv6 errors (packet too big, destination unreachable, time exceeded, parameter problem)
+#   about a flow conntrack tracks are `related` and accepted by the first rule, in both
+#   families; that keeps path-MTU discovery working for isolated pods. An error about a flow
+#   conntrack never saw is "invalid" and is dispatched like any packet of that pod.
+# - Neighbour discovery and router messages are link-local: on a routed node they reach the
+#   node's input/output hooks, never forward. On a bridge with br_netfilter they do cross
+#   forward, and a neighbour solicitation from an isolated pod (its source is the pod's global
+#   address) would be dispatched to the pod's chain and dropped. So they are accepted, but only
+#   with hop limit 255: RFC 4861 receivers discard any other, and a routed packet has had its hop
+#   limit decremented before the forward hook, so this never lets routed traffic through.
+ND_RULE = (
+    "icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, nd-redirect } "
+    "ip6 hoplimit 255 accept"
+)
 FORWARD_RULES = [
     "ct state established,related accept",
     # A TCP packet that is "new" but no SYN is a connection picked up mid-stream, e.g. from the
     # server's side after conntrack clean-up ended a forbidden connection: without this, the
     # kernel would re-create the entry in reverse and the ended connection would live on.
     "tcp flags & (fin | syn | rst | ack) != syn ct state new drop",
+    ND_RULE,
+    # Each family's address fields only match packets of that family: an IPv6 packet skips the
+    # `ip` rules and is dispatched by the `ip6` ones, so neither family reaches `policy accept`
+    # from an isolated pod.
     f"ip saddr vmap @{DISPATCH[Direction.EGRESS]}",
+    f"ip6 saddr vmap @{DISPATCH6[Direction.EGRESS]}",
     f"ip daddr vmap @{DISPATCH[Direction.INGRESS]}",
+    f"ip6 daddr vmap @{DISPATCH6[Direction.INGRESS]}",
 ]
+
+
+def set_order(model: NodeModel) -> list[str]:
+    """Set ids, the most named by rules first (ties: the model's order).
+
+    The kernel finds the set a rule names by walking the table's set list from its head, so a
+    snapshot's cost grows with (rules naming a set) x (sets before it); the sets most rules name
+    go first (BENCHMARKS.md, full snapshot)."""
+    refs = dict.fromkeys(model.sets, 0)
+    for chain in model.chains.values():
+        for rule in chain.rules:
+            if rule.peer in refs:
+                refs[rule.peer] += len(rule_lines(rule, chain.direction, IPV4_ONLY))
+    return sorted(refs, key=lambda sid: -refs[sid])
 
 
 def render_snapshot(model: NodeModel, cfg: NftConfig) -> str:
     """One transaction that replaces our table (whatever it held) with ``model``."""
+    families = layout(model)
     out = [f"table {TABLE} {{}}", f"delete table {TABLE}", f"table {TABLE} {{"]
-    out += [f"  {_seen_decl(d, cfg)}" for d in Direction]
-    for sid, elems in model.sets.items():
-        kernel = elements.kernel_form(elems)
-        body = f" elements = {{ {_elems(kernel)} }};" if kernel else ""
-        out.append(f"  set {names.nft_set(sid)} {{ type ipv4_addr; flags interval;{body} }}")
+    out += [f"  {_seen_decl(d, v, cfg)}" for d in Direction for v in FAMILIES]
+    # The maps before the address sets: every element change walks the set list to its map or
+    # set, and the maps are what most deltas change.
     for direction in Direction:
-        entries = [
-            f"{ip} : jump {names.nft_chain(cid)}" for ip, cid in model.dispatch(direction).items() if elements.is_v4(ip)
-        ]
-        body = f" elements = {{ {', '.join(entries)} }};" if entries else ""
-        out.append(f"  map {DISPATCH[direction]} {{ type ipv4_addr : verdict;{body} }}")
+        by_family = split_dispatch(model.dispatch(direction), direction)
+        for v in FAMILIES:
+            entries = [f"{ip} : jump {names.nft_chain(cid)}" for ip, cid in by_family[v].items()]
+            body = f" elements = {{ {', '.join(entries)} }};" if entries else ""
+            out.append(f"  map {dispatch_map(direction, v)} {{ type {ADDR_TYPE[v]} : verdict;{body} }}")
+    forms = {sid: set_forms(sid, model.sets[sid]) for sid in set_order(model)}
+    out += [f"  {set_decl(names.nft_set_of(sid, v), v, form[v])}" for sid, form in forms.items() for v in families]
     for direction in Direction:
         out.append(f"  chain {ONCE[direction]} {{")
         out += [f"    {line}" for line in once_lines(direction, cfg)]
         out.append("  }")
+    for name, lines in port_chains(model.chains.values()).items():
+        out += [f"  chain {name} {{", *(f"    {line}" for line in lines), "  }"]
     for cid, chain in model.chains.items():
         out.append(f"  chain {names.nft_chain(cid)} {{")
-        out += [f"    {line}" for line in chain_lines(cid, chain, cfg)]
+        out += [f"    {line}" for line in chain_lines(cid, chain, cfg, families)]
         out.append("  }")
     out.append(f"  chain {FORWARD} {{")
     out.append("    type filter hook forward priority filter; policy accept;")
@@ -196,12 +357,87 @@ def _set_cmds(verb: str, name: str, items: Iterable[str]) -> list[str]:
     return [f"{verb} element {TABLE} {name} {{ {', '.join(items)} }}"] if items else []
 
 
-def add_chain_cmds(cid: str, chain: Chain, cfg: NftConfig) -> list[str]:
+def add_port_chain_cmds(name: str, lines: Iterable[str]) -> list[str]:
+    return [f"add chain {TABLE} {name}", f"flush chain {TABLE} {name}"] + [
+        f"add rule {TABLE} {name} {line}" for line in lines
+    ]
+
+
+def port_changes(
+    delta: NodeDelta, model: NodeModel, had_ports: Collection[str] | None
+) -> tuple[dict[str, tuple[str, ...]], list[str]]:
+    """(port chains to create, port chains to delete) for ``delta``; ``had_ports``: the port
+    chains in the kernel (None: unknown, so the new chains' port chains are (re)created and
+    none deleted; the next repair removes what is left)."""
+    if not (delta.new_chains or delta.removed_chains):
+        return {}, []
+    needed = port_chains(delta.new_chains.values())
+    create = {n: lines for n, lines in needed.items() if had_ports is None or n not in had_ports}
+    if had_ports is None or not delta.removed_chains:
+        return create, []
+    keep = port_chains(model.chains.values())
+    return create, sorted(n for n in had_ports if n not in keep)
+
+
+def add_chain_cmds(cid: str, chain: Chain, cfg: NftConfig, families: tuple[int, ...]) -> list[str]:
     """Create (or reset) one pod chain: ``flush`` makes it idempotent when the chain exists."""
     name = names.nft_chain(cid)
     return [f"add chain {TABLE} {name}", f"flush chain {TABLE} {name}"] + [
-        f"add rule {TABLE} {name} {line}" for line in chain_lines(cid, chain, cfg)
+        f"add rule {TABLE} {name} {line}" for line in chain_lines(cid, chain, cfg, families)
     ]
+
+
+ElementOp = tuple[str, str, list[str]]  # ("add" | "delete", set or map name, CIDRs or "ip : chain")
+
+
+def _set_element_ops(delta: NodeDelta, model: NodeModel, families: tuple[int, ...]) -> list[ElementOp]:
+    """Element changes of the sets that stay, per family of the layout (the other's elements are
+    checked, not loaded): deletions before additions per set."""
+    out: list[ElementOp] = []
+    for sid in delta.set_added.keys() | delta.set_removed.keys():
+        if sid in delta.new_sets or sid in delta.removed_sets:
+            continue
+        added = delta.set_added.get(sid, frozenset())
+        removed = delta.set_removed.get(sid, frozenset())
+        new = model.sets.get(sid, frozenset())
+        try:
+            per_family = elements.changes((new - added) | removed, new, added, removed)
+        except elements.ElementError as e:
+            raise elements.ElementError(f"address set {sid!r}: {e}") from None
+        for v in families:
+            to_add, to_del = per_family[v]
+            name = names.nft_set_of(sid, v)
+            if to_del:
+                out.append(("delete", name, sorted(to_del)))
+            if to_add:
+                out.append(("add", name, sorted(to_add)))
+    return out
+
+
+def _dispatch_ops(
+    delta: NodeDelta, had_ingress: Container[str], had_egress: Container[str], jump: str
+) -> list[ElementOp]:
+    """Dispatch changes per map: a map refuses to overwrite, so a replaced entry is deleted first."""
+    out: list[ElementOp] = []
+    for direction, had in ((Direction.INGRESS, had_ingress), (Direction.EGRESS, had_egress)):
+        upserts = split_dispatch(delta.dispatch_set(direction), direction)
+        gone: dict[int, list[str]] = {4: [], 6: []}
+        for ip in delta.dispatch_removed(direction):
+            if ip in had:
+                gone[_ip_family(ip, direction)].append(ip)
+        for v in FAMILIES:
+            gone[v] += [ip for ip in upserts[v] if ip in had]
+            vmap = dispatch_map(direction, v)
+            if gone[v]:
+                out.append(("delete", vmap, sorted(gone[v])))
+            if upserts[v]:
+                entries = [f"{ip} : {jump}{names.nft_chain(c)}" for ip, c in sorted(upserts[v].items())]
+                out.append(("add", vmap, entries))
+    return out
+
+
+def _op_cmds(ops: list[ElementOp]) -> list[str]:
+    return [cmd for verb, name, items in ops for cmd in _set_cmds(verb, name, items)]
 
 
 def render_delta(
@@ -210,47 +446,46 @@ def render_delta(
     cfg: NftConfig,
     had_ingress: Container[str],
     had_egress: Container[str],
+    families: tuple[int, ...] | None = None,
+    had_ports: Collection[str] | None = None,
 ) -> str:
-    """One transaction for ``delta``; ``model`` is the result, ``had_*`` the pod IPs dispatched before.
+    """One transaction for ``delta``; ``model`` is the result, ``had_*`` the pod IPs dispatched
+    before, ``had_ports`` the port chains in the kernel (`port_changes`).
 
+    ``families``: the layout, ``layout(model)`` (which the caller may know without scanning the
+    model); it must be the table's (a change of layout is a snapshot, `NftablesBackend`).
     Order: sets created and filled, element changes, new chains, dispatch, removed chains,
     removed sets — so no rule ever names a set or chain that is not there yet (or any more).
     """
+    families = families or layout(model)
     out: list[str] = []
     for sid, elems in delta.new_sets.items():
-        name = names.nft_set(sid)
-        out.append(f"add set {TABLE} {name} {{ type ipv4_addr; flags interval; }}")
-        out += _set_cmds("add", name, elements.kernel_form(elems))
-    for sid in delta.set_added.keys() | delta.set_removed.keys():
-        if sid in delta.new_sets or sid in delta.removed_sets:
-            continue
-        added = delta.set_added.get(sid, frozenset())
-        removed = delta.set_removed.get(sid, frozenset())
-        new = model.sets.get(sid, frozenset())
-        to_add, to_del = elements.change((new - added) | removed, new, added, removed)
-        name = names.nft_set(sid)
-        out += _set_cmds("delete", name, to_del)
-        out += _set_cmds("add", name, to_add)
+        forms = set_forms(sid, elems)
+        for v in families:
+            name = names.nft_set_of(sid, v)
+            out.append(f"add {set_decl(name, v, qualified=True)}")
+            out += _set_cmds("add", name, forms[v])
+    out += _op_cmds(_set_element_ops(delta, model, families))
+    create_ports, delete_ports = port_changes(delta, model, had_ports)
+    for name, lines in create_ports.items():
+        out += add_port_chain_cmds(name, lines)
     for cid, chain in delta.new_chains.items():
-        out += add_chain_cmds(cid, chain, cfg)
-    for direction, had in ((Direction.INGRESS, had_ingress), (Direction.EGRESS, had_egress)):
-        vmap = DISPATCH[direction]
-        upserts = {ip: c for ip, c in delta.dispatch_set(direction).items() if elements.is_v4(ip)}
-        gone = [ip for ip in delta.dispatch_removed(direction) if elements.is_v4(ip) and ip in had]
-        gone += [ip for ip in upserts if ip in had]  # a map refuses to overwrite: delete, then add
-        out += _set_cmds("delete", vmap, gone)
-        out += _set_cmds("add", vmap, [f"{ip} : jump {names.nft_chain(c)}" for ip, c in upserts.items()])
+        out += add_chain_cmds(cid, chain, cfg, families)
+    out += _op_cmds(_dispatch_ops(delta, had_ingress, had_egress, "jump "))
     for cid in delta.removed_chains:
         name = names.nft_chain(cid)
         out += [f"flush chain {TABLE} {name}", f"delete chain {TABLE} {name}"]
+    for name in delete_ports:
+        out += [f"flush chain {TABLE} {name}", f"delete chain {TABLE} {name}"]
     for sid in delta.removed_sets:
-        out.append(f"delete set {TABLE} {names.nft_set(sid)}")
+        out += [f"delete set {TABLE} {names.nft_set_of(sid, v)}" for v in families]
     return "\n".join(out) + ("\n" if out else "")
 
 
 def expected_rule_counts(model: NodeModel, cfg: NftConfig) -> dict[str, int]:
     """Rules per pod chain (by nft name), for the read-back to spot a chain edited by hand."""
-    return {names.nft_chain(cid): len(chain_lines(cid, c, cfg)) for cid, c in model.chains.items()}
+    families = layout(model)
+    return {names.nft_chain(cid): len(chain_lines(cid, c, cfg, families)) for cid, c in model.chains.items()}
 
 
 def is_element_only(delta: NodeDelta) -> bool:
@@ -258,31 +493,14 @@ def is_element_only(delta: NodeDelta) -> bool:
     return not (delta.new_sets or delta.new_chains or delta.removed_chains or delta.removed_sets)
 
 
-ElementOp = tuple[str, str, list[str]]  # ("add" | "delete", set or map name, CIDRs or "ip : chain")
-
-
 def element_ops(
-    delta: NodeDelta, model: NodeModel, had_ingress: Container[str], had_egress: Container[str]
+    delta: NodeDelta,
+    model: NodeModel,
+    had_ingress: Container[str],
+    had_egress: Container[str],
+    families: tuple[int, ...] | None = None,
 ) -> list[ElementOp]:
-    """The element changes of an element-only ``delta``, in the order `render_delta` uses."""
-    out: list[ElementOp] = []
-    for sid in delta.set_added.keys() | delta.set_removed.keys():
-        added = delta.set_added.get(sid, frozenset())
-        removed = delta.set_removed.get(sid, frozenset())
-        new = model.sets.get(sid, frozenset())
-        to_add, to_del = elements.change((new - added) | removed, new, added, removed)
-        name = names.nft_set(sid)
-        if to_del:
-            out.append(("delete", name, sorted(to_del)))
-        if to_add:
-            out.append(("add", name, sorted(to_add)))
-    for direction, had in ((Direction.INGRESS, had_ingress), (Direction.EGRESS, had_egress)):
-        vmap = DISPATCH[direction]
-        upserts = {ip: c for ip, c in delta.dispatch_set(direction).items() if elements.is_v4(ip)}
-        gone = [ip for ip in delta.dispatch_removed(direction) if elements.is_v4(ip) and ip in had]
-        gone += [ip for ip in upserts if ip in had]
-        if gone:
-            out.append(("delete", vmap, sorted(gone)))
-        if upserts:
-            out.append(("add", vmap, [f"{ip} : {names.nft_chain(c)}" for ip, c in sorted(upserts.items())]))
-    return out
+    """The element changes of an element-only ``delta``, in the order `render_delta` uses
+    (dispatch entries as ``"ip : chain"``, the netlink encoder's form); ``families`` as there."""
+    set_ops = _set_element_ops(delta, model, families or layout(model))
+    return set_ops + _dispatch_ops(delta, had_ingress, had_egress, "")

@@ -8,13 +8,17 @@ objects are damaged, the whole table is replaced instead, still in one transacti
 from __future__ import annotations
 
 from stockade.agent.backends import elements, names
-from stockade.agent.backends.nft_readback import KernelView, desired, structure_problems
+from stockade.agent.backends.nft_readback import KernelView, desired, same_coverage, structure_problems
 from stockade.agent.backends.nft_render import (
-    DISPATCH,
+    FAMILIES,
     TABLE,
     NftConfig,
     add_chain_cmds,
+    add_port_chain_cmds,
+    dispatch_map,
+    layout,
     render_snapshot,
+    set_decl,
 )
 from stockade.model import Direction, NodeModel
 
@@ -24,32 +28,44 @@ def _elem_cmd(verb: str, name: str, items: list[str]) -> list[str]:
 
 
 def render_reconcile(view: KernelView | None, model: NodeModel, cfg: NftConfig) -> str:
-    """A script making the kernel hold ``model`` ("" when it already does)."""
+    """A script making the kernel hold ``model`` ("" when it already does).
+
+    A kernel in the other layout (`nft_render.layout`) is moved over in the same transaction:
+    the twins it lacks are added first, the chains rewritten, the twins it no longer needs
+    deleted last."""
     if view is None or structure_problems(view):
         return render_snapshot(model, cfg)
     want = desired(model, cfg)
+    families = layout(model)
     out: list[str] = []
     for name, elems in want.sets.items():
         have = view.sets.get(name)
         if have is None:
-            out.append(f"add set {TABLE} {name} {{ type ipv4_addr; flags interval; }}")
+            out.append(f"add {set_decl(name, want.families[name], qualified=True)}")
             out += _elem_cmd("add", name, list(elems))
-        elif have != elems and elements.coverage(have) != elements.coverage(elems):
+        elif not same_coverage(have, elems):
             out += _elem_cmd("delete", name, list(have - elems))
             out += _elem_cmd("add", name, list(elems - have))
+    for name, lines in want.ports.items():
+        if view.ports.get(name) != len(lines):
+            out += add_port_chain_cmds(name, lines)
     for cid, chain in model.chains.items():
         name = names.nft_chain(cid)
         if view.chains.get(name) != want.chains[name] or view.settings.get(name) != want.comment:
-            out += add_chain_cmds(cid, chain, cfg)
+            out += add_chain_cmds(cid, chain, cfg, families)
     for direction in Direction:
-        vmap = DISPATCH[direction]
         have_map = view.dispatch(direction)
         wanted = want.ingress if direction is Direction.INGRESS else want.egress
         stale = [ip for ip, c in have_map.items() if wanted.get(ip) != c]
-        out += _elem_cmd("delete", vmap, stale)
-        fresh = [f"{ip} : jump {c}" for ip, c in wanted.items() if have_map.get(ip) != c]
-        out += _elem_cmd("add", vmap, fresh)
+        fresh = [ip for ip, c in wanted.items() if have_map.get(ip) != c]
+        for version in FAMILIES:
+            vmap = dispatch_map(direction, version)
+            out += _elem_cmd("delete", vmap, [ip for ip in stale if elements.ip_family(ip) == version])
+            add = [f"{ip} : jump {wanted[ip]}" for ip in fresh if elements.ip_family(ip) == version]
+            out += _elem_cmd("add", vmap, add)
     for name in view.chains.keys() - want.chains.keys():
+        out += [f"flush chain {TABLE} {name}", f"delete chain {TABLE} {name}"]
+    for name in view.ports.keys() - want.ports.keys():  # after the pod chains that jumped to them
         out += [f"flush chain {TABLE} {name}", f"delete chain {TABLE} {name}"]
     for name in view.sets.keys() - want.sets.keys():
         out.append(f"delete set {TABLE} {name}")

@@ -33,6 +33,8 @@ class NftablesBackend:
         # Pod IPs dispatched in the kernel (a verdict map refuses to overwrite an element, so a
         # delta must know which upserts replace one). None until read back or snapshotted.
         self._dispatched: dict[Direction, set[str]] | None = None
+        self._ipv6 = 0  # how many of them are IPv6: the table's layout (nft_render.layout)
+        self._ports: set[str] = set()  # the shared port chains in the kernel (nft_render.port_chain)
         self.transactions = 0
         self.failures = 0
         self.repairs = 0
@@ -56,7 +58,7 @@ class NftablesBackend:
         assert self._netlink is not None
         batch = nft_netlink.ElementBatch(nft_render.TABLE.split()[1])
         for verb, name, items in ops:
-            if name in nft_render.DISPATCH.values():
+            if name in nft_render.MAPS:
                 pairs = [(ip, chain) for ip, _, chain in (item.partition(" : ") for item in items)]
                 encoded = (
                     nft_netlink.host_elements(ip for ip, _ in pairs)
@@ -96,16 +98,29 @@ class NftablesBackend:
         if self._dispatched is None:
             view = self.read_view()
             self._dispatched = {d: set(view.dispatch(d)) if view else set() for d in Direction}
+            self._ipv6 = _count_ipv6(self._dispatched)
+            self._ports = set(view.ports) if view else set()
         had = self._dispatched
+        v6 = self._ipv6_after(delta)
+        families = nft_render.FAMILIES if v6 else nft_render.IPV4_ONLY
+        if families != self.layout:
+            # The first IPv6 pod address dispatched (or the last one gone): the pod chains gain
+            # (or lose) their IPv6 rules and sets, so the whole table is replaced in one
+            # transaction; element changes would dispatch an IPv6 address to chains without them.
+            self.run_script(nft_render.render_snapshot(model, self.config))
+            self._remember(model)
+            return
+        ins, eg = had[Direction.INGRESS], had[Direction.EGRESS]
         if nft_render.is_element_only(delta) and self._netlink is not None:
-            self._send_elements(nft_render.element_ops(delta, model, had[Direction.INGRESS], had[Direction.EGRESS]))
+            self._send_elements(nft_render.element_ops(delta, model, ins, eg, families))
         else:
-            self.run_script(
-                nft_render.render_delta(delta, model, self.config, had[Direction.INGRESS], had[Direction.EGRESS])
-            )
+            create, delete = nft_render.port_changes(delta, model, self._ports)
+            self.run_script(nft_render.render_delta(delta, model, self.config, ins, eg, families, self._ports))
+            self._ports = (self._ports | create.keys()) - set(delete)
         for d in Direction:
             had[d].difference_update(delta.dispatch_removed(d))
             had[d].update(delta.dispatch_set(d))
+        self._ipv6 = v6
 
     def verify(self, model: NodeModel) -> list[str]:
         return nft_readback.differences(self.read_view(), nft_readback.desired(model, self.config))
@@ -128,5 +143,27 @@ class NftablesBackend:
         view = self.read_view(terse=True)
         return dict(view.denied) if view else {}
 
+    @property
+    def layout(self) -> tuple[int, ...]:
+        """The families the pod chains are rendered for (`nft_render.layout` of the last model)."""
+        return nft_render.FAMILIES if self._ipv6 else nft_render.IPV4_ONLY
+
+    def _ipv6_after(self, delta: NodeDelta) -> int:
+        """IPv6 pod addresses dispatched once ``delta`` is applied (counted from the delta alone,
+        so a delta costs nothing per pod of the node)."""
+        assert self._dispatched is not None
+        n = self._ipv6
+        for d in Direction:
+            had = self._dispatched[d]
+            n -= sum(1 for ip in delta.dispatch_removed(d) if ":" in ip and ip in had)
+            n += sum(1 for ip in delta.dispatch_set(d) if ":" in ip and ip not in had)
+        return n
+
     def _remember(self, model: NodeModel) -> None:
         self._dispatched = {d: set(model.dispatch(d)) for d in Direction}
+        self._ipv6 = _count_ipv6(self._dispatched)
+        self._ports = set(nft_render.port_chains(model.chains.values()))
+
+
+def _count_ipv6(dispatched: dict[Direction, set[str]]) -> int:
+    return sum(1 for ips in dispatched.values() for ip in ips if ":" in ip)

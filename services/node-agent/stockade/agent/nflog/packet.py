@@ -13,9 +13,13 @@ from dataclasses import dataclass
 _PORTS = struct.Struct("!HH")
 _PROTO_NAMES = {socket.IPPROTO_TCP: "TCP", socket.IPPROTO_UDP: "UDP", 132: "SCTP"}
 _PORTED = frozenset(_PROTO_NAMES)
-# IPv6 extension headers we step over to reach the transport header (fragment handled apart)
-_IPV6_EXT = frozenset({0, 43, 60})
+# IPv6 extension headers we step over to reach the transport header, all with the RFC 8200
+# layout (next header, length in 8-octet units beyond the first): hop-by-hop, routing,
+# destination options, mobility, HIP, shim6. The fragment header (fixed 8 bytes) and AH
+# (length in 4-octet units, minus 2) are handled apart. ESP (50) hides the ports: they stay 0.
+_IPV6_EXT = frozenset({0, 43, 60, 135, 139, 140})
 _IPV6_FRAGMENT = 44
+_IPV6_AH = 51
 
 
 @dataclass(slots=True)
@@ -86,9 +90,11 @@ def _ipv6(p: bytes) -> FlowKey | None:
         return None
     proto, off = p[6], 40
     first_fragment = True
-    for _ in range(8):  # a bounded walk: a handful of extension headers at most
+    for _ in range(8):  # a bounded walk: a handful of extension headers at most (RFC 8200 order)
         if proto in _IPV6_EXT and off + 2 <= len(p):
             proto, off = p[off], off + (p[off + 1] + 1) * 8
+        elif proto == _IPV6_AH and off + 2 <= len(p):
+            proto, off = p[off], off + (p[off + 1] + 2) * 4
         elif proto == _IPV6_FRAGMENT and off + 8 <= len(p):
             first_fragment = (struct.unpack_from("!H", p, off + 2)[0] & 0xFFF8) == 0
             proto, off = p[off], off + 8

@@ -8,6 +8,7 @@ the kernel's uapi headers (linux/netfilter/nfnetlink_log.h, linux/netlink.h): ev
 
 from __future__ import annotations
 
+import socket
 import struct
 from dataclasses import dataclass
 
@@ -180,7 +181,8 @@ def build_packet_message(
     timestamp: float | None = None,
 ) -> bytes:
     """A packet message as the kernel would send it: for parser tests and benchmarks."""
-    attrs = _attr(NFULA_PACKET_HDR, struct.pack("!HBx", 0x0800, 2))
+    ethertype = 0x86DD if family == socket.AF_INET6 else 0x0800
+    attrs = _attr(NFULA_PACKET_HDR, struct.pack("!HBx", ethertype, 2))
     if timestamp is not None:
         sec = int(timestamp)
         attrs += _attr(NFULA_TIMESTAMP, _TIMESTAMP.pack(sec, round((timestamp - sec) * 1e6)))

@@ -4,7 +4,8 @@ brain into one dataplane transaction and the ack that reports it.
 Every model is validated before the dataplane sees it: the codec checks names, ids, addresses
 and counts, the result must be internally consistent and its digest must be the one the brain
 announced. Anything wrong is reported in a failed ack (the brain then sends a snapshot) and the
-dataplane keeps what it had.
+dataplane keeps what it had. So is a model the node cannot enforce (``gate``: e.g. IPv6 pod
+addresses on a node without IPv6): refused whole, never applied in part.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from stockade.agent.backends.base import Dataplane
 from stockade.codec import DEFAULT_LIMITS, Limits, ValidationError, delta_from_proto, model_from_proto
 from stockade.codec.validate import check_count, check_digest, check_epoch
+from stockade.codec.version import PROTOCOL
 from stockade.model import NodeDelta, NodeModel, apply, diff
 from stockade.v1 import sync_pb2
 
@@ -40,6 +42,10 @@ class AgentStatus:
     failures: int = 0
     connects: int = 0
     phase: str = "starting"  # connecting, waiting, applying, acking, backoff, stopped
+    refused: str | None = None  # why the last generation was refused as unenforceable here (cleared by an apply)
+    brain_protocol: int = 0  # the sync protocol the brain last spoke (0: none yet)
+    brain_refused: str | None = None  # why this agent refused the brain (an older protocol); None once accepted
+    brain_refusals: int = 0  # streams this agent ended for that, since start
     history: list[str] = field(default_factory=list)  # recent link events, newest last
 
     def event(self, text: str) -> None:
@@ -47,11 +53,15 @@ class AgentStatus:
         del self.history[:-20]
 
 
+# (the model a message leads to, "snapshot" or "deltas") -> why this node cannot enforce it, or None
+Gate = Callable[[NodeModel, str], Awaitable[str | None]]
+
+
 class Applier:
     """Holds the node's current model and applies what the brain sends to the dataplane.
 
     ``offload``: run dataplane calls in a worker thread (the kernel backends block); off for
-    in-memory dataplanes.
+    in-memory dataplanes. ``gate``: asked before each snapshot or delta reaches the dataplane.
     """
 
     def __init__(
@@ -62,6 +72,7 @@ class Applier:
         offload: bool = True,
         limits: Limits = DEFAULT_LIMITS,
         on_applied: Callable[[AgentStatus], None] | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self.node = node
         self.dataplane = dataplane
@@ -70,19 +81,27 @@ class Applier:
         self.model: NodeModel | None = None
         self.status = AgentStatus(node)
         self.on_applied = on_applied
+        self.gate = gate
 
-    def hello(self, version: str = "") -> sync_pb2.AgentMessage:
+    def hello(
+        self, version: str = "", readiness: tuple[bool, Sequence[str]] | None = None, protocol: int = PROTOCOL
+    ) -> sync_pb2.AgentMessage:
         st = self.status
-        return sync_pb2.AgentMessage(
-            hello=sync_pb2.Hello(
-                node=self.node,
-                epoch=st.epoch,
-                applied_generation=st.generation,
-                digest=st.digest,
-                agent_version=version,
-                backend=str(getattr(self.dataplane, "name", "")),
-            )
+        hello = sync_pb2.Hello(
+            node=self.node,
+            epoch=st.epoch,
+            applied_generation=st.generation,
+            digest=st.digest,
+            agent_version=version,
+            backend=str(getattr(self.dataplane, "name", "")),
+            protocol=protocol,
         )
+        if readiness is not None:
+            ready, problems = readiness
+            hello.status.SetInParent()  # present even when empty: "no problems" is news too
+            hello.status.ready = ready
+            hello.status.problems.extend(problems)
+        return sync_pb2.AgentMessage(hello=hello)
 
     async def handle(self, msg: sync_pb2.BrainMessage) -> sync_pb2.AgentMessage:
         """Apply one message from the brain; returns the ack to send."""
@@ -103,6 +122,9 @@ class Applier:
         check_digest(snap.digest, "snapshot.digest")
         model = model_from_proto(snap.model, self.limits)
         self._check_result(model, snap.digest)
+        refusal = await self._gated(model, "snapshot", snap.generation)
+        if refusal is not None:
+            return refusal
         try:
             await self._call(self.dataplane.apply_snapshot, model)
         except Exception as e:
@@ -127,6 +149,9 @@ class Applier:
                 raise ValidationError(f"delta.node: {step.node!r} is not this node ({self.node!r})")
             model = apply(model, step)
         self._check_result(model, msg.digest)
+        refusal = await self._gated(model, "deltas", msg.generation)
+        if refusal is not None:
+            return refusal
         # One transaction, whatever the number of steps.
         delta: NodeDelta = steps[0] if len(steps) == 1 else diff(self.model, model)
         try:
@@ -150,6 +175,17 @@ class Applier:
         if model.digest() != digest:
             raise ValidationError("the resulting model's digest differs from the brain's")
 
+    async def _gated(self, model: NodeModel, kind: str, generation: int) -> sync_pb2.AgentMessage | None:
+        """The failed ack for a model the node cannot enforce, or None to go on."""
+        if self.gate is None:
+            return None
+        why = await self.gate(model, kind)
+        if why is None:
+            self.status.refused = None  # the node can enforce what the brain wants now
+            return None
+        self.status.refused = f"generation {generation} refused: {why}"
+        return self._nack(generation, self.status.refused)
+
     async def _call(self, fn: Callable[..., None], *args: object) -> None:
         if self.offload:
             await asyncio.to_thread(fn, *args)
@@ -163,7 +199,7 @@ class Applier:
         st = self.status
         self.model = model
         st.epoch, st.generation, st.digest = epoch, generation, digest
-        st.last_error = None
+        st.last_error = st.refused = None
         if applied:
             st.applies += 1
             st.last_apply_time = time.time()

@@ -2,6 +2,12 @@
 
 Fail static: while the brain is unreachable nothing is removed from the dataplane; the last
 applied rules stay in force, and the status flag and the logs say so until the link is back.
+The same holds for a brain of an older sync protocol (`stockade.codec.version`): its first
+message carries no version, the agent closes the stream with a clear log line, keeps its
+rules and retries with backoff (the brain may be upgraded meanwhile).
+
+The node's readiness (``readiness``: a callable the agent sets) goes to the brain in the hello
+and, on a stream whose brain was accepted, in a `Status` message whenever it changes.
 """
 
 from __future__ import annotations
@@ -9,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -17,6 +23,8 @@ import grpc
 from stockade.agent.backends.base import Dataplane
 from stockade.agent.sync.applier import AgentStatus, Applier
 from stockade.codec import ValidationError
+from stockade.codec.validate import MAX_PROBLEM_TEXT, MAX_PROBLEMS
+from stockade.codec.version import brain_too_old, compatible, spoken
 from stockade.tls import ClientTLS
 from stockade.v1 import sync_pb2
 
@@ -24,7 +32,9 @@ log = logging.getLogger(__name__)
 
 SYNC_METHOD = "/stockade.v1.Sync/Sync"
 _EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
-AGENT_VERSION = "stockade-agent/0.1"
+AGENT_VERSION = "stockade-agent/0.2"
+
+Readiness = tuple[bool, tuple[str, ...]]  # (ready, problems)
 
 
 def channel_options(
@@ -85,6 +95,10 @@ class AgentClient:
         self.options = list(options if options is not None else channel_options())
         self._call: Any = None
         self.answer_timeout = answer_timeout
+        self.readiness: Callable[[], Readiness] | None = None
+        self._live: Any = None  # the call, once its brain was accepted: statuses may be written
+        self._sent: Readiness | None = None  # the readiness the brain last heard on this stream
+        self._writing = asyncio.Lock()  # acks and statuses come from different tasks
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Sync until ``stop`` is set (or the task is cancelled)."""
@@ -138,28 +152,73 @@ class AgentClient:
                 while True:
                     if raw is _EOF:
                         return "the brain closed the stream"
-                    self._link_up()
                     try:
                         msg = sync_pb2.BrainMessage.FromString(raw)
                     except Exception as e:
                         raise ValidationError(f"malformed BrainMessage: {e}") from None
+                    if self._live is None:  # the brain's first message: is it one we can follow?
+                        if not compatible(msg.protocol):
+                            return self._refuse_brain(msg.protocol)
+                        self.status.brain_protocol = spoken(msg.protocol)
+                        self._link_up()
+                        self._live = call
+                        await self.status_changed()
                     self.status.phase = "applying"
                     ack = await self.applier.handle(msg)
                     self.status.phase = "acking"
-                    await call.write(ack)
+                    await self._write(call, ack)
+                    await self.status_changed()  # e.g. ready now that rules are in, or a generation refused
                     self.status.phase = "waiting"
                     raw = await call.read()
             finally:
-                self._call = None
+                self._call = self._live = None
                 call.cancel()
 
+    def _readiness(self) -> Readiness | None:
+        """The node's readiness within what the brain accepts (longer would end the stream)."""
+        if self.readiness is None:
+            return None
+        ready, problems = self.readiness()
+        return ready, tuple((p or "unspecified")[:MAX_PROBLEM_TEXT] for p in problems[:MAX_PROBLEMS])
+
     async def _hello_exchange(self, call: Any) -> Any:
-        await call.write(self.applier.hello(AGENT_VERSION))
+        readiness = self._readiness()
+        await call.write(self.applier.hello(AGENT_VERSION, readiness))
+        self._sent = readiness
         self.status.phase = "waiting"
         return await call.read()
 
+    async def _write(self, call: Any, msg: sync_pb2.AgentMessage) -> None:
+        async with self._writing:
+            await call.write(msg)
+
+    async def status_changed(self) -> None:
+        """Tell the brain the node's readiness if it changed since it last heard it (a no-op
+        while no accepted stream is up: the next hello carries it)."""
+        call = self._live
+        readiness = self._readiness()
+        if call is None or readiness is None or readiness == self._sent:
+            return
+        ready, problems = readiness
+        try:
+            await self._write(call, sync_pb2.AgentMessage(status=sync_pb2.Status(ready=ready, problems=problems)))
+        except Exception as e:  # the stream is going down; the stream loop says why
+            log.debug("node %s: readiness not sent: %s", self.status.node, e)
+            return
+        self._sent = readiness
+
+    def _refuse_brain(self, protocol: int) -> str:
+        st = self.status
+        st.brain_protocol = spoken(protocol)
+        st.brain_refused = brain_too_old(self.address, protocol)
+        st.brain_refusals += 1
+        held = f"keeping generation {st.generation} in force (fail static)" if self.applier.model else "no rules yet"
+        log.error("node %s: refusing the brain: %s; %s; retrying with backoff", st.node, st.brain_refused, held)
+        return st.brain_refused
+
     def _link_up(self) -> None:
         st = self.status
+        st.brain_refused = None
         if not st.connected:
             st.connected, st.fail_static = True, False
             st.connects += 1
@@ -174,6 +233,8 @@ class AgentClient:
         st.fail_static = self.applier.model is not None
         if was or not st.history or st.history[-1] != "disconnected":
             st.event("disconnected")
+        if st.brain_refused is not None and reason == st.brain_refused:
+            return  # said once, clearly, by _refuse_brain
         if st.fail_static:
             log.warning(
                 "node %s: brain unreachable (%s); fail static: keeping generation %d in force",

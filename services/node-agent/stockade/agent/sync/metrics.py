@@ -44,3 +44,8 @@ class SyncCollector(Collector):
             value=st.failures,
         )
         yield CounterMetricFamily("stockade_agent_brain_connects", "sync streams established", value=st.connects)
+        yield CounterMetricFamily(
+            "stockade_agent_brain_refused",
+            "sync streams this agent ended because the brain speaks an older sync protocol",
+            value=st.brain_refusals,
+        )

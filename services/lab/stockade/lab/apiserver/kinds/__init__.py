@@ -1,0 +1,44 @@
+"""Per-kind behaviour of the API server: one module per kind that needs more than generic storage.
+
+``behaviours(...)`` builds them for one server (allocators hold that server's state); the store
+calls their hooks on create, update and delete, and the HTTP layer asks them for ``kubectl get``
+columns and strategic-merge keys. A kind not listed behaves as ``KindBehaviour``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .allocators import IPAllocator, PortAllocator, parse_cidrs, parse_port_range
+from .base import KindBehaviour
+from .endpointslices import EndpointSliceBehaviour
+from .pods import PodBehaviour
+from .services import ServiceBehaviour
+
+DEFAULT_SERVICE_CIDRS = ("10.96.0.0/16", "fd00:10:96::/112")
+DEFAULT_NODE_PORTS = "30000-32767"
+
+
+def behaviours(
+    service_cidrs: Sequence[str] = DEFAULT_SERVICE_CIDRS, node_port_range: str = DEFAULT_NODE_PORTS
+) -> dict[str, KindBehaviour]:
+    """Storage name → behaviour, for one server. Raises ValueError on a bad range."""
+    first, last = parse_port_range(node_port_range)
+    return {
+        "services": ServiceBehaviour(parse_cidrs(service_cidrs), PortAllocator(first, last)),
+        "endpointslices": EndpointSliceBehaviour(),
+        "pods": PodBehaviour(),
+    }
+
+
+__all__ = [
+    "DEFAULT_NODE_PORTS",
+    "DEFAULT_SERVICE_CIDRS",
+    "EndpointSliceBehaviour",
+    "IPAllocator",
+    "KindBehaviour",
+    "PodBehaviour",
+    "PortAllocator",
+    "ServiceBehaviour",
+    "behaviours",
+]
