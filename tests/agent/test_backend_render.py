@@ -32,7 +32,7 @@ def test_snapshot_replaces_table_in_one_script() -> None:
     # both families: a set's elements split into its IPv4 and IPv6 twins, pod IPs into the maps
     assert "set a_blk { type ipv4_addr; flags interval; elements = { 10.9.0.0/16 }; }" in text
     assert "set a6_blk { type ipv6_addr; flags interval; elements = { fd00::/8 }; }" in text
-    assert "set a6_s1 { type ipv6_addr; flags interval; }" in text  # a twin even when empty
+    assert "set a6_s1 { type ipv6_addr; }" in text  # a twin even when empty (a hash set: no CIDR)
     chain = next(iter(model().chains))
     assert f"map ingress_dispatch6 {{ type ipv6_addr : verdict; elements = {{ fd00::1 : jump {chain} }}; }}" in text
     assert f"map ingress_dispatch {{ type ipv4_addr : verdict; elements = {{ 10.0.1.1 : jump {chain} }}; }}" in text
@@ -128,6 +128,7 @@ def _view_of(m: NodeModel) -> nft_readback.KernelView:
     want = nft_readback.desired(m, CFG)
     return nft_readback.KernelView(
         sets=dict(want.sets),
+        interval=set(want.interval),
         chains=dict(want.chains),
         ports={name: len(lines) for name, lines in want.ports.items()},
         ingress=dict(want.ingress),
@@ -148,14 +149,24 @@ def test_reconcile_in_sync_is_empty_and_drift_is_targeted() -> None:
     view.sets["a6_blk"] = frozenset()
     view.ingress.clear()
     script = render_reconcile(view, m, CFG)
-    assert "add element inet stockade a_s1 { 10.0.0.2/32 }" in script
+    assert "add element inet stockade a_s1 { 10.0.0.2 }" in script  # a hash set: bare addresses
     assert "add element inet stockade a6_blk { fd00::/8 }" in script
     chain = next(iter(m.chains))
     assert f"add element inet stockade ingress_dispatch {{ 10.0.1.1 : jump {chain} }}" in script
     assert f"add element inet stockade ingress_dispatch6 {{ fd00::1 : jump {chain} }}" in script
     assert "delete table" not in script
     del view.sets["a6_s1"]
-    assert "add set inet stockade a6_s1 { type ipv6_addr; flags interval; }" in render_reconcile(view, m, CFG)
+    assert "add set inet stockade a6_s1 { type ipv6_addr; }" in render_reconcile(view, m, CFG)
+    # a set of the wrong kind is drift, repaired by re-creating the table (the rules pin a set)
+    kinds = _view_of(m)
+    kinds.interval.add("a_s1")
+    kinds.interval.discard("a_blk")
+    assert nft_readback.differences(kinds, nft_readback.desired(m, CFG)) == [
+        "set a_blk is a hash set, expected an interval set",
+        "set a_s1 is an interval set, expected a hash set",
+    ]
+    rebuilt = render_reconcile(kinds, m, CFG)
+    assert rebuilt.startswith("table inet stockade {}") and "set a_s1 { type ipv4_addr; elements" in rebuilt
     other = nft_render.NftConfig(nflog_group=8)
     assert f"flush chain inet stockade {next(iter(m.chains))}" in render_reconcile(_view_of(m), m, other)
     view.fixed.discard("forward")
@@ -222,9 +233,9 @@ def test_new_and_removed_sets_come_in_both_families() -> None:
     new.chains = {chain.id: chain}
     new.ingress = {"10.0.1.1": chain.id, "fd00::1": chain.id}
     text = nft_render.render_delta(diff(old, new), new, CFG, {"10.0.1.1", "fd00::1"}, set())
-    assert "add set inet stockade a_s2 { type ipv4_addr; flags interval; }" in text
-    assert "add set inet stockade a6_s2 { type ipv6_addr; flags interval; }" in text
-    assert "add element inet stockade a6_s2 { fd00::9/128 }" in text
+    assert "add set inet stockade a_s2 { type ipv4_addr; }" in text  # host addresses only: hash sets
+    assert "add set inet stockade a6_s2 { type ipv6_addr; }" in text
+    assert "add element inet stockade a6_s2 { fd00::9 }" in text
     assert "delete set inet stockade a_s1" in text and "delete set inet stockade a6_s1" in text
 
 

@@ -191,7 +191,7 @@ def register(sub: Any) -> None:
         "--cluster",
         action="append",
         metavar="FILE",
-        help="manifests (Namespace, Pod, Deployment, NetworkPolicy) to start with; repeatable",
+        help="manifests (Namespace, Pod, Deployment, Service, NetworkPolicy) to start with; repeatable",
     )
     up.add_argument("--backend", choices=["nftables", "iptables"], default="nftables")
     up.add_argument(

@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "reach",
         help="offline reachability of manifests (no cluster needed)",
-        description="Read manifests (Namespace, Pod, Deployment, NetworkPolicy v1 and extensions/v1beta1; "
+        description="Read manifests (Namespace, Pod, Deployment, Service, NetworkPolicy v1 and "
+        "extensions/v1beta1; "
         "files or folders; multi-document YAML), compile them with the policy engine, and show for every "
         "pod pair and port whether a new connection is allowed. Pods without IPs get them (--ip-family); "
         "pods without a node are spread over --nodes nodes. A dual-stack pair is checked once per IP "

@@ -22,6 +22,7 @@ from stockade.agent.backends.nft_render import (
     NftConfig,
     chain_lines,
     deny_comment,
+    is_hash,
     layout,
     once_lines,
     port_chains,
@@ -38,6 +39,7 @@ class KernelView:
     """Our table as the kernel holds it."""
 
     sets: dict[str, frozenset[str]] = field(default_factory=dict)  # address sets (both families): name -> CIDRs
+    interval: set[str] = field(default_factory=set)  # the address sets that are interval sets (others: hash)
     chains: dict[str, int] = field(default_factory=dict)  # pod chains: name -> rule count
     ports: dict[str, int] = field(default_factory=dict)  # shared port chains: name -> rule count
     settings: dict[str, str] = field(default_factory=dict)  # pod chains: name -> deny rule's comment
@@ -80,6 +82,9 @@ def parse(text: str) -> KernelView:
                 view.fixed.add(s["name"])
             else:
                 view.sets[s["name"]] = frozenset(c for e in s.get("elem", []) for c in _elem_cidrs(e))
+                flags = s.get("flags", [])
+                if "interval" in ([flags] if isinstance(flags, str) else flags):
+                    view.interval.add(s["name"])
         elif "map" in obj:
             m = obj["map"]
             view.handles[f"map {m['name']}"] = m["handle"]
@@ -134,6 +139,7 @@ class Desired:
     ingress: dict[str, str]
     egress: dict[str, str]
     ports: dict[str, tuple[str, ...]] = field(default_factory=dict)  # shared port chains: name -> rules
+    interval: set[str] = field(default_factory=set)  # the sets that must be interval sets (`is_hash`)
 
 
 def desired(model: NodeModel, cfg: NftConfig) -> Desired:
@@ -142,13 +148,17 @@ def desired(model: NodeModel, cfg: NftConfig) -> Desired:
     family can hold, as rendering does."""
     sets: dict[str, frozenset[str]] = {}
     families: dict[str, int] = {}
+    interval: set[str] = set()
     in_layout = layout(model)
     for sid, elems in model.sets.items():
         for version, form in set_forms(sid, elems).items():
             if version not in in_layout:
                 continue
-            sets[names.nft_set_of(sid, version)] = form
-            families[names.nft_set_of(sid, version)] = version
+            name = names.nft_set_of(sid, version)
+            sets[name] = form
+            families[name] = version
+            if not is_hash(form, version):
+                interval.add(name)
     dispatch = {
         d: {ip: names.nft_chain(c) for by_v in split_dispatch(model.dispatch(d), d).values() for ip, c in by_v.items()}
         for d in Direction
@@ -161,6 +171,7 @@ def desired(model: NodeModel, cfg: NftConfig) -> Desired:
         ingress=dispatch[Direction.INGRESS],
         egress=dispatch[Direction.EGRESS],
         ports=port_chains(model.chains.values()),
+        interval=interval,
     )
 
 
@@ -183,6 +194,20 @@ def structure_problems(view: KernelView) -> list[str]:
     return out
 
 
+def _kind(interval: bool) -> str:
+    return "an interval set" if interval else "a hash set"
+
+
+def kind_problems(view: KernelView, want: Desired) -> list[str]:
+    """Address sets of the wrong kind: a set's kind follows its content (`is_hash`), and it
+    can only be changed by re-creating the set, i.e. the rules naming it (`render_reconcile`)."""
+    return [
+        f"set {name} is {_kind(name in view.interval)}, expected {_kind(name in want.interval)}"
+        for name in sorted(want.sets.keys() & view.sets.keys())
+        if (name in view.interval) != (name in want.interval)
+    ]
+
+
 def differences(view: KernelView | None, want: Desired) -> list[str]:
     """What the kernel lacks or holds beyond ``want`` (empty when in sync)."""
     if view is None:
@@ -195,6 +220,7 @@ def differences(view: KernelView | None, want: Desired) -> list[str]:
         elif not same_coverage(have, elems):
             missing, extra = sorted(elems - have), sorted(have - elems)
             out.append(f"set {name} differs: missing elements {missing[:5]}, extra {extra[:5]}")
+    out += kind_problems(view, want)
     out += [f"extra set {n}" for n in sorted(view.sets.keys() - want.sets.keys())]
     for name, count in sorted(want.chains.items()):
         have_count = view.chains.get(name)

@@ -2,7 +2,7 @@
 
 Layout (one table, ``inet stockade``)::
 
-    set a_<set> / a6_<set>   per address set: an ipv4_addr and an ipv6_addr interval set
+    set a_<set> / a6_<set>   per address set: an ipv4_addr and an ipv6_addr set (`set_kind`)
     map ingress_dispatch / egress_dispatch     IPv4 pod IP -> jump <chain>  (one lookup per packet)
     map ingress_dispatch6 / egress_dispatch6   IPv6 pod IP -> jump <chain>
     set seen_in / seen_out, seen_in6 / seen_out6   denied 5-tuples per family (dynamic, timeout)
@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Collection, Container, Iterable
+from collections.abc import Collection, Container, Iterable, Mapping
 from dataclasses import dataclass
 
 from stockade.agent.backends import elements, names
@@ -232,10 +232,6 @@ def chain_lines(chain_id: str, chain: Chain, cfg: NftConfig, families: tuple[int
     return lines
 
 
-def _elems(items: Iterable[str]) -> str:
-    return ", ".join(sorted(items))
-
-
 def set_forms(sid: str, elems: Iterable[str]) -> dict[int, frozenset[str]]:
     """An address set's kernel elements per family; refuses (loudly) an element of neither."""
     try:
@@ -259,11 +255,54 @@ def split_dispatch(table: dict[str, str], direction: Direction) -> dict[int, dic
     return out
 
 
-def set_decl(name: str, version: int, items: Iterable[str] = (), qualified: bool = False) -> str:
+HOST_SUFFIX = {4: "/32", 6: "/128"}
+
+
+def is_hash(form: Iterable[str], version: int) -> bool:
+    """The kernel kind of a set created with this content (one family's kernel form): a plain
+    hash set when every element is a host address (pod-selector sets, and empty ones), else an
+    interval set.
+
+    Hash sets are cheaper to create and fill than interval sets (BENCHMARKS.md, full snapshot)
+    but cannot hold a CIDR; a delta that would change a set's kind is applied as a full
+    snapshot (`kind_changes`), so a kernel set's kind always is that of its content."""
+    host = HOST_SUFFIX[version]
+    return all(e.endswith(host) for e in form)
+
+
+def _all_hosts(elems: Iterable[str]) -> bool:
+    # Text only, both families (model elements are canonical CIDRs): "/32" is a host in IPv4 only.
+    return all(e.endswith("/128") or (e.endswith("/32") and ":" not in e) for e in elems)
+
+
+@functools.lru_cache(maxsize=1 << 14)  # a snapshot asks, then the backend again for its record
+def interval_families(sid: str, elems: frozenset[str]) -> frozenset[int]:
+    """The families in which this address set is an interval set (`is_hash`)."""
+    if _all_hosts(elems):  # the common case, without splitting by family
+        return frozenset()
+    forms = set_forms(sid, elems)
+    return frozenset(v for v in FAMILIES if not is_hash(forms[v], v))
+
+
+def interval_sets(sets: Mapping[str, frozenset[str]], families: tuple[int, ...] = FAMILIES) -> set[str]:
+    """The kernel names (of the layout's families) of these address sets that are interval sets."""
+    out: set[str] = set()
+    for sid, elems in sets.items():
+        out.update(names.nft_set_of(sid, v) for v in interval_families(sid, elems) if v in families)
+    return out
+
+
+def _elem_text(items: Iterable[str], interval: bool) -> list[str]:
+    """Elements as a set of the kind takes them: a hash set's are bare addresses."""
+    return sorted(items) if interval else sorted(e.partition("/")[0] for e in items)
+
+
+def set_decl(name: str, version: int, items: Iterable[str] = (), qualified: bool = False, interval: bool = True) -> str:
     """An address set's declaration (``qualified``: with the table, for an ``add`` command)."""
-    body = _elems(items)
+    body = ", ".join(_elem_text(items, interval))
     elems = f" elements = {{ {body} }};" if body else ""
-    return f"set {f'{TABLE} ' if qualified else ''}{name} {{ type {ADDR_TYPE[version]}; flags interval;{elems} }}"
+    flags = " flags interval;" if interval else ""
+    return f"set {f'{TABLE} ' if qualified else ''}{name} {{ type {ADDR_TYPE[version]};{flags}{elems} }}"
 
 
 def _seen_decl(direction: Direction, version: int, cfg: NftConfig) -> str:
@@ -334,7 +373,12 @@ def render_snapshot(model: NodeModel, cfg: NftConfig) -> str:
             body = f" elements = {{ {', '.join(entries)} }};" if entries else ""
             out.append(f"  map {dispatch_map(direction, v)} {{ type {ADDR_TYPE[v]} : verdict;{body} }}")
     forms = {sid: set_forms(sid, model.sets[sid]) for sid in set_order(model)}
-    out += [f"  {set_decl(names.nft_set_of(sid, v), v, form[v])}" for sid, form in forms.items() for v in families]
+    kinds = {sid: interval_families(sid, model.sets[sid]) for sid in forms}
+    out += [
+        f"  {set_decl(names.nft_set_of(sid, v), v, form[v], interval=v in kinds[sid])}"
+        for sid, form in forms.items()
+        for v in families
+    ]
     for direction in Direction:
         out.append(f"  chain {ONCE[direction]} {{")
         out += [f"    {line}" for line in once_lines(direction, cfg)]
@@ -352,9 +396,9 @@ def render_snapshot(model: NodeModel, cfg: NftConfig) -> str:
     return "\n".join(out) + "\n"
 
 
-def _set_cmds(verb: str, name: str, items: Iterable[str]) -> list[str]:
-    items = sorted(items)
-    return [f"{verb} element {TABLE} {name} {{ {', '.join(items)} }}"] if items else []
+def _set_cmds(verb: str, name: str, items: Iterable[str], interval: bool = True) -> list[str]:
+    text = _elem_text(items, interval)
+    return [f"{verb} element {TABLE} {name} {{ {', '.join(text)} }}"] if text else []
 
 
 def add_port_chain_cmds(name: str, lines: Iterable[str]) -> list[str]:
@@ -436,8 +480,50 @@ def _dispatch_ops(
     return out
 
 
-def _op_cmds(ops: list[ElementOp]) -> list[str]:
-    return [cmd for verb, name, items in ops for cmd in _set_cmds(verb, name, items)]
+def _op_cmds(ops: list[ElementOp], interval: Container[str]) -> list[str]:
+    """``interval``: the kernel names of the interval sets (a hash set's elements are bare
+    addresses; a map's entries are as they are)."""
+    return [cmd for verb, name, items in ops for cmd in _set_cmds(verb, name, items, name in MAPS or name in interval)]
+
+
+def _touched(delta: NodeDelta) -> set[str]:
+    """The sets that stay and whose elements change."""
+    sids = delta.set_added.keys() | delta.set_removed.keys()
+    return {sid for sid in sids if sid not in delta.new_sets and sid not in delta.removed_sets}
+
+
+def kinds_before(delta: NodeDelta, model: NodeModel, families: tuple[int, ...]) -> set[str]:
+    """The interval sets among those ``delta`` changes, from their content before it (for a
+    caller that does not keep the kinds in the kernel, as `NftablesBackend` does)."""
+    before = {}
+    for sid in _touched(delta):
+        new = model.sets.get(sid, frozenset())
+        before[sid] = (new - delta.set_added.get(sid, frozenset())) | delta.set_removed.get(sid, frozenset())
+    return interval_sets(before, families)
+
+
+def kind_changes(delta: NodeDelta, model: NodeModel, interval: Container[str], families: tuple[int, ...]) -> list[str]:
+    """Kernel sets whose kind (`is_hash`) ``delta`` changes: a hash set gaining a CIDR, an
+    interval set losing its last one. Those cannot be changed by elements; the caller applies a
+    full snapshot instead. O(delta) but for an interval set losing a CIDR (rare: an ipBlock
+    set's id changes with its definition)."""
+    out: list[str] = []
+    for sid in _touched(delta):
+        added = delta.set_added.get(sid, frozenset())
+        removed = delta.set_removed.get(sid, frozenset())
+        for v in families:
+            name = names.nft_set_of(sid, v)
+            if name not in interval:
+                changed = not _all_hosts(added) and not is_hash(set_forms(sid, added)[v], v)
+            else:
+                changed = (
+                    not _all_hosts(removed)
+                    and not is_hash(set_forms(sid, removed)[v], v)
+                    and is_hash(set_forms(sid, model.sets.get(sid, frozenset()))[v], v)
+                )
+            if changed:
+                out.append(name)
+    return sorted(out)
 
 
 def render_delta(
@@ -448,30 +534,35 @@ def render_delta(
     had_egress: Container[str],
     families: tuple[int, ...] | None = None,
     had_ports: Collection[str] | None = None,
+    interval: Container[str] | None = None,
 ) -> str:
     """One transaction for ``delta``; ``model`` is the result, ``had_*`` the pod IPs dispatched
     before, ``had_ports`` the port chains in the kernel (`port_changes`).
 
     ``families``: the layout, ``layout(model)`` (which the caller may know without scanning the
     model); it must be the table's (a change of layout is a snapshot, `NftablesBackend`).
+    ``interval``: the interval sets in the kernel (None: from the changed sets' content before
+    ``delta``); a delta with `kind_changes` must be a snapshot instead.
     Order: sets created and filled, element changes, new chains, dispatch, removed chains,
     removed sets — so no rule ever names a set or chain that is not there yet (or any more).
     """
     families = families or layout(model)
     out: list[str] = []
+    if interval is None:
+        interval = kinds_before(delta, model, families)
     for sid, elems in delta.new_sets.items():
         forms = set_forms(sid, elems)
         for v in families:
-            name = names.nft_set_of(sid, v)
-            out.append(f"add {set_decl(name, v, qualified=True)}")
-            out += _set_cmds("add", name, forms[v])
-    out += _op_cmds(_set_element_ops(delta, model, families))
+            name, kind = names.nft_set_of(sid, v), not is_hash(forms[v], v)
+            out.append(f"add {set_decl(name, v, qualified=True, interval=kind)}")
+            out += _set_cmds("add", name, forms[v], kind)
+    out += _op_cmds(_set_element_ops(delta, model, families), interval)
     create_ports, delete_ports = port_changes(delta, model, had_ports)
     for name, lines in create_ports.items():
         out += add_port_chain_cmds(name, lines)
     for cid, chain in delta.new_chains.items():
         out += add_chain_cmds(cid, chain, cfg, families)
-    out += _op_cmds(_dispatch_ops(delta, had_ingress, had_egress, "jump "))
+    out += _op_cmds(_dispatch_ops(delta, had_ingress, had_egress, "jump "), ())
     for cid in delta.removed_chains:
         name = names.nft_chain(cid)
         out += [f"flush chain {TABLE} {name}", f"delete chain {TABLE} {name}"]

@@ -8,7 +8,7 @@ objects are damaged, the whole table is replaced instead, still in one transacti
 from __future__ import annotations
 
 from stockade.agent.backends import elements, names
-from stockade.agent.backends.nft_readback import KernelView, desired, same_coverage, structure_problems
+from stockade.agent.backends.nft_readback import KernelView, desired, kind_problems, same_coverage, structure_problems
 from stockade.agent.backends.nft_render import (
     FAMILIES,
     TABLE,
@@ -23,8 +23,10 @@ from stockade.agent.backends.nft_render import (
 from stockade.model import Direction, NodeModel
 
 
-def _elem_cmd(verb: str, name: str, items: list[str]) -> list[str]:
-    return [f"{verb} element {TABLE} {name} {{ {', '.join(sorted(items))} }}"] if items else []
+def _elem_cmd(verb: str, name: str, items: list[str], interval: bool = True) -> list[str]:
+    """``interval`` False: a hash set, whose elements are bare addresses (`set_decl`)."""
+    text = sorted(items) if interval else sorted(e.partition("/")[0] for e in items)
+    return [f"{verb} element {TABLE} {name} {{ {', '.join(text)} }}"] if text else []
 
 
 def render_reconcile(view: KernelView | None, model: NodeModel, cfg: NftConfig) -> str:
@@ -36,16 +38,22 @@ def render_reconcile(view: KernelView | None, model: NodeModel, cfg: NftConfig) 
     if view is None or structure_problems(view):
         return render_snapshot(model, cfg)
     want = desired(model, cfg)
+    if kind_problems(view, want):
+        # A set of the wrong kind must be re-created, and every rule naming it with it: the
+        # whole table is replaced (rare: drift, or a table written before hash sets).
+        return render_snapshot(model, cfg)
     families = layout(model)
     out: list[str] = []
     for name, elems in want.sets.items():
         have = view.sets.get(name)
         if have is None:
-            out.append(f"add {set_decl(name, want.families[name], qualified=True)}")
-            out += _elem_cmd("add", name, list(elems))
+            kind = name in want.interval
+            out.append(f"add {set_decl(name, want.families[name], qualified=True, interval=kind)}")
+            out += _elem_cmd("add", name, list(elems), kind)
         elif not same_coverage(have, elems):
-            out += _elem_cmd("delete", name, list(have - elems))
-            out += _elem_cmd("add", name, list(elems - have))
+            kind = name in want.interval
+            out += _elem_cmd("delete", name, list(have - elems), kind)
+            out += _elem_cmd("add", name, list(elems - have), kind)
     for name, lines in want.ports.items():
         if view.ports.get(name) != len(lines):
             out += add_port_chain_cmds(name, lines)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from stockade.agent.backends import nft_netlink, nft_readback, nft_render
+from stockade.agent.backends import names, nft_netlink, nft_readback, nft_render
 from stockade.agent.backends.base import ApplyError
 from stockade.agent.backends.nft_repair import render_reconcile
 from stockade.agent.backends.nftlib import NftRunner
@@ -35,6 +35,9 @@ class NftablesBackend:
         self._dispatched: dict[Direction, set[str]] | None = None
         self._ipv6 = 0  # how many of them are IPv6: the table's layout (nft_render.layout)
         self._ports: set[str] = set()  # the shared port chains in the kernel (nft_render.port_chain)
+        # The address sets in the kernel that are interval sets; the others are hash sets
+        # (nft_render.is_hash: decided by a set's content when it is created).
+        self._interval: set[str] = set()
         self.transactions = 0
         self.failures = 0
         self.repairs = 0
@@ -65,8 +68,10 @@ class NftablesBackend:
                     if verb == "delete"
                     else nft_netlink.verdict_elements(pairs)
                 )
-            else:
+            elif name in self._interval:
                 encoded = nft_netlink.interval_elements(items)
+            else:
+                encoded = nft_netlink.host_elements(items)
             (batch.add if verb == "add" else batch.delete)(name, encoded)
         if not batch.ops:
             return
@@ -100,13 +105,16 @@ class NftablesBackend:
             self._dispatched = {d: set(view.dispatch(d)) if view else set() for d in Direction}
             self._ipv6 = _count_ipv6(self._dispatched)
             self._ports = set(view.ports) if view else set()
+            self._interval = set(view.interval) if view else set()
         had = self._dispatched
         v6 = self._ipv6_after(delta)
         families = nft_render.FAMILIES if v6 else nft_render.IPV4_ONLY
-        if families != self.layout:
+        if families != self.layout or nft_render.kind_changes(delta, model, self._interval, families):
             # The first IPv6 pod address dispatched (or the last one gone): the pod chains gain
             # (or lose) their IPv6 rules and sets, so the whole table is replaced in one
             # transaction; element changes would dispatch an IPv6 address to chains without them.
+            # Likewise a set whose kind changes (a hash set gaining a CIDR): a set's kind is
+            # fixed when it is created, and the rules naming it pin it.
             self.run_script(nft_render.render_snapshot(model, self.config))
             self._remember(model)
             return
@@ -115,8 +123,11 @@ class NftablesBackend:
             self._send_elements(nft_render.element_ops(delta, model, ins, eg, families))
         else:
             create, delete = nft_render.port_changes(delta, model, self._ports)
-            self.run_script(nft_render.render_delta(delta, model, self.config, ins, eg, families, self._ports))
+            script = nft_render.render_delta(delta, model, self.config, ins, eg, families, self._ports, self._interval)
+            self.run_script(script)
             self._ports = (self._ports | create.keys()) - set(delete)
+            gone = {names.nft_set_of(sid, v) for sid in delta.removed_sets for v in nft_render.FAMILIES}
+            self._interval = (self._interval - gone) | nft_render.interval_sets(delta.new_sets, families)
         for d in Direction:
             had[d].difference_update(delta.dispatch_removed(d))
             had[d].update(delta.dispatch_set(d))
@@ -163,6 +174,7 @@ class NftablesBackend:
         self._dispatched = {d: set(model.dispatch(d)) for d in Direction}
         self._ipv6 = _count_ipv6(self._dispatched)
         self._ports = set(nft_render.port_chains(model.chains.values()))
+        self._interval = nft_render.interval_sets(model.sets, self.layout)
 
 
 def _count_ipv6(dispatched: dict[Direction, set[str]]) -> int:
