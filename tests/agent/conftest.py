@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -474,29 +474,41 @@ def case_blocked_counts(topo: Topology, backend: Backend) -> None:
     assert backend.denied_counts()[P2_INGRESS.id] - after_tcp == 300
 
 
-def case_atomic(topo: Topology, backend: Backend, deltas: int = 1000, chain_every: int = 1, every: int = 50) -> None:
+def case_atomic(
+    topo: Topology,
+    backend: Backend,
+    deltas: int = 1000,
+    chain_every: int = 1,
+    every: int = 50,
+    *,
+    model: NodeModel | None = None,
+    churn: Iterable[NodeModel] | None = None,
+    dst: str = PODS["p2"],
+) -> None:
     """Connections made while ``deltas`` deltas are applied all get the right verdict.
 
     Clients in threads race the deltas (how many of their attempts land during them depends on
     the machine's speed, so their count is not asserted); between every ``every`` deltas the
     loop itself makes one allowed and one denied attempt, so at least ``deltas // every`` of
-    each are made whatever the speed."""
-    model = policy_model()
+    each are made whatever the speed. ``model`` (default `policy_model`), ``churn`` (default
+    `churn_models` of it) and ``dst`` (p2's address of the family under test) select the case."""
+    model = model if model is not None else policy_model()
+    churn = churn if churn is not None else churn_models(model, deltas, chain_every)
     stop, allowed, denied = threading.Event(), list[bool](), list[bool]()
-    p1, p3, p2 = topo.netns("p1"), topo.netns("p3"), PODS["p2"]
+    p1, p3 = topo.netns("p1"), topo.netns("p3")
 
     # < 1 s: a dropped SYN would be retransmitted after 1 s and hide the failure
     def allowed_try() -> bool:
-        return tcp_ok(p1, p2, 20080, timeout=0.9)
+        return tcp_ok(p1, dst, 20080, timeout=0.9)
 
     def denied_try() -> bool:
-        return tcp_ok(p3, p2, 20080, timeout=0.2)
+        return tcp_ok(p3, dst, 20080, timeout=0.2)
 
     threads = [run_while(allowed_try, stop, allowed), run_while(denied_try, stop, denied)]
     sync_allowed, sync_denied = list[bool](), list[bool]()
     prev = model
     try:
-        for i, nxt in enumerate(churn_models(model, deltas, chain_every), 1):
+        for i, nxt in enumerate(churn, 1):
             backend.apply_delta(diff(prev, nxt), nxt)
             prev = nxt
             if i % every == 0:
@@ -511,8 +523,8 @@ def case_atomic(topo: Topology, backend: Backend, deltas: int = 1000, chain_ever
     assert len(sync_allowed) == len(sync_denied) == deltas // every
     allowed += sync_allowed
     denied += sync_denied
-    assert all(allowed), f"{allowed.count(False)} of {len(allowed)} allowed connections failed"
-    assert not any(denied), f"{denied.count(True)} of {len(denied)} denied connections passed"
+    assert all(allowed), f"{allowed.count(False)} of {len(allowed)} allowed connections to {dst} failed"
+    assert not any(denied), f"{denied.count(True)} of {len(denied)} denied connections to {dst} passed"
 
 
 def case_drift(topo: Topology, backend: Backend, damage: list[str]) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import socket
-import threading
 import time
 from collections.abc import Iterator
 
@@ -19,11 +18,11 @@ from conftest import (
     PODS6,
     TCP,
     Topology,
+    case_atomic,
     churn_models,
     dual_policy_model,
     raise_fd_limit,
     run_matrix,
-    run_while,
     syn_burst,
     tcp_ok,
     udp_burst,
@@ -155,39 +154,10 @@ def churn6(base: NodeModel, count: int, chain_every: int) -> Iterator[NodeModel]
 
 
 def test_deltas_are_atomic_for_ipv6_clients(topology: Topology, backend: IptablesBackend) -> None:
-    """As `case_atomic`, over IPv6, with deltas that change both families' sets and dispatch."""
+    """`conftest.case_atomic` over IPv6, with deltas that change both families' sets and dispatch."""
     model = dual_policy_model()
-    deltas, every = 500, 25
-    stop, allowed, denied = threading.Event(), list[bool](), list[bool]()
-    p1, p3, p2 = topology.netns("p1"), topology.netns("p3"), PODS6["p2"]
-
-    def allowed_try() -> bool:
-        return tcp_ok(p1, p2, 20080, timeout=0.9)  # < 1 s: a dropped SYN's retransmit would hide it
-
-    def denied_try() -> bool:
-        return tcp_ok(p3, p2, 20080, timeout=0.2)
-
-    threads = [run_while(allowed_try, stop, allowed), run_while(denied_try, stop, denied)]
-    sync_allowed, sync_denied = list[bool](), list[bool]()
-    prev = model
-    try:
-        for i, nxt in enumerate(churn6(model, deltas, chain_every=10), 1):
-            backend.apply_delta(diff(prev, nxt), nxt)
-            prev = nxt
-            if i % every == 0:
-                sync_allowed.append(allowed_try())
-                sync_denied.append(denied_try())
-    finally:
-        backend.apply_delta(diff(prev, model), model)
-        stop.set()
-        for t in threads:
-            t.join()
-    assert backend.verify(model) == []
-    assert len(sync_allowed) == len(sync_denied) == deltas // every
-    allowed += sync_allowed
-    denied += sync_denied
-    assert all(allowed), f"{allowed.count(False)} of {len(allowed)} allowed connections failed"
-    assert not any(denied), f"{denied.count(True)} of {len(denied)} denied connections passed"
+    churn = churn6(model, 500, chain_every=10)
+    case_atomic(topology, backend, 500, every=25, model=model, churn=churn, dst=PODS6["p2"])
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,6 @@ elements were skipped, so every new IPv6 connection to or from an isolated pod h
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,11 +24,11 @@ from conftest import (
     PODS6,
     P,
     Topology,
+    case_atomic,
     dual_policy_model,
     policy_model,
     raise_fd_limit,
     run_matrix,
-    run_while,
     syn_burst,
     tcp_ok,
     udp_burst,
@@ -324,39 +323,8 @@ def dual_churn(base: NodeModel, count: int, chain_every: int) -> Iterator[NodeMo
 def test_thousand_deltas_are_atomic_for_ipv6_clients(
     topology: Topology, backend: NftablesBackend, dual: NodeModel, chain_every: int
 ) -> None:
-    """As `conftest.case_atomic`, over IPv6: racing clients plus, every 50 deltas, one allowed
-    and one denied attempt made by the loop itself (so their number does not depend on speed)."""
-    deltas, every = 1000, 50
-    p1, p3, p2 = topology.netns("p1"), topology.netns("p3"), PODS6["p2"]
-
-    def allowed_try() -> bool:
-        return tcp_ok(p1, p2, 20080, timeout=0.9)  # < 1 s: a dropped SYN's retransmit would hide it
-
-    def denied_try() -> bool:
-        return tcp_ok(p3, p2, 20080, timeout=0.2)
-
-    stop, allowed, denials = threading.Event(), list[bool](), list[bool]()
-    threads = [run_while(allowed_try, stop, allowed), run_while(denied_try, stop, denials)]
-    sync_allowed, sync_denied = list[bool](), list[bool]()
-    prev = dual
-    try:
-        for i, nxt in enumerate(dual_churn(dual, deltas, chain_every), 1):
-            backend.apply_delta(diff(prev, nxt), nxt)
-            prev = nxt
-            if i % every == 0:
-                sync_allowed.append(allowed_try())
-                sync_denied.append(denied_try())
-    finally:
-        backend.apply_delta(diff(prev, dual), dual)
-        stop.set()
-        for t in threads:
-            t.join()
-    assert backend.verify(dual) == []
-    assert len(sync_allowed) == len(sync_denied) == deltas // every
-    allowed += sync_allowed
-    denials += sync_denied
-    assert all(allowed), f"{allowed.count(False)} of {len(allowed)} allowed IPv6 connections failed"
-    assert not any(denials), f"{denials.count(True)} of {len(denials)} denied IPv6 connections passed"
+    """`conftest.case_atomic` over IPv6, with deltas that change both families' sets and dispatch."""
+    case_atomic(topology, backend, 1000, model=dual, churn=dual_churn(dual, 1000, chain_every), dst=PODS6["p2"])
 
 
 # -- drift of the IPv6 parts ------------------------------------------------------------------

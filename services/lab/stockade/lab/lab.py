@@ -458,6 +458,16 @@ def _matches(label: str, wanted: list[str] | None) -> bool:
     return any(label == w or (w.endswith("/") and label.startswith(w)) or label.split("/")[0] == w for w in wanted)
 
 
+def _sources(st: LabState, wanted: list[str] | None) -> list[probe.Source]:
+    """The pods and the external host that `--from` names (every one without it)."""
+    assert st.plan is not None
+    srcs = [probe.Source(p.key, p.netns) for p in st.plan.pods] + [probe.Source("external", st.plan.external.netns)]
+    srcs = [s for s in srcs if _matches(s.label, wanted)]
+    if wanted and not srcs:
+        raise LabError(f"--from {','.join(wanted)} matches no pod (and not 'external')")
+    return srcs
+
+
 def run_probe(
     cfg: LabConfig,
     ports: list[int] | None,
@@ -480,10 +490,7 @@ def run_probe(
             f"--ip-family {st.plan.ip_family}; `stockade lab up --ip-family dual` has both)"
         )
     wanted = [f for f in st.plan.families if not families or f in families]
-    srcs = [probe.Source(p.key, p.netns) for p in st.plan.pods] + [probe.Source("external", st.plan.external.netns)]
-    srcs = [s for s in srcs if _matches(s.label, sources)]
-    if sources and not srcs:
-        raise LabError(f"--from {','.join(sources)} matches no pod (and not 'external')")
+    srcs = _sources(st, sources)
     dsts = [
         probe.Target(p.key, ip, probe.select_ports(p.ports, ports, protocols))
         for f in wanted
@@ -516,10 +523,7 @@ def run_service_probe(
     api = _api(st)
     if api is None or kube_proxy.NAME not in st.processes:
         raise LabError("--via-service: this lab has no kube-proxy (its API server does not serve Services)")
-    srcs = [probe.Source(p.key, p.netns) for p in st.plan.pods] + [probe.Source("external", st.plan.external.netns)]
-    srcs = [s for s in srcs if _matches(s.label, sources)]
-    if sources and not srcs:
-        raise LabError(f"--from {','.join(sources)} matches no pod (and not 'external')")
+    srcs = _sources(st, sources)
     if protocols is None and probe.unsupported_protocols(["SCTP"]):
         protocols = ["TCP", "UDP"]
     cells, skipped = service_targets.cells(api.list("Service"), st.plan, srcs, families, protocols, ports, targets)
