@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # One image for both services: `stockade brain ...` and `stockade agent ...`.
-#   docker build -t stockade:0.1.0 .
+#   docker build -t ghcr.io/stockade/stockade:0.1.0 .
+# (the name deploy/ uses; a mirror is an `images:` override in a kustomize overlay).
 # The brain runs as the non-root user below; the agent's manifests run it as root with only
 # NET_ADMIN and NET_RAW (deploy/agent.yaml), which nft/iptables need on the node.
 
@@ -15,8 +16,12 @@ COPY services/ services/
 RUN pip wheel --wheel-dir /wheels .
 
 FROM ${PYTHON_IMAGE}
+ARG VERSION=0.1.0
+# ghcr.io links a pushed image to its repository through image.source.
 LABEL org.opencontainers.image.title="stockade" \
       org.opencontainers.image.description="Kubernetes NetworkPolicy enforcer: brain and node agent" \
+      org.opencontainers.image.source="https://github.com/stockade/stockade" \
+      org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0"
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 # The agent's dataplane tools. Versions follow the base image's Debian release, which is

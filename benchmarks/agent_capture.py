@@ -8,7 +8,7 @@ count and time. Reported, summed over the agents:
 * kernel: the deny rules' exact counters (each flow once);
 * captured: events the agents received over NFLOG, and at what rate;
 * lost: what the agents counted as NFLOG loss, and kernel - captured;
-* brain and Redis: what reached ``stockade_blocked_connections_total`` and the 15 m counts.
+* brain and Redis: what reached ``stockade_brain_blocked_connections_total`` and the 15 m counts.
 
 Only lab addresses are targets. Run as root: ``.venv/bin/python benchmarks/agent_capture.py [N]``.
 """
@@ -80,8 +80,8 @@ def totals(st: LabState) -> dict[str, float]:
         "lost": sum(row["lost"] for row in agents.values()),
     }
     brain = brain_metrics(st)
-    out["brain"] = sum(counters(brain, "stockade_blocked_connections").values())
-    out["brain_dropped"] = sum(counters(brain, "stockade_drop_events_dropped").values())
+    out["brain"] = sum(counters(brain, "stockade_brain_blocked_connections").values())
+    out["brain_dropped"] = sum(counters(brain, "stockade_brain_drop_events_dropped").values())
     out["redis"] = float(sum(redis_top(st, [], "15m").values()))
     return out
 
@@ -142,8 +142,9 @@ def report(n: int, sent_s: float, capture_s: float, peak: float, got: dict[str, 
     )
     print(f"NFLOG lost: agents counted {got['lost']:.0f}; kernel - captured = {got['kernel'] - got['captured']:.0f}")
     print(
-        f"brain stockade_blocked_connections_total: {got['brain']:.0f} (ratio to captured {got['brain'] / cap:.4f}); "
-        f"dropped on the way (stockade_drop_events_dropped_total): {got['brain_dropped']:.0f}"
+        f"brain stockade_brain_blocked_connections_total: {got['brain']:.0f} "
+        f"(ratio to captured {got['brain'] / cap:.4f}); "
+        f"dropped on the way (stockade_brain_drop_events_dropped_total): {got['brain_dropped']:.0f}"
     )
     print(
         f"Redis (15 m counts): {got['redis']:.0f} (ratio to kernel {got['redis'] / kernel:.4f}, "

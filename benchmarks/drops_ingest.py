@@ -6,10 +6,15 @@ pre-encoded batches of 1,000 events on several streams at once, as fast as the b
 The brain reports when the last event is in Redis; then every minute hash is compared with the
 counts computed here independently. Target: 50,000 events/s.
 
-    .venv/bin/python benchmarks/drops_ingest.py [--events 500000] [--flows typical|distinct]
+    .venv/bin/python benchmarks/drops_ingest.py [--events 500000] [--flows typical|distinct|hostile]
+                                                [--node-quota BYTES]
 
 ``typical``: most events come from a few hundred noisy flows, with a long tail (a scan).
-``distinct``: nearly every event is a flow of its own (the worst case for the counters).
+``distinct``: nearly every event is a flow of its own (the worst case for the counters; run it
+with ``--node-quota 0``, else each node's quota refuses most of them, as it should).
+``hostile``: the first stream floods distinct flows, the others are typical: the others' counts
+must be exact and the flood refused over its node's quota (``--node-quota``, default the
+brain's). Every event is validated as the brain does (the batches carry valid chain ids).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ sys.path[:0] = [str(ROOT / "services/common"), str(ROOT / "services/brain")]
 import grpc  # noqa: E402
 from redis.asyncio import Redis  # noqa: E402
 
+from stockade.brain.drops.quota import QuotaConfig  # noqa: E402
 from stockade.v1 import drops_pb2  # noqa: E402
 
 TARGET = 50_000
@@ -75,7 +81,7 @@ def runqueue_wait() -> float:
 # --- the brain process ---------------------------------------------------------------------
 
 
-async def serve(redis_port: int, grpc_port: int, expect: int) -> None:
+async def serve(redis_port: int, grpc_port: int, expect: int, quota: int) -> None:
     from prometheus_client import CollectorRegistry
 
     from stockade.brain.drops import Aggregator, DropMetrics, RedisStore, StaticResolver
@@ -83,7 +89,8 @@ async def serve(redis_port: int, grpc_port: int, expect: int) -> None:
     from stockade.v1 import drops_pb2_grpc
 
     store = RedisStore(Redis(port=redis_port))
-    agg = Aggregator(store, StaticResolver(pod_table()), DropMetrics(CollectorRegistry()))
+    agg = Aggregator(store, StaticResolver(pod_table()), DropMetrics(CollectorRegistry()),
+                     quota=QuotaConfig(bytes_per_window=quota))  # fmt: skip
     servicer = DropServicer(agg)
     first: list[float] = []
     done = asyncio.Event()
@@ -94,13 +101,16 @@ async def serve(redis_port: int, grpc_port: int, expect: int) -> None:
         nonlocal flushed
         await write(batch, writer)
         flushed += batch.events
-        if flushed + agg.shed_total >= expect:
+        if flushed + agg.shed_total + agg.refused_total >= expect:
             done.set()
 
-    def timed_accept(batch):  # type: ignore[no-untyped-def]
+    def timed_accept(batch, node=None):  # type: ignore[no-untyped-def]
         if not first:
             first.append(time.time())
-        return accept(batch)
+        out = accept(batch, node)
+        if agg.refused_total and flushed + agg.shed_total + agg.refused_total >= expect:
+            done.set()  # the last events were refused: nothing more to flush
+        return out
 
     store.write = counting_write  # type: ignore[method-assign]
     servicer.accept = timed_accept  # type: ignore[method-assign]
@@ -118,6 +128,7 @@ async def serve(redis_port: int, grpc_port: int, expect: int) -> None:
     cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     waited = runqueue_wait() - wait0
     report = {"first": first[0], "done": t_done, "cpu": cpu, "flushed": flushed, "shed": agg.shed_total,
+              "refused": agg.refused_total,
               "waited": waited, "redis_errors": agg.metrics.redis_errors._value.get()}  # fmt: skip
     print(json.dumps(report), flush=True)
     await agg.close()
@@ -139,6 +150,11 @@ def make_events(n: int, kind: str, seed: int) -> list[tuple[float, int, str, str
         for _ in range(300)
     ]  # fmt: skip
     out = []
+    if kind == "flood":  # every event a flow of its own, from addresses no other stream uses
+        for i in range(n):
+            src = f"203.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
+            out.append((now - rnd.random() * 60, 1, src, rnd.choice(pods), "TCP", 40000, rnd.randrange(1, 65536)))
+        return out
     for _ in range(n):
         t = now - 300 + rnd.random() * 299
         if kind == "typical" and rnd.random() < 0.9:
@@ -166,7 +182,8 @@ def encode(events: list[tuple[float, int, str, str, str, int, int]], node: str) 
     for seq, i in enumerate(range(0, len(events), BATCH), start=1):
         b = drops_pb2.DropBatch(node=node, instance=f"bench-{node}", seq=seq)
         for t, d, src, dst, proto, sport, port in events[i : i + BATCH]:
-            b.events.add(time=t, direction=d, src=src, dst=dst, protocol=proto, sport=sport, dport=port, chain="in_x")
+            chain = "in_0a1b2c" if d == 1 else "out_0a1b2c"
+            b.events.add(time=t, direction=d, src=src, dst=dst, protocol=proto, sport=sport, dport=port, chain=chain)
         out.append(b.SerializeToString())
     return out
 
@@ -204,13 +221,23 @@ async def drive(args: argparse.Namespace) -> int:
             except Exception:
                 await asyncio.sleep(0.05)
         print(f"generating {args.events:,} events ({args.flows} flows) ...", flush=True)
-        events = make_events(args.events, args.flows, seed=1)
-        want = expected(events)
-        per = (len(events) + args.streams - 1) // args.streams
-        parts = [encode(events[i * per : (i + 1) * per], f"node-{i}") for i in range(args.streams)]
+        per = (args.events + args.streams - 1) // args.streams
+        if args.flows == "hostile":  # stream 0 floods, the others are typical
+            flood = make_events(per, "flood", seed=2)
+            events = make_events(args.events - per, "typical", seed=1)
+            per_good = (len(events) + args.streams - 2) // (args.streams - 1)
+            split = [flood] + [events[i * per_good : (i + 1) * per_good] for i in range(args.streams - 1)]
+            want = expected(events)
+            events = flood + events
+        else:
+            flood = []
+            events = make_events(args.events, args.flows, seed=1)
+            want = expected(events)
+            split = [events[i * per : (i + 1) * per] for i in range(args.streams)]
+        parts = [encode(evs, f"node-{i}") for i, evs in enumerate(split)]
         brain = subprocess.Popen(
             [sys.executable, __file__, "--serve", "--redis-port", str(rport), "--grpc-port", str(gport),
-             "--expect", str(len(events))],
+             "--expect", str(len(events)), "--node-quota", str(args.node_quota)],
             stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert brain.stdout is not None
@@ -238,15 +265,29 @@ async def drive(args: argparse.Namespace) -> int:
         exact = result["shed"] == 0
         if result["shed"]:
             print(f"the brain shed {result['shed']:,} events (in-memory bound hit)")
+        if result["refused"]:
+            print(f"the brain refused {result['refused']:,} events (invalid, or over a node's quota of "
+                  f"{args.node_quota:,} bytes of new counters per window)")  # fmt: skip
         prefix = "{stockade}:drops:m:"
         keys = [_text(k) async for k in client.scan_iter(match=prefix + "*")]
-        if {int(k[len(prefix) :]) for k in keys} != set(want):
+        flood_keys = {k for c in expected(flood).values() for k in c}
+        flood_stored = 0
+        if {int(k[len(prefix) :]) for k in keys} - set(expected(flood)) != set(want) - set(expected(flood)):
             exact = False
-        for m, c in want.items():
+        for m in {*want, *expected(flood)}:
             got = {_text(k): int(v) for k, v in (await client.hgetall(f"{prefix}{m}")).items()}
-            if got != dict(c):
+            flood_stored += sum(v for k, v in got.items() if k in flood_keys)
+            got = {k: v for k, v in got.items() if k not in flood_keys}
+            if got != dict(want.get(m, {})):
                 exact = False
-                print(f"minute {m}: {sum(got.values())} in Redis, {sum(c.values())} expected")
+                print(f"minute {m}: {sum(got.values())} in Redis, {sum(want.get(m, {}).values())} expected")
+        if flood:
+            flood_ok = flood_stored + result["refused"] == len(flood)
+            exact = exact and flood_ok
+            print(f"flooding node: {flood_stored:,} of its {len(flood):,} events stored, {result['refused']:,} "
+                  f"refused over its quota ({'adds up' if flood_ok else 'DOES NOT ADD UP'})")  # fmt: skip
+        elif result["refused"]:
+            exact = False
         total = sum(sum(c.values()) for c in want.values())
         print(f"counts in Redis exact: {'yes' if exact else 'NO'} ({total:,} events in {len(want)} minute buckets; "
               f"redis errors {result['redis_errors']:.0f})")  # fmt: skip
@@ -263,7 +304,9 @@ async def drive(args: argparse.Namespace) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=500_000)
-    ap.add_argument("--flows", choices=["typical", "distinct"], default="typical")
+    ap.add_argument("--flows", choices=["typical", "distinct", "hostile"], default="typical")
+    ap.add_argument("--node-quota", type=int, default=QuotaConfig().bytes_per_window,
+                    help="bytes of new counters per node per window (default: the brain's; 0: no quota)")  # fmt: skip
     ap.add_argument("--streams", type=int, default=4, help="agents streaming at once")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--redis-port", type=int, help=argparse.SUPPRESS)
@@ -271,7 +314,7 @@ def main() -> int:
     ap.add_argument("--expect", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
-        asyncio.run(serve(args.redis_port, args.grpc_port, args.expect))
+        asyncio.run(serve(args.redis_port, args.grpc_port, args.expect, args.node_quota))
         return 0
     return asyncio.run(drive(args))
 

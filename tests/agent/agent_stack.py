@@ -226,7 +226,17 @@ class Stack:
     def cli(self, *argv: str) -> Any:
         """The real `stockade` operator command against this brain's admin API, as JSON."""
         proc = subprocess.run(
-            in_node(STOCKADE, *argv, "--brain", f"127.0.0.1:{ADMIN_PORT}", "--token", ADMIN_TOKEN, "-o", "json"),
+            in_node(
+                STOCKADE,
+                *argv,
+                "--brain",
+                f"127.0.0.1:{ADMIN_PORT}",
+                "--insecure",
+                "--token",
+                ADMIN_TOKEN,
+                "-o",
+                "json",
+            ),
             capture_output=True,
             text=True,
             timeout=60,

@@ -238,7 +238,12 @@ def syn_burst(netns: str, dst: str, port: int, count: int, linger: float = 1.5) 
 def udp_burst(netns: str, dst: str, port: int, flows: int, per_flow: int = 1) -> None:
     """``flows`` UDP flows (distinct source ports), ``per_flow`` datagrams each."""
     socks = [_socket(netns, socket.SOCK_DGRAM, dst) for _ in range(flows)]
-    for _ in range(per_flow):
+    for i in range(per_flow):
+        if i:
+            # A veth hands each datagram to the peer's backlog (net.core.netdev_max_backlog,
+            # 1,000): rounds sent back to back on a busy machine can overflow it, and a flow all
+            # of whose datagrams were lost there never reached the rules to be counted.
+            time.sleep(0.05)
         for s in socks:
             s.sendto(b"x", (dst, port))
     for s in socks:

@@ -37,10 +37,10 @@ def test_iptables_agent_enforces_counts_and_restarts_without_change(stack: Stack
     assert s is not None and echoes(s)
 
     def kernel() -> float:
-        return stack.metric("stockade_blocked_connections_kernel_total", direction="ingress")
+        return stack.metric("stockade_agent_blocked_connections_kernel_total", direction="ingress")
 
     def nflog() -> float:
-        return stack.metric("stockade_blocked_connections_total", direction="ingress")
+        return stack.metric("stockade_agent_blocked_connections_total", direction="ingress")
 
     base_kernel, base_nflog = kernel(), nflog()
     for _ in range(3):
@@ -59,7 +59,7 @@ def test_iptables_agent_enforces_counts_and_restarts_without_change(stack: Stack
     stack.start_agent()
     eventually(lambda: stack.http("/readyz")[0] == 200, what="the restarted agent to be ready")
     assert our_state() == before
-    assert stack.metric("stockade_transactions_total", result="failed") == 0
+    assert stack.metric("stockade_agent_transactions_total", result="failed") == 0
     t = connect("client", OTHER_PORT)
     assert t is not None and echoes(t)
     t.close()

@@ -15,7 +15,7 @@ from agent_brain import NODE, OTHER_PORT, PODS, WEB_PORT, web_policy
 from agent_stack import NETNS, STOCKADE, Stack, connect, echoes, eventually, in_node, running_stack, sh
 
 from stockade.agent import netns as ns
-from stockade.agent.backends import names
+from stockade.agent.backends import names, nft_render
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +35,10 @@ def test_agent_applies_the_first_snapshot_and_becomes_ready(stack: Stack) -> Non
     assert stack.http("/healthz")[0] == 200
     assert stack.kernel_problems() == []
     assert "table inet stockade" in sh("nft", "list", "tables", netns=NETNS)
-    assert stack.metric("stockade_brain_connected") == 1
-    assert stack.metric("stockade_applied_generation") >= 1
-    assert stack.metric("stockade_transactions_total", result="ok") >= 1
-    assert stack.metric("stockade_apply_seconds_count") >= 1
+    assert stack.metric("stockade_agent_brain_connected") == 1
+    assert stack.metric("stockade_agent_applied_generation") >= 1
+    assert stack.metric("stockade_agent_transactions_total", result="ok") >= 1
+    assert stack.metric("stockade_agent_apply_seconds_count") >= 1
     log = stack.agent_log()
     assert "connected to the brain" in log and "applied generation" in log
     # enforced on real packets: client may reach web's port, other may not
@@ -56,10 +56,10 @@ def test_blocked_connections_are_counted_exactly_and_reach_the_brain(stack: Stac
     before = at_brain()
 
     def kernel() -> float:
-        return stack.metric("stockade_blocked_connections_kernel_total", direction="ingress")
+        return stack.metric("stockade_agent_blocked_connections_kernel_total", direction="ingress")
 
     def nflog() -> float:
-        return stack.metric("stockade_blocked_connections_total", direction="ingress", protocol="TCP")
+        return stack.metric("stockade_agent_blocked_connections_total", direction="ingress", protocol="TCP")
 
     base_kernel, base_nflog = kernel(), nflog()
     for _ in range(3):  # three connections, each given up before its SYN is retransmitted
@@ -69,7 +69,7 @@ def test_blocked_connections_are_counted_exactly_and_reach_the_brain(stack: Stac
     time.sleep(0.5)  # nothing more may trickle in
     assert kernel() - base_kernel == 3  # exact: once per connection
     assert nflog() - base_nflog == 3
-    assert stack.metric("stockade_nflog_events_lost_total") == 0
+    assert stack.metric("stockade_agent_nflog_events_lost_total") == 0
     eventually(lambda: len(at_brain()) - len(before) >= 3, what="the drop reports at the brain")
     events = at_brain()[len(before) :]
     assert len(events) == 3
@@ -81,13 +81,13 @@ def test_blocked_connections_are_counted_exactly_and_reach_the_brain(stack: Stac
 def test_a_policy_change_reaches_the_kernel_and_ends_forbidden_connections(stack: Stack) -> None:
     s = connect("client", WEB_PORT)
     assert s is not None and echoes(s)
-    generation = stack.metric("stockade_applied_generation")
+    generation = stack.metric("stockade_agent_applied_generation")
     stack.change(web_policy(OTHER_PORT))  # web now accepts OTHER_PORT only
-    eventually(lambda: stack.metric("stockade_applied_generation") > generation, what="the new generation")
+    eventually(lambda: stack.metric("stockade_agent_applied_generation") > generation, what="the new generation")
     assert stack.kernel_problems() == []
     assert not echoes(s, timeout=1.0), "an established connection the new policy forbids kept running"
     s.close()
-    assert stack.metric("stockade_conntrack_entries_deleted_total") >= 1
+    assert stack.metric("stockade_agent_conntrack_entries_deleted_total") >= 1
     assert connect("client", WEB_PORT) is None
     t = connect("client", OTHER_PORT)
     assert t is not None and echoes(t)
@@ -127,16 +127,17 @@ def test_restarting_the_agent_does_not_flap_and_drift_is_repaired(stack: Stack) 
         eventually(lambda: stack.http("/readyz")[0] == 200, what="the restarted agent to be ready")
         time.sleep(1.5)  # past one verify interval
         assert monitor.lines == [], f"the restart changed the kernel: {monitor.lines[:5]}"
-        assert stack.metric("stockade_drift_repairs_total") == 0
+        assert stack.metric("stockade_agent_drift_repairs_total") == 0
 
-        # someone deletes our address set by hand (and the rule using it, or the kernel refuses):
-        # repaired within the verify interval
+        # someone empties our address set by hand (its elements in the shared hosts set) and the
+        # rule using it: repaired within the verify interval
         chain = names.nft_chain(model.ingress[PODS["web"]])
         (set_id,) = model.chains[model.ingress[PODS["web"]]].set_refs()
-        script = f"flush chain inet stockade {chain}\ndelete set inet stockade {names.nft_set(set_id)}\n"
+        elems = nft_render.tagged(nft_render.set_forms(set_id, model.sets[set_id])[4], names.nft_tag(set_id))
+        script = f"flush chain inet stockade {chain}\ndelete element inet stockade hosts4 {{ {', '.join(elems)} }}\n"
         assert ns.run(["nft", "-f", "-"], NETNS, input=script).returncode == 0
         assert stack.kernel_problems(model) != []
-        eventually(lambda: stack.metric("stockade_drift_repairs_total") >= 1, timeout=5, what="a drift repair")
+        eventually(lambda: stack.metric("stockade_agent_drift_repairs_total") >= 1, timeout=5, what="a drift repair")
         assert stack.kernel_problems(model) == []
         assert any("delete" in line for line in monitor.lines)  # the monitor saw changes: it works
         assert "drift repaired" in stack.agent_log()
@@ -151,7 +152,7 @@ def test_restarting_the_agent_does_not_flap_and_drift_is_repaired(stack: Stack) 
 def test_the_rules_stay_while_the_brain_is_away(stack: Stack) -> None:
     model = stack.model()
     stack.kill_brain()
-    eventually(lambda: stack.metric("stockade_brain_connected") == 0, what="the agent to see the brain gone")
+    eventually(lambda: stack.metric("stockade_agent_brain_connected") == 0, what="the agent to see the brain gone")
     time.sleep(0.5)
     assert stack.kernel_problems(model) == []
     assert stack.http("/readyz")[0] == 200  # still enforcing
@@ -171,7 +172,7 @@ def test_the_rules_stay_while_the_brain_is_away(stack: Stack) -> None:
     # the brain comes back (a new process, a new epoch): ready again, and changes follow
     stack.start_brain()
     eventually(lambda: stack.http("/readyz")[0] == 200, timeout=15, what="the agent to get its rules")
-    assert stack.metric("stockade_brain_connected") == 1
+    assert stack.metric("stockade_agent_brain_connected") == 1
     stack.change(web_policy(WEB_PORT))
     eventually(lambda: stack.kernel_problems() == [], what="the change after the reconnect")
     s = connect("client", WEB_PORT)

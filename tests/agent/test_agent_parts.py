@@ -61,9 +61,9 @@ def test_applies_are_timed_counted_and_end_forbidden_flows() -> None:
     assert len(ends.calls) == 1  # adding a peer forbids nothing
     dp.apply_delta(diff(wider, first), first)
     assert len(ends.calls) == 2  # removing one may
-    assert sample(metrics, "stockade_transactions_total", result="ok") == 3
-    assert sample(metrics, "stockade_apply_seconds_count") == 3
-    assert sample(metrics, "stockade_conntrack_entries_deleted_total") == 4
+    assert sample(metrics, "stockade_agent_transactions_total", result="ok") == 3
+    assert sample(metrics, "stockade_agent_apply_seconds_count") == 3
+    assert sample(metrics, "stockade_agent_conntrack_entries_deleted_total") == 4
 
 
 def test_a_failed_apply_is_counted_and_a_failed_cleanup_does_not_fail_the_apply() -> None:
@@ -78,8 +78,8 @@ def test_a_failed_apply_is_counted_and_a_failed_cleanup_does_not_fail_the_apply(
     with pytest.raises(ApplyError):
         dp.apply_delta(diff(model(), model(81)), model(81))
     assert dp.model == model()  # still what the kernel holds
-    assert sample(metrics, "stockade_transactions_total", result="failed") == 1
-    assert sample(metrics, "stockade_transactions_total", result="ok") == 1
+    assert sample(metrics, "stockade_agent_transactions_total", result="failed") == 1
+    assert sample(metrics, "stockade_agent_transactions_total", result="ok") == 1
 
 
 def test_check_repairs_drift_once_and_counts_it() -> None:
@@ -92,7 +92,7 @@ def test_check_repairs_drift_once_and_counts_it() -> None:
     assert dp.check() != []
     assert inner.model == model()
     assert dp.check() == []
-    assert sample(metrics, "stockade_drift_repairs_total") == 1
+    assert sample(metrics, "stockade_agent_drift_repairs_total") == 1
     assert dp.denied_counts() is None  # the memory dataplane has no counters
 
 
@@ -108,7 +108,7 @@ def parse(*argv: str) -> argparse.Namespace:
 def test_tls_dir_takes_the_certs_init_layout_and_a_flat_one(tmp_path: Path) -> None:
     write_bundle(tmp_path, ["n1"], ["localhost"])
     cfg = agent_cmd.build_config(parse("--node", "n1", "--brain", "b:1", "--tls-dir", str(tmp_path)))
-    assert cfg.tls is not None and cfg.tls.cert == (tmp_path / "nodes" / "n1.crt").read_bytes()
+    assert cfg.tls is not None and cfg.tls.current().cert == (tmp_path / "nodes" / "n1.crt").read_bytes()
     flat = tmp_path / "flat"
     flat.mkdir()
     for name in ("n1.crt", "n1.key"):
@@ -117,7 +117,8 @@ def test_tls_dir_takes_the_certs_init_layout_and_a_flat_one(tmp_path: Path) -> N
     cfg = agent_cmd.build_config(
         parse("--node", "n1", "--brain", "b:1", "--tls-dir", str(flat), "--server-name", "brain")
     )
-    assert cfg.tls is not None and cfg.tls.server_name == "brain" and cfg.tls.key == (flat / "n1.key").read_bytes()
+    assert cfg.tls is not None
+    assert cfg.tls.current().server_name == "brain" and cfg.tls.current().key == (flat / "n1.key").read_bytes()
     with pytest.raises(agent_cmd.UsageError, match="no certificate for node 'n2'"):
         agent_cmd.build_config(parse("--node", "n2", "--brain", "b:1", "--tls-dir", str(tmp_path)))
 
@@ -214,16 +215,16 @@ async def test_node_agent_in_process_against_a_real_brain() -> None:
         await wait_for(lambda: agent.not_ready_reason() is None)
         assert dataplane.model == models["n1"]
         body, _ = agent.render_metrics()
-        assert b"stockade_brain_connected 1.0" in body and b"stockade_applied_generation 1.0" in body
+        assert b"stockade_agent_brain_connected 1.0" in body and b"stockade_agent_applied_generation 1.0" in body
         new = model(8080)
         fanout.on_deltas({"n1": diff(models["n1"], new)})
         models["n1"] = new
         await wait_for(lambda: dataplane.model == new)
         dataplane.model = model(1)  # drift: repaired by the verify loop
-        await wait_for(lambda: sample(agent.metrics, "stockade_drift_repairs_total") == 1)
+        await wait_for(lambda: sample(agent.metrics, "stockade_agent_drift_repairs_total") == 1)
         assert dataplane.model == new
         await server.stop(None)  # the brain goes away: nothing changes, the gauge says so
-        await wait_for(lambda: b"stockade_brain_connected 0.0" in agent.render_metrics()[0])
+        await wait_for(lambda: b"stockade_agent_brain_connected 0.0" in agent.render_metrics()[0])
         assert dataplane.model == new and agent.not_ready_reason() is None
     finally:
         stop.set()

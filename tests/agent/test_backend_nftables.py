@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import (
     NODE,
+    P1_EGRESS,
     P2_INGRESS,
     Topology,
     case_atomic,
@@ -16,7 +17,7 @@ from conftest import (
     policy_model,
 )
 
-from stockade.agent.backends import make_backend
+from stockade.agent.backends import make_backend, names
 from stockade.agent.backends.base import ApplyError
 from stockade.agent.backends.nft_render import NftConfig, render_snapshot
 from stockade.agent.backends.nftables import NftablesBackend
@@ -52,10 +53,15 @@ def test_delta_changes_what_passes(topology: Topology, backend: NftablesBackend)
 
 def test_bad_transaction_raises_and_changes_nothing(topology: Topology, backend: NftablesBackend) -> None:
     model = policy_model()
-    bad = NodeDelta("n1", set_added={"web": frozenset({"10.201.3.2/32"})}, removed_sets=frozenset({"nosuch"}))
+    bad = NodeDelta("n1", set_added={"web": frozenset({"10.201.3.2/32"})}, removed_chains=frozenset({"in_nosuch"}))
     with pytest.raises(ApplyError, match="No such file"):
         backend.apply_delta(bad, model)
     assert backend.verify(model) == []  # the element add in the same transaction did not happen
+    # a set removed that the node never had: its elements cannot be found, so nothing is applied
+    unknown = NodeDelta("n1", set_added={"web": frozenset({"10.201.3.2/32"})}, removed_sets=frozenset({"nosuch"}))
+    with pytest.raises(ApplyError, match=r"removes address sets \['nosuch'\] that this node does not hold"):
+        backend.apply_delta(unknown, model)
+    assert backend.verify(model) == []
 
 
 def test_bad_element_batch_raises_and_changes_nothing(topology: Topology, backend: NftablesBackend) -> None:
@@ -92,18 +98,26 @@ def test_restart_applies_nothing(topology: Topology, backend: NftablesBackend) -
     assert after.handles == before.handles and after.denied == before.denied
 
 
+WEB = "{} . {} . {}".format("{}", *names.nft_tag("web"))  # an element of set web in hosts4
+
+
 @pytest.mark.parametrize(
     "damage",
     [
         "flush table inet stockade",
-        "delete element inet stockade a_web { 10.201.1.2 }",
+        f"delete element inet stockade hosts4 {{ {WEB.format('10.201.1.2')} }}",
+        # p3 slipped into set web by hand: it would be allowed to p2
+        f"add element inet stockade hosts4 {{ {WEB.format('10.201.3.2')} }}",
         "delete element inet stockade ingress_dispatch { 10.201.3.2 }",
         f"flush chain inet stockade {P2_INGRESS.id}",
         "delete table inet stockade",
-        # a set deleted by hand (its only user emptied first, as nft demands)
-        f"flush chain inet stockade {P2_INGRESS.id}; delete set inet stockade a_web",
+        # every host-only set emptied at once
+        "flush set inet stockade hosts4",
+        # an interval set deleted by hand (its users emptied first, as nft demands)
+        f"flush chain inet stockade {P2_INGRESS.id}; flush chain inet stockade {P1_EGRESS.id}; "
+        "delete set inet stockade a_blk",
     ],
-    ids=["flush-table", "set-element", "dispatch", "chain", "table", "set"],
+    ids=["flush-table", "set-element", "extra-element", "dispatch", "chain", "table", "hosts-flushed", "set"],
 )
 def test_drift_found_and_repaired(topology: Topology, backend: NftablesBackend, damage: str) -> None:
     case_drift(topology, backend, ["nft", damage])

@@ -9,6 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from stockade.agent.metrics import AgentMetrics
+from stockade.agent.sync.applier import AgentStatus
 from stockade.model.events import BlockedEvent
 from stockade.model.rules import Chain, Direction, NodeModel, PortMatch, Protocol, Rule
 
@@ -38,7 +39,7 @@ def model_with_ports() -> NodeModel:
 
 def bc(protocol: str, dport: str, direction: str = "ingress") -> Sample:
     labels = (("direction", direction), ("dport", dport), ("protocol", protocol))
-    return ("stockade_blocked_connections_total", labels)
+    return ("stockade_agent_blocked_connections_total", labels)
 
 
 def test_blocked_connections_by_protocol_port_and_direction() -> None:
@@ -68,15 +69,15 @@ def test_dport_label_values_are_capped() -> None:
     m = AgentMetrics(max_dports=3)
     m.blocked_events(blocked("TCP", port) for port in (1, 2, 3, 4, 5, 1))
     s = parse(m)
-    ports = {dict(k[1])["dport"] for k in s if k[0] == "stockade_blocked_connections_total"}
+    ports = {dict(k[1])["dport"] for k in s if k[0] == "stockade_agent_blocked_connections_total"}
     assert ports == {"1", "2", "3", "other"}
     assert s[bc("TCP", "1")] == 2 and s[bc("TCP", "other")] == 2
 
 
 def test_kernel_counters_follow_cumulative_counts_through_resets() -> None:
     m = AgentMetrics()
-    kernel = ("stockade_blocked_connections_kernel_total", (("direction", "ingress"),))
-    egress = ("stockade_blocked_connections_kernel_total", (("direction", "egress"),))
+    kernel = ("stockade_agent_blocked_connections_kernel_total", (("direction", "ingress"),))
+    egress = ("stockade_agent_blocked_connections_kernel_total", (("direction", "egress"),))
     assert parse(m)[kernel] == 0 and parse(m)[egress] == 0
     m.kernel_counters({"in_a": 10, "in_b": 5, "out_c": 2, "forward": 99})
     m.kernel_counters({"in_a": 12, "in_b": 5, "out_c": 2})
@@ -102,26 +103,39 @@ def test_apply_transactions_and_gauges() -> None:
     m.nflog_lost_total(2)  # the reader was re-opened: counts start again
     m.nflog_lost_total(3)
     m.conntrack_ended(5)
-    m.set_brain_connected(True)
-    m.set_applied_generation(42)
+    status = AgentStatus("node-1", connected=True, generation=42)
+    m.watch_sync(status)  # the sync client's state, read at scrape time
     s = parse(m)
-    assert s[("stockade_transactions_total", (("result", "ok"),))] == 2
-    assert s[("stockade_transactions_total", (("result", "failed"),))] == 1
-    assert s[("stockade_apply_seconds_count", ())] == 3
-    assert s[("stockade_apply_seconds_bucket", (("le", "0.005"),))] >= 1
-    assert s[("stockade_drift_repairs_total", ())] == 3
-    assert s[("stockade_nflog_events_lost_total", ())] == 9 + 1
-    assert s[("stockade_conntrack_entries_deleted_total", ())] == 5
-    assert s[("stockade_brain_connected", ())] == 1
-    assert s[("stockade_applied_generation", ())] == 42
-    m.set_brain_connected(False)
-    assert parse(m)[("stockade_brain_connected", ())] == 0
+    assert s[("stockade_agent_transactions_total", (("result", "ok"),))] == 2
+    assert s[("stockade_agent_transactions_total", (("result", "failed"),))] == 1
+    assert s[("stockade_agent_apply_seconds_count", ())] == 3
+    assert s[("stockade_agent_apply_seconds_bucket", (("le", "0.005"),))] >= 1
+    assert s[("stockade_agent_drift_repairs_total", ())] == 3
+    assert s[("stockade_agent_nflog_events_lost_total", ())] == 9 + 1
+    assert s[("stockade_agent_conntrack_entries_deleted_total", ())] == 5
+    assert s[("stockade_agent_brain_connected", ())] == 1
+    assert s[("stockade_agent_applied_generation", ())] == 42
+    status.connected = False
+    assert parse(m)[("stockade_agent_brain_connected", ())] == 0
+
+
+def test_every_series_is_the_agents_and_the_process_is_measured() -> None:
+    """Names start stockade_agent_ (the brain's start stockade_brain_), so a sum over both never
+    adds one thing twice; the registry also carries the process's own metrics."""
+    m = AgentMetrics()
+    m.watch_sync(AgentStatus("node-1"))
+    names = {f.name for f in m.registry.collect()}
+    ours = {n for n in names if n.startswith("stockade_")}
+    assert ours and all(n.startswith("stockade_agent_") for n in ours), sorted(ours)
+    s = parse(m)
+    assert s[("process_resident_memory_bytes", ())] > 1e6
+    assert ("stockade_agent_brain_connected", ()) in s and ("stockade_agent_fail_static", ()) in s
 
 
 def test_each_instance_has_its_own_registry() -> None:
     a, b = AgentMetrics(), AgentMetrics()
     a.drift_repaired()
-    assert parse(b)[("stockade_drift_repairs_total", ())] == 0
+    assert parse(b)[("stockade_agent_drift_repairs_total", ())] == 0
     assert a.content_type.startswith("text/plain")
 
 

@@ -299,7 +299,10 @@ def test_tcp_and_udp_attempts_become_events_with_their_fields(fresh_rules: None)
         for fam in text_string_to_metric_families(metrics.render().decode())
         for s in fam.samples
     }
-    key = ("stockade_blocked_connections_total", (("direction", "ingress"), ("dport", "other"), ("protocol", "TCP")))
+    key = (
+        "stockade_agent_blocked_connections_total",
+        (("direction", "ingress"), ("dport", "other"), ("protocol", "TCP")),
+    )
     assert samples[key] == 5  # 9000 is above 1024 and named by no rule of this (empty) model
 
 

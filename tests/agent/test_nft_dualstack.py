@@ -8,6 +8,7 @@ elements were skipped, so every new IPv6 connection to or from an isolated pod h
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from conftest import (
     DENIED_WAIT,
     NODE,
     NODE2,
+    P1_EGRESS,
     P2_INGRESS,
     PODS,
     PODS6,
@@ -86,10 +88,13 @@ def test_before_dual_stack_ipv6_bypassed_deny_all(topology: Topology, backend: N
     q1, p2 = topology.netns("q1"), topology.netns("p2")
     model = deny_all_model()
     try:
-        # The old renderer's output for this very model (same chain ids: they are content digests).
+        # The old renderer's output for this very model, under today's chain ids (content
+        # digests, since widened: the old text names each direction's one chain by its old id).
         old = OLD_RENDERING.read_text()
+        for cid in model.chains:
+            old = re.sub(rf"\b{cid.split('_')[0]}_[0-9a-f]{{12}}\b", names.nft_chain(cid), old)
         assert all(f"jump {names.nft_chain(c)}" in old for c in model.chains)
-        ns.run(["nft", "-f", str(OLD_RENDERING)], NODE, check=True)
+        ns.run(["nft", "-f", "-"], NODE, input=old, check=True)
         assert denied(q1, PODS["p2"], 20080) and denied(p2, PODS["q1"], 20080)  # IPv4: enforced
         assert tcp_ok(q1, PODS6["p2"], 20080), "the old rendering should let IPv6 in (the bug)"
         assert tcp_ok(p2, PODS6["q1"], 20080), "the old rendering should let IPv6 out (the bug)"
@@ -207,9 +212,16 @@ def _with(
 
 
 def _ipv6_sets(backend: NftablesBackend) -> list[str]:
+    """The IPv6 side of the address sets: own ``a6_`` sets, and ``hosts6/<set>`` for each set of
+    `dual_policy_model` with elements under its tag in ``hosts6``."""
     view = backend.read_view()
     assert view is not None
-    return sorted(name for name in view.sets if name.startswith("a6_"))
+    tags = {names.nft_tag(sid): sid for sid in dual_policy_model().sets}
+    shared = [f"hosts6/{tags.get(tag, tag)}" for v, tag in view.tagged if v == 6]
+    return sorted([name for name in view.sets if name.startswith("a6_")] + shared)
+
+
+IPV6_SETS = ["a6_blk", "hosts6/p2", "hosts6/web"]
 
 
 def test_first_ipv6_pod_switches_the_layout_in_one_transaction(
@@ -232,7 +244,7 @@ def test_first_ipv6_pod_switches_the_layout_in_one_transaction(
     fresh.apply_delta(delta, dual)
     assert fresh.transactions == 1
     assert fresh.verify(dual) == []
-    assert _ipv6_sets(fresh) == ["a6_blk", "a6_p2", "a6_web"]
+    assert _ipv6_sets(fresh) == IPV6_SETS
     assert tcp_ok(p1, PODS6["p2"], 20080)  # allowed by p2's IPv6 rule from "web"
     assert denied(p3, PODS6["p2"], 20080)
     assert denied(p1, PODS6["p3"], 20443)  # p1's IPv6 egress is enforced too
@@ -253,10 +265,12 @@ def test_repair_moves_a_table_to_the_models_layout(backend: NftablesBackend, dua
     ipv4 = policy_model()
     backend.apply_snapshot(ipv4)
     problems = backend.verify(dual)
-    assert "missing set a6_web" in problems and any(f"chain {P2_INGRESS.id} has" in p for p in problems)
+    web6 = "set hosts6 tag {}.{} (address set 'web') differs".format(*names.nft_tag("web"))
+    assert "missing set a6_blk" in problems and any(p.startswith(web6) for p in problems)
+    assert any(f"chain {P2_INGRESS.id} has" in p for p in problems)
     backend.repair(dual)
-    assert backend.verify(dual) == [] and _ipv6_sets(backend) == ["a6_blk", "a6_p2", "a6_web"]
-    assert "extra set a6_web" in backend.verify(ipv4)
+    assert backend.verify(dual) == [] and _ipv6_sets(backend) == IPV6_SETS
+    assert "extra set a6_blk" in backend.verify(ipv4) and any(p.startswith(web6) for p in backend.verify(ipv4))
     backend.repair(ipv4)
     assert backend.verify(ipv4) == [] and _ipv6_sets(backend) == []
 
@@ -333,17 +347,18 @@ def test_thousand_deltas_are_atomic_for_ipv6_clients(
 @pytest.mark.parametrize(
     "damage",
     [
-        f"delete element inet stockade a6_web {{ {PODS6['p1']} }}",
+        "delete element inet stockade hosts6 {{ {} . {} . {} }}".format(PODS6["p1"], *names.nft_tag("web")),
         f"delete element inet stockade ingress_dispatch6 {{ {PODS6['p2']} }}",
         f"delete element inet stockade egress_dispatch6 {{ {PODS6['p1']} }}",
         "flush set inet stockade a6_blk",
-        f"add element inet stockade a6_web {{ {PODS6['p3']} }}",
+        "add element inet stockade hosts6 {{ {} . {} . {} }}".format(PODS6["p3"], *names.nft_tag("web")),
         # the forward chain without its IPv6 dispatch: rebuilt whole
         "flush chain inet stockade forward; add rule inet stockade forward ct state established,related accept; "
         "add rule inet stockade forward ip saddr vmap @egress_dispatch; "
         "add rule inet stockade forward ip daddr vmap @ingress_dispatch",
         # the IPv6 twin of a set deleted by hand (its users emptied first, as nft demands)
-        f"flush chain inet stockade {P2_INGRESS.id}; delete set inet stockade a6_web",
+        f"flush chain inet stockade {P2_INGRESS.id}; flush chain inet stockade {P1_EGRESS.id}; "
+        "delete set inet stockade a6_blk",
     ],
     ids=["set-element", "ingress-dispatch", "egress-dispatch", "set-flushed", "extra-element", "forward", "set"],
 )

@@ -1,9 +1,11 @@
-"""Address sets of host addresses are hash sets, the others interval sets: real packets through both.
+"""Host-only address sets share one hash set per family under their tags; the others are interval
+sets of their own: real packets through both.
 
-A set's kernel kind follows its content (`nft_render.is_hash`): pod-selector sets hold pod
-addresses only and are plain ``ipv4_addr`` / ``ipv6_addr`` hash sets (cheaper to create and fill
-than interval sets); a set with a CIDR is an interval set. A delta that would change a set's kind
-is one full snapshot; a set of the wrong kind in the kernel is drift, found and repaired.
+Where a set lives follows its content (`nft_render.is_hash`): pod-selector sets hold pod
+addresses only and are elements ``addr . tag`` of ``hosts4`` / ``hosts6`` (one kernel set per
+family, however many address sets: the kernel's set lookups by name stay short); a set with a
+CIDR is an interval set of its own. A delta that would move a set is one full snapshot; a set in
+the wrong place or form in the kernel, or a tampered hosts set, is drift, found and repaired.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 from conftest import (
+    ALLOWED_WAIT,
     DENIED_WAIT,
     NODE,
     P1_EGRESS,
@@ -25,14 +28,14 @@ from conftest import (
 )
 
 from stockade.agent import netns as ns
-from stockade.agent.backends import make_backend, nft_render
+from stockade.agent.backends import make_backend, names, nft_render
 from stockade.agent.backends.nftables import NftablesBackend
 from stockade.model import Chain, Direction, NodeModel, Rule, diff
 
 pytestmark = pytest.mark.root
 
-HASH_SETS = ["a6_p2", "a6_web", "a_p2", "a_web"]  # pod addresses only
-INTERVAL_SETS = ["a6_blk", "a_blk"]  # CIDRs
+HOST_ONLY = ["p2", "web"]  # pod addresses only: in the hosts sets
+INTERVAL_SETS = ["a6_blk", "a_blk"]  # CIDRs: sets of their own
 
 
 @pytest.fixture(scope="module")
@@ -62,25 +65,46 @@ def listed(name: str) -> str:
     return ns.run(["nft", "list", "set", "inet", "stockade", name], NODE, check=True).stdout
 
 
+def own_sets(backend: NftablesBackend) -> list[str]:
+    view = backend.read_view()
+    assert view is not None
+    return sorted(view.sets)
+
+
+def tagged(backend: NftablesBackend, sid: str) -> dict[int, frozenset[str]]:
+    """The elements of ``sid`` in each family's hosts set."""
+    view = backend.read_view()
+    assert view is not None
+    tag = names.nft_tag(sid)
+    return {v: view.tagged.get((v, tag), frozenset()) for v in (4, 6)}
+
+
+def elem(addr: str, sid: str) -> str:
+    hi, lo = names.nft_tag(sid)
+    return f"{addr} . {hi} . {lo}"
+
+
 def denied(netns: str, dst: str, port: int) -> bool:
     return not tcp_ok(netns, dst, port, DENIED_WAIT)
 
 
-def test_each_set_has_the_kind_of_its_content(topology: Topology, backend: NftablesBackend, dual: NodeModel) -> None:
-    assert interval_sets(backend) == INTERVAL_SETS
-    assert "flags interval" not in listed("a_web") and "flags interval" not in listed("a6_p2")
+def test_each_set_lives_where_its_content_says(topology: Topology, backend: NftablesBackend, dual: NodeModel) -> None:
+    assert own_sets(backend) == interval_sets(backend) == INTERVAL_SETS
     assert "flags interval" in listed("a_blk") and "flags interval" in listed("a6_blk")
-    # hash-set peers (web, p2) and interval-set peers (blk) in both families
+    assert tagged(backend, "web") == {4: frozenset({f"{PODS['p1']}/32"}), 6: frozenset({f"{PODS6['p1']}/128"})}
+    assert tagged(backend, "p2") == {4: frozenset({f"{PODS['p2']}/32"}), 6: frozenset({f"{PODS6['p2']}/128"})}
+    assert elem(PODS6["p1"], "web") in listed("hosts6") and "flags" not in listed("hosts4")
+    # peers in the hosts sets (web, p2) and in sets of their own (blk), both families
     assert run_matrix(topology, "ipv4") == []
     assert run_matrix(topology, "ipv6") == []
 
 
-def test_hash_set_deltas_by_netlink_and_by_script(
+def test_host_only_set_deltas_by_netlink_and_by_script(
     topology: Topology, backend: NftablesBackend, dual: NodeModel
 ) -> None:
     p3 = topology.netns("p3")
     assert denied(p3, PODS["p2"], 20080) and denied(p3, PODS6["p2"], 20080)
-    # element-only: netlink, bare keys into the hash sets
+    # element-only: netlink, address . tag keys into the hosts sets
     wider = dual.copy()
     wider.sets["web"] = dual.sets["web"] | {f"{PODS['p3']}/32", f"{PODS6['p3']}/128"}
     delta = diff(dual, wider)
@@ -90,7 +114,8 @@ def test_hash_set_deltas_by_netlink_and_by_script(
     assert backend.transactions == before + 1
     assert backend.verify(wider) == [] and interval_sets(backend) == INTERVAL_SETS
     assert tcp_ok(p3, PODS["p2"], 20080) and tcp_ok(p3, PODS6["p2"], 20080)
-    # with a new chain: an nft script, removing the hash sets' elements and creating a hash set
+    # with a new chain: an nft script, removing elements and adding a new host-only set: its
+    # elements under its tag, no kernel set of its own
     closed = wider.copy()
     closed.sets["web"] = dual.sets["web"]
     closed.sets["p3"] = frozenset({f"{PODS['p3']}/32", f"{PODS6['p3']}/128"})
@@ -102,12 +127,16 @@ def test_hash_set_deltas_by_netlink_and_by_script(
     backend.apply_delta(delta, closed)
     assert backend.transactions == before + 2
     assert backend.verify(closed) == []
-    assert interval_sets(backend) == INTERVAL_SETS and "flags interval" not in listed("a6_p3")
+    assert own_sets(backend) == INTERVAL_SETS
+    assert tagged(backend, "p3") == {4: frozenset({f"{PODS['p3']}/32"}), 6: frozenset({f"{PODS6['p3']}/128"})}
+    assert tagged(backend, "web")[4] == frozenset({f"{PODS['p1']}/32"})
     assert denied(p3, PODS["p2"], 20080) and denied(p3, PODS6["p2"], 20080)
-    assert tcp_ok(p3, PODS["p1"], 20443) and tcp_ok(p3, PODS6["p1"], 20443)  # from the new hash set
+    assert tcp_ok(p3, PODS["p1"], 20443) and tcp_ok(p3, PODS6["p1"], 20443)  # from the new set's tag
     assert denied(topology.netns("q1"), PODS6["p1"], 20443)
+    assert denied(topology.netns("p2"), PODS["p1"], 20443)  # p2 is in other sets, not under p3's tag
+    # the set removed again: its elements leave the hosts sets (verify would name any left)
     backend.apply_delta(diff(closed, dual), dual)
-    assert backend.verify(dual) == []
+    assert backend.verify(dual) == [] and tagged(backend, "p3") == {4: frozenset(), 6: frozenset()}
 
 
 def test_a_cidr_into_a_hash_set_is_one_snapshot(topology: Topology, backend: NftablesBackend, dual: NodeModel) -> None:
@@ -125,6 +154,7 @@ def test_a_cidr_into_a_hash_set_is_one_snapshot(topology: Topology, backend: Nft
         assert fresh.transactions == 1
         assert fresh.verify(cidrs) == []
         assert interval_sets(fresh) == ["a6_blk", "a6_web", "a_blk", "a_web"]
+        assert tagged(fresh, "web") == {4: frozenset(), 6: frozenset()}  # moved out of the hosts sets
         assert tcp_ok(p3, PODS["p2"], 20080) and tcp_ok(p3, PODS6["p2"], 20080)
         # a host added to the interval set now: an element change, no snapshot
         more = cidrs.copy()
@@ -135,7 +165,7 @@ def test_a_cidr_into_a_hash_set_is_one_snapshot(topology: Topology, backend: Nft
         # the CIDRs gone: "web" holds hosts only again, a hash set again (one snapshot)
         fresh.apply_delta(diff(more, dual), dual)
         assert fresh.transactions == 3
-        assert fresh.verify(dual) == [] and interval_sets(fresh) == INTERVAL_SETS
+        assert fresh.verify(dual) == [] and interval_sets(fresh) == own_sets(fresh) == INTERVAL_SETS
         assert denied(p3, PODS["p2"], 20080) and denied(p3, PODS6["p2"], 20080)
         assert run_matrix(topology, "ipv6") == []
     finally:
@@ -145,11 +175,11 @@ def test_a_cidr_into_a_hash_set_is_one_snapshot(topology: Topology, backend: Nft
 @pytest.mark.parametrize(
     ("damage", "problem"),
     [
-        # a pod set re-created as an interval set (its users emptied first, as nft demands)
+        # a pod set in a set of its own, its users emptied (as when the set held a CIDR before)
         (
-            f"flush chain inet stockade {P2_INGRESS.id}; delete set inet stockade a6_web; "
+            f"flush chain inet stockade {P2_INGRESS.id}; "
             f"add set inet stockade a6_web {{ type ipv6_addr; flags interval; elements = {{ {PODS6['p1']}/128 }}; }}",
-            "set a6_web is an interval set, expected a hash set",
+            "extra set a6_web",
         ),
         # a CIDR set re-created as a hash set of one of its addresses
         (
@@ -159,7 +189,7 @@ def test_a_cidr_into_a_hash_set_is_one_snapshot(topology: Topology, backend: Nft
             "set a_blk is a hash set, expected an interval set",
         ),
     ],
-    ids=["pod-set-as-interval", "cidr-set-as-hash"],
+    ids=["pod-set-of-its-own", "cidr-set-as-hash"],
 )
 def test_a_set_of_the_wrong_kind_is_drift_and_repaired(
     topology: Topology, backend: NftablesBackend, dual: NodeModel, damage: str, problem: str
@@ -169,4 +199,62 @@ def test_a_set_of_the_wrong_kind_is_drift_and_repaired(
     backend.repair(dual)
     assert backend.verify(dual) == [] and interval_sets(backend) == INTERVAL_SETS
     assert run_matrix(topology, "ipv4") == []
+    assert run_matrix(topology, "ipv6") == []
+
+
+WEB6 = PODS6["p1"]
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem", "while_damaged"),
+    [
+        # p1 taken out of "web" by hand: p1 is denied (closed) until repaired
+        (
+            f"delete element inet stockade hosts6 {{ {elem(WEB6, 'web')} }}",
+            "(address set 'web') differs: missing elements ['" + WEB6 + "/128']",
+            ("p1", False),
+        ),
+        # p3 slipped into "web" by hand: allowed, the drift that matters most
+        (
+            f"add element inet stockade hosts6 {{ {elem(PODS6['p3'], 'web')} }}",
+            "(address set 'web') differs: missing elements [], extra ['" + PODS6["p3"] + "/128']",
+            ("p3", True),
+        ),
+        # elements under a tag no set of the model has
+        ("add element inet stockade hosts6 { fd00:201:9::9 . 1 . 2 }", "tag 1.2 (no address set)", None),
+        # every host-only set of the family emptied at once: their rules name tags with no elements
+        ("flush set inet stockade hosts6", "(address set 'p2') differs", ("p1", False)),
+        # the hosts set deleted (every rule naming it emptied first, as nft demands): rebuilt whole
+        (
+            "; ".join(f"flush chain inet stockade {c.id}" for c in (P2_INGRESS, P1_EGRESS))
+            + "; delete set inet stockade hosts6",
+            "missing hosts6",
+            None,
+        ),
+        # re-created with another key: not ours, rebuilt whole
+        (
+            "; ".join(f"flush chain inet stockade {c.id}" for c in (P2_INGRESS, P1_EGRESS))
+            + "; delete set inet stockade hosts6; add set inet stockade hosts6 { type ipv6_addr; }",
+            "missing hosts6",
+            None,
+        ),
+    ],
+    ids=["element-removed", "element-added", "unknown-tag", "flushed", "deleted", "other-key"],
+)
+def test_a_tampered_hosts_set_is_drift_and_repaired(
+    topology: Topology,
+    backend: NftablesBackend,
+    dual: NodeModel,
+    damage: str,
+    problem: str,
+    while_damaged: tuple[str, bool] | None,
+) -> None:
+    ns.run(["nft", damage], NODE, check=True)
+    assert any(problem in p for p in backend.verify(dual)), backend.verify(dual)
+    if while_damaged is not None:  # the damage is real: packets see it
+        src, passes = while_damaged
+        assert tcp_ok(topology.netns(src), PODS6["p2"], 20080, ALLOWED_WAIT if passes else DENIED_WAIT) is passes
+    backend.repair(dual)
+    assert backend.verify(dual) == []
+    assert tcp_ok(topology.netns("p1"), PODS6["p2"], 20080) and denied(topology.netns("p3"), PODS6["p2"], 20080)
     assert run_matrix(topology, "ipv6") == []

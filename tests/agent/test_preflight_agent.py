@@ -50,7 +50,7 @@ def readyz(stack: Stack) -> tuple[int, str]:
 def test_a_bridge_without_bridge_netfilter_is_not_ready_and_says_what_to_enable(stack: Stack) -> None:
     # The rules are in the kernel, but the node is not ready, and says exactly why.
     eventually(lambda: stack.http("/healthz")[0] == 200, timeout=30, what="the agent's HTTP endpoints")
-    eventually(lambda: stack.metric("stockade_applied_generation") >= 1, what="the first generation applied")
+    eventually(lambda: stack.metric("stockade_agent_applied_generation") >= 1, what="the first generation applied")
     assert stack.kernel_problems() == []
     code, body = readyz(stack)
     assert code == 503, body

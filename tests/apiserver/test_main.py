@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from stockade.lab.apiserver import ApiError, ApiServer
-from stockade.lab.apiserver.__main__ import load_manifests, main, parse_args
+from stockade.lab.apiserver.__main__ import FAULT_INJECTION_ENV, load_manifests, main, parse_args
 
 
 def test_data_files_json_list_and_yaml_documents(tmp_path: Path) -> None:
@@ -62,3 +62,20 @@ def test_small_ranges_fill_up_and_say_so() -> None:
     with pytest.raises(ApiError) as exc:
         server.put_object({**svc, "metadata": {"name": "full", "namespace": "n"}, "spec": {"ports": [{"port": 80}]}})
     assert exc.value.code == 500 and "failed to allocate a serviceIP: range is full" in exc.value.message
+
+
+def test_fault_injection_is_off_unless_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(FAULT_INJECTION_ENV, raising=False)
+    assert parse_args(["--port", "0"]).enable_fault_injection is False
+    assert parse_args(["--enable-fault-injection"]).enable_fault_injection is True
+    monkeypatch.setenv(FAULT_INJECTION_ENV, "1")
+    assert parse_args([]).enable_fault_injection is True
+    monkeypatch.setenv(FAULT_INJECTION_ENV, "yes")  # only "1" turns it on
+    assert parse_args([]).enable_fault_injection is False
+
+
+def test_data_files_are_validated(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: v1\nkind: Namespace\nmetadata: {name: n, labels: [a]}\n")
+    assert main(["--port", "0", "--data", str(bad)]) == 2
+    assert "cannot unmarshal array into Go struct field ObjectMeta.metadata.labels" in capsys.readouterr().err

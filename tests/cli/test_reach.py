@@ -55,14 +55,14 @@ def test_bad_input_names_file_and_document(tmp_path: Path, content: str, expect:
     bad = tmp_path / "b-bad.yaml"
     bad.write_text("kind: Namespace\napiVersion: v1\nmetadata: {name: y}\n---\n" + content)
     proc = run("reach", "-f", str(tmp_path))
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert expect in proc.stderr
-    assert "b-bad.yaml, document 2" in proc.stderr or ("invalid YAML" in expect and "b-bad.yaml" in proc.stderr)
+    assert "b-bad.yaml: document 2" in proc.stderr or ("invalid YAML" in expect and "b-bad.yaml" in proc.stderr)
 
 
 def test_missing_file_is_an_error() -> None:
     proc = run("reach", "-f", "/nonexistent/policies.yaml")
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert "no such file or folder" in proc.stderr
 
 

@@ -14,6 +14,7 @@ DOCUMENTED_FLAGS: dict[str, frozenset[str]] = {
             "--kubeconfig",
             "--listen",
             "--admin-listen",
+            "--admin-mtls-listen",
             "--http",
             "--tls-cert",
             "--tls-key",
@@ -24,6 +25,17 @@ DOCUMENTED_FLAGS: dict[str, frozenset[str]] = {
             "--admin-tokens-file",
             "--history",
             "--no-beta-default-deny",
+            "--agent-auth",
+            "--agent-audience",
+            "--agent-service-account",
+            # leader election and Events (issue 13): stockade.brain.leader, stockade.brain.events
+            "--no-leader-election",
+            "--leader-namespace",
+            "--leader-identity",
+            "--lease-duration",
+            "--lease-renew-deadline",
+            "--lease-retry",
+            "--log-format",
         }
     ),
     "agent": frozenset(
@@ -37,12 +49,14 @@ DOCUMENTED_FLAGS: dict[str, frozenset[str]] = {
             "--tls-ca",
             "--tls-dir",
             "--server-name",
+            "--token-file",
             "--http",
             "--verify-interval",
             "--preflight-interval",
             "--no-fix-sysctls",
             "--counters-interval",
             "--insecure",
+            "--log-format",
         }
     ),
 }

@@ -142,15 +142,29 @@ def test_one_certificate_per_node_chained_to_the_cluster_ca(tmp_path: Path) -> N
     assert "ca.key" not in data  # the CA's key never goes to the nodes
 
 
-def test_daemonset_reads_the_files_the_script_writes() -> None:
-    objects = render(DEPLOY, allow_missing={"alerts/prometheusrule.yaml"}).objects
+def client_certs_overlay(tmp_path: Path) -> Path:
+    """An overlay of the base with the component deploy/client-certs, as its comment says."""
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "resources": [os.path.relpath(DEPLOY, tmp_path)],
+                "components": [os.path.relpath(DEPLOY / "client-certs", tmp_path)],
+            }
+        )
+    )
+    return tmp_path
+
+
+def test_daemonset_reads_the_files_the_script_writes(tmp_path: Path) -> None:
+    objects = render(client_certs_overlay(tmp_path)).objects
     spec = find(objects, "DaemonSet", "stockade-agent")["spec"]["template"]["spec"]
     (c,) = spec["containers"]
     args = dict(a.split("=", 1) for a in c["args"][1:])
     mount = next(m["mountPath"] for m in c["volumeMounts"] if m["name"] == "tls")
     assert args["--tls-cert"] == f"{mount}/$(NODE_NAME).crt"
     assert args["--tls-key"] == f"{mount}/$(NODE_NAME).key"
-    assert args["--tls-ca"] == f"{mount}/ca.crt"
+    brain = find(objects, "Deployment", "stockade-brain")["spec"]["template"]["spec"]["containers"][0]
+    assert [a for a in brain["args"] if a.startswith("--agent-auth=")][-1] == "--agent-auth=cert"  # the last wins
     assert "NODE_NAME" in {e["name"] for e in c["env"]}  # what $(NODE_NAME) expands from
     volume = next(v for v in spec["volumes"] if v["name"] == "tls")
     assert volume["secret"]["secretName"] == "stockade-agent-tls"

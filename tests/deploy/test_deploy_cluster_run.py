@@ -1,6 +1,7 @@
 """deploy/'s brain Deployment and agent DaemonSet, run for real without a cluster: each container's
 args and env exactly as rendered (the ConfigMap's entries, the downward API's NODE_NAME, Kubernetes'
-$(VAR) expansion), its Secret volumes laid out as cert-manager and deploy/agent-certs.sh fill them,
+$(VAR) expansion), its Secret volumes laid out as cert-manager fills them, the agents' projected
+ServiceAccount tokens minted by the API server's TokenRequest for pods bound to their nodes,
 its mountPaths mapped to folders here, and the Service names in /etc/hosts of network namespaces
 standing in for the pods (tests/deploy/netstack.py). The lab's API server stands in for the
 cluster's (the only change: KUBECONFIG instead of the in-cluster config). Then the probes and the
@@ -49,7 +50,7 @@ def expand(value: str, env: dict[str, str]) -> str:
     return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), value)
 
 
-def container_env(objects: list[Obj], container: Obj, node: str) -> dict[str, str]:
+def container_env(objects: list[Obj], container: Obj, node: str, namespace: str = "stockade-system") -> dict[str, str]:
     env: dict[str, str] = {}
     for ref in container.get("envFrom", []):
         env.update(find(objects, "ConfigMap", ref["configMapRef"]["name"])["data"])
@@ -58,6 +59,8 @@ def container_env(objects: list[Obj], container: Obj, node: str) -> dict[str, st
             env[var["name"]] = var["value"]
         elif var["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName":
             env[var["name"]] = node
+        elif var["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace":
+            env[var["name"]] = namespace
         else:
             raise AssertionError(f"no stand-in for {var}")
     return env
@@ -116,7 +119,11 @@ def lay_out_secrets(stack: Stack, objects: list[Obj]) -> dict[str, Path]:
     return {"stockade-brain-tls": brain_tls, "stockade-agent-tls": agent_tls, "stockade-admin-tokens": admin}
 
 
-def volumes_of(pod_spec: Obj, secrets: dict[str, Path], scratch: Path) -> dict[str, Path]:
+def volumes_of(
+    pod_spec: Obj, secrets: dict[str, Path], scratch: Path, projected: dict[str, bytes] | None = None
+) -> dict[str, Path]:
+    """``projected``: what each source of a projected volume holds, by its kind: the
+    ServiceAccount token the kubelet would write, and ConfigMap names → their ``ca.crt``."""
     out = {}
     for v in pod_spec["volumes"]:
         if "secret" in v:
@@ -124,7 +131,56 @@ def volumes_of(pod_spec: Obj, secrets: dict[str, Path], scratch: Path) -> dict[s
         elif "emptyDir" in v:
             out[v["name"]] = scratch / v["name"]
             out[v["name"]].mkdir(parents=True, exist_ok=True)
+        elif "projected" in v:
+            folder = out[v["name"]] = scratch / v["name"]
+            folder.mkdir(parents=True, exist_ok=True)
+            for src in v["projected"]["sources"]:
+                assert projected is not None, f"no stand-in for the projected volume {v['name']}"
+                if "serviceAccountToken" in src:
+                    (folder / src["serviceAccountToken"]["path"]).write_bytes(projected["serviceAccountToken"])
+                else:
+                    for item in src["configMap"]["items"]:
+                        (folder / item["path"]).write_bytes(projected[src["configMap"]["name"]])
     return out  # hostPath volumes (the xtables lock) are the host's own paths already
+
+
+# Run in the API server's namespace: the agents' pods (bound to their nodes, as the DaemonSet
+# makes them) and each one's projected token, from the real TokenRequest API.
+TOKENS = r"""
+import json, sys, urllib.error, urllib.request, yaml
+url = yaml.safe_load(open(sys.argv[1]))["clusters"][0]["cluster"]["server"]
+ns, sa, audience, seconds = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+def post(path, body):
+    req = urllib.request.Request(url + path, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    try:
+        return json.load(urllib.request.urlopen(req))
+    except urllib.error.HTTPError as e:
+        if e.code != 409:
+            raise
+post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+out = {}
+for node in sys.argv[6:]:
+    pod = post(f"/api/v1/namespaces/{ns}/pods", {"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": f"stockade-agent-{node}", "namespace": ns},
+        "spec": {"nodeName": node, "serviceAccountName": sa, "containers": [{"name": "agent"}]}})
+    ref = {"kind": "Pod", "apiVersion": "v1", "name": pod["metadata"]["name"], "uid": pod["metadata"]["uid"]}
+    tr = post(f"/api/v1/namespaces/{ns}/serviceaccounts/{sa}/token", {"apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest", "spec": {"audiences": [audience], "expirationSeconds": seconds, "boundObjectRef": ref}})
+    out[node] = tr["status"]["token"]
+print(json.dumps(out))
+"""
+
+
+def agent_tokens(stack: Stack, kubeconfig: Path, agent: Obj, pod_spec: Obj) -> dict[str, bytes]:
+    """node → the token its agent pod's projected volume would hold."""
+    (sat,) = [s["serviceAccountToken"] for v in pod_spec["volumes"] for s in v.get("projected", {}).get("sources", [])
+              if "serviceAccountToken" in s]  # fmt: skip
+    made = stack.exec(
+        "core", *STOCKADE[:1], "-c", TOKENS, str(kubeconfig), agent["metadata"]["namespace"],
+        pod_spec["serviceAccountName"], sat["audience"], str(sat["expirationSeconds"]), *NODES,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    return {node: token.encode() for node, token in json.loads(made.stdout).items()}
 
 
 def ready(stack: Stack, where: str, url: str) -> bool:
@@ -132,7 +188,7 @@ def ready(stack: Stack, where: str, url: str) -> bool:
 
 
 def test_manifests_run_and_sync(stack: Stack) -> None:
-    objects = render(DEPLOY, allow_missing={"alerts/prometheusrule.yaml"}).objects
+    objects = render(DEPLOY).objects
     secrets = lay_out_secrets(stack, objects)
     brain_pod = find(objects, "Deployment", "stockade-brain")["spec"]["template"]["spec"]
     agent_pod = find(objects, "DaemonSet", "stockade-agent")["spec"]["template"]["spec"]
@@ -151,19 +207,26 @@ def test_manifests_run_and_sync(stack: Stack) -> None:
     )  # fmt: skip
     stack.wait_for("the API server", kubeconfig.exists)
 
-    env = container_env(objects, brain_c, node="") | {"KUBECONFIG": str(kubeconfig)}
+    brain_ns = find(objects, "Deployment", "stockade-brain")["metadata"]["namespace"]
+    env = container_env(objects, brain_c, node="", namespace=brain_ns) | {"KUBECONFIG": str(kubeconfig)}
     stack.run("brain", argv(brain_pod, env, volumes_of(brain_pod, secrets, stack.tmp / "brain")), env=env)
     stack.wait_for("brain ready", partial(ready, stack, "core", probe_url(brain_c, "readinessProbe")))
 
+    agent_ds = find(objects, "DaemonSet", "stockade-agent")
+    tokens = agent_tokens(stack, kubeconfig, agent_ds, agent_pod)
+    ca_bundle = (secrets["stockade-brain-tls"] / "ca.crt").read_bytes()  # the install guide's ConfigMap
     for node in NODES:
         env = container_env(objects, agent_c, node)
-        vols = volumes_of(agent_pod, secrets, stack.tmp / node)
+        stand_ins = {"serviceAccountToken": tokens[node], "stockade-ca-bundle": ca_bundle}
+        vols = volumes_of(agent_pod, secrets, stack.tmp / node, stand_ins)
         stack.run(node, argv(agent_pod, env, vols), where=node, env=env)
     for node in NODES:
         stack.wait_for(f"agent on {node} ready", partial(ready, stack, node, probe_url(agent_c, "readinessProbe")))
         assert ready(stack, node, probe_url(agent_c, "livenessProbe"))
+        assert ready(stack, node, probe_url(agent_c, "startupProbe"))  # the kubelet would start liveness
         assert stack.exec(node, "nft", "list", "table", "inet", "stockade").returncode == 0
     assert ready(stack, "core", probe_url(brain_c, "livenessProbe"))
+    assert ready(stack, "core", probe_url(brain_c, "startupProbe"))
     readyz = stack.exec("core", "curl", "-s", probe_url(brain_c, "readinessProbe")).stdout
     assert readyz == "ready\n", readyz  # not "degraded": Redis at the ConfigMap's URL is in use
 

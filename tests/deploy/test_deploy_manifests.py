@@ -1,11 +1,14 @@
-"""deploy/ renders like kustomize would, every object validates against the Kubernetes schemas
+"""deploy/ renders with the real `kubectl kustomize`, every object validates against the Kubernetes schemas
 (or, for the custom resources, against tests/deploy/crd_schemas.py), and the objects fit
 together: names that refer to each other exist, selectors select, ports match."""
 
 from __future__ import annotations
 
+import os
+import re
+import tomllib
 from collections import Counter
-from typing import Any
+from pathlib import Path
 
 import jsonschema
 import kubernetes_validate
@@ -14,18 +17,29 @@ import yaml
 
 from .cli_flags import DOCUMENTED_FLAGS, flag_names, parse, subcommand_parser
 from .crd_schemas import CRD_SCHEMAS
-from .render import DEPLOY, REPO, Obj, Rendered, containers, find, is_manifest, load_yaml_docs, pod_spec, render
+from .render import (
+    DEPLOY,
+    REPO,
+    Obj,
+    Rendered,
+    RenderError,
+    containers,
+    find,
+    is_manifest,
+    kustomize,
+    load_yaml_docs,
+    pod_spec,
+    render,
+)
 
 NAMESPACE = "stockade-system"
-# Written by the alerts work (issue 6); listed in kustomization.yaml before it lands.
-PENDING = {"alerts/prometheusrule.yaml"}
 # The oldest Kubernetes release we claim to support, and the newest the validator knows.
 K8S_VERSIONS = ["1.28", kubernetes_validate.latest_version()]
 
 
 @pytest.fixture(scope="module")
 def rendered() -> Rendered:
-    return render(DEPLOY, allow_missing=PENDING)
+    return render(DEPLOY)
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +49,6 @@ def objects(rendered: Rendered) -> list[Obj]:
 
 def ident(obj: Obj) -> str:
     return f"{obj['kind']}/{obj['metadata']['name']}"
-
-
-def all_rendered() -> list[Obj]:
-    return render(DEPLOY, allow_missing=PENDING).objects
 
 
 # --- rendering -------------------------------------------------------------------------------
@@ -55,12 +65,12 @@ def test_every_manifest_file_is_listed_in_the_kustomization(rendered: Rendered) 
         if any(is_manifest(d) for d in docs):
             on_disk.add(path.resolve())
     assert on_disk - set(rendered.files) == set(), "manifests not listed in deploy/kustomization.yaml"
-    assert set(rendered.missing) <= PENDING
 
 
-def test_pending_resource_is_tolerated_only_while_absent(rendered: Rendered) -> None:
-    for entry in rendered.missing:
-        assert not (DEPLOY / entry).exists()
+def test_kubectl_renders_every_object_of_every_listed_file(rendered: Rendered) -> None:
+    # kubectl kustomize neither drops nor adds objects: each file's objects are all in the output.
+    written = Counter((d["kind"], d["metadata"]["name"]) for f in rendered.files for d in load_yaml_docs(f))
+    assert Counter((o["kind"], o["metadata"]["name"]) for o in rendered.objects) == written
 
 
 def test_objects_are_unique_and_namespaced(objects: list[Obj]) -> None:
@@ -89,22 +99,76 @@ def test_every_object_is_labelled_part_of_stockade(objects: list[Obj]) -> None:
         assert obj["metadata"].get("labels", {}).get("app.kubernetes.io/part-of") == "stockade", ident(obj)
 
 
-def test_renderer_refuses_a_missing_resource(tmp_path: Any) -> None:
+def test_renderer_refuses_a_missing_resource(tmp_path: Path) -> None:
     (tmp_path / "kustomization.yaml").write_text(
         "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [gone.yaml]\n"
     )
-    from .render import RenderError
-
-    with pytest.raises(RenderError, match="does not exist"):
+    with pytest.raises(RenderError, match=r"gone\.yaml"):
         render(tmp_path)
 
 
-def test_image_is_set_by_the_kustomization(objects: list[Obj]) -> None:
+# --- images ----------------------------------------------------------------------------------
+
+
+def all_containers(objects: list[Obj]) -> list[tuple[str, Obj]]:
+    return [(ident(o), c) for o in objects for c in containers(o)]
+
+
+def split_image(ref: str) -> tuple[str, str]:
+    """(name, tag) of `registry/path/name:tag`; a port in the registry is not a tag."""
+    name, sep, tag = ref.rpartition(":")
+    if not sep or "/" in tag:
+        return ref, ""
+    return name, tag
+
+
+def test_every_image_is_fully_qualified(objects: list[Obj]) -> None:
+    # A bare `stockade` resolves to docker.io/library/stockade: someone else's image, or none.
+    found = all_containers(objects)
+    assert len(found) >= 3
+    for where, c in found:
+        name, tag = split_image(c["image"])
+        registry = name.split("/", 1)[0]
+        assert "/" in name and ("." in registry or ":" in registry), f"{where}: {c['image']} names no registry"
+        assert tag and tag != "latest", f"{where}: {c['image']} has no fixed tag"
+        if name.endswith("/stockade"):
+            assert registry != "docker.io", f"{where}: Stockade is not published on Docker Hub"
+
+
+def test_every_image_is_listed_in_the_kustomization_with_the_files_tag(objects: list[Obj]) -> None:
+    # An `images:` override in an overlay matches by these names; the files carry the same tag
+    # so that `kubectl apply -f deploy/<file>` installs the same version.
     (kust,) = load_yaml_docs(DEPLOY / "kustomization.yaml")
-    (image,) = kust["images"]
-    for name in ("stockade-brain",):
-        for c in containers(find(objects, "Deployment", name)):
-            assert c["image"] == f"{image['newName']}:{image['newTag']}"
+    listed = {i["name"]: i["newTag"] for i in kust["images"]}
+    for where, c in all_containers(objects):
+        name, tag = split_image(c["image"])
+        assert listed.get(name) == tag, f"{where}: {c['image']} is not in deploy/kustomization.yaml images:"
+    for path in DEPLOY.rglob("*.yaml"):
+        for doc in load_yaml_docs(path):
+            for c in containers(doc) if is_manifest(doc) else ():
+                assert split_image(c["image"]) in listed.items(), f"{path.name}: {c['image']}"
+
+
+def test_an_overlay_images_override_changes_every_container(objects: list[Obj], tmp_path: Path) -> None:
+    # What an operator does to use a mirror: an overlay with deploy/ as its base.
+    (kust,) = load_yaml_docs(DEPLOY / "kustomization.yaml")
+    overrides = [
+        {"name": i["name"], "newName": f"mirror.example:5000/{i['name'].rsplit('/', 1)[1]}", "newTag": "9.9.9"}
+        for i in kust["images"]
+    ]
+    overlay = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [os.path.relpath(DEPLOY, tmp_path)],
+        "images": overrides,
+    }
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(overlay))
+    before = dict((w, c["image"]) for w, c in all_containers(objects))
+    after = all_containers(kustomize(tmp_path))
+    assert sorted(w for w, _ in after) == sorted(before)
+    for where, c in after:
+        assert c["image"] != before[where], where
+        assert c["image"].startswith("mirror.example:5000/") and c["image"].endswith(":9.9.9"), where
 
 
 # --- schema validation -----------------------------------------------------------------------
@@ -122,7 +186,7 @@ def test_builtin_kinds_validate_against_kubernetes_schemas(objects: list[Obj], v
             path = ".".join(str(p) for p in e.path)
             pytest.fail(f"{ident(obj)} invalid for Kubernetes {version} at {path}: {e.message}")
         checked += 1
-    assert checked >= 12  # the built-in objects of the base, not a silently empty loop
+    assert checked >= 13  # the built-in objects of the base, not a silently empty loop
 
 
 def test_validator_catches_a_broken_object(objects: list[Obj]) -> None:
@@ -141,10 +205,7 @@ def test_custom_resources_validate_against_their_schemas(objects: list[Obj]) -> 
             continue
         jsonschema.validate(obj, schema, cls=jsonschema.Draft202012Validator)
         kinds.add(obj["kind"])
-    expected = {"Certificate", "Issuer", "ServiceMonitor"}
-    if (DEPLOY / "alerts/prometheusrule.yaml").exists():
-        expected.add("PrometheusRule")
-    assert kinds == expected
+    assert kinds == {"Certificate", "Issuer", "ServiceMonitor", "PrometheusRule"}
 
 
 def test_every_kind_has_a_schema(objects: list[Obj]) -> None:
@@ -188,11 +249,13 @@ def test_brain_pdb_and_service_select_the_brain(objects: list[Obj]) -> None:
     assert {p["name"]: p["targetPort"] for p in svc["spec"]["ports"]} == {
         "grpc": "grpc",
         "admin": "admin",
+        "admin-mtls": "admin-mtls",
         "metrics": "metrics",
     }
     args = dict(a.split("=", 1) for a in dep["spec"]["template"]["spec"]["containers"][0]["args"][1:])
     assert args["--listen"].endswith(f":{ports['grpc']}")
     assert args["--admin-listen"].endswith(f":{ports['admin']}")
+    assert args["--admin-mtls-listen"].endswith(f":{ports['admin-mtls']}")  # operator certificates
     assert args["--http"].endswith(f":{ports['metrics']}")
 
 
@@ -231,7 +294,9 @@ def test_agent_runs_on_every_node_first(objects: list[Obj]) -> None:
     assert spec["priorityClassName"] == "system-node-critical"
     # A bare `operator: Exists` (no key, no effect) tolerates every taint.
     assert {"operator": "Exists"} in spec["tolerations"]
-    assert "nodeSelector" not in spec and "affinity" not in spec
+    # Every Linux node, and only those: nothing else narrows where it runs.
+    assert spec["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    assert "affinity" not in spec
 
 
 def test_agent_has_no_api_access(objects: list[Obj]) -> None:
@@ -291,7 +356,10 @@ def test_certificate_chain_is_wired(objects: list[Obj]) -> None:
     script = (DEPLOY / "agent-certs.sh").read_text()
     assert f'ca_secret="${{CA_SECRET:-{ca["spec"]["secretName"]}}}"' in script
     # No certificate shared by all agents: the brain would refuse it (it must name the node).
-    assert [c["metadata"]["name"] for c in objects if c["kind"] == "Certificate"] == ["stockade-ca", "stockade-brain"]
+    assert sorted(c["metadata"]["name"] for c in objects if c["kind"] == "Certificate") == [
+        "stockade-brain",
+        "stockade-ca",
+    ]
 
 
 def test_redis_is_reachable_by_the_configured_url_and_only_by_the_brain(objects: list[Obj]) -> None:
@@ -334,6 +402,126 @@ def test_every_container_has_resources_and_drops_capabilities(objects: list[Obj]
             assert c["securityContext"]["allowPrivilegeEscalation"] is False, ident(obj)
 
 
+# --- what platforms expect --------------------------------------------------------------------
+
+CRITICAL = {"system-node-critical", "system-cluster-critical"}
+MONITORING_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+OPERATOR_SELECTOR_LABELS = {"release": "kube-prometheus-stack"}
+
+
+def workloads(objects: list[Obj]) -> list[Obj]:
+    return [o for o in objects if pod_spec(o) is not None]
+
+
+def test_every_pod_runs_on_linux_nodes_only(objects: list[Obj]) -> None:
+    # nft, iptables and the images are Linux-only: a pod on a Windows node would never start.
+    assert {o["kind"] for o in workloads(objects)} == {"Deployment", "DaemonSet", "StatefulSet"}
+    for obj in workloads(objects):
+        selector = pod_spec(obj).get("nodeSelector", {})  # type: ignore[union-attr]
+        assert selector.get("kubernetes.io/os") == "linux", f"{ident(obj)}: no nodeSelector kubernetes.io/os: linux"
+
+
+def quota_admits(quota: Obj, priority_class: str) -> bool:
+    """Whether a ResourceQuota's scope covers pods of this priority class (the ResourceQuota
+    admission plugin's `limitedResources` rule: such pods need a covering quota)."""
+    scope = quota["spec"].get("scopeSelector", {}).get("matchExpressions", [])
+    return any(
+        e["scopeName"] == "PriorityClass"
+        and (
+            (e["operator"] == "In" and priority_class in e.get("values", []))
+            or (e["operator"] == "NotIn" and priority_class not in e.get("values", []))
+            or e["operator"] == "Exists"
+        )
+        for e in scope
+    )
+
+
+def test_critical_priority_is_admitted_outside_kube_system(objects: list[Obj]) -> None:
+    quotas = [o for o in objects if o["kind"] == "ResourceQuota"]
+    critical = [o for o in workloads(objects) if pod_spec(o).get("priorityClassName") in CRITICAL]  # type: ignore[union-attr]
+    assert {ident(o) for o in critical} == {"DaemonSet/stockade-agent", "Deployment/stockade-brain"}
+    for obj in critical:
+        namespace = obj["metadata"]["namespace"]
+        if namespace == "kube-system":
+            continue
+        cls = pod_spec(obj)["priorityClassName"]  # type: ignore[index]
+        covering = [q for q in quotas if q["metadata"]["namespace"] == namespace and quota_admits(q, cls)]
+        assert covering, f"{ident(obj)}: {cls} in {namespace} needs a ResourceQuota scoped to it"
+        # It is there to admit, not to limit: room for an agent on every node of a large cluster.
+        for quota in covering:
+            assert set(quota["spec"]["hard"]) == {"pods"}, ident(quota)
+            assert parse_quantity(quota["spec"]["hard"]["pods"]) >= 100_000, ident(quota)
+
+
+def parse_quantity(text: str) -> int:
+    units = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9}
+    number = text.rstrip("kMG")
+    return int(number) * units[text[len(number) :]]
+
+
+def test_quota_check_can_fail() -> None:
+    quota = {"spec": {"scopeSelector": {"matchExpressions": [
+        {"scopeName": "PriorityClass", "operator": "In", "values": ["system-cluster-critical"]}]}}}  # fmt: skip
+    assert quota_admits(quota, "system-cluster-critical")
+    assert not quota_admits(quota, "system-node-critical")
+
+
+def probe_target(container: Obj, probe: Obj) -> tuple[str, int]:
+    port = probe["httpGet"]["port"]
+    if isinstance(port, str):
+        port = next(p["containerPort"] for p in container["ports"] if p["name"] == port)
+    return probe["httpGet"]["path"], port
+
+
+def test_startup_probes_cover_a_slow_start(objects: list[Obj]) -> None:
+    # Liveness only starts once the startup probe has passed once: a slow first list (the brain
+    # reads every pod before it serves) must not get the container killed over and over.
+    for kind, name, path, budget in (
+        ("Deployment", "stockade-brain", "/readyz", 600),  # 503 until the first full list
+        ("DaemonSet", "stockade-agent", "/healthz", 120),
+    ):
+        (c,) = pod_spec(find(objects, kind, name))["containers"]  # type: ignore[index]
+        startup, liveness = c["startupProbe"], c["livenessProbe"]
+        assert probe_target(c, startup) == (path, probe_target(c, c["readinessProbe"])[1]), name
+        assert startup["periodSeconds"] * startup["failureThreshold"] >= budget, name
+        assert "initialDelaySeconds" not in liveness, f"{name}: the startup probe replaces the delay"
+        assert liveness["periodSeconds"] * liveness.get("failureThreshold", 3) >= 30, name
+
+
+def test_prometheus_operator_labels_come_from_one_place(objects: list[Obj]) -> None:
+    # kube-prometheus-stack selects ServiceMonitors, PodMonitors and PrometheusRules by its
+    # `release` label; the kustomization sets it on exactly those, and no file sets it itself.
+    monitoring = [o for o in objects if o["kind"] in MONITORING_KINDS]
+    assert {o["kind"] for o in monitoring} == {"ServiceMonitor", "PrometheusRule"}
+    for obj in objects:
+        labels = obj["metadata"].get("labels", {})
+        if obj["kind"] in MONITORING_KINDS:
+            assert OPERATOR_SELECTOR_LABELS.items() <= labels.items(), ident(obj)
+        else:
+            assert "release" not in labels, ident(obj)
+    for path in DEPLOY.rglob("*.yaml"):
+        if path.name != "kustomization.yaml":
+            assert "kube-prometheus-stack" not in path.read_text(), path.name
+
+
+def test_an_overlay_renames_the_operator_release_label(tmp_path: Path) -> None:
+    # The README's recipe for a Prometheus whose Helm release has another name.
+    overlay = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [os.path.relpath(DEPLOY, tmp_path)],
+        "labels": [{"pairs": {"release": "monitoring"}, "includeSelectors": False, "fields": [
+            {"kind": k, "path": "metadata/labels", "create": True} for k in sorted(MONITORING_KINDS)]}],
+    }  # fmt: skip
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(overlay))
+    out = kustomize(tmp_path)
+    assert {o["kind"] for o in out if o["metadata"].get("labels", {}).get("release") == "monitoring"} == {
+        "ServiceMonitor",
+        "PrometheusRule",
+    }
+    assert not [ident(o) for o in out if o["metadata"].get("labels", {}).get("release") == "kube-prometheus-stack"]
+
+
 # --- command lines ---------------------------------------------------------------------------
 
 
@@ -369,3 +557,12 @@ def test_command_lines_parse_with_the_real_cli(
 def test_install_guide_exists_and_points_at_this_base() -> None:
     guide = (REPO / "README.md").read_text()
     assert "kubectl apply -k deploy/" in guide
+
+
+def test_image_tag_is_the_released_version() -> None:
+    # One version everywhere: the package, the image the Dockerfile labels, and what deploy/ pulls.
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    (kust,) = load_yaml_docs(DEPLOY / "kustomization.yaml")
+    (stockade,) = [i for i in kust["images"] if i["name"].endswith("/stockade")]
+    assert stockade["newTag"] == version
+    assert re.search(rf"^ARG VERSION={re.escape(version)}$", (REPO / "Dockerfile").read_text(), flags=re.M)

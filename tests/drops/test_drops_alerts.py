@@ -40,13 +40,49 @@ def test_rules_pass_their_unit_tests() -> None:
 def test_unit_tests_fail_on_a_broken_rule(tmp_path: Path) -> None:
     """The unit tests can fail: with the disconnection rule inverted, promtool reports it."""
     (tmp_path / RULES.name).write_text(
-        RULES.read_text().replace("stockade_agent_connected == 0", "stockade_agent_connected == 1")
+        RULES.read_text().replace(
+            "expr: max by (node) (stockade_brain_node_agent_connected) == 0",
+            "expr: max by (node) (stockade_brain_node_agent_connected) == 1",
+        )
     )
     (tmp_path / TESTS.name).write_text(TESTS.read_text())
     proc = subprocess.run(
         ["promtool", "test", "rules", str(tmp_path / TESTS.name)], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode != 0 and "StockadeAgentDisconnected" in proc.stdout + proc.stderr
+
+
+@promtool
+@pytest.mark.parametrize(
+    ("aggregated", "per_brain", "alert"),
+    [
+        (
+            "expr: max by (node) (stockade_brain_node_agent_connected) == 0",
+            "expr: stockade_brain_node_agent_connected == 0",
+            "StockadeAgentDisconnected",
+        ),
+        (
+            "expr: max by (node) (stockade_brain_node_generation_lag) > 0 unless on (node) max by (node) "
+            "(stockade_brain_node_agent_connected) == 0",
+            "expr: stockade_brain_node_generation_lag > 0 unless on (node) stockade_brain_node_agent_connected == 0",
+            "StockadeNodeGenerationLagging",
+        ),
+    ],
+)
+def test_two_brain_tests_fail_without_aggregating_by_node(
+    tmp_path: Path, aggregated: str, per_brain: str, alert: str
+) -> None:
+    """With two brains each node has one series per brain: read one brain's view alone (as the
+    rules did) and the two-brain unit test fails (a node served by the other brain looks
+    disconnected; a lag seen by the brain that no longer serves it counts)."""
+    rules = RULES.read_text()
+    assert aggregated in rules
+    (tmp_path / RULES.name).write_text(rules.replace(aggregated, per_brain))
+    (tmp_path / TESTS.name).write_text(TESTS.read_text())
+    proc = subprocess.run(
+        ["promtool", "test", "rules", str(tmp_path / TESTS.name)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode != 0 and alert in proc.stdout + proc.stderr
 
 
 def test_prometheusrule_carries_the_same_rules() -> None:
@@ -70,10 +106,14 @@ def test_rules_name_the_metrics_the_brain_exports() -> None:
     registry = CollectorRegistry()
     DropMetrics(registry)
     exported = {s.name for m in registry.collect() for s in m.samples}
-    for name in ("stockade_blocked_connections_total", "stockade_drop_events_dropped_total"):
+    for name in ("stockade_brain_blocked_connections_total", "stockade_brain_drop_events_dropped_total"):
         assert name in text
-    assert "stockade_drop_events_dropped_total" in exported
+    assert "stockade_brain_drop_events_dropped_total" in exported
     # the labelled counter has no sample until first use; its family is registered
-    assert "stockade_blocked_connections" in {m.name for m in registry.collect()}
-    for name in ("stockade_agent_connected", "stockade_node_generation_lag", "stockade_apply_errors_total"):
+    assert "stockade_brain_blocked_connections" in {m.name for m in registry.collect()}
+    for name in (
+        "stockade_brain_node_agent_connected",
+        "stockade_brain_node_generation_lag",
+        "stockade_brain_node_apply_errors_total",
+    ):
         assert name in text  # exported by the brain's fan-out (names agreed in issue 6)

@@ -61,7 +61,8 @@ async def test_events_attributed_through_the_engine(redis_client: Redis) -> None
     eng.upsert(moved)
     r.history.observe_pod(moved, at=now - 60)
     agg, _ = make_aggregator(redis_client, r)
-    ev = lambda t, d: BlockedEvent(t, "node-a", d, "10.2.0.10", "10.1.0.10", "TCP", 40000, 80, "c")  # noqa: E731
+    chain = {Direction.INGRESS: "in_0a", Direction.EGRESS: "out_0a"}
+    ev = lambda t, d: BlockedEvent(t, "node-a", d, "10.2.0.10", "10.1.0.10", "TCP", 40000, 80, chain[d])  # noqa: E731
     agg.ingest(
         [ev(now - 120, Direction.INGRESS)] * 2 + [ev(now - 10, Direction.INGRESS), ev(now - 5, Direction.EGRESS)]
     )

@@ -18,7 +18,7 @@ from .data import RESOLVER
 async def test_feed_gets_resolved_records_while_followed(redis_client: Redis) -> None:
     feed = DropFeed()
     agg, _ = make_aggregator(redis_client, RESOLVER, listener=FeedListener(feed, RESOLVER))
-    ev = BlockedEvent(time.time(), "node-a", Direction.INGRESS, "10.2.0.10", "10.1.0.20", "TCP", 40000, 5432, "in_x")
+    ev = BlockedEvent(time.time(), "node-a", Direction.INGRESS, "10.2.0.10", "10.1.0.20", "TCP", 40000, 5432, "in_0a")
     agg.ingest([ev])  # nobody follows: nothing is built
     q = feed.subscribe()
     agg.ingest([ev, ev])

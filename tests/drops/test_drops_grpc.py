@@ -64,12 +64,12 @@ async def test_several_agents_aggregate_exactly(grpc_brain: Brain, redis_client:
     assert await _stored(redis_client, agg, sorted(want)) == want
     assert sum(r.acked_events for r in reporters) == len(all_events) == 12_000
     # Prometheus has the same number, split by bounded labels only
-    samples = [s for m in registry.collect() if m.name == "stockade_blocked_connections" for s in m.samples
-               if s.name == "stockade_blocked_connections_total"]  # fmt: skip
+    samples = [s for m in registry.collect() if m.name == "stockade_brain_blocked_connections" for s in m.samples
+               if s.name == "stockade_brain_blocked_connections_total"]  # fmt: skip
     assert sum(s.value for s in samples) == 12_000
     assert all(set(s.labels) == {"protocol", "dport", "direction", "namespace"} for s in samples)
     assert {s.labels["namespace"] for s in samples} == {"prod", "dev", "external"}
-    assert _val(registry, "stockade_drop_events_dropped_total", {"reason": "agent_buffer_full"}) == 0
+    assert _val(registry, "stockade_brain_drop_events_dropped_total", {"reason": "agent_buffer_full"}) == 0
     for r in reporters:
         assert len(await agg.store.recent_events({"node": r.node}, limit=5000)) == 4000
 
@@ -115,8 +115,8 @@ async def test_agent_sheds_while_brain_is_away_and_says_so(redis_client: Redis) 
     assert not reporter.connected
     assert len(reporter.buffer) == 1500
     assert reporter.buffer.shed == {"agent_buffer_full": 2500}
-    assert _val(agent_registry, "stockade_drop_events_dropped_total", {"reason": "agent_buffer_full"}) == 2500
-    assert _val(agent_registry, "stockade_drop_reporter_buffer_events") == 1500
+    assert _val(agent_registry, "stockade_agent_drop_events_dropped_total", {"reason": "agent_buffer_full"}) == 2500
+    assert _val(agent_registry, "stockade_agent_drop_reporter_buffer_events") == 1500
 
     # a batch already handed to gRPC is kept (the brain may have it); the rest are the newest
     inflight = [e for _, evs in reporter.buffer.unacked() for e in evs]
@@ -138,7 +138,7 @@ async def test_agent_sheds_while_brain_is_away_and_says_so(redis_client: Redis) 
         # what was kept reached Redis exactly; the 2500 shed are counted on the brain too
         want = expected_counts(kept)
         assert await _stored(redis_client, agg, sorted(want)) == want
-        assert _val(registry, "stockade_drop_events_dropped_total", {"reason": "agent_buffer_full"}) == 2500
+        assert _val(registry, "stockade_brain_drop_events_dropped_total", {"reason": "agent_buffer_full"}) == 2500
         assert reporter.connected and len(reporter.buffer) == 0
     finally:
         await channel.close(None)
@@ -191,7 +191,7 @@ async def test_acks_wait_for_redis(redis_proc: RedisProcess, redis_client: Redis
         assert reporter.acked_events == 2000
         want = expected_counts(events)
         assert await _stored(redis_client, agg, sorted(want)) == want
-        assert _val(registry, "stockade_drops_redis_up") == 1
+        assert _val(registry, "stockade_brain_drops_redis_up") == 1
     finally:
         reporter.close()
         await task
@@ -222,7 +222,7 @@ async def test_slow_redis_holds_agents_back_instead_of_shedding(redis_client: Re
         for r in reporters:
             assert await r.flush(30)
         assert agg.shed_total == 0
-        assert _val(registry, "stockade_drop_events_dropped_total", {"reason": "redis_buffer_full"}) == 0
+        assert _val(registry, "stockade_brain_drop_events_dropped_total", {"reason": "redis_buffer_full"}) == 0
         want = expected_counts(events)
         assert await _stored(redis_client, agg, sorted(want)) == want
     finally:

@@ -39,22 +39,22 @@ async def test_restart_in_the_middle_loses_nothing(redis_proc: RedisProcess, red
     agg.ingest(events[2000:4000])
     assert not await agg.flush()  # Redis away: counts stay in memory
     assert not agg.ready
-    assert _val(registry, "stockade_drops_redis_up") == 0
-    assert _val(registry, "stockade_redis_errors_total") >= 1
-    assert _val(registry, "stockade_drops_buffer_events") == 2000
+    assert _val(registry, "stockade_brain_drops_redis_up") == 0
+    assert _val(registry, "stockade_brain_redis_errors_total") >= 1
+    assert _val(registry, "stockade_brain_drops_buffer_events") == 2000
     agg.ingest(events[4000:5000])
     assert not await agg.flush()
-    assert _val(registry, "stockade_drops_buffer_events") == 3000
+    assert _val(registry, "stockade_brain_drops_buffer_events") == 3000
 
     redis_proc.start()
     agg.ingest(events[5000:])
     assert await agg.flush()  # the batch that failed
     assert await agg.flush()  # what came since
-    assert agg.ready and _val(registry, "stockade_drops_redis_up") == 1
-    assert _val(registry, "stockade_drops_buffer_events") == 0
+    assert agg.ready and _val(registry, "stockade_brain_drops_redis_up") == 1
+    assert _val(registry, "stockade_brain_drops_buffer_events") == 0
     want = expected_counts(events)
     assert await _redis_counts(redis_client, agg, sorted(want)) == want
-    assert _val(registry, "stockade_drop_events_dropped_total", {"reason": "redis_buffer_full"}) == 0
+    assert _val(registry, "stockade_brain_drop_events_dropped_total", {"reason": "redis_buffer_full"}) == 0
     assert await agg.store.lost("15m", now=now) == 0
 
 
@@ -67,7 +67,7 @@ async def test_bound_hit_while_away_is_counted(redis_proc: RedisProcess, redis_c
     assert not await agg.flush()
     shed = len(events) - counted
     assert shed > 0 and agg.buffered_entries == 50
-    assert _val(registry, "stockade_drop_events_dropped_total", {"reason": "redis_buffer_full"}) == shed
+    assert _val(registry, "stockade_brain_drop_events_dropped_total", {"reason": "redis_buffer_full"}) == shed
 
     redis_proc.start()  # empty: it lost everything, but nothing had been written yet
     assert await agg.flush()

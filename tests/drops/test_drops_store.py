@@ -27,6 +27,7 @@ def _sample(registry: object, name: str, labels: dict[str, str]) -> float:
 async def test_counts_are_exact_and_expire(redis_client: Redis) -> None:
     now = time.time()
     agg, registry = make_aggregator(redis_client, RESOLVER)
+    agg.metrics.declared = lambda ns, pod: [(80, "TCP")] if ns == "prod" else []  # prod's pods serve TCP 80
     events = random_events(5000, now - 600, 600, seed=1)
     for i in range(0, len(events), 700):  # several ingests and flushes
         assert agg.ingest(events[i : i + 700]) == len(events[i : i + 700])
@@ -48,7 +49,7 @@ async def test_counts_are_exact_and_expire(redis_client: Redis) -> None:
     total = sum(
         s.value
         for m in registry.collect()
-        if m.name == "stockade_blocked_connections"
+        if m.name == "stockade_brain_blocked_connections"
         for s in m.samples
         if s.name.endswith("_total")
     )
@@ -60,11 +61,11 @@ async def test_counts_are_exact_and_expire(redis_client: Redis) -> None:
         if e.protocol == "TCP" and e.dport == 80 and e.direction is Direction.INGRESS and e.dst in prod
     )
     labels = {"protocol": "TCP", "dport": "80", "direction": "ingress", "namespace": "prod"}
-    assert _sample(registry, "stockade_blocked_connections_total", labels) == prod_tcp_80_in
-    # 31337 is no well-known port: bucketed
-    assert _sample(registry, "stockade_blocked_connections_total",
-                   {**labels, "dport": "other-registered"}) > 0  # fmt: skip
-    assert _sample(registry, "stockade_drops_buffer_events", {}) == 0
+    assert _sample(registry, "stockade_brain_blocked_connections_total", labels) == prod_tcp_80_in
+    # 31337 is no port prod's pods declare: "other"
+    assert _sample(registry, "stockade_brain_blocked_connections_total", {**labels, "dport": "other"}) > 0
+    assert _sample(registry, "stockade_brain_blocked_connections_total", {**labels, "dport": "31337"}) == 0
+    assert _sample(registry, "stockade_brain_drops_buffer_events", {}) == 0
 
 
 async def test_windows_and_top_n(redis_client: Redis) -> None:
@@ -72,7 +73,7 @@ async def test_windows_and_top_n(redis_client: Redis) -> None:
     now = (time.time() // 60) * 60 + 30  # half way through the current minute
 
     def ev(t: float, src: str, dst: str, port: int, proto: str = "TCP") -> BlockedEvent:
-        return BlockedEvent(t, "node-a", Direction.INGRESS, src, dst, proto, 40000, port, "in_x")
+        return BlockedEvent(t, "node-a", Direction.INGRESS, src, dst, proto, 40000, port, "in_0a")
 
     events = (
         [ev(now - 5, "10.2.0.10", "10.1.0.20", 5432)] * 7  # current minute: dev/tool -> prod/db-0
@@ -144,7 +145,7 @@ async def test_resolution_as_of_event_time(redis_client: Redis) -> None:
     resolver.history.assign("10.9.0.5", None, t_move - 1)  # deleted
     resolver.history.assign("10.9.0.5", ("b", "new-pod"), t_move)  # its IP reused
     agg, _ = make_aggregator(redis_client, resolver)
-    ev = lambda t: BlockedEvent(t, "n", Direction.INGRESS, "192.0.2.1", "10.9.0.5", "TCP", 1, 80, "c")  # noqa: E731
+    ev = lambda t: BlockedEvent(t, "n", Direction.INGRESS, "192.0.2.1", "10.9.0.5", "TCP", 1, 80, "in_0a")  # noqa: E731
     agg.ingest([ev(t_move - 30), ev(t_move - 30), ev(t_move - 0.5), ev(t_move + 5)])
     assert await agg.flush()
     assert await agg.store.top_flows("15m", ["dst_namespace", "dst_pod"], now=t_move + 10) == [
@@ -157,9 +158,9 @@ async def test_resolution_as_of_event_time(redis_client: Redis) -> None:
 async def test_too_old_events_are_counted_as_dropped(redis_client: Redis) -> None:
     agg, registry = make_aggregator(redis_client, RESOLVER)
     old = BlockedEvent(time.time() - DEFAULT_RETENTION - 60, "n", Direction.INGRESS, "1.2.3.4", "10.1.0.10",
-                       "TCP", 1, 80, "c")  # fmt: skip
+                       "TCP", 1, 80, "in_0a")  # fmt: skip
     assert agg.ingest([old]) == 0
-    assert _sample(registry, "stockade_drop_events_dropped_total", {"reason": "too_old"}) == 1
+    assert _sample(registry, "stockade_brain_drop_events_dropped_total", {"reason": "too_old"}) == 1
 
 
 async def test_recent_stream_keeps_the_newest_of_each_flush(redis_client: Redis) -> None:

@@ -50,6 +50,33 @@ def test_dport_labels_are_bounded(port: int) -> None:
     assert label == str(port) if port in flows.KNOWN_PORTS else label.startswith(("other-", "none"))
 
 
+@given(st.integers(min_value=0, max_value=65535), st.sampled_from(["TCP", "UDP", "SCTP"]))
+def test_brain_dport_label_keeps_only_ports_the_pod_declares(port: int, proto: str) -> None:
+    from prometheus_client import CollectorRegistry
+
+    declared = {("prod", "web"): [(port, "TCP"), (8079, "TCP")]}
+    m = DropMetrics(CollectorRegistry(), declared=lambda ns, pod: declared.get((ns, pod), []))
+    label = m.dport_label(proto, port, "prod", "web")
+    if port == 0:
+        assert label == "none"  # protocols without ports
+    else:
+        assert label == (str(port) if proto == "TCP" else "other")
+    assert m.dport_label("TCP", 8079, "prod", "other-pod") == "other"  # another pod does not declare it
+    assert m.dport_label("TCP", 8079, "", "") == "other"  # no pod at all (external)
+
+
+def test_brain_dport_labels_are_capped() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from stockade.brain.drops.metrics import MAX_DPORTS
+
+    m = DropMetrics(CollectorRegistry(), declared=lambda ns, pod: [(int(pod), "UDP")])
+    labels = {m.dport_label("UDP", p, "ns", str(p)) for p in range(1, 2 * MAX_DPORTS)}
+    assert len(labels - {"other"}) == MAX_DPORTS and "other" in labels
+    broken = DropMetrics(CollectorRegistry(), declared=lambda ns, pod: 1 / 0)  # type: ignore[arg-type,return-value]
+    assert broken.dport_label("TCP", 80, "ns", "p") == "other"  # a label never costs the count
+
+
 def test_agent_reasons_are_bounded() -> None:
     from prometheus_client import CollectorRegistry
 

@@ -123,12 +123,12 @@ def agent_totals(st: LabState) -> dict[str, dict[str, float]]:
     for node in st.plan.nodes:
         text = agent_metrics(st, node.name)
         row: dict[str, float] = {}
-        for labels, v in counters(text, "stockade_blocked_connections").items():
+        for labels, v in counters(text, "stockade_agent_blocked_connections").items():
             d = dict(labels)
             row[f"nflog:{d['protocol']}/{d['dport']}/{d['direction']}"] = v
-        for labels, v in counters(text, "stockade_blocked_connections_kernel").items():
+        for labels, v in counters(text, "stockade_agent_blocked_connections_kernel").items():
             row[f"kernel:{dict(labels)['direction']}"] = v
-        row["lost"] = sum(counters(text, "stockade_nflog_events_lost").values())
+        row["lost"] = sum(counters(text, "stockade_agent_nflog_events_lost").values())
         out[node.name] = row
     return out
 

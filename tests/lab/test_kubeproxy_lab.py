@@ -8,6 +8,7 @@ opens inside the backend pods (port 7070, not served by the lab's pod servers)."
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import select
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from stockade.lab import kubeapi, nsenter
+from stockade.lab import kubeapi, nsenter, probe
 from stockade.lab.state import LabState
 
 from .lab_ops import lab_state
@@ -415,5 +416,85 @@ def test_dual_stack_services(tmp_path: Path, topology: str) -> None:
             with listeners(st, ["web-0", "web-1"], af) as socks:
                 hits = {seen_by("web-0", st, ip, 7001, socks) for _ in range(24)}
             assert None not in hits and {h[0] for h in hits if h} == {"web-0", "web-1"}, (ip, hits)
+    finally:
+        lab.run("down", check=False)
+
+
+STALE = """
+apiVersion: v1
+kind: Namespace
+metadata: {name: x}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: x, labels: {app: client}}
+spec:
+  nodeName: node-1
+  containers: [{name: c, ports: [{containerPort: 9}]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: x, labels: {app: web}}
+spec:
+  nodeName: node-2
+  containers: [{name: c, ports: [{containerPort: 8080}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: x}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+"""
+
+
+def _nft(netns: str, script: str) -> None:
+    subprocess.run(["ip", "netns", "exec", netns, "nft", "-f", "-"], input=script, text=True, check=True)
+
+
+def _syn_sent(netns: str, src: str, dst: str) -> list[str]:
+    out = subprocess.run(
+        ["ip", "netns", "exec", netns, "conntrack", "-L", "-p", "tcp", "--orig-src", src, "--orig-dst", dst],
+        capture_output=True, text=True, check=False,
+    ).stdout  # fmt: skip
+    return [line for line in out.splitlines() if "SYN_SENT" in line]
+
+
+def test_a_probe_never_rides_an_earlier_attempts_stale_dnat(tmp_path: Path) -> None:
+    """The e2e flake "svc/x/b (to no backend): probed open", constructed: an earlier probe's SYN
+    was DNATed on the client's node and dropped further on, so that node keeps a SYN_SENT entry
+    (120 s) with the DNAT to the endpoint of then; the endpoint leaves the Service; a later SYN
+    with the same 5-tuple is a retransmit to conntrack and still goes there (kube-proxy clears UDP
+    entries only, so a cluster does this too). The kernel reuses a port for a destination by
+    chance (its choice jumps about every 10 s); here the client's port range is one port pair,
+    so a probe that let the kernel choose would get 40000 both times, every time."""
+    lab = Lab(tmp_path, "st-kps-")
+    lab.run("down", check=False)
+    try:
+        lab.run("up", "--nodes", "2", "--cluster", lab.write("stale.yaml", STALE), timeout=120)
+        st = lab_state(lab)
+        ip, client, web = cluster_ip(st, "web"), netns_of(st, "client"), netns_of(st, "web")
+        nsenter.write_sysctl(client, "net/ipv4/ip_local_port_range", "40000 40001")
+        _nft(
+            web, "table inet st-test {\n chain in {\n type filter hook input priority 0;\n tcp dport 8080 drop\n }\n}\n"
+        )
+        assert not asyncio.run(probe.probe_one(client, ip, "TCP", 80))  # dropped at web, after DNAT on node-1
+        stale = _syn_sent(netns_of(st, "node-1"), pod_ip(st, "client"), ip)
+        assert len(stale) == 1 and f"src={pod_ip(st, 'web')} " in stale[0], stale  # DNATed to web, unreplied
+        moved = STALE.replace("labels: {app: web}", "labels: {app: moved}")
+        assert (
+            "services in step on every node" in lab.run("apply", "--wait", "-f", lab.write("moved.yaml", moved)).stdout
+        )
+        assert f"{ip} . tcp . 80 : goto reject-chain" in ruleset(st, "node-1")  # no endpoint: rejected
+        _nft(web, "delete table inet st-test\n")  # web would answer now, if anything still led there
+        assert not asyncio.run(probe.probe_one(client, ip, "TCP", 80))
+        # What that probe would have met with the earlier one's port (as a client in a cluster does):
+        sport = int(stale[0].split("sport=")[1].split()[0])
+        c = nsenter.socket_in(client, socket.AF_INET, socket.SOCK_STREAM)
+        with c:
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            c.bind(("0.0.0.0", sport))
+            c.settimeout(5)
+            c.connect((ip, 80))  # through the stale entry to web, although the Service has no endpoint
     finally:
         lab.run("down", check=False)

@@ -33,8 +33,12 @@ POLICY = {
 }
 
 
-async def until(check: Callable[[], bool]) -> None:
-    while not check():  # the test's own timeout bounds this
+async def until(brain: Brain, check: Callable[[], bool]) -> None:
+    """Poll ``check`` (which reads the engine) between engine changes only."""
+    while True:  # the test's own timeout bounds this
+        await brain.worker.idle()
+        if check():
+            return
         await asyncio.sleep(0.02)
 
 
@@ -52,6 +56,7 @@ async def test_brain_lint_sees_services(server: ApiServer, tmp_path: Path) -> No
     )
     await asyncio.wait_for(brain.start(), 30)
     try:
+        await brain.worker.idle()
         assert [s.key for s in brain.engine.services()] == ["sock-shop/front-end"]  # in the cold start
         (w,) = brain.engine.lint()
         assert (w.policy, w.field) == ("sock-shop/front-end-web", "spec.ingress[0].ports[0].port")
@@ -59,9 +64,9 @@ async def test_brain_lint_sees_services(server: ApiServer, tmp_path: Path) -> No
         # the Service changes: so does lint, with no effect on any node's rules
         models = brain.engine.models()
         server.put_object({**SERVICE, "spec": {**SERVICE["spec"], "ports": [{"port": 80, "targetPort": 80}]}})
-        await asyncio.wait_for(until(lambda: brain.engine.lint() == []), 30)
+        await asyncio.wait_for(until(brain, lambda: brain.engine.lint() == []), 30)
         assert brain.engine.models() == models
         server.delete_object("Service", "front-end", "sock-shop")
-        await asyncio.wait_for(until(lambda: brain.engine.services() == []), 30)
+        await asyncio.wait_for(until(brain, lambda: brain.engine.services() == []), 30)
     finally:
         await brain.stop()

@@ -98,3 +98,26 @@ def test_delta_validation() -> None:
         delta_from_proto(d)
     with pytest.raises(ValidationError, match=r"delta\.removed_sets"):
         delta_from_proto(pb.NodeDelta(node="n1", removed_sets=["in_00"]))
+
+
+def test_one_limits_contract() -> None:
+    """The codec's limits are the contract's, and one accepted policy always fits a node."""
+    from stockade.codec import DEFAULT_LIMITS
+    from stockade.model.limits import NODE_LIMITS, POLICY_LIMITS, NodeLimits
+
+    assert Limits is NodeLimits and DEFAULT_LIMITS is NODE_LIMITS
+    assert POLICY_LIMITS.ports_per_rule == NODE_LIMITS.max_ports_per_rule
+    assert POLICY_LIMITS.chain_rules_per_policy < NODE_LIMITS.max_rules_per_chain
+    assert POLICY_LIMITS.cidrs_per_ipblock <= POLICY_LIMITS.cidrs_per_policy < NODE_LIMITS.max_set_elements
+    assert NODE_LIMITS.max_chains >= 2 * NODE_LIMITS.max_dispatch  # a chain per dispatch entry at most
+
+
+def test_full_width_ids_pass_the_codec() -> None:
+    sid, cid = "ag_" + "ab" * 16, "in_" + "cd" * 16
+    model = NodeModel(
+        "n1",
+        sets={sid: frozenset({"10.0.0.1/32"})},
+        chains={cid: Chain(Direction.INGRESS, (Rule(sid, None),), id=cid)},
+        ingress={"10.0.0.2": cid},
+    )
+    assert model_from_proto(model_to_proto(model)) == model

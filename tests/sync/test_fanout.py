@@ -234,7 +234,7 @@ async def test_metrics() -> None:
     reg = CollectorRegistry()
     reg.register(FanOutCollector(fan))
     text = generate_latest(reg).decode()
-    assert "stockade_sync_agents_connected 2.0" in text
-    assert "stockade_sync_nodes_in_sync 1.0" in text
-    assert 'stockade_sync_applied_generation{node="n1"} 1.0' in text
-    assert 'stockade_sync_applied_generation{node="n2"} 0.0' in text
+    assert "stockade_brain_sync_agents_connected 2.0" in text
+    assert "stockade_brain_sync_nodes_in_sync 1.0" in text
+    assert 'stockade_brain_sync_applied_generation{node="n1"} 1.0' in text
+    assert 'stockade_brain_sync_applied_generation{node="n2"} 0.0' in text

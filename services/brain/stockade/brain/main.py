@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
+import sys
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -23,28 +24,60 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from stockade.brain.admin.auth import Authorizer, load_tokens
+from stockade.brain import metrics as brain_metrics
+from stockade.brain import servers, tokenauth
+from stockade.brain.admin.auth import Authorizer
 from stockade.brain.admin.service import AdminService, DropFeed
-from stockade.brain.drops import Aggregator, DropMetrics, EngineResolver, FeedListener, IpHistory, RedisStore, connect
+from stockade.brain.drops import (
+    Aggregator,
+    DropMetrics,
+    EnginePorts,
+    EngineResolver,
+    FeedListener,
+    IpHistory,
+    NoStore,
+    RedisStore,
+    connect,
+)
+from stockade.brain.drops.nostore import NO_QUOTA
+from stockade.brain.drops.quota import QuotaConfig
 from stockade.brain.drops.servicer import DropServicer
-from stockade.brain.engine import Engine
+from stockade.brain.engine import Deltas, Engine, NotRealized, Rejection
+from stockade.brain.events import EventRecorder, EventsCollector, ObjectEvents
 from stockade.brain.fanout import FanOut
+from stockade.brain.identity_metrics import IdentityCollector
+from stockade.brain.leader import ElectionConfig, LeaderCollector, LeaderElector, default_identity
+from stockade.brain.nodeauth import NodeAuth
 from stockade.brain.sources import SourceEvent, Sources, api_client
+from stockade.brain.sources.slim import brain_slimmer
+from stockade.brain.startup import cold_start
 from stockade.brain.sync_service import SyncService, server_options
-from stockade.tls import ServerTLS, peer_names
+from stockade.brain.taints import StartupTaints
+from stockade.brain.worker import EngineWorker, GatedServicer
+from stockade.model import NodeModel
 from stockade.v1 import admin_pb2, admin_pb2_grpc, drops_pb2, drops_pb2_grpc, sync_pb2
 
+SWITCH_INTERVAL = 0.001  # seconds: see Brain.run_forever
+
 log = logging.getLogger("stockade.brain")
+
+STOP_GRACE = 10.0  # seconds for a clean shutdown; well inside Kubernetes' default 30 s grace
+
+# Admin calls that read the engine (DryRun compiles engines of its own; drops and resync read
+# the store and the fan-out).
+ENGINE_READERS = frozenset({"ListPolicies", "GetPolicy", "ListNodes", "Explain", "Lint"})
 
 
 @dataclass
 class BrainConfig:
     kubeconfig: str | None = None
     listen: str = "0.0.0.0:7443"  # sync + drops: mTLS, agents only
-    admin_listen: str = "0.0.0.0:7444"  # admin API: TLS, tokens or client certificates
-    http: str = "0.0.0.0:9090"  # /healthz /readyz /metrics /v1/realized
+    admin_listen: str = "0.0.0.0:7444"  # admin API: TLS, bearer tokens
+    admin_mtls_listen: str | None = "0.0.0.0:7445"  # admin API: mTLS, operator certificates (or tokens)
+    # /healthz /readyz /metrics, /v1/realized (admin token): loopback unless the deployment
+    # says where the kubelet and the scraper reach it
+    http: str = "127.0.0.1:9090"
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
@@ -53,52 +86,39 @@ class BrainConfig:
     admin_tokens_file: str | None = None
     history: int = 256
     beta_default_deny: bool = True
-
-
-class _FanoutCollector:
-    """Per-node sync metrics read from the fan-out at scrape time (names the alert rules use)."""
-
-    def __init__(self, brain: Brain) -> None:
-        self.brain = brain
-
-    def collect(self) -> Iterable[Any]:
-        connected = GaugeMetricFamily(
-            "stockade_agent_connected", "1 while the node's agent is connected", labels=["node"]
-        )
-        lag = GaugeMetricFamily(
-            "stockade_node_generation_lag", "generations the node's agent has not applied yet", labels=["node"]
-        )
-        errors = CounterMetricFamily("stockade_apply_errors", "failed applies the agent reported", labels=["node"])
-        ready = GaugeMetricFamily(
-            "stockade_node_ready", "1 while the node enforces what it applied, nothing bypassing it", labels=["node"]
-        )
-        for node in self.brain.engine.nodes():
-            st = self.brain.fanout.node_status(node)
-            connected.add_metric([node], 1.0 if st.connected else 0.0)
-            ready.add_metric([node], 1.0 if st.ready else 0.0)
-            lag.add_metric([node], float(max(0, st.desired_generation - st.applied_generation)))
-            errors.add_metric([node], float(st.failures))
-        yield connected
-        yield ready
-        yield lag
-        yield errors
-        yield GaugeMetricFamily(
-            "stockade_brain_ready", "1 once the first full compute is done", value=float(self.brain.ready)
-        )
-        yield GaugeMetricFamily(
-            "stockade_policies_rejected",
-            "policies not enforced because they are malformed",
-            value=float(sum(1 for r in self.brain.engine.rejections() if r.object.startswith("NetworkPolicy"))),
-        )
+    drops_quota: QuotaConfig = field(default_factory=QuotaConfig)  # per node, on new Redis counters
+    agent_auth: str = "cert"  # cert | token | both (stockade.brain.nodeauth)
+    remove_startup_taints: bool = True  # stockade.brain.taints
+    agent_audience: str = tokenauth.DEFAULT_AUDIENCE
+    agent_service_accounts: tuple[str, ...] = (tokenauth.DEFAULT_SERVICE_ACCOUNT,)
+    # Only the leader writes Events (stockade.brain.leader); None: this brain is the only one
+    # (tests, a single replica), always the writer. `stockade brain` elects by default.
+    election: ElectionConfig | None = None
+    events: bool = True  # Kubernetes Events on refused and unrealized objects (stockade.brain.events)
 
 
 class Brain:
     def __init__(self, config: BrainConfig) -> None:
         self.config = config
         self.engine = Engine(beta_default_deny=config.beta_default_deny)
-        self.fanout = FanOut(self.engine.model, history=config.history)
+        # Every change to the engine runs on this worker; reads wait for it (see worker.py).
+        self.worker: EngineWorker[Engine] = EngineWorker(self.engine)
+        self.fanout = FanOut(self._model_of, history=config.history)
+        self.engine_errors = 0  # engine failures (bugs) since start: logged, object skipped
+        self._rejections: dict[tuple[str, str, str], Rejection] = {}  # as last reported
+        self.on_rejected: Callable[[Rejection], None] | None = None  # for Events (issue 13)
+        self.elector: LeaderElector | None = None  # with config.election, from start()
+        identity = config.election.identity if config.election else default_identity()
+        self.recorder = EventRecorder(self.is_leader, identity)
+        self.object_events = ObjectEvents(self.recorder, self._objects_get)
+        if config.events:
+            self.on_rejected = self.object_events.rejected
         self.registry = CollectorRegistry()
-        self.registry.register(_FanoutCollector(self))
+        brain_metrics.register(self.registry, self)  # stockade_brain_*, sync, process
+        self.registry.register(servers.CertificateExpiry(config))  # renewal and expiry (certs)
+        self.registry.register(IdentityCollector(self))  # agents' tokens, startup taints (tokens)
+        self.registry.register(LeaderCollector(self.is_leader))  # stockade_brain_leader
+        self.registry.register(EventsCollector(self.recorder))  # stockade_brain_events_*
         self.ready = False
         self.seen_rv = 0  # highest resourceVersion applied to the engine, any kind
         # per kind: each kind's watch delivers in order, so seeing version N of a kind means
@@ -114,49 +134,127 @@ class Brain:
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self.sources: Sources | None = None
+        self._client: Any = None  # the API client (kubernetes_asyncio ApiClient), closed on stop
         self.health = HealthServicer()
         self.http_port = 0
         self.grpc_port = 0
         self.admin_port = 0
+        self._not_realized: dict[tuple[str, str], NotRealized] = {}  # as last logged
+        self.admin_mtls_port = 0
+        self._auth: Authorizer | None = None
+        self.node_auth: NodeAuth | None = None  # with --agent-auth token|both
+        self.taints: StartupTaints | None = None  # removes nodes' startup taint (taints.py)
 
     # ------------------------------------------------------------------ events
 
     def objects(self) -> list[dict[str, Any]]:
         return list(self._objects.values())
 
-    async def on_event(self, ev: SourceEvent) -> None:
-        if ev.type == "synced":
-            self._cold_start()
+    def _objects_get(self, key: tuple[str, str, str]) -> dict[str, Any] | None:
+        return self._objects.get(key)
+
+    def is_leader(self) -> bool:
+        """Whether this brain writes to the API now (always, without an election)."""
+        return self.elector.is_leader if self.elector is not None else self.config.election is None
+
+    def _on_leading(self) -> None:
+        """A new leader reports what is refused now: the old one may not have (or be gone)."""
+        if not self.config.events:
             return
+        for r in self._rejections.values():
+            self.object_events.rejected(r)
+        for nr in self._not_realized.values():
+            self.object_events.not_realized(nr)
+
+    def _model_of(self, node: str) -> NodeModel:
+        """A node's model for a feed that starts: called only between changes (connect and
+        /v1/realized wait for the worker to be idle first)."""
+        if self.worker.busy:
+            log.error("bug: node %s's model read while the engine is changing", node)
+        return self.engine.model(node)
+
+    async def on_event(self, ev: SourceEvent) -> None:
+        """The sources' consumer. Nothing from the API raises out of here: a bad object is
+        refused by the engine's validation and reported; a bug is logged and the object skipped.
+        Only a failed cold start propagates: a brain that cannot compute must exit (and be
+        restarted), never sit with /healthz ok and its sync port closed."""
+        if ev.type == "synced":
+            await self._cold_start()
+            return
+        try:
+            await self._on_event(ev)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug must not stop enforcement of everything else
+            self.engine_errors += 1
+            log.exception(
+                "engine failed on %s %s %s/%s; the object is skipped", ev.type, ev.kind, ev.namespace, ev.name
+            )
+
+    async def _on_event(self, ev: SourceEvent) -> None:
         key = ev.key
+        if ev.kind == "Node" and self.taints is not None:
+            try:  # the startup taint (taints.py); never in the way of the engine
+                self.taints.observe(ev.kind, ev.type == "delete", ev.obj)
+            except Exception:
+                log.exception("startup taint: cannot read node %s", ev.name)
         if ev.type == "upsert":
             self._objects[key] = ev.obj
         else:
             self._objects.pop(key, None)
         if ev.kind == "Pod":
             self.history.observe_pod(ev.obj, at=time.time(), deleted=ev.type == "delete")
-        self._note_rv(ev.kind, ev.obj)
         if not self.ready:
+            self._note_rv(ev.kind, ev.obj)
             return  # computed all at once when every kind is listed
-        try:
-            if ev.type == "upsert":
-                deltas = self.engine.upsert(ev.obj)
-            else:
-                deltas = self.engine.delete(ev.kind, ev.namespace or None, ev.name)
-        except Exception:  # a bug must not stop enforcement of everything else
-            log.exception("engine failed on %s %s/%s; the object is skipped", ev.kind, ev.namespace, ev.name)
-            return
+        seen = time.monotonic()  # for the realization delay (API change -> applied on the node)
+        obj, kind, ns, name = ev.obj, ev.kind, ev.namespace or None, ev.name
         policy = (ev.namespace, ev.name) if ev.kind == "NetworkPolicy" else None
-        self.fanout.on_deltas(deltas, policy=policy)
-        if ev.kind == "NetworkPolicy":
-            for r in self.engine.rejections():
-                if r.object == f"NetworkPolicy {ev.namespace}/{ev.name}":
-                    log.warning("rejected (not enforced): %s", r)
+
+        def apply(engine: Engine) -> Deltas:  # on the worker thread
+            return engine.upsert(obj) if ev.type == "upsert" else engine.delete(kind, ns, name)
+
+        def publish(deltas: Deltas) -> None:  # on the loop, before any reader sees the engine
+            self.fanout.on_deltas(deltas, policy=policy, seen=seen)
+            self._report_rejections()
+            self._report_not_realized()
+
+        try:
+            await self.worker.change(apply, then=publish)
+        finally:
+            self._note_rv(ev.kind, ev.obj)  # also when the engine failed: waiters must not hang
+
+    def _report_rejections(self) -> None:
+        """Log each object as it is refused (and when it is accepted again), count them by kind.
+        The hook for the objects' Events (issue 13): ``on_rejected``."""
+        now = {(r.object, r.field, r.message): r for r in self.engine.rejections()}
+        for k in sorted(now.keys() - self._rejections.keys()):
+            log.warning("rejected (not enforced): %s", now[k])
+            if self.on_rejected is not None:
+                self.on_rejected(now[k])
+        for obj in sorted({k[0] for k in self._rejections} - {k[0] for k in now}):
+            log.info("%s: accepted again (or gone)", obj)
+        self._rejections = now
+
+    def _report_not_realized(self) -> None:
+        """Log each (policy, node) as it is left out of a node's model, and when it is back.
+        The hook for the policy's Events (issue 13): ``added`` and ``gone`` below."""
+        now = {(nr.policy, nr.node): nr for nr in self.engine.not_realized()}
+        before = self._not_realized
+        added = [now[k] for k in sorted(now.keys() - before.keys())]
+        gone = sorted(before.keys() - now.keys())
+        for nr in added:
+            log.warning("%s", nr)
+            if self.config.events:
+                self.object_events.not_realized(nr)
+        for policy, node in gone:
+            log.info("NetworkPolicy %s: realized again on node %s", policy, node)
+        self._not_realized = now
 
     def _note_rv(self, kind: str, obj: Mapping[str, Any]) -> None:
         try:
             rv = int((obj.get("metadata") or {}).get("resourceVersion") or 0)
-        except ValueError:
+        except (TypeError, ValueError, AttributeError):
             return  # a real API server's versions are opaque; waiting on them is only for the lab
         if rv > self.seen_rv_kind.get(kind, 0):
             self.seen_rv_kind[kind] = rv
@@ -167,18 +265,18 @@ class Brain:
     def _seen(self, wanted: Mapping[str, int]) -> bool:
         return all(self.seen_rv_kind.get(k, 0) >= v for k, v in wanted.items())
 
-    def _cold_start(self) -> None:
+    async def _cold_start(self) -> None:
+        """Compute every node model at once from the first full list, on the worker thread."""
         by_kind: dict[str, list[dict[str, Any]]] = {}
         for (kind, _, _), obj in self._objects.items():
             by_kind.setdefault(kind, []).append(obj)
         t0 = time.perf_counter()
-        self.engine.load(
-            by_kind.get("Namespace", []),
-            by_kind.get("Pod", []),
-            by_kind.get("NetworkPolicy", []),
-            by_kind.get("Node", []),
-            services=by_kind.get("Service", []),  # for lint only
-        )
+        log.info("computing node models from %d objects", len(self._objects))
+        try:
+            self.engine_errors += await self.worker.change(lambda engine: cold_start(engine, by_kind))
+        finally:
+            gc.freeze()  # the engine's and the objects' long-lived state: never traversed again
+            gc.enable()
         log.info(
             "computed %d node models from %d pods and %d policies in %.2f s",
             len(self.engine.nodes()),
@@ -186,38 +284,48 @@ class Brain:
             len(by_kind.get("NetworkPolicy", [])),
             time.perf_counter() - t0,
         )
-        for r in self.engine.rejections():
-            log.warning("rejected (not enforced): %s", r)
+        try:
+            self._report_rejections()
+            self._report_not_realized()
+        except Exception:  # reporting must not keep the brain from serving
+            log.exception("reporting the cold start's rejections failed")
+        for (kind, _, _), obj in self._objects.items():
+            self._note_rv(kind, obj)
         self.ready = True
         self._rv_changed.set()
 
     # ------------------------------------------------------------------ servers
 
     def _server_credentials(self, require_client_auth: bool) -> grpc.ServerCredentials | None:
-        c = self.config
-        if c.insecure:
-            return None
-        if not (c.tls_cert and c.tls_key and c.tls_ca):
-            raise SystemExit(
-                "stockade brain: --tls-cert, --tls-key and --tls-ca are required (create them with "
-                "`stockade certs init`); --insecure is for tests only"
-            )
-        tls = ServerTLS.from_files(Path(c.tls_cert), Path(c.tls_key), Path(c.tls_ca))
-        if require_client_auth:
-            return tls.credentials()
-        return grpc.ssl_server_credentials([(tls.key, tls.cert)], root_certificates=tls.ca, require_client_auth=False)
+        return servers.server_credentials(self.config, require_client_auth)
 
     def _node_of_peer(self, context: grpc.aio.ServicerContext) -> str | None:
-        if self.config.insecure:
+        return None if self.config.insecure else servers.node_of_peer(context)
+
+    def _node_auth(self) -> NodeAuth | None:
+        """Token-based agent identity (--agent-auth token|both); None: client certificates only."""
+        c = self.config
+        if c.insecure or c.agent_auth == "cert":
             return None
-        names = peer_names(context.auth_context())
-        return next(iter(sorted(names)), None) if names else None
+        tokens = tokenauth.TokenAuthenticator(
+            self._client, audience=c.agent_audience, service_accounts=c.agent_service_accounts
+        )
+        self.node_auth = NodeAuth(c.agent_auth, tokens)
+        return self.node_auth
+
+    def _authorizer(self) -> Authorizer:
+        if self._auth is None:
+            self._auth = servers.authorizer(self.config.admin_tokens_file)
+        return self._auth
 
     async def _start_grpc(self) -> None:
         c = self.config
         # Sync and drops: agents only, mutual TLS.
-        server = grpc.aio.server(options=server_options())
-        sync = SyncService(self.fanout, allow_insecure=c.insecure)
+        node_auth = self._node_auth()
+        guard = node_auth.guard() if node_auth is not None else servers.node_guard(c.insecure)
+        server = grpc.aio.server(options=server_options(), interceptors=[guard])
+        # A feed starts from the engine's model: connect only between engine changes.
+        sync = SyncService(self.fanout, allow_insecure=c.insecure, before_connect=self.worker.idle)
         server.add_generic_rpc_handlers((sync.handler(),))
         if self.aggregator is not None:
             drops_pb2_grpc.add_DropServiceServicer_to_server(
@@ -231,27 +339,30 @@ class Brain:
             reflection.SERVICE_NAME,
         ]
         reflection.enable_server_reflection(names, server)
-        creds = self._server_credentials(require_client_auth=True)
+        creds = self._server_credentials(require_client_auth=node_auth is None or node_auth.wants_client_cert)
         self.grpc_port = server.add_secure_port(c.listen, creds) if creds else server.add_insecure_port(c.listen)
         await server.start()
         self._servers.append(server)
         # Admin: operators, TLS with tokens or client certificates.
-        tokens = load_tokens(c.admin_tokens_file) if c.admin_tokens_file else {}
-        if not tokens:
-            log.warning(
-                "no --admin-tokens-file: the admin API accepts only stockade-admin/stockade-reader client certificates"
-            )
-        admin = grpc.aio.server()
+        auth = self._authorizer()
+        if not auth.tokens:
+            log.warning("no --admin-tokens-file: the admin API accepts only operator client certificates")
+        admin = grpc.aio.server(options=servers.ADMIN_OPTIONS, interceptors=[servers.admin_guard(auth)])
         svc = AdminService(
             self.engine,
-            Authorizer(tokens),
+            auth,
             objects=self.objects,
             status=self.fanout,
-            drops=self.aggregator.store if self.aggregator is not None else None,
+            drops=store
+            if self.aggregator is not None and isinstance(store := self.aggregator.store, RedisStore)
+            else None,
             feed=self.feed,
             resync=self._resync,
         )
-        admin_pb2_grpc.add_AdminServicer_to_server(svc, admin)
+        # The calls that read the engine do so under a read lease: never during a change.
+        gated = GatedServicer(svc, self.worker, ENGINE_READERS)
+        self.admin_service = svc  # its limits, for tests
+        admin_pb2_grpc.add_AdminServicer_to_server(gated, admin)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, admin)
         reflection.enable_server_reflection(
             [
@@ -261,10 +372,7 @@ class Brain:
             ],
             admin,
         )
-        acreds = self._server_credentials(require_client_auth=False)
-        self.admin_port = (
-            admin.add_secure_port(c.admin_listen, acreds) if acreds else admin.add_insecure_port(c.admin_listen)
-        )
+        self.admin_port, self.admin_mtls_port = servers.add_admin_ports(admin, c, c.admin_listen, c.admin_mtls_listen)
         await admin.start()
         self._servers.append(admin)
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -293,6 +401,7 @@ class Brain:
         return web.Response(text="ready\n" + "".join(f"degraded: {p}\n" for p in problems))
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        await self.worker.idle()  # the collectors read the engine: between changes only
         return web.Response(body=generate_latest(self.registry), content_type="text/plain", charset="utf-8")
 
     async def _realized(self, request: web.Request) -> web.Response:
@@ -327,6 +436,7 @@ class Brain:
                 )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._rv_changed.wait(), left)
+        await self.worker.idle()  # then read with no await before wait_synced has its feeds
         nodes = self.engine.nodes()
         ok = await self.fanout.wait_synced(nodes, max(0.0, deadline - time.monotonic()), ready=True)
         status = {n: self.fanout.node_status(n) for n in nodes}
@@ -343,7 +453,7 @@ class Brain:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/v1/realized", self._realized)
+        app.router.add_get("/v1/realized", servers.bearer_required(self._authorizer(), self._realized))
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         host, _, port = self.config.http.rpartition(":")
@@ -355,19 +465,48 @@ class Brain:
 
     async def start(self) -> None:
         await self._start_http()
-        if self.config.redis_url:
-            metrics = DropMetrics(self.registry)
-            store = RedisStore(connect(self.config.redis_url))
-            self.aggregator = Aggregator(store, EngineResolver(self.engine, self.history), metrics)
-            self.aggregator.listener = FeedListener(self.feed, self.aggregator.resolver)
-            self._tasks.append(asyncio.create_task(self.aggregator.run(), name="drops-flush"))
-        client = await api_client(self.config.kubeconfig)
-        self.sources = Sources(client, self.on_event)
+        # Blocked connections are counted for Prometheus with or without Redis (NoStore).
+        redis = bool(self.config.redis_url)
+
+        def busy() -> bool:
+            return self.worker.busy
+
+        metrics = DropMetrics(self.registry, redis=redis, declared=EnginePorts(self.engine, busy))
+        store = RedisStore(connect(self.config.redis_url)) if self.config.redis_url else NoStore()
+        resolver = EngineResolver(self.engine, self.history, busy=busy)
+        quota = self.config.drops_quota if redis else NO_QUOTA
+        self.aggregator = Aggregator(store, resolver, metrics, quota=quota)
+        self.aggregator.listener = FeedListener(self.feed, self.aggregator.resolver)
+        self._tasks.append(asyncio.create_task(self.aggregator.run(), name="drops-flush"))
+        client = self._client = await api_client(self.config.kubeconfig)
+        self.recorder.attach(client)
+        self._tasks.append(asyncio.create_task(self.recorder.run(), name="events"))
+        if self.config.election is not None:
+            self.elector = LeaderElector(client, self.config.election, on_started=self._on_leading)
+            self._tasks.append(asyncio.create_task(self.elector.run(), name="leader-election"))
+        if self.config.remove_startup_taints:
+            self.taints = StartupTaints(client, self.fanout.node_status)
+        # Only what the engine and the tools read of each object is held (sources/slim.py).
+        self.sources = Sources(client, self.on_event, slim=brain_slimmer())
+        # The first list and the cold start allocate millions of long-lived objects: automatic
+        # full collections would traverse them again and again, stopping both threads (the loop
+        # too) for hundreds of ms each. Off until the cold start is done, then those objects are
+        # frozen out of every later collection (see _cold_start).
+        gc.disable()
         self.sources.start()
         log.info("listing namespaces, pods, network policies and nodes")
-        while not self.ready:
-            await asyncio.sleep(0.05)
+        failed = asyncio.create_task(self.sources.wait())
+        try:
+            while not self.ready:
+                if failed.done():
+                    failed.result()  # the sources ended for good: say why
+                    raise RuntimeError("the sources ended before the first full list")
+                await asyncio.sleep(0.05)
+        finally:
+            failed.cancel()
         await self._start_grpc()
+        if self.taints is not None:
+            self._tasks.append(asyncio.create_task(self.taints.run(), name="startup-taints"))
         log.info(
             "serving: sync+drops on %s (port %d), admin on %s (port %d), HTTP on %s (port %d)",
             self.config.listen,
@@ -378,26 +517,59 @@ class Brain:
             self.http_port,
         )
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = STOP_GRACE) -> None:
+        """Stop everything, within ``grace`` seconds whatever hangs (an API server, Redis, a
+        compile on the worker thread: it is a daemon and is left to the process exit)."""
+        try:
+            await asyncio.wait_for(self._stop(), grace)
+        except TimeoutError:
+            log.warning("shutdown took longer than %.0f s; leaving the rest to the process exit", grace)
+        finally:
+            self.worker.close()
+
+    async def _stop(self) -> None:
+        gc.enable()  # if stopped before the cold start finished
         if self.sources is not None:
             await self.sources.stop()
         for server in self._servers:
             await server.stop(1.0)
         if self.aggregator is not None:
             await self.aggregator.close()
+        if self.elector is not None:
+            await self.elector.release()  # the other brain takes over at its next try
         for t in self._tasks:
             t.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
     async def run_forever(self) -> None:
+        """Serve until SIGTERM/SIGINT (honoured at any time: while listing, while compiling) or
+        until the sources fail for good."""
+        # The engine thread holds the GIL while it compiles; the loop gets it back at the next
+        # switch, and answering one request takes several. 1 ms instead of Python's 5 ms keeps
+        # /healthz and the sync streams within their budget during a long compile.
+        sys.setswitchinterval(SWITCH_INTERVAL)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await self.start()
-        waiter = asyncio.create_task(self.sources.wait()) if self.sources else None
         stopper = asyncio.create_task(stop.wait())
+        starting = asyncio.create_task(self.start())
+        await asyncio.wait([starting, stopper], return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            log.info("stopping before the brain finished starting")
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await starting
+            await self.stop()
+            return
+        if starting.exception() is not None:
+            await self.stop()
+            starting.result()
+        waiter = asyncio.create_task(self.sources.wait()) if self.sources else None
         done, _ = await asyncio.wait([t for t in (waiter, stopper) if t], return_when=asyncio.FIRST_COMPLETED)
         log.info("shutting down")
         await self.stop()

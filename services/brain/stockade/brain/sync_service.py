@@ -1,7 +1,8 @@
 """The brain's side of the sync stream (gRPC, asyncio): authenticate, authorize, fan out.
 
-Each stream starts with the agent's Hello. The node it names must be named by the client
-certificate (CN or DNS SAN), so an agent can only ever receive its own node's rules. Every
+Each stream starts with the agent's Hello. The node it names must be the node identity of the
+client certificate (its ``stockade://node/<node>`` URI SAN, `stockade.tls.identity`), so an
+agent can only ever receive its own node's rules, and an operator's certificate is refused. Every
 message is parsed and validated here; a bad one ends that stream with INVALID_ARGUMENT (or
 PERMISSION_DENIED / UNAUTHENTICATED) and never reaches the fan-out or stops the brain.
 
@@ -15,15 +16,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import grpc
 from google.protobuf.message import DecodeError
 
 from stockade.brain.fanout import FanOut, Session
+from stockade.brain.nodeauth import CALLER_NODE
 from stockade.codec.validate import ValidationError, check_digest, check_epoch, check_node_name, check_problems
 from stockade.codec.version import agent_too_old, compatible
-from stockade.tls import ServerTLS, peer_names
+from stockade.tls import IdentityError, ServerTLS, peer_identity
 from stockade.v1 import sync_pb2
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,31 @@ class _EndStream(Exception):
         self.code, self.message = code, message
 
 
+def peer_node(context: grpc.aio.ServicerContext) -> str | None:
+    """The node a sync/drops caller proved with its certificate; None without a certificate.
+
+    A verified certificate that is not a node's (an operator's, or one without the node URI
+    SAN) ends the call with UNAUTHENTICATED: such callers are never trusted as a node. A node
+    the call's guard already proved (a token, `stockade.brain.nodeauth`) comes first.
+    """
+    proven = CALLER_NODE.get()
+    if proven is not None:
+        return proven
+    try:
+        ident = peer_identity(context.auth_context())
+    except IdentityError as e:
+        raise _EndStream(grpc.StatusCode.UNAUTHENTICATED, f"not a node certificate: {e}") from None
+    if ident is None:
+        return None
+    if ident.kind != "node":
+        raise _EndStream(
+            grpc.StatusCode.UNAUTHENTICATED,
+            f"this is an operator certificate ({ident.name}, role {ident.role}); the sync port serves "
+            "node agents only (their certificates carry stockade://node/<node>)",
+        )
+    return ident.name
+
+
 def _parse(raw: bytes) -> sync_pb2.AgentMessage:
     try:
         return sync_pb2.AgentMessage.FromString(raw)
@@ -70,8 +97,18 @@ class SyncService:
     the hello. Only for tests and benchmarks; every deployed configuration uses mTLS.
     """
 
-    def __init__(self, fanout: FanOut, *, allow_insecure: bool = False, hello_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        fanout: FanOut,
+        *,
+        allow_insecure: bool = False,
+        hello_timeout: float = 10.0,
+        before_connect: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.fanout = fanout
+        # Awaited right before a session starts (no await after it): the brain waits there until
+        # its engine is between changes, since a new feed starts from the engine's model.
+        self.before_connect = before_connect
         self.allow_insecure = allow_insecure
         self.hello_timeout = hello_timeout
         self.refused = 0  # streams ended for authentication, authorization or malformed input
@@ -92,6 +129,8 @@ class SyncService:
             log.warning("sync stream from %s refused: %s", peer, e.message)
             await context.abort(e.code, e.message)
             return
+        if self.before_connect is not None:
+            await self.before_connect()
         session, _ = self.fanout.connect(hello, peer)
         reader = asyncio.create_task(self._read_acks(requests, session))
         try:
@@ -117,8 +156,8 @@ class SyncService:
             self.fanout.disconnect(session)
 
     async def _hello(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> sync_pb2.Hello:
-        names = peer_names(context.auth_context())
-        if not names and not self.allow_insecure:
+        node = peer_node(context)
+        if node is None and not self.allow_insecure:
             raise _EndStream(grpc.StatusCode.UNAUTHENTICATED, "a client certificate is required")
         try:
             raw = await asyncio.wait_for(anext(requests), self.hello_timeout)
@@ -141,10 +180,10 @@ class SyncService:
             check_problems(hello.status.problems, "hello.status.problems")
         except ValidationError as e:
             raise _EndStream(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
-        if names and hello.node not in names:
+        if node is not None and hello.node != node:
             raise _EndStream(
                 grpc.StatusCode.PERMISSION_DENIED,
-                f"this client certificate names {sorted(names)}, not node {hello.node!r}",
+                f"this client's credentials are node {node!r}'s, not node {hello.node!r}'s",
             )
         # Checked last, so only an authenticated agent can mark its node refused.
         if not compatible(hello.protocol):

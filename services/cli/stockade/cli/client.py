@@ -31,6 +31,11 @@ def add_connection_args(p: argparse.ArgumentParser, output: Sequence[str] = ("ta
     g.add_argument("--cert", help="client certificate, instead of a token (env STOCKADE_CERT)")
     g.add_argument("--key", help="client key for --cert (env STOCKADE_KEY)")
     g.add_argument("--server-name", help="name to expect in the brain's certificate (env STOCKADE_SERVER_NAME)")
+    g.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow plain text without --ca, credentials included: tests only (env STOCKADE_INSECURE=1)",
+    )
     g.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an answer (default 30)")
     p.add_argument("-o", "--output", choices=list(output), default=output[0], help="output format")
 
@@ -44,6 +49,7 @@ class Connection:
     key: str | None
     server_name: str | None
     timeout: float
+    insecure: bool = False
 
 
 class ConnectionError(RuntimeError):
@@ -66,7 +72,10 @@ def resolve(args: argparse.Namespace) -> Connection:
         v = getattr(args, flag, None) or os.environ.get(env) or lab.get(key)
         return str(v) if v else None
 
+    cert = pick("cert", "STOCKADE_CERT", "cert")
     address = pick("brain", "STOCKADE_BRAIN", "brain")
+    if cert and not (getattr(args, "brain", None) or os.environ.get("STOCKADE_BRAIN")) and lab.get("mtls_brain"):
+        address = str(lab["mtls_brain"])  # the lab's port that verifies client certificates
     if not address:
         raise ConnectionError(
             "no brain to talk to: pass --brain HOST:PORT (or set STOCKADE_BRAIN), or start a lab with `stockade lab up`"
@@ -75,10 +84,11 @@ def resolve(args: argparse.Namespace) -> Connection:
         address=address,
         token=pick("token", "STOCKADE_TOKEN", "token"),
         ca=pick("ca", "STOCKADE_CA", "ca"),
-        cert=pick("cert", "STOCKADE_CERT", "cert"),
+        cert=cert,
         key=pick("key", "STOCKADE_KEY", "key"),
         server_name=pick("server_name", "STOCKADE_SERVER_NAME", "server_name"),
         timeout=float(getattr(args, "timeout", 30.0) or 30.0),
+        insecure=bool(getattr(args, "insecure", False)) or os.environ.get("STOCKADE_INSECURE") == "1",
     )
 
 
@@ -93,6 +103,8 @@ def channel(conn: Connection) -> grpc.aio.Channel:
     options: list[tuple[str, Any]] = []
     if conn.server_name:
         options.append(("grpc.ssl_target_name_override", conn.server_name))
+    if bool(conn.cert) != bool(conn.key):
+        raise ConnectionError("--cert and --key go together: pass both (or neither, and a --token)")
     if conn.ca:
         creds = grpc.ssl_channel_credentials(
             root_certificates=_read(conn.ca, "CA certificate"),
@@ -100,6 +112,14 @@ def channel(conn: Connection) -> grpc.aio.Channel:
             certificate_chain=_read(conn.cert, "client certificate") if conn.cert and conn.key else None,
         )
         return grpc.aio.secure_channel(conn.address, creds, options=options)
+    if conn.cert:
+        raise ConnectionError("a client certificate needs TLS: pass --ca with the CA that signed the brain's cert")
+    if conn.token and not conn.insecure:
+        # A bearer token in plain text is a token anyone on the path can reuse.
+        raise ConnectionError(
+            f"refusing to send the token to {conn.address} in plain text: pass --ca CA.crt (env STOCKADE_CA, the CA "
+            "that signed the brain's certificate), or --insecure if this brain really runs without TLS (tests only)"
+        )
     return grpc.aio.insecure_channel(conn.address, options=options)
 
 

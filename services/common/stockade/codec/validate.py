@@ -10,54 +10,43 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 
+from stockade.model.limits import NODE_LIMITS, NodeLimits
+
 # Kubernetes node names are DNS subdomains (RFC 1123).
-_NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_SET_ID = re.compile(r"^ag_[0-9a-f]{1,64}$")
-_CHAIN_ID = re.compile(r"^(in|out)_[0-9a-f]{1,64}$")
-_DIGEST = re.compile(r"^[0-9a-f]{0,128}$")
-_EPOCH = re.compile(r"^[0-9A-Za-z_-]{0,64}$")
+_NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
+_SET_ID = re.compile(r"^ag_[0-9a-f]{1,64}\Z")
+_CHAIN_ID = re.compile(r"^(in|out)_[0-9a-f]{1,64}\Z")
+_DIGEST = re.compile(r"^[0-9a-f]{0,128}\Z")
+_EPOCH = re.compile(r"^[0-9A-Za-z_-]{0,64}\Z")
 
 
 class ValidationError(ValueError):
     """A message from the network is malformed; the text says which field and why."""
 
 
-@dataclass(frozen=True)
-class Limits:
-    """Upper bounds for one node's model (generous: far above a real node's, far below harm)."""
-
-    max_sets: int = 100_000
-    max_set_elements: int = 1_000_000  # over all sets of one model or delta
-    max_chains: int = 100_000
-    max_rules_per_chain: int = 10_000
-    max_ports_per_rule: int = 1_000
-    max_dispatch: int = 100_000  # pod IPs per direction
-    max_steps: int = 1_000  # deltas in one Deltas message
-    max_error_text: int = 4_096
-
-
-DEFAULT_LIMITS = Limits()
+# One definition of the limits, shared with the brain's policy validation and compiler.
+Limits = NodeLimits
+DEFAULT_LIMITS: NodeLimits = NODE_LIMITS
 
 
 def check_node_name(name: str, field: str = "node") -> str:
     if not name:
         raise ValidationError(f"{field}: empty node name")
-    if len(name) > 253 or not _NODE_NAME.match(name):
+    if len(name) > 253 or not _NODE_NAME.fullmatch(name):
         raise ValidationError(f"{field}: {name[:80]!r} is not a valid node name (an RFC 1123 DNS subdomain)")
     return name
 
 
 def check_set_id(sid: str, field: str) -> str:
-    if not _SET_ID.match(sid):
+    if not _SET_ID.fullmatch(sid):
         raise ValidationError(f"{field}: {sid[:80]!r} is not an address set id (ag_<hex>)")
     return sid
 
 
 def check_chain_id(cid: str, field: str) -> str:
-    if not _CHAIN_ID.match(cid):
+    if not _CHAIN_ID.fullmatch(cid):
         raise ValidationError(f"{field}: {cid[:80]!r} is not a chain id (in_<hex> or out_<hex>)")
     return cid
 
@@ -102,13 +91,13 @@ def check_cidr(cidr: str, field: str) -> str:
 
 
 def check_digest(digest: str, field: str = "digest") -> str:
-    if not _DIGEST.match(digest):
+    if not _DIGEST.fullmatch(digest):
         raise ValidationError(f"{field}: {digest[:80]!r} is not a hex digest")
     return digest
 
 
 def check_epoch(epoch: str, field: str = "epoch") -> str:
-    if not _EPOCH.match(epoch):
+    if not _EPOCH.fullmatch(epoch):
         raise ValidationError(f"{field}: {epoch[:80]!r} is not a brain epoch")
     return epoch
 

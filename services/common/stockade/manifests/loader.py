@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from stockade.manifests import bounded_yaml, shapes
+
 POLICY_KINDS = {"Namespace", "Pod", "Deployment", "NetworkPolicy"}
 # Read for lint (a policy naming a Service's port instead of the container port) and the lab's
 # kube-proxy; they change no rule.
@@ -25,6 +27,8 @@ IGNORED_KINDS = {
     "CustomResourceDefinition", "Job", "CronJob", "Node",
 }  # fmt: skip
 WORKLOAD_KINDS = {"StatefulSet", "ReplicaSet", "DaemonSet", "ReplicationController"}
+CLUSTER_SCOPED = {"Namespace", "Node", "ClusterRole", "ClusterRoleBinding", "PersistentVolume", "StorageClass",
+                  "CustomResourceDefinition"}  # fmt: skip
 
 
 class ManifestError(ValueError):
@@ -34,7 +38,7 @@ class ManifestError(ValueError):
 @dataclass(frozen=True)
 class Document:
     obj: dict[str, Any]
-    source: str  # "path/to/file.yaml, document 3"
+    source: str  # "path/to/file.yaml: document 3"
 
 
 def _files(paths: Iterable[str | Path]) -> list[Path]:
@@ -53,42 +57,77 @@ def _files(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
+def _describe(obj: Mapping[str, Any]) -> str:
+    """``NetworkPolicy default/foo`` for messages, from fields already known to be strings."""
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
+    assert isinstance(meta, Mapping)
+    name = meta.get("name") if isinstance(meta.get("name"), str) else "?"
+    if obj.get("kind") in CLUSTER_SCOPED:
+        return f"{obj.get('kind')} {name}"
+    ns = meta.get("namespace")
+    return f"{obj.get('kind')} {ns if isinstance(ns, str) and ns else 'default'}/{name}"
+
+
+def _read_yaml(f: Path) -> list[Any]:
+    try:
+        size = f.stat().st_size
+        if size > bounded_yaml.MAX_BYTES:
+            raise ManifestError(f"{f}: {size:,} bytes; manifests over {bounded_yaml.MAX_BYTES:,} bytes are refused")
+        text = f.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ManifestError(f"{f}: cannot read: {e}") from None
+    try:
+        return bounded_yaml.load_all(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e)
+        if isinstance(e, yaml.reader.ReaderError):
+            code = e.character if isinstance(e.character, int) else ord(str(e.character)[:1] or " ")
+            problem = f"character #x{code:04x} at position {e.position}: {e.reason}"
+        raise ManifestError(f"{f}: invalid YAML in document {getattr(e, 'document', 1)}{where}: {problem}") from None
+    except RecursionError:
+        raise ManifestError(f"{f}: invalid YAML: nested too deeply") from None
+
+
+def _check(obj: Any, src: str) -> Document:
+    """``obj`` as a Document, or the ManifestError naming its file, document and field."""
+    if not isinstance(obj, dict):
+        raise ManifestError(f"{src}: expected a Kubernetes object (a mapping), got {type(obj).__name__}")
+    kind = obj.get("kind")
+    if not kind:
+        raise ManifestError(f"{src}: has no kind")
+    if not isinstance(kind, str):
+        raise ManifestError(f"{src}: kind: must be a string, got {type(kind).__name__}")
+    if kind not in POLICY_KINDS | SERVICE_KINDS | IGNORED_KINDS | WORKLOAD_KINDS:
+        raise ManifestError(f"{src}: unknown kind {kind!r:.60}; expected one of {', '.join(sorted(POLICY_KINDS))}")
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict | None) or not (meta or {}).get("name"):
+        raise ManifestError(f"{src}: {kind} has no metadata.name")
+    try:
+        shapes.check_object(obj)
+    except shapes.ShapeError as e:
+        raise ManifestError(f"{src} ({_describe(obj)}): {e}") from None
+    return Document(obj, src)
+
+
 def read_documents(paths: Iterable[str | Path]) -> list[Document]:
-    """Every Kubernetes object in the given files and folders (List kinds are flattened)."""
+    """Every Kubernetes object in the given files and folders (List kinds are flattened), each
+    checked for the shape of what the loader reads; ManifestError names file, document and field."""
     docs: list[Document] = []
     for f in _files(paths):
-        try:
-            text = f.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise ManifestError(f"{f}: cannot read: {e}") from None
-        try:
-            loaded = list(yaml.safe_load_all(text))
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-            problem = getattr(e, "problem", None) or str(e)
-            raise ManifestError(f"{f}: invalid YAML{where}: {problem}") from None
-        for i, obj in enumerate(loaded, start=1):
+        for i, obj in enumerate(_read_yaml(f), start=1):
             if obj is None:
                 continue
-            src = f"{f}, document {i}"
-            if not isinstance(obj, dict):
-                raise ManifestError(f"{src}: expected a Kubernetes object (a mapping), got {type(obj).__name__}")
-            if obj.get("kind") == "List" or (obj.get("kind", "").endswith("List") and "items" in obj):
-                for j, item in enumerate(obj.get("items") or []):
-                    if not isinstance(item, dict):
-                        raise ManifestError(f"{src}, item {j}: expected a Kubernetes object")
-                    docs.append(Document(item, f"{src}, item {j}"))
+            src = f"{f}: document {i}"
+            kind = obj.get("kind") if isinstance(obj, dict) else None
+            if isinstance(kind, str) and (kind == "List" or (kind.endswith("List") and "items" in obj)):
+                items = obj.get("items") or []
+                if not isinstance(items, list):
+                    raise ManifestError(f"{src} ({kind}): items: must be a list")
+                docs.extend(_check(item, f"{src}, item {j}") for j, item in enumerate(items))
                 continue
-            docs.append(Document(obj, src))
-    for d in docs:
-        kind = d.obj.get("kind")
-        if not kind:
-            raise ManifestError(f"{d.source}: has no kind")
-        if not (d.obj.get("metadata") or {}).get("name"):
-            raise ManifestError(f"{d.source}: {kind} has no metadata.name")
-        if kind not in POLICY_KINDS | SERVICE_KINDS | IGNORED_KINDS | WORKLOAD_KINDS:
-            raise ManifestError(f"{d.source}: unknown kind {kind!r}; expected one of {', '.join(sorted(POLICY_KINDS))}")
+            docs.append(_check(obj, src))
     return docs
 
 

@@ -100,6 +100,11 @@ class Chain:
         return {r.peer for r in self.rules if r.peer is not None}
 
 
+# Full width (128 bits), so two contents never share an id by chance; the engine also refuses
+# to put two different chains under one id on a node (a collision fails closed, reported).
+CHAIN_ID_BYTES = 16
+
+
 def chain_id(chain: Chain) -> str:
     """A digest of the chain's content: one text, hashed once."""
     parts = [chain.direction.value]
@@ -109,7 +114,7 @@ def chain_id(chain: Chain) -> str:
             parts.append("*")
         else:
             parts.append(",".join(f"{p.protocol.value}/{p.port or 0}-{p.end_port or 0}" for p in rule.ports))
-    digest = hashlib.blake2b("\x1e".join(parts).encode(), digest_size=6).hexdigest()
+    digest = hashlib.blake2b("\x1e".join(parts).encode(), digest_size=CHAIN_ID_BYTES).hexdigest()
     return f"{'in' if chain.direction is Direction.INGRESS else 'out'}_{digest}"
 
 

@@ -1,8 +1,9 @@
-"""A small CA for development and the lab: the brain's server certificate and one client
-certificate per node, whose common name and DNS SAN are the node's name.
+"""A small CA for development and the lab: the brain's server certificate, one client
+certificate per node and client certificates for operators.
 
-Operators bring their own (cert-manager, ...); all the brain needs is that a node's client
-certificate names the node (CN or DNS SAN) and is signed by the CA it trusts.
+Operators bring their own (cert-manager, ...); all the brain needs is that a certificate is
+signed by the CA it trusts and says whose it is with a URI SAN (`stockade.tls.identity`):
+``stockade://node/<node>`` for a node agent, ``stockade://operator/<role>`` for an operator.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from stockade.codec.validate import check_node_name
+from stockade.tls.identity import node_uri, operator_uri
 
 ORG = "stockade"
 
@@ -141,9 +143,20 @@ def issue_brain_cert(ca: CertPair, names: Iterable[str] = ("localhost", "127.0.0
 
 
 def issue_node_cert(ca: CertPair, node: str, days: int = 825) -> CertPair:
-    """A node agent's client certificate: CN and DNS SAN are the node name."""
+    """A node agent's client certificate: CN and DNS SAN are the node name, and the URI SAN
+    ``stockade://node/<node>`` is what the brain reads as its identity."""
     check_node_name(node)
-    return _issue(ca, node, "node", [x509.DNSName(node)], ExtendedKeyUsageOID.CLIENT_AUTH, days)
+    sans = [x509.DNSName(node), x509.UniformResourceIdentifier(node_uri(node))]
+    return _issue(ca, node, "node", sans, ExtendedKeyUsageOID.CLIENT_AUTH, days)
+
+
+def issue_operator_cert(ca: CertPair, name: str, role: str = "read", days: int = 365) -> CertPair:
+    """An operator's client certificate for the admin API: CN ``name``, URI SAN
+    ``stockade://operator/<role>`` (``read`` or ``admin``). The sync port refuses it."""
+    if not name or len(name) > 64 or any(not (c.isalnum() or c in "-_.@") for c in name):
+        raise ValueError(f"operator name {name!r}: use 1-64 letters, digits and -_.@")
+    sans = [x509.UniformResourceIdentifier(operator_uri(role))]
+    return _issue(ca, name, "operator", sans, ExtendedKeyUsageOID.CLIENT_AUTH, days)
 
 
 def write_bundle(
@@ -176,3 +189,14 @@ def write_bundle(
     for node in nodes:
         put(issue_node_cert(ca, node), out / "nodes" / node)
     return written
+
+
+def write_operator(out: Path, name: str, role: str = "read", days: int = 365) -> list[Path]:
+    """Write operators/<name>.crt/.key under ``out``, signed by the CA already there."""
+    if not ((out / "ca.crt").exists() and (out / "ca.key").exists()):
+        raise ValueError(f"no CA in {out}: run `stockade certs init --out {out}` first")
+    ca = CertPair((out / "ca.crt").read_bytes(), (out / "ca.key").read_bytes())
+    pair = issue_operator_cert(ca, name, role, days)
+    cert, key = out / "operators" / f"{name}.crt", out / "operators" / f"{name}.key"
+    pair.write(cert, key)
+    return [cert, key]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from cryptography import x509
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,25 @@ class ClientTLS:
 
     def channel_options(self) -> list[tuple[str, str]]:
         return [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
+
+    # Fixed bytes are a certificate source that never renews (see `stockade.tls.reload`).
+    version = 0
+
+    def refresh(self) -> bool:
+        return False
+
+    def current(self) -> ClientTLS:
+        return self
+
+    def seconds_left(self) -> float | None:
+        try:
+            leaf = x509.load_pem_x509_certificate(self.cert)
+        except ValueError:
+            return None
+        return leaf.not_valid_after_utc.timestamp() - time.time()
+
+    def check_expiry(self) -> str | None:
+        return None
 
 
 def peer_names(auth_context: Mapping[str, Iterable[bytes]]) -> set[str]:

@@ -27,7 +27,7 @@ class GetPolicyRequest(_message.Message):
     def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class PolicyStatus(_message.Message):
-    __slots__ = ("namespace", "name", "selected_pods", "nodes_needed", "nodes_applied", "nodes_pending", "rejected", "warnings", "policy_types")
+    __slots__ = ("namespace", "name", "selected_pods", "nodes_needed", "nodes_applied", "nodes_pending", "rejected", "warnings", "policy_types", "not_realized")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     SELECTED_PODS_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +37,7 @@ class PolicyStatus(_message.Message):
     REJECTED_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
     POLICY_TYPES_FIELD_NUMBER: _ClassVar[int]
+    NOT_REALIZED_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     name: str
     selected_pods: _containers.RepeatedScalarFieldContainer[str]
@@ -46,7 +47,8 @@ class PolicyStatus(_message.Message):
     rejected: str
     warnings: _containers.RepeatedScalarFieldContainer[str]
     policy_types: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ..., selected_pods: _Optional[_Iterable[str]] = ..., nodes_needed: _Optional[int] = ..., nodes_applied: _Optional[int] = ..., nodes_pending: _Optional[_Iterable[str]] = ..., rejected: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., policy_types: _Optional[_Iterable[str]] = ...) -> None: ...
+    not_realized: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ..., selected_pods: _Optional[_Iterable[str]] = ..., nodes_needed: _Optional[int] = ..., nodes_applied: _Optional[int] = ..., nodes_pending: _Optional[_Iterable[str]] = ..., rejected: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., policy_types: _Optional[_Iterable[str]] = ..., not_realized: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListNodesRequest(_message.Message):
     __slots__ = ()
@@ -181,12 +183,24 @@ class TopDropsRequest(_message.Message):
     def __init__(self, window: _Optional[str] = ..., group_by: _Optional[_Iterable[str]] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class TopDropsResponse(_message.Message):
-    __slots__ = ("rows", "window")
+    __slots__ = ("rows", "window", "refused")
     ROWS_FIELD_NUMBER: _ClassVar[int]
     WINDOW_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
     rows: _containers.RepeatedCompositeFieldContainer[DropCount]
     window: str
-    def __init__(self, rows: _Optional[_Iterable[_Union[DropCount, _Mapping]]] = ..., window: _Optional[str] = ...) -> None: ...
+    refused: _containers.RepeatedCompositeFieldContainer[DropRefusal]
+    def __init__(self, rows: _Optional[_Iterable[_Union[DropCount, _Mapping]]] = ..., window: _Optional[str] = ..., refused: _Optional[_Iterable[_Union[DropRefusal, _Mapping]]] = ...) -> None: ...
+
+class DropRefusal(_message.Message):
+    __slots__ = ("node", "reason", "count")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    reason: str
+    count: int
+    def __init__(self, node: _Optional[str] = ..., reason: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class DropCount(_message.Message):
     __slots__ = ("key", "count")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stockade.lab import procs
+from stockade.lab import agentids, procs
 from stockade.lab.config import LabConfig
 from stockade.lab.state import LabState
 
@@ -152,6 +152,8 @@ def write_admin_access(st: LabState, state_dir: Path) -> None:
         "ca": str(certs_dir(state_dir) / "ca.crt"),
         "server_name": "localhost",
     }
+    if "brain_admin_mtls" in st.ports:  # operator certificates are verified there
+        access["mtls_brain"] = f"127.0.0.1:{st.ports['brain_admin_mtls']}"
     (state_dir / "admin.json").write_text(json.dumps(access, indent=1))
     (state_dir / "admin.json").chmod(0o600)
 
@@ -167,12 +169,18 @@ def brain_launch(st: LabState, state_dir: Path) -> Launch:
             f"127.0.0.1:{st.ports['brain_grpc']}",
             "--admin-listen",
             f"127.0.0.1:{st.ports['brain_admin']}",
+            "--admin-mtls-listen",
+            f"127.0.0.1:{st.ports['brain_admin_mtls']}" if "brain_admin_mtls" in st.ports else "",
             "--http",
             f"127.0.0.1:{st.ports['brain_http']}",
             "--tls-dir",
             str(certs_dir(state_dir)),
             "--admin-tokens-file",
             str(state_dir / "admin-tokens.json"),
+            # Agents prove their node with a token (TokenReview, as deployed) and with their
+            # certificate too, naming the same node: both paths run in every lab.
+            "--agent-auth",
+            "both",
             *(["--redis-url", st.redis_url] if st.redis_url else []),
         ),
     )
@@ -193,6 +201,8 @@ def agent_launch(st: LabState, node: str, netns: str, state_dir: Path) -> Launch
             st.backend,
             "--tls-dir",
             str(certs_dir(state_dir)),
+            "--token-file",
+            str(agentids.token_file(state_dir, node)),
             "--http",
             f"127.0.0.1:{st.ports['agent_http']}",
         ),
@@ -215,15 +225,21 @@ def brain_ready(st: LabState) -> bool:
     return http_ok(f"http://127.0.0.1:{st.ports['brain_http']}/readyz")
 
 
-def realized(st: LabState, since: dict[str, int], timeout: float) -> dict[str, Any] | None:
+def realized(st: LabState, since: dict[str, int], timeout: float, state_dir: Path) -> dict[str, Any] | None:
     """Ask the brain to wait until it has seen each kind's last write (kind -> resourceVersion)
-    and every node has applied what followed (``GET /v1/realized``). None when this lab has no brain."""
+    and every node has applied what followed (``GET /v1/realized``, with the lab's read token).
+    None when this lab has no brain."""
     if "brain_http" not in st.ports or "brain" not in st.processes:
         return None
     kinds = "".join(f"&{k}={v}" for k, v in sorted(since.items()))
     url = f"http://127.0.0.1:{st.ports['brain_http']}/v1/realized?timeout={timeout:.1f}{kinds}"
     try:
-        with urllib.request.urlopen(url, timeout=timeout + 5) as resp:
+        access = json.loads((state_dir / "admin.json").read_text())
+    except (OSError, ValueError) as e:
+        return {"realized": False, "reason": f"cannot read the lab's admin token: {e}"}
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {access.get('read_token', '')}"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout + 5) as resp:
             data = json.loads(resp.read())
     except urllib.error.HTTPError as e:  # 504: not realized in time; the body says what is pending
         try:

@@ -181,7 +181,7 @@ def flow_table(flows: list[Flow]) -> str:
 
 
 def blocked_counts(st: LabState) -> dict[tuple[str, str], float] | None:
-    """stockade_blocked_connections_total summed by (protocol, dport), from the brain's /metrics."""
+    """stockade_brain_blocked_connections_total summed by (protocol, dport), from the brain's /metrics."""
     if "brain" not in st.processes:
         return None
     import urllib.request
@@ -196,7 +196,7 @@ def blocked_counts(st: LabState) -> dict[tuple[str, str], float] | None:
     counts: dict[tuple[str, str], float] = defaultdict(float)
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
-            if s.name == "stockade_blocked_connections_total":
+            if s.name == "stockade_brain_blocked_connections_total":
                 counts[s.labels.get("protocol", "?"), s.labels.get("dport", "?")] += s.value
     return dict(counts)
 
@@ -308,7 +308,7 @@ def _steps(cfg: LabConfig, shop: Path, say: Say) -> int:
     blocked = [f for f in flows if not f.connected or f.expected is False]
 
     say(
-        "\n== 5. What the node agents counted for step 4: stockade_blocked_connections_total, from the brain's\n"
+        "\n== 5. What the node agents counted for step 4: stockade_brain_blocked_connections_total, from the brain's\n"
         "   /metrics (what Prometheus scrapes; the alert rules watch its rate), by protocol and port"
     )
     after = _wait_counts(st, _total(before) + sum(not f.connected for f in flows))

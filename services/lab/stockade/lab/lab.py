@@ -11,9 +11,10 @@ import signal
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from stockade.lab import control, kubeapi, manifests, netcmds, netio, nsenter, probe, procs, render, state
+from stockade.lab import agentids, control, kubeapi, manifests, netcmds, netio, nsenter, probe, procs, render, state
 from stockade.lab.config import LabConfig
 from stockade.lab.kubeproxy import launch as kube_proxy
 from stockade.lab.kubeproxy import status as kube_proxy_status
@@ -173,6 +174,7 @@ def _start_daemons(
         "apiserver",
         "brain_grpc",
         "brain_admin",
+        "brain_admin_mtls",
         "brain_http",
         "agent_http",
         *(() if redis_url else ("redis",)),
@@ -182,12 +184,15 @@ def _start_daemons(
     if brain:
         st.relays = [st.ports["brain_grpc"]]
     st.redis_url = redis_url or f"redis://127.0.0.1:{st.ports['redis']}/0"
-    (cfg.state_dir / "cluster.json").write_text(json.dumps({"kind": "List", "items": _cluster_objects(st)}))
+    brain = brain and control.has_command("agent")
+    # The agents' pods, whose tokens prove their nodes to the brain (agentids.py).
+    agent_pods = agentids.objects(st.plan) if brain else []
+    items = [agentids.with_startup_taint(o) if brain else o for o in _cluster_objects(st)] + agent_pods
+    (cfg.state_dir / "cluster.json").write_text(json.dumps({"kind": "List", "items": items}))
     api = kubeapi.Client(f"http://127.0.0.1:{st.ports['apiserver']}")
     control.write_kubeconfig(cfg.state_dir / "kubeconfig", api.url)
     state.save(cfg.state_file, st)
 
-    brain = brain and control.has_command("agent")
     if brain:
         control.write_certs(cfg.state_dir, [n.name for n in st.plan.nodes])
         control.write_admin_access(st, cfg.state_dir)
@@ -198,13 +203,20 @@ def _start_daemons(
     launches = [(labd, _labd_ready(cfg, st.serial)), (control.apiserver_launch(st, cfg.state_dir), api.ready)]
     if not redis_url:
         launches.append((control.redis_launch(st, cfg.state_dir), lambda: control.redis_ready(st.ports["redis"])))
-    if brain:
-        launches.append((control.brain_launch(st, cfg.state_dir), lambda: control.brain_ready(st)))
-        launches += [(control.agent_launch(st, n.name, n.netns, cfg.state_dir), lambda: True) for n in st.plan.nodes]
     proxy = kube_proxy.available()
     if proxy:
         launches.append((kube_proxy.launch(cfg.state_dir), lambda: kube_proxy.ready(cfg.state_dir)))
-    _start(cfg, st, launches)
+    if brain:
+        launches.append((control.brain_launch(st, cfg.state_dir), lambda: control.brain_ready(st)))
+    agents = [(control.agent_launch(st, n.name, n.netns, cfg.state_dir), lambda: True) for n in st.plan.nodes]
+    if brain:
+        # The agents' tokens come from the API server (TokenRequest), as the kubelet's do: start
+        # everything else, mint them once the API answers, then start the agents.
+        _start(cfg, st, launches[:2])
+        agentids.write_tokens(api, st.plan, cfg.state_dir)
+        _start(cfg, st, launches[2:] + agents)
+    else:
+        _start(cfg, st, launches)
     if proxy:
         _start_services(cfg, st, api, services, say)
     else:
@@ -226,7 +238,7 @@ def _start_daemons(
         f"brain: agents' gRPC (mTLS) 127.0.0.1:{st.ports['brain_grpc']}, admin API 127.0.0.1:"
         f"{st.ports['brain_admin']}, HTTP 127.0.0.1:{st.ports['brain_http']}"
     )
-    wait_realized(st, timeout=30.0, since={})
+    wait_realized(st, timeout=30.0, since={}, state_dir=cfg.state_dir)
     say(f"agents: one per node ({st.backend}), each in sync with the brain")
     say(f"  all started in {_elapsed(t0)}")
 
@@ -261,10 +273,10 @@ def _sctp_ok() -> bool:
     return sctp_supported()
 
 
-def wait_realized(st: LabState, timeout: float, since: dict[str, int]) -> bool:
+def wait_realized(st: LabState, timeout: float, since: dict[str, int], state_dir: Path) -> bool:
     """Wait until the brain has seen the writes in `since` (kind -> resourceVersion) and every
     node's agent acked the result. Returns False when the lab has no brain to ask."""
-    answer = control.realized(st, since, timeout)
+    answer = control.realized(st, since, timeout, state_dir)
     if answer is None:
         return False
     if not answer.get("realized"):
@@ -368,7 +380,7 @@ def _note_rv(since: dict[str, int], kind: str, stored: dict[str, Any] | None) ->
 
 def _wait(st: LabState, since: dict[str, int], timeout: float, say: Say, cfg: LabConfig) -> None:
     t0 = time.monotonic()
-    if wait_realized(st, timeout, since):
+    if wait_realized(st, timeout, since, cfg.state_dir):
         say(f"realized on every node in {_elapsed(t0)}")
     else:
         say("--wait: this lab's brain does not report realization yet; not waiting")

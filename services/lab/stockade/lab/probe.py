@@ -4,15 +4,27 @@ One process, no helpers: each probe's socket is created inside its source's name
 `nsenter`) and then driven by one asyncio loop, so hundreds of probes run concurrently and a
 full probe of a lab where policy drops packets takes about one timeout, not one per probe.
 TCP and SCTP count as connected when the handshake completes; UDP when the echo comes back.
+
+Every TCP and SCTP probe is a new flow: its source port is one no recent probe to that
+destination had (see `SourcePorts`). Left to the kernel, a later probe can get the port of an
+earlier one (its choice for a destination jumps to a new place about every 10 s here). The
+client's node then takes the SYN for a retransmit of the earlier attempt, and if that attempt was
+dropped further on, its SYN_SENT conntrack entry (120 s) still holds the Service's DNAT to the
+endpoint picked then, even once that endpoint is gone (kube-proxy clears UDP entries only, as
+here): the probe would reach a pod that no longer backs the Service.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import resource
 import socket
-from collections.abc import Iterable
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
 from stockade.lab import nsenter
@@ -55,6 +67,43 @@ class Result:
 
 
 _STREAM = {"TCP": 0, "SCTP": socket.IPPROTO_SCTP}
+EPHEMERAL = (32768, 60999)  # Linux's default ip_local_port_range
+_TAKEN = (errno.EADDRINUSE, errno.EADDRNOTAVAIL)  # that port is busy here: take the next one
+_TRIES = 8
+
+
+class SourcePorts:
+    """Source ports for probes, per (netns, protocol, destination address, port): each one after
+    the previous one to that destination, and never behind a clock that moves `rate` ports a
+    second (the system's monotonic clock, shared by every process), from an offset of its own
+    (so probes to different destinations at one moment do not all share one port). A later probe
+    to a destination, from this process or another one, thus gets a port no probe to it had in
+    the last (range / rate) seconds (282 s by default, past the 120 s a SYN_SENT conntrack entry
+    lives), as long as no destination is probed faster than `rate` a second."""
+
+    def __init__(
+        self,
+        low: int = EPHEMERAL[0],
+        high: int = EPHEMERAL[1],
+        rate: float = 100.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.low, self.size, self.rate, self.clock = low, high - low + 1, rate, clock
+        self._last: dict[tuple[str, int, str, int], int] = {}  # unwrapped: clock ticks + probes
+        self._lock = threading.Lock()  # probes run in several threads, each with its own loop
+
+    def take(self, netns: str, proto: int, ip: str, port: int) -> int:
+        key = (netns, proto, ip, port)
+        with self._lock:
+            last = self._last.get(key)
+            n = int(self.clock() * self.rate)
+            if last is not None:
+                n = max(n, last + 1)
+            self._last[key] = n
+        return self.low + (n + zlib.crc32(repr(key).encode())) % self.size  # crc32: the same in every process
+
+
+SOURCE_PORTS = SourcePorts()
 
 
 def _af(ip: str) -> int:
@@ -63,15 +112,20 @@ def _af(ip: str) -> int:
 
 async def _stream(netns: str, ip: str, port: int, proto: int, timeout: float) -> bool:
     loop = asyncio.get_running_loop()
-    s = nsenter.socket_in(netns, _af(ip), socket.SOCK_STREAM, proto)
-    s.setblocking(False)
-    try:
-        await asyncio.wait_for(loop.sock_connect(s, (ip, port)), timeout)
-        return True
-    except (OSError, TimeoutError):
-        return False
-    finally:
-        s.close()
+    for _ in range(_TRIES):
+        s = nsenter.socket_in(netns, _af(ip), socket.SOCK_STREAM, proto)
+        try:
+            s.setblocking(False)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past our own TIME_WAITs
+            s.bind(("::" if s.family == socket.AF_INET6 else "0.0.0.0", SOURCE_PORTS.take(netns, proto, ip, port)))
+            await asyncio.wait_for(loop.sock_connect(s, (ip, port)), timeout)
+            return True
+        except OSError as e:  # refused, unreachable, or timed out (TimeoutError is an OSError)
+            if e.errno not in _TAKEN:
+                return False
+        finally:
+            s.close()
+    return False
 
 
 async def _udp(netns: str, ip: str, port: int, timeout: float) -> bool:

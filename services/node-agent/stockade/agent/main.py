@@ -20,8 +20,6 @@ import logging
 import signal
 from dataclasses import dataclass
 
-import grpc
-
 from stockade.agent.backends import make_backend
 from stockade.agent.backends.base import Dataplane, families_of, node_needs
 from stockade.agent.health import HealthServer
@@ -30,11 +28,13 @@ from stockade.agent.metrics import AgentMetrics
 from stockade.agent.nflog import NflogReader
 from stockade.agent.preflight import NodeCheck, apply_fix, model_needs, read_facts
 from stockade.agent.reporter import CHANNEL_OPTIONS, Reporter
+from stockade.agent.reporter.client import RenewingChannel
 from stockade.agent.supervise import counters_loop, preflight_loop, verify_loop
 from stockade.agent.sync import AgentClient, AgentStatus, Applier
+from stockade.agent.sync.certexpiry import CertificateExpiry
 from stockade.model import NodeModel
 from stockade.model.events import BlockedEvent
-from stockade.tls import ClientTLS
+from stockade.tls.reload import ClientTLSSource
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ NFLOG_SHED_REASON = "agent_nflog_overrun"
 class AgentConfig:
     node: str
     brain: str  # HOST:PORT
-    tls: ClientTLS | None  # None only with ``insecure`` (tests)
+    tls: ClientTLSSource | None  # None only with ``insecure`` (tests); files are re-read when renewed
     insecure: bool = False
     backend: str = "auto"  # nftables, iptables or auto
     nflog_group: int = 100
@@ -83,6 +83,8 @@ class NodeAgent:
         self.applier = Applier(config.node, self.dataplane, on_applied=self._on_applied, gate=self._gate)
         self.client = AgentClient(self.applier, config.brain, config.tls, allow_insecure=config.insecure)
         self.client.readiness = self.readiness
+        self.metrics.registry.register(CertificateExpiry(self.client))
+        self.metrics.watch_sync(self.client.status)  # stockade_agent_brain_connected, ...
         self.status: AgentStatus = self.client.status
         self.http = HealthServer(config.http, self.not_ready_reason, self.render_metrics)
         self.reporter: Reporter | None = None
@@ -150,9 +152,8 @@ class NodeAgent:
     def _refresh(self) -> None:
         """Bring the gauges and loss counts that mirror other objects' state up to date."""
         st = self.status
-        self.metrics.set_brain_connected(st.connected)
         self.metrics.set_readiness(bucket for bucket, _ in self.not_ready())
-        self.metrics.brain_refused_total(st.brain_refusals, st.brain_protocol)
+        self.metrics.set_brain_protocol(st.brain_protocol)
         if self.nflog is not None:
             lost = self.nflog.stats.lost
             self.metrics.nflog_lost_total(lost)
@@ -161,7 +162,6 @@ class NodeAgent:
             self._nflog_lost_reported = max(lost, self._nflog_lost_reported)
 
     def _on_applied(self, st: AgentStatus) -> None:
-        self.metrics.set_applied_generation(st.generation)
         dp = self.dataplane
         if dp.applies != self._applies_logged:
             self._applies_logged = dp.applies
@@ -183,13 +183,9 @@ class NodeAgent:
 
     # -- running --------------------------------------------------------------------------------
 
-    def _channel(self) -> grpc.aio.Channel:
-        """The drop reports' channel: the same brain, the same mTLS credentials as the sync stream."""
-        tls = self.config.tls
-        if tls is None:
-            return grpc.aio.insecure_channel(self.config.brain, options=CHANNEL_OPTIONS)
-        options: list[tuple[str, int | str]] = [*CHANNEL_OPTIONS, *tls.channel_options()]
-        return grpc.aio.secure_channel(self.config.brain, tls.credentials(), options=options)
+    def _channel(self) -> RenewingChannel:
+        """The drop reports' channel: the same brain, the same (renewing) mTLS credentials as the sync stream."""
+        return RenewingChannel(self.config.brain, self.config.tls, CHANNEL_OPTIONS)
 
     def _open_nflog(self, loop: asyncio.AbstractEventLoop) -> None:
         cfg = self.config
@@ -246,7 +242,7 @@ class NodeAgent:
             await self._shutdown(tasks, channel)
         return code
 
-    async def _shutdown(self, tasks: set[asyncio.Task[None]], channel: grpc.aio.Channel) -> None:
+    async def _shutdown(self, tasks: set[asyncio.Task[None]], channel: RenewingChannel) -> None:
         if self.reporter is not None:
             self.reporter.close()
         _, pending = await asyncio.wait(tasks, timeout=5.0)

@@ -1,5 +1,8 @@
 """The agent's Prometheus metrics, on a registry of its own (never the process-global one).
 
+Every name starts ``stockade_agent_`` (the brain's start ``stockade_brain_``), so no query over
+both counts a thing twice; plus the process's ``process_*``/``python_*``.
+
 Cardinality of ``dport``: a blocked attempt can name any of 65,535 ports (a port scan would mint
 a series per port), so a port becomes a label value only when it is a well-known port (<= 1024)
 or a port the node's rules name (a single port, or either end of a range). Everything else is
@@ -16,7 +19,12 @@ from contextlib import contextmanager
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
 
+from stockade.agent.sync.applier import AgentStatus
+from stockade.agent.sync.metrics import SyncCollector
 from stockade.model.events import BlockedEvent
 from stockade.model.rules import Direction, NodeModel
 
@@ -67,42 +75,38 @@ class AgentMetrics:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         r = self.registry
         self.blocked = Counter(
-            "stockade_blocked_connections",
+            "stockade_agent_blocked_connections",
             "Blocked new connections seen over NFLOG (detail; may miss some: see nflog_events_lost)",
             ["protocol", "dport", "direction"],
             registry=r,
         )
         self.blocked_kernel = Counter(
-            "stockade_blocked_connections_kernel",
+            "stockade_agent_blocked_connections_kernel",
             "Blocked new connections counted by the kernel's rule counters (exact)",
             ["direction"],
             registry=r,
         )
         self.nflog_lost = Counter(
-            "stockade_nflog_events_lost",
+            "stockade_agent_nflog_events_lost",
             "NFLOG messages the kernel logged but the agent never got",
             registry=r,
         )
         self.apply_seconds = Histogram(
-            "stockade_apply_seconds",
+            "stockade_agent_apply_seconds",
             "Time to apply one snapshot or delta to the kernel",
             buckets=APPLY_BUCKETS,
             registry=r,
         )
-        self.transactions = Counter("stockade_transactions", "Kernel transactions by result", ["result"], registry=r)
+        self.transactions = Counter(
+            "stockade_agent_transactions", "Kernel transactions by result", ["result"], registry=r
+        )
         self.drift_repairs = Counter(
-            "stockade_drift_repairs", "Repairs of kernel state found to differ from the model", registry=r
+            "stockade_agent_drift_repairs", "Repairs of kernel state found to differ from the model", registry=r
         )
         self.conntrack_deleted = Counter(
-            "stockade_conntrack_entries_deleted",
+            "stockade_agent_conntrack_entries_deleted",
             "Established connections ended because a new model forbids them",
             registry=r,
-        )
-        self.brain_connected = Gauge(
-            "stockade_brain_connected", "1 while the sync stream to the brain is up", registry=r
-        )
-        self.applied_generation = Gauge(
-            "stockade_applied_generation", "Generation of the last model applied to the kernel", registry=r
         )
         self.ready = Gauge(
             "stockade_agent_ready",
@@ -115,17 +119,11 @@ class AgentMetrics:
             ["reason"],
             registry=r,
         )
-        self.brain_refused = Counter(
-            "stockade_agent_brain_refused",
-            "sync streams this agent ended because the brain speaks an older sync protocol",
-            registry=r,
-        )
         self.brain_protocol = Gauge(
             "stockade_agent_brain_protocol", "sync protocol the brain last spoke (0: none yet)", registry=r
         )
         for reason in NOT_READY_REASONS:
             self.not_ready.labels(reason=reason)
-        self._brain_refused_seen = 0
         for result in ("ok", "failed"):
             self.transactions.labels(result=result)  # both series exist from the start, at 0
         for d in Direction:
@@ -135,6 +133,10 @@ class AgentMetrics:
         self._minted: set[str] = set()
         self._kernel_last: dict[str, int] = {}
         self._nflog_lost_seen = 0
+        # process_* (CPU, RSS, fds), python_info, python_gc_*: on this registry, not the global one
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
 
     # -- blocked connections ---------------------------------------------------------------
 
@@ -205,11 +207,10 @@ class AgentMetrics:
     def conntrack_ended(self, count: int) -> None:
         self.conntrack_deleted.inc(count)
 
-    def set_brain_connected(self, connected: bool) -> None:
-        self.brain_connected.set(1 if connected else 0)
-
-    def set_applied_generation(self, generation: int) -> None:
-        self.applied_generation.set(generation)
+    def watch_sync(self, status: AgentStatus) -> None:
+        """Export the sync client's state (``stockade_agent_brain_connected``,
+        ``stockade_agent_applied_generation``, ...), read from ``status`` at scrape time."""
+        self.registry.register(SyncCollector(status))
 
     def set_readiness(self, reasons: Iterable[str]) -> None:
         """The node's not-ready reasons now (problem codes; none: ready)."""
@@ -218,11 +219,8 @@ class AgentMetrics:
         for reason in NOT_READY_REASONS:
             self.not_ready.labels(reason=reason).set(1 if reason in active else 0)
 
-    def brain_refused_total(self, total: int, protocol: int) -> None:
-        """Sync with the client's cumulative count of refused brains, and the brain's protocol."""
-        if total > self._brain_refused_seen:
-            self.brain_refused.inc(total - self._brain_refused_seen)
-        self._brain_refused_seen = total
+    def set_brain_protocol(self, protocol: int) -> None:
+        """The sync protocol the brain last spoke (its refusals: `SyncCollector`)."""
         self.brain_protocol.set(protocol)
 
     def render(self) -> bytes:

@@ -1,10 +1,12 @@
-"""Who may call the admin API: bearer tokens with roles, or client certificates.
+"""Who may call the admin API: bearer tokens with roles, or operator client certificates.
 
 A tokens file (YAML or JSON) lists ``{"tokens": [{"name": "ops", "token": "...", "role": "read"}]}``;
 roles are ``read`` (every query) and ``admin`` (queries and the calls that change something).
-A client certificate whose common name is ``stockade-admin`` or ``stockade-reader`` (signed by the
-brain's CA) gets the admin or read role. Anything else is refused with UNAUTHENTICATED, and a
-read-only caller asking for a write gets PERMISSION_DENIED.
+An operator certificate (signed by the brain's CA, URI SAN ``stockade://operator/<role>``, see
+`stockade.tls.identity`) gets that role; it is verified on the admin mTLS port. A node's
+certificate is never an operator, whatever its common name, and is refused even with a token.
+Anything else is refused with UNAUTHENTICATED, and a read-only caller asking for a write gets
+PERMISSION_DENIED.
 """
 
 from __future__ import annotations
@@ -18,8 +20,13 @@ from typing import Any
 import grpc
 import yaml
 
+from stockade.tls import IdentityError, peer_identity
+
 ROLES = ("read", "admin")
-CERT_ROLES = {"stockade-admin": "admin", "stockade-reader": "read"}
+NEEDS_CREDENTIALS = (
+    "the admin API needs credentials: pass a bearer token (--token or STOCKADE_TOKEN) over TLS, "
+    "or an operator client certificate (`stockade certs operator`) to the admin mTLS port"
+)
 
 
 class TokensFileError(ValueError):
@@ -54,34 +61,56 @@ def load_tokens(path: str | Path) -> dict[str, Caller]:
     return out
 
 
+class Refused(Exception):
+    """Why a caller is not authenticated (said to it with UNAUTHENTICATED)."""
+
+
 class Authorizer:
     def __init__(self, tokens: Mapping[str, Caller] | None = None) -> None:
         self.tokens = dict(tokens or {})
 
+    def _token_caller(self, presented: str) -> Caller | None:
+        found = None
+        for token, caller in self.tokens.items():  # every token compared: no timing hint
+            if hmac.compare_digest(token.encode(), presented.encode()):
+                found = caller
+        return found
+
+    def authenticate(self, metadata: Any, auth_context: Mapping[str, Any]) -> Caller:
+        """The caller these credentials prove; raises Refused saying what is wrong."""
+        try:
+            ident = peer_identity(auth_context or {})
+        except IdentityError as e:
+            raise Refused(f"client certificate refused: {e}") from None
+        if ident is not None and ident.kind != "operator":
+            raise Refused(
+                f"this is node {ident.name!r}'s certificate; node certificates are not accepted on the admin API "
+                "(use an operator certificate from `stockade certs operator`, or a token)"
+            )
+        for key, value in metadata or ():
+            if key == "authorization":
+                if not (isinstance(value, str) and value.startswith("Bearer ")):
+                    raise Refused("the authorization header must be 'Bearer <token>'")
+                caller = self._token_caller(value[len("Bearer ") :].strip())
+                if caller is None:
+                    raise Refused("this token is not in the brain's --admin-tokens-file")
+                return caller
+        if ident is not None:
+            return Caller(ident.name, ident.role)
+        raise Refused(NEEDS_CREDENTIALS)
+
     def caller(self, context: Any) -> Caller | None:
-        for key, value in context.invocation_metadata() or ():
-            if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
-                presented = value[len("Bearer ") :].strip()
-                for token, caller in self.tokens.items():
-                    if hmac.compare_digest(token.encode(), presented.encode()):
-                        return caller
-                return None
-        auth = context.auth_context() or {}
-        for cn in auth.get("x509_common_name", []):
-            name = cn.decode() if isinstance(cn, bytes) else str(cn)
-            if name in CERT_ROLES:
-                return Caller(name, CERT_ROLES[name])
-        return None
+        try:
+            return self.authenticate(context.invocation_metadata(), context.auth_context())
+        except Refused:
+            return None
 
     async def require(self, context: Any, role: str = "read") -> Caller:
-        caller = self.caller(context)
-        if caller is None:
-            await context.abort(
-                grpc.StatusCode.UNAUTHENTICATED,
-                "the admin API needs credentials: pass a bearer token (--token or STOCKADE_TOKEN) "
-                "or a client certificate for stockade-admin / stockade-reader",
-            )
-            raise AssertionError("unreachable")
+        try:
+            caller = self.authenticate(context.invocation_metadata(), context.auth_context())
+        except Refused as e:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(e))
+            raise AssertionError("unreachable") from None
         if not caller.may(role):
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,

@@ -37,6 +37,10 @@ class Side:
     isolating_policies: list[str] = field(default_factory=list)
     beta_isolated: bool = False
     allowing_rules: list[tuple[str, int]] = field(default_factory=list)  # (policy, rule index)
+    # Policies whose rules would allow it but that the engine left out on the pod's node (a
+    # limit): the node denies, and saying "no rule allows it" would send the operator astray.
+    not_realized: list[str] = field(default_factory=list)
+    refused: str = ""  # "field: message" when the brain refused the pod (all its traffic is denied)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -47,6 +51,8 @@ class Side:
             "isolatingPolicies": self.isolating_policies,
             "namespaceDefaultDeny": self.beta_isolated,
             "allowingRules": [{"policy": p, "rule": i} for p, i in self.allowing_rules],
+            "notRealized": self.not_realized,
+            **({"refused": self.refused} if self.refused else {}),
         }
 
 
@@ -111,7 +117,7 @@ def _find_pod(engine: Engine, ref: str) -> PodInfo:
     pod = engine.pod_info(ns, name)
     if pod is None:
         raise ExplainError(f"pod {ref} not found")
-    ep = engine.endpoint(ns, name)
+    ep = engine.endpoint(ns, name) or engine.isolated(ns, name)  # isolated: refused, all denied
     if ep is None or not ep.node:
         why = f"its addresses were refused: {pod.problem}" if pod.problem else "no IP yet, host network, or finished"
         raise ExplainError(f"pod {ref} is not a network endpoint ({why})")
@@ -217,11 +223,18 @@ def _side(
     policies = engine.policies_for_pod(pod.namespace, pod.name)[direction]
     beta = direction is Direction.INGRESS and engine.beta_isolated(pod.namespace)
     allowing = [(p, i) for p in policies for i in engine.rules_allowing(p, direction, pod, peer_ip, protocol, port)]
-    return Side(direction, pod.key, verdict.isolated, verdict.allowed, policies, beta, allowing)
+    left_out: list[str] = []
+    if not verdict.allowed and allowing:
+        by = {p for p, _ in allowing}
+        left_out = [str(r) for r in engine.not_realized() if r.node == pod.node and r.policy in by]
+    refused = pod.problem if pod.deny_all else ""
+    return Side(direction, pod.key, verdict.isolated, verdict.allowed, policies, beta, allowing, left_out, refused)
 
 
 def _side_text(side: Side, src: str, dst: str, protocol: Protocol, port: int) -> str:
     what = f"egress from {side.pod}" if side.direction is Direction.EGRESS else f"ingress to {side.pod}"
+    if side.refused:
+        return f"{what}: isolated: the brain refused the pod ({side.refused}), so all its traffic is denied"
     if not side.isolated:
         return f"{what}: not isolated (no policy selects it for {side.direction.value}), so it is allowed"
     why = []
@@ -235,6 +248,10 @@ def _side_text(side: Side, src: str, dst: str, protocol: Protocol, port: int) ->
     if side.allowed:
         rules = ", ".join(f"{p} rule {side.direction.value}[{i}]" for p, i in side.allowing_rules)
         return f"{what}: {isolated}; allowed by {rules or 'a rule'}"
+    if side.not_realized:
+        return (
+            f"{what}: {isolated}; a rule would allow {peer}, but " + "; ".join(side.not_realized) + ", so it is blocked"
+        )
     return (
         f"{what}: {isolated}; no {side.direction.value} rule of those allows {peer} on "
         f"{protocol.value}/{port}, so it is blocked"
@@ -246,7 +263,9 @@ def _hints(engine: Engine, sides: list[Side]) -> list[str]:
     namespaces = {s.pod.split("/", 1)[0] for s in sides if not s.allowed}
     hints = [str(w) for w in engine.lint() if w.policy.split("/", 1)[0] in namespaces]
     for s in sides:
-        if not s.allowed:
+        if s.refused:
+            hints.append(f"fix {s.pod}'s {s.refused.split(': ', 1)[0]}: its policies apply once the brain can read it")
+        elif not s.allowed:
             label = "to" if s.direction is Direction.EGRESS else "from"
             hints.append(
                 f"to allow it, add a policy selecting {s.pod} with an {s.direction.value} rule "

@@ -13,7 +13,9 @@ import yaml
 from stockade.brain.admin.auth import Authorizer
 from stockade.brain.admin.dryrun import dry_run
 from stockade.brain.admin.explain import ExplainError, explain
-from stockade.brain.engine import Engine
+from stockade.brain.admin.limits import Busy, RateLimits, WorkLimits
+from stockade.brain.engine import Engine, NotRealized
+from stockade.manifests import bounded_yaml
 from stockade.model import Direction
 from stockade.model import Protocol as L4
 from stockade.v1 import admin_pb2, admin_pb2_grpc
@@ -86,6 +88,8 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         feed: DropFeed | None = None,
         resync: Callable[[str], bool] | None = None,
         node_info: Callable[[str], Mapping[str, Any]] | None = None,
+        dry_runs: WorkLimits | None = None,
+        explains: RateLimits | None = None,
     ) -> None:
         self.engine = engine
         self.auth = auth
@@ -95,15 +99,21 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         self.feed = feed or DropFeed()
         self.resync = resync
         self.node_info = node_info
+        self.dry_runs = dry_runs or WorkLimits("dry-run")
+        self.explains = explains or RateLimits("explain")
 
     # ------------------------------------------------------------------ policies and nodes
 
-    def _policy_status(self, key: str, warnings: dict[str, list[str]]) -> admin_pb2.PolicyStatus:
+    def _policy_status(
+        self, key: str, warnings: dict[str, list[str]], left_out: dict[str, list[NotRealized]] | None = None
+    ) -> admin_pb2.PolicyStatus:
         ns, name = key.split("/", 1)
         pol = self.engine.policy(ns, name)
         st = admin_pb2.PolicyStatus(namespace=ns, name=name, warnings=warnings.get(key, []))
         if pol is None:
             return st
+        missing = (left_out or {}).get(key, [])
+        st.not_realized.extend(f"{nr.node}: {nr.message}" for nr in missing)
         st.selected_pods.extend(self.engine.policy_pods(ns, name))
         st.policy_types.extend(
             t for t, rules in (("Ingress", pol.ingress), ("Egress", pol.egress)) if rules is not None
@@ -111,7 +121,9 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         needed = sorted(self.engine.policy_nodes(ns, name))
         st.nodes_needed = len(needed)
         if self.status is not None:
-            real = self.status.policy_realization(ns, name, needed)
+            # A node whose model leaves the policy out does not realize it, whatever it applied.
+            gaps = {nr.node for nr in missing}
+            real = self.status.policy_realization(ns, name, [n for n in needed if n not in gaps])
             st.nodes_applied = real.nodes_applied
             st.nodes_pending.extend(real.pending)
         return st
@@ -120,8 +132,11 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         warnings: dict[str, list[str]] = {}
         for w in self.engine.lint():
             warnings.setdefault(w.policy, []).append(f"{w.field}: {w.message}")
+        left_out: dict[str, list[NotRealized]] = {}
+        for nr in self.engine.not_realized():
+            left_out.setdefault(nr.policy, []).append(nr)
         out = [
-            self._policy_status(k, warnings)
+            self._policy_status(k, warnings, left_out)
             for k in self.engine.policy_keys()
             if not namespace or k.split("/", 1)[0] == namespace
         ]
@@ -181,7 +196,11 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     # ------------------------------------------------------------------ explain, dry-run, lint
 
     async def Explain(self, request: admin_pb2.ExplainRequest, context: Any) -> admin_pb2.ExplainResponse:
-        await self.auth.require(context)
+        caller = await self.auth.require(context)
+        try:
+            self.explains.take(caller.name)
+        except Busy as e:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
         try:
             proto = L4((request.protocol or "TCP").upper())
         except ValueError:
@@ -201,13 +220,14 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         )
 
     async def DryRun(self, request: admin_pb2.DryRunRequest, context: Any) -> admin_pb2.DryRunResponse:
-        await self.auth.require(context)
+        caller = await self.auth.require(context)
         if len(request.manifests) > 1000 or sum(len(m.content) for m in request.manifests) > 16 << 20:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "at most 1000 manifests and 16 MiB per dry-run")
         changes: list[Mapping[str, Any]] = []
         for m in request.manifests:
             try:
-                docs = [d for d in yaml.safe_load_all(m.content) if d is not None]
+                # Bounded: an alias bomb must not cost the brain its memory (manifests/bounded_yaml).
+                docs = [d for d in bounded_yaml.load_all(m.content) if d is not None]
             except yaml.YAMLError as e:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{m.name}: invalid YAML: {e}")
                 raise AssertionError("unreachable") from None
@@ -217,8 +237,13 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                         grpc.StatusCode.INVALID_ARGUMENT, f"{m.name}, document {i}: not a Kubernetes object"
                     )
                 changes.append(d)
-        # Compiling twice is CPU work: keep the event loop (and the sync streams) responsive.
-        result = await asyncio.to_thread(dry_run, list(self.objects()), changes)
+        # Compiling twice is CPU work: off the event loop (the sync streams stay responsive), and
+        # bounded in time and in how many run at once, per caller and in all.
+        try:
+            result = await self.dry_runs.run(caller.name, dry_run, list(self.objects()), changes)
+        except Busy as e:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
+            raise AssertionError("unreachable") from None
         conn = lambda t: admin_pb2.Connection(  # noqa: E731
             **{"from": t[0]}, to=t[1], port=t[2], protocol=t[3], family=t[4]
         )
@@ -255,7 +280,15 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             count = int(row.get("count", 0))
             key = {str(k): str(v) for k, v in row.items() if k != "count"}
             out.append(admin_pb2.DropCount(key=key, count=count))
-        return admin_pb2.TopDropsResponse(rows=out, window=window)
+        # What the brain refused from agents (invalid, over quota), when the store keeps it.
+        refused_by_node = getattr(self.drops, "refused_by_node", None)
+        refused = await refused_by_node(window) if refused_by_node is not None else []
+        return admin_pb2.TopDropsResponse(
+            rows=out,
+            window=window,
+            refused=[admin_pb2.DropRefusal(node=str(r["node"]), reason=str(r["reason"]), count=int(r["count"]))
+                     for r in refused],
+        )  # fmt: skip
 
     async def FollowDrops(
         self, request: admin_pb2.FollowDropsRequest, context: Any

@@ -11,6 +11,11 @@ that bound a new flow's event is shed, and the shortfall is counted (metric, and
 * a flush whose reply was lost is first looked up (its number is written in the same
   transaction) and only re-sent if Redis does not have it, so nothing is counted twice.
 
+Events are untrusted: each is validated (`validate`) and counted only against its own node's
+quotas (`quota`): an invalid one, or one over its node's quota of new Redis counters, is
+refused and counted per node (``stockade_drop_events_refused_total``, and in Redis for
+``stockade drops top``); the rest of its batch is kept.
+
 The stream of recent events gets the newest ``recent_per_flush`` events of each flush interval
 (all of them below 10,000 events/s with the defaults): the counts are exact, the stream of
 details is a sample at high rates, which keeps the brain's cost per event low.
@@ -29,30 +34,30 @@ from typing import Any, Protocol
 
 from redis import exceptions as rexc
 
-from stockade.brain.drops import flows
+from stockade.brain.drops import validate
 from stockade.brain.drops.metrics import (
     REASON_INVALID,
+    REASON_NODE_QUOTA,
     REASON_REDIS_BUFFER_FULL,
     REASON_REDIS_REJECTED,
     REASON_TOO_OLD,
+    REFUSED_BUFFER,
+    REFUSED_INVALID,
+    REFUSED_QUOTA,
     DropMetrics,
     LabelKey,
 )
-from stockade.brain.drops.resolve import Resolver
-from stockade.brain.drops.store import FlushBatch, RedisStore
+from stockade.brain.drops.nostore import NoStore
+from stockade.brain.drops.quota import QuotaConfig, Quotas
+from stockade.brain.drops.resolve import PodRef, Resolver
+from stockade.brain.drops.store import FlushBatch, RedisStore, record_text
 from stockade.model.events import BlockedEvent
 from stockade.model.rules import Direction
 
 log = logging.getLogger(__name__)
 
-# Direction as BlockedEvent carries it, or as the wire's DropDirection number.
-_DIRECTION: dict[object, str] = {
-    Direction.INGRESS: "ingress",
-    Direction.EGRESS: "egress",
-    1: "ingress",
-    2: "egress",
-}
 _NOWHERE = ("", "")
+_UNSET = object()
 
 # One counted event, resolved: (time, node, direction, protocol, src, sport, dst, dport,
 # src_namespace, src_pod, dst_namespace, dst_pod, chain); pod fields are "" for non-pods.
@@ -84,7 +89,7 @@ class EventListener(Protocol):
 class Aggregator:
     def __init__(
         self,
-        store: RedisStore,
+        store: RedisStore | NoStore,  # NoStore: no Redis, Prometheus counters only
         resolver: Resolver,
         metrics: DropMetrics,
         *,
@@ -96,6 +101,7 @@ class Aggregator:
         max_backoff: float = 5.0,
         clock: Callable[[], float] = time.time,
         listener: EventListener | None = None,
+        quota: QuotaConfig | None = None,
     ) -> None:
         self.store = store
         self.resolver = resolver
@@ -108,6 +114,8 @@ class Aggregator:
         self._max_backoff = max_backoff
         self._clock = clock
         self.listener = listener
+        self._quotas = Quotas(quota or QuotaConfig())
+        self._ok_refs: set[PodRef] = set()  # resolved pods whose names were checked
         self._pending = FlushBatch()
         # newest events of this flush interval, for the stream of recent events
         self._recent: deque[RecentRow] = deque(maxlen=recent_per_flush)
@@ -121,6 +129,7 @@ class Aggregator:
         self._stopping = False
         self.redis_up = True
         self.shed_total = 0  # events shed because the in-memory bound was hit
+        self.refused_total = 0  # events refused: invalid, or over their node's quota (not shed)
         metrics.redis_up.set(1)
 
     # --- state for /readyz and the metrics ---
@@ -145,6 +154,7 @@ class Aggregator:
             "buffered_entries": self.buffered_entries,
             "max_entries": self._max_entries,
             "shed_events": self.shed_total,
+            "refused_events": self.refused_total,
         }
 
     # --- ingest ---
@@ -159,39 +169,61 @@ class Aggregator:
 
     def ingest_rows(self, events: Iterable[Any], node: str | None = None) -> tuple[int, int]:
         """`ingest` for anything shaped like a `BlockedEvent` (e.g. the wire's ``DropEvent``,
-        whose direction is the protobuf enum number and which has no ``node``: pass it).
+        whose direction is the protobuf enum number and which has no ``node``: pass the node
+        the caller authenticated as; without it each event's own ``node`` is used).
 
-        Returns (events counted, events refused as malformed). Built for speed: no object per
-        event, resolution straight into the minute counters; recent-event records are kept as
-        tuples and formatted at flush time, for the newest ``recent_per_flush`` only."""
+        Every event is validated first (`validate.clean_event`); an invalid one is counted for
+        its node and skipped, the rest are kept. Returns (events counted, events refused as
+        invalid). Built for speed: no object per event, resolution straight into the minute
+        counters; recent-event records are kept as tuples and formatted at flush time, for the
+        newest ``recent_per_flush`` only."""
         now = self._clock()
         oldest = now - self.store.retention
         resolve = self.resolver.resolve_ip
+        clean = validate.clean_event
+        ok_refs = self._ok_refs
+        check_ref = self._check_ref
+        quotas = self._quotas
+        charge = quotas.charge
         pending = self._pending
         counts = pending.counts
+        by_node = pending.by_node
         recent = self._recent
-        blocked: Counter[tuple[str, int, str, str]] = Counter()
+        blocked: Counter[tuple[str, int, str, str, str]] = Counter()
+        refused: Counter[tuple[str, str]] = Counter()
         room = self._max_entries - self.buffered_entries  # new (minute, flow) pairs we may add
+        shared = not self.redis_up  # while Redis is away, the buffer is shared between nodes
         listener = self.listener
         rows: list[RecentRow] | None = [] if listener is not None and listener.wanted() else None
         too_old = shed = counted = bad = 0
+        cur: object = _UNSET  # the node of the previous event, as given
+        n = "?"  # its name once checked ("?" when it is no valid node name: all its events are invalid)
+        q = quotas.node(n, now)
+        node_room = 0
         for ev in events:
-            t = ev.time
-            direction = _DIRECTION.get(ev.direction)
-            src = ev.src
-            dst = ev.dst
-            proto = ev.protocol
-            if direction is None or not src or not dst or not proto or "|" in proto:
+            given = node if node is not None else getattr(ev, "node", None)
+            if given != cur:
+                cur = given
+                n = given if isinstance(given, str) and validate.valid_node(given) else "?"
+                q = quotas.node(n, now)
+                node_room = self._node_room(n) if shared else room
+            c = clean(ev, now) if n != "?" else None
+            if c is None:
                 bad += 1
+                refused[(n, REFUSED_INVALID)] += 1
                 continue
+            t, direction, src, dst, proto, sport, dport, chain = c
             if t < oldest:
                 too_old += 1
                 continue
             d = resolve(dst, t)
+            if d is not None and d not in ok_refs:
+                d = check_ref(d)
             s = resolve(src, t)
+            if s is not None and s not in ok_refs:
+                s = check_ref(s)
             dst_ns, dst_pod = d if d else _NOWHERE
             src_ns, src_pod = s if s else _NOWHERE
-            dport = ev.dport
             key = f"{direction}|{proto}|{dport}|{dst_ns}|{dst_pod or dst}|{src_ns}|{src_pod or src}"
             minute = int(t // 60)
             bucket = counts.get(minute)
@@ -199,18 +231,30 @@ class Aggregator:
                 bucket = counts[minute] = Counter()
             if key in bucket:
                 bucket[key] += 1
-            elif room <= 0:
+            elif room <= 0 or node_room <= 0:
                 pending.lost[minute] += 1
                 shed += 1
+                refused[(n, REFUSED_BUFFER)] += 1
+                continue
+            elif not charge(q, minute, key):
+                refused[(n, REFUSED_QUOTA)] += 1
+                if not q.warned:
+                    q.warned = True
+                    log.warning(
+                        "node %s used up its quota of new drop counters (%d bytes per %g s); refusing "
+                        "its new flows until the window ends (see `stockade drops top`)",
+                        n, quotas.config.bytes_per_window, quotas.config.window,
+                    )  # fmt: skip
                 continue
             else:
                 bucket[key] = 1
                 room -= 1
+                node_room -= 1
                 pending.entries += 1
+                by_node[n] += 1
             counted += 1
-            blocked[(proto, dport, direction, dst_ns)] += 1
-            row = (t, node or ev.node, direction, proto, src, ev.sport, dst, dport,
-                   src_ns, src_pod, dst_ns, dst_pod, ev.chain)  # fmt: skip
+            blocked[(proto, dport, direction, dst_ns, dst_pod)] += 1
+            row = (t, n, direction, proto, src, sport, dst, dport, src_ns, src_pod, dst_ns, dst_pod, chain)
             recent.append(row)
             if rows is not None:
                 rows.append(row)
@@ -220,19 +264,54 @@ class Aggregator:
         for m in [m for m, b in counts.items() if not b]:
             del counts[m]  # buckets created only to be shed into
         labels: Counter[LabelKey] = Counter()
-        for (proto, dport, direction, ns), n in blocked.items():
-            labels[(proto, flows.dport_label(dport), direction, ns or "external")] += n
-        self.metrics.add_blocked(labels)
-        self.metrics.add_dropped(REASON_TOO_OLD, too_old)
-        self.metrics.add_dropped(REASON_INVALID, bad)
+        metrics = self.metrics
+        for (proto, dport, direction, ns, pod), k in blocked.items():
+            ns_label = metrics.namespace_label(ns) if ns else "external"
+            port = metrics.dport_label(proto, dport, ns, pod)  # its number if the pod declares it
+            labels[(validate.protocol_label(proto), port, direction, ns_label)] += k
+        metrics.add_blocked(labels)
+        metrics.add_dropped(REASON_TOO_OLD, too_old)
+        metrics.add_dropped(REASON_INVALID, bad)
+        if refused:
+            this_minute = int(now // 60)
+            for (rn, reason), k in refused.items():
+                metrics.add_refused(rn, reason, k)
+                pending.refused[(this_minute, rn, reason)] += k
+                if reason == REFUSED_QUOTA:
+                    metrics.add_dropped(REASON_NODE_QUOTA, k)
+                if reason != REFUSED_BUFFER:  # those are in shed_total
+                    self.refused_total += k
         if shed:
             self.shed_total += shed
-            self.metrics.add_dropped(REASON_REDIS_BUFFER_FULL, shed)
-            log.warning("drop counts: in-memory bound of %d flows hit; shed %d events", self._max_entries, shed)
-        self.metrics.buffer_events.set(self.buffered_events)
+            metrics.add_dropped(REASON_REDIS_BUFFER_FULL, shed)
+            log.warning("drop counts: in-memory bound hit (%d flows, shared by the nodes); shed %d events",
+                        self._max_entries, shed)  # fmt: skip
+        metrics.buffer_events.set(self.buffered_events)
         if pending.events >= self._flush_events:
             self._wake.set()
         return counted, bad
+
+    def _check_ref(self, ref: PodRef) -> PodRef | None:
+        """A resolved pod, if its names are as the API allows them (else it counts as no pod:
+        a name must never carry a delimiter into the Redis keys)."""
+        try:
+            ns, name = ref
+        except (TypeError, ValueError):
+            return None
+        if not validate.valid_pod_ref(ns, name):
+            return None
+        if len(self._ok_refs) >= 200_000:
+            self._ok_refs.clear()
+        self._ok_refs.add(ref)
+        return ref
+
+    def _node_room(self, node: str) -> int:
+        """New counters ``node`` may still add to the in-memory buffer (its fair share)."""
+        inflight = self._inflight.by_node if self._inflight else Counter()
+        holders = {n for n, k in self._pending.by_node.items() if k} | {n for n, k in inflight.items() if k}
+        holders.add(node)
+        share = self._quotas.buffer_share(self._max_entries, len(holders))
+        return share - self._pending.by_node[node] - inflight[node]
 
     def _records(self) -> list[str]:
         """The recent events waiting for the stream, as `store.RECORD_FIELDS` lines."""
@@ -246,7 +325,7 @@ class Aggregator:
                 cached = cache.get(pk)
                 if cached is None:
                     names = self.resolver.isolating_policies(side[0], side[1], Direction(direction))
-                    cached = cache[pk] = ",".join(names)
+                    cached = cache[pk] = ",".join(map(record_text, names))
                 policies = cached
             out.append(
                 f"{t:.3f}|{node}|{direction}|{proto}|{src}|{sport}|{dst}|{dport}|"

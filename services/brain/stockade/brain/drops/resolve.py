@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import bisect
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from stockade.brain.engine.objects import canonical_ip, pod_addresses
@@ -88,11 +88,21 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 
 class EngineResolver:
     """A `Resolver` over the engine: IP history first (when it knows the IP), then the engine's
-    current view; isolating policies as the engine sees them now."""
+    current view; isolating policies as the engine sees them now.
 
-    def __init__(self, engine: EngineLike, history: IpHistory | None = None) -> None:
+    ``busy``: whether the engine is being changed (on the brain's worker thread) right now. Then
+    the engine is not read (it may be half-way through a change): addresses come from the IP
+    history and the owner table, and policies from the answers given between changes."""
+
+    CACHE = 4096
+
+    def __init__(
+        self, engine: EngineLike, history: IpHistory | None = None, busy: Callable[[], bool] | None = None
+    ) -> None:
         self._engine = engine
         self.history = history if history is not None else IpHistory()
+        self._busy = busy or (lambda: False)
+        self._policies: dict[tuple[str, str, Direction], list[str]] = {}
 
     def resolve_ip(self, ip: str, at_time: float) -> PodRef | None:
         """The pod holding ``ip`` (either family, any spelling) at ``at_time``."""
@@ -110,7 +120,14 @@ class EngineResolver:
         return (ns, name)
 
     def isolating_policies(self, namespace: str, pod: str, direction: Direction) -> list[str]:
-        return list(self._engine.policies_for_pod(namespace, pod).get(direction, []))
+        key = (namespace, pod, direction)
+        if self._busy():
+            return list(self._policies.get(key, ()))  # as of the last answer between changes
+        names = list(self._engine.policies_for_pod(namespace, pod).get(direction, []))
+        if len(self._policies) >= self.CACHE:
+            self._policies.clear()  # bounded; only consulted while the engine is busy
+        self._policies[key] = names
+        return names
 
 
 class StaticResolver:

@@ -8,14 +8,19 @@ in one Cluster slot so a flush stays one MULTI/EXEC transaction on a Cluster too
 * ``P:lost:<minute>`` — integer, events of that minute counted in memory while Redis was away
   and then shed because the in-memory bound was hit (the shortfall). Same expiry.
 * ``P:recent`` — stream of recent events, each entry a chunk of up to `CHUNK` events (one per
-  line, `RECORD_FIELDS` joined by ``|``), capped with ``XADD MAXLEN ~``; expires when idle.
+  line, `RECORD_FIELDS` joined by ``|``; every field is validated or `record_text`-quoted, so
+  none holds a delimiter), capped with ``XADD MAXLEN ~``; expires when idle.
+* ``P:refused:<minute>`` — hash, ``<node>|<reason>`` → events refused from that node in that
+  minute (of the brain's clock): ``invalid``, ``quota`` or ``buffer_full``. Same expiry.
 * ``P:flushed:<writer>`` — the last flush number this writer applied, so a flush whose reply was
   lost can be checked instead of applied twice.
 """
 
 from __future__ import annotations
 
+import re
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -66,13 +71,24 @@ class FlushBatch:
     recent: list[str] = field(default_factory=list)
     events: int = 0  # events in `counts`
     entries: int = 0  # distinct (minute, flow) pairs in `counts`
+    by_node: Counter[str] = field(default_factory=Counter)  # entries, by the node that made them
+    refused: Counter[tuple[int, str, str]] = field(default_factory=Counter)  # (minute, node, reason)
 
     def empty(self) -> bool:
-        return not (self.counts or self.lost or self.recent)
+        return not (self.counts or self.lost or self.recent or self.refused)
 
 
 def _text(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9._/:-]*")
+
+
+def record_text(value: str) -> str:
+    """A free-form value (e.g. a policy name) made safe for a record: every character that could
+    be a delimiter (``|``, ``,``, a newline) or is no plain name character is %-quoted."""
+    return value if _PLAIN.fullmatch(value) else urllib.parse.quote(value, safe="/:")
 
 
 class RedisStore:
@@ -95,6 +111,9 @@ class RedisStore:
     def lost_key(self, minute: int) -> str:
         return f"{self.prefix}:lost:{minute}"
 
+    def refused_key(self, minute: int) -> str:
+        return f"{self.prefix}:refused:{minute}"
+
     @property
     def recent_key(self) -> str:
         return f"{self.prefix}:recent"
@@ -113,6 +132,11 @@ class RedisStore:
                 for f, n in fields.items():
                     args += (f, n)
                 p.eval(_HINCRBY_MANY, 1, self.minute_key(minute), *args)
+            refused: dict[int, list[Any]] = {}
+            for (minute, node, reason), n in batch.refused.items():
+                refused.setdefault(minute, []).extend((f"{node}|{reason}", n))
+            for minute, args in refused.items():
+                p.eval(_HINCRBY_MANY, 1, self.refused_key(minute), self.expiry(minute), *args)
             for minute, n in batch.lost.items():
                 p.incrby(self.lost_key(minute), n)
                 p.expireat(self.lost_key(minute), self.expiry(minute))
@@ -164,6 +188,27 @@ class RedisStore:
         vals = await self.client.mget([self.lost_key(m) for m in minutes])
         return sum(int(v) for v in vals if v is not None)
 
+    async def refused(self, window: str | int, *, now: float) -> list[dict[str, Any]]:
+        """Events refused per node and reason over the window, most first:
+        ``[{"node": ..., "reason": "quota", "count": n}, ...]``."""
+        minutes = flows.window_buckets(window, now)
+        async with self.client.pipeline(transaction=False) as p:
+            for m in minutes:
+                p.hgetall(self.refused_key(m))
+            raw = await p.execute()
+        total: Counter[tuple[str, str]] = Counter()
+        for h in raw:
+            for k, v in h.items():
+                node, sep, reason = _text(k).rpartition("|")
+                if sep:
+                    total[(node, reason)] += int(v)
+        ranked = sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))
+        return [{"node": node, "reason": reason, "count": n} for (node, reason), n in ranked]
+
+    async def refused_by_node(self, window: str) -> list[dict[str, Any]]:
+        """`refused` ending now: what the admin API's ``TopDrops`` reports next to the flows."""
+        return await self.refused(window, now=time.time())
+
     async def recent_events(
         self, where: Mapping[str, str] | None = None, *, limit: int = 100, scan_entries: int | None = None
     ) -> list[dict[str, str]]:
@@ -189,6 +234,8 @@ class RedisStore:
                 body = _text(d.get(b"e") or d.get("e") or b"")  # bytes, or str with decode_responses
                 for line in reversed(body.split("\n")):
                     rec = dict(zip(RECORD_FIELDS, line.split("|"), strict=False))
+                    if "%" in rec.get("policies", ""):
+                        rec["policies"] = ",".join(urllib.parse.unquote(p) for p in rec["policies"].split(","))
                     if ns is not None and ns not in (rec.get("src_namespace"), rec.get("dst_namespace")):
                         continue
                     if pod is not None and pod not in (rec.get("src_pod"), rec.get("dst_pod")):

@@ -29,11 +29,29 @@ class LintWarning:
 
 @dataclass(frozen=True)
 class Rejection:
-    """A policy (or namespace annotation) the engine could not accept, and why."""
+    """An object the engine could not accept (a policy, a namespace's beta annotation, or any
+    object whose shape fails `validate`), and why. It is not enforced; the rest is."""
 
-    object: str  # "NetworkPolicy namespace/name" or "Namespace name"
+    object: str  # "NetworkPolicy namespace/name", "Pod namespace/name", "Namespace name", "Node name"...
     field: str
     message: str
 
     def __str__(self) -> str:
         return f"{self.object}: {self.field}: {self.message}"
+
+
+@dataclass(frozen=True)
+class NotRealized:
+    """An accepted policy the engine left out of one node's model, and why (e.g. a limit).
+
+    The rest of the node's model is enforced; the pods the policy selects there stay isolated
+    by it (its allow rules are missing, so the gap fails closed)."""
+
+    policy: str  # "namespace/name"
+    node: str
+    limit: str  # which limit or check: a fixed, small set of names (a metric label)
+    message: str
+    pods: int = 1  # pods of the node for which it was left out
+
+    def __str__(self) -> str:
+        return f"NetworkPolicy {self.policy}: not realized on node {self.node}: {self.message}"

@@ -20,7 +20,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from stockade.brain.engine.api import Deltas, LintWarning, Rejection
+from stockade.brain.engine import validate
+from stockade.brain.engine.api import Deltas, LintWarning, NotRealized, Rejection
 from stockade.brain.engine.errors import PolicyError
 from stockade.brain.engine.objects import (
     NamespaceInfo,
@@ -29,14 +30,18 @@ from stockade.brain.engine.objects import (
     implicit_namespace,
     parse_namespace,
     parse_pod,
+    refused_pod,
 )
 from stockade.brain.engine.policy import IPBlockPeer, Peer, Policy, PolicyRule, parse_policy, set_id
 from stockade.brain.engine.selectors import LabelIndex, Selector, SelectorIndex
 from stockade.brain.engine.services import ServiceInfo, parse_service
 from stockade.model import Chain, Direction, NodeDelta, NodeModel, PortMatch, Protocol, Rule
 from stockade.model.evaluate import ip_in
+from stockade.model.limits import NODE_LIMITS, NodeLimits
 
 _MISSING: Any = object()
+# How a refused pod's rejection ends when nothing can be dispatched for it (a gap said loudly).
+UNFILTERED = "not enforced: its traffic cannot be filtered because "
 
 
 def _members_sid(block: IPBlockPeer) -> str:
@@ -50,6 +55,31 @@ ALL_SID = set_id("all")
 def _peer_sid(peer: Peer | None) -> str:
     """The address set id of a peer definition (None: every pod, for egress named ports)."""
     return ALL_SID if peer is None else peer.sid
+
+
+def _peer_definition(peer: Peer | None) -> tuple[Any, ...]:
+    """What a peer's address set holds, to tell two definitions apart under one id."""
+    if peer is None:
+        return ("all",)
+    if isinstance(peer, IPBlockPeer):
+        return ("ipblock", peer.cidr, peer.excepts)
+    scope = peer.namespace if peer.ns_selector is None else None
+    return ("pods", scope, _canon_of(peer.pod_selector), _canon_of(peer.ns_selector))
+
+
+def _group_definition(g: _Group) -> tuple[Any, ...]:
+    if g.kind == "all":
+        return ("all",)
+    if g.kind == "ipblock" and g.block is not None:
+        return ("ipblock", g.block.cidr, g.block.excepts)
+    if g.kind == "pods":
+        scope = g.namespace if g.ns_selector is None else None
+        return ("pods", scope, _canon_of(g.pod_selector), _canon_of(g.ns_selector))
+    return (g.kind, g.sid)  # named slices and ipmembers: never a policy peer's set
+
+
+def _canon_of(sel: Selector | None) -> str | None:
+    return None if sel is None else sel.canon
 
 
 def _port_key(p: PortMatch) -> tuple[str, int, int]:
@@ -149,8 +179,9 @@ class _Journal:
 class Engine:
     """Compiles cluster objects into per-node rule models, incrementally. See `engine/api.py`."""
 
-    def __init__(self, *, beta_default_deny: bool = True) -> None:
+    def __init__(self, *, beta_default_deny: bool = True, limits: NodeLimits = NODE_LIMITS) -> None:
         self.beta_default_deny = beta_default_deny
+        self.limits = limits  # what every agent's codec accepts: the compiler stays within it
         # Store
         self._ns: dict[str, NamespaceInfo] = {}
         self._ns_errors: dict[str, Rejection] = {}
@@ -161,8 +192,13 @@ class Engine:
         # addresses it owns: what its dispatch entries and set elements are made of.
         self._endpoint: dict[str, PodInfo] = {}
         self._ip_owner: dict[str, str] = {}  # per address: a dual-stack pod owns each of its IPs
+        # Refused pods (deny_all) owning at least one of their IPs -> the pod restricted to those:
+        # dispatched to deny-all chains, in no address group (fail closed, never a peer).
+        self._isolated: dict[str, PodInfo] = {}
         self._policies: dict[str, Policy] = {}
         self._rejected: dict[str, Rejection] = {}
+        # Objects refused by the shape checks (engine/validate.py), by "Kind namespace/name".
+        self._refused: dict[str, Rejection] = {}
         self._node_objects: set[str] = set()
         self._services: dict[str, ServiceInfo] = {}  # for lint only: they change no rule
         # Applied-to index: ns -> selector -> policy keys
@@ -188,6 +224,10 @@ class Engine:
         self._chain_refs: dict[str, dict[str, int]] = {}
         self._set_refs: dict[str, dict[str, int]] = {}
         self._journal: _Journal | None = None
+        # Accepted policies left out of a pod's chains: pod key -> policy key -> (limit, why).
+        self._left_out: dict[str, dict[str, tuple[str, str]]] = {}
+        self._chain_left_out: dict[tuple[Any, ...], tuple[str, ...]] = {}  # chain-cache key -> policies
+        self._leaving: list[tuple[Direction, str]] = []  # filled by _chain while one pod compiles
 
     # ---------------------------------------------------------------- public: queries
 
@@ -203,9 +243,28 @@ class Engine:
         return sorted(self._node_objects | hosting | {n for n, m in self._models.items() if m.ingress or m.egress})
 
     def rejections(self) -> list[Rejection]:
-        return [self._rejected[k] for k in sorted(self._rejected)] + [
-            self._ns_errors[k] for k in sorted(self._ns_errors)
-        ]
+        return (
+            [self._rejected[k] for k in sorted(self._rejected)]
+            + [self._ns_errors[k] for k in sorted(self._ns_errors)]
+            + [self._refused[k] for k in sorted(self._refused)]
+        )
+
+    def not_realized(self) -> list[NotRealized]:
+        """Accepted policies left out of some node's model, one record per (policy, node)."""
+        agg: dict[tuple[str, str], NotRealized] = {}
+        for pod_key, policies in self._left_out.items():
+            place = self._placement.get(pod_key)
+            if place is None:
+                continue
+            for pkey, (limit, why) in policies.items():
+                k = (pkey, place[0])
+                prev = agg.get(k)
+                agg[k] = (
+                    NotRealized(pkey, place[0], limit, f"{why} (pod {pod_key})")
+                    if prev is None
+                    else NotRealized(pkey, place[0], prev.limit, prev.message, prev.pods + 1)
+                )
+        return [agg[k] for k in sorted(agg)]
 
     def policy(self, namespace: str, name: str) -> Policy | None:
         return self._policies.get(f"{namespace}/{name}")
@@ -250,6 +309,10 @@ class Engine:
     def is_endpoint(self, namespace: str, name: str) -> bool:
         return f"{namespace}/{name}" in self._endpoint
 
+    def isolated(self, namespace: str, name: str) -> PodInfo | None:
+        """The refused pod whose traffic is all denied, with the addresses it owns (None: not one)."""
+        return self._isolated.get(f"{namespace}/{name}")
+
     def namespaces(self) -> list[NamespaceInfo]:
         return [self._ns[k] for k in sorted(self._ns)]
 
@@ -258,7 +321,7 @@ class Engine:
 
     def policies_for_pod(self, namespace: str, name: str) -> dict[Direction, list[str]]:
         pod = self._pods.get(f"{namespace}/{name}")
-        if pod is None:
+        if pod is None or pod.deny_all:  # refused: no policy applies (its labels are unknown)
             return {Direction.INGRESS: [], Direction.EGRESS: []}
         ing, eg = self._applying(pod)
         return {Direction.INGRESS: sorted(ing), Direction.EGRESS: sorted(eg)}
@@ -307,17 +370,19 @@ class Engine:
         for svc in services:
             self.upsert_service(svc)
         for n in nodes:
-            self._node_objects.add(str((n.get("metadata") or {}).get("name")))
+            self.upsert_node(n)
         for obj in namespaces:
-            self._set_namespace(obj)
+            if self._admit(obj, "Namespace"):
+                self._set_namespace(obj)
         if self._pods or self._groups:
             for obj in pods:  # not a cold start: take the incremental path
-                pod = parse_pod(obj)
+                pod = self._pod_of(obj)
                 self._store_pod(pod.key, pod)
         else:
             self._load_pods(pods)
         for obj in policies:
-            self._set_policy(obj, loading=True)
+            if self._admit(obj, "NetworkPolicy"):
+                self._set_policy(obj, loading=True)
         self._invalidate_chains()
         for key in sorted(self._pods):
             self._refresh_pod(key)
@@ -327,17 +392,17 @@ class Engine:
         """Store pods into an engine with no groups yet: no memberships to update, ownership once."""
         pods, by_ns, claims = self._pods, self._pods_by_ns, self._claims
         for obj in objs:
-            pod = parse_pod(obj)
+            pod = self._pod_of(obj)
             key = pod.key
             if pod.namespace not in self._ns:
                 self._ensure_namespace(pod.namespace)
             old = pods.get(key)
-            if old is not None and old.candidate:
+            if old is not None and (old.candidate or old.deny_all):
                 for ip in old.ips:
                     claims[ip].discard(key)
             pods[key] = pod
             by_ns.setdefault(pod.namespace, set()).add(key)
-            if pod.candidate:
+            if pod.candidate or pod.deny_all:
                 for ip in pod.ips:
                     claims.setdefault(ip, set()).add(key)
         owners = self._ip_owner
@@ -347,13 +412,15 @@ class Engine:
                 continue
             owners[ip] = next(iter(keys)) if len(keys) == 1 else max(keys, key=lambda k: (pods[k].created, k))
         for key, pod in pods.items():
-            if pod.candidate:
+            if pod.candidate or pod.deny_all:
                 owned = tuple(ip for ip in pod.ips if owners.get(ip) == key)
                 if owned:
-                    self._endpoint[key] = pod.owning(owned)
+                    (self._endpoint if pod.candidate else self._isolated)[key] = pod.owning(owned)
 
     def upsert(self, obj: Mapping[str, Any]) -> Deltas:
-        kind = obj.get("kind")
+        """Add or replace one object. An object that fails the shape checks is refused alone
+        (see `rejections`) and counts as absent: it never reaches the compiler."""
+        kind = obj.get("kind") if isinstance(obj, Mapping) else None
         if kind == "Pod":
             return self.upsert_pod(obj)
         if kind == "Namespace":
@@ -380,39 +447,89 @@ class Engine:
         raise ValueError(f"the engine does not handle kind {kind!r}")
 
     def upsert_pod(self, obj: Mapping[str, Any]) -> Deltas:
-        pod = parse_pod(obj)
+        pod = self._pod_of(obj)
         return self._change(lambda: self._store_pod(pod.key, pod))
 
+    def _admit(self, obj: Mapping[str, Any], kind: str, addresses: bool = True) -> bool:
+        """Whether ``obj`` passes the shape checks; records (or clears) its refusal."""
+        found = validate.problem(obj, kind, addresses=addresses)
+        if found is None:
+            if self._refused:  # naming the object costs; most clusters refuse nothing
+                self._refused.pop(validate.describe(obj, kind), None)
+            return True
+        what = validate.describe(obj, kind)
+        self._refused[what] = Rejection(what, found[0], found[1])
+        return False
+
+    def _pod_of(self, obj: Mapping[str, Any]) -> PodInfo:
+        """The pod as the engine stores it; a refused pod is kept as a non-endpoint that says why."""
+        if self._admit(obj, "Pod", addresses=False):  # parse_pod reads (and judges) the addresses
+            pod = parse_pod(obj)
+            if pod.problem:
+                what = validate.describe(obj, "Pod")
+                field, _, message = pod.problem.partition(": ")
+                self._refused[what] = Rejection(what, field, f"{message}; {UNFILTERED}its addresses cannot be read")
+            return pod
+        # Refused: fail closed where its traffic can still be told apart (its addresses and node
+        # read safely): deny all of it, and never let a policy allow it as a peer.
+        what = validate.describe(obj, "Pod")
+        rej = self._refused[what]
+        pod, why = refused_pod(obj, f"{rej.field}: {rej.message}")
+        tail = "isolated: all its traffic is denied until it is fixed" if pod.deny_all else UNFILTERED + why
+        self._refused[what] = Rejection(what, rej.field, f"{rej.message}; {tail}")
+        return pod
+
     def delete_pod(self, namespace: str, name: str) -> Deltas:
+        self._refused.pop(f"Pod {namespace}/{name}", None)
         return self._change(lambda: self._store_pod(f"{namespace}/{name}", None))
 
     def upsert_namespace(self, obj: Mapping[str, Any]) -> Deltas:
+        if not self._admit(obj, "Namespace"):
+            name = (obj.get("metadata") or {}).get("name") if isinstance(obj.get("metadata"), Mapping) else None
+            if not isinstance(name, str) or not name:
+                return {}
+            # Refused: the namespace counts as absent (only its name label), never half-read.
+            return self._change(lambda: self._namespace_change({"metadata": {"name": name}}, deleted=True))
         return self._change(lambda: self._namespace_change(obj))
 
     def delete_namespace(self, name: str) -> Deltas:
+        self._refused.pop(f"Namespace {name}", None)
         return self._change(lambda: self._namespace_change({"metadata": {"name": name}}, deleted=True))
 
     def upsert_policy(self, obj: Mapping[str, Any]) -> Deltas:
+        if not self._admit(obj, "NetworkPolicy"):
+            key = validate.describe(obj, "NetworkPolicy").split(" ", 1)[1]
+            return self._change(lambda: self._remove_policy(key, invalidate=True))
         return self._change(lambda: self._set_policy(obj, invalidate=True))
 
     def delete_policy(self, namespace: str, name: str) -> Deltas:
+        self._refused.pop(f"NetworkPolicy {namespace}/{name}", None)
         return self._change(lambda: self._remove_policy(f"{namespace}/{name}", invalidate=True))
 
     def upsert_node(self, obj: Mapping[str, Any]) -> Deltas:
-        self._node_objects.add(str((obj.get("metadata") or {}).get("name")))
+        if self._admit(obj, "Node"):
+            self._node_objects.add(str(obj["metadata"]["name"]))
+        else:
+            name = validate.describe(obj, "Node").split(" ", 1)[1]
+            self._node_objects.discard(name)
         return {}
 
     def delete_node(self, name: str) -> Deltas:
+        self._refused.pop(f"Node {name}", None)
         # Pods on a deleted node are deleted by Kubernetes in turn; their events empty the model.
         self._node_objects.discard(name)
         return {}
 
     def upsert_service(self, obj: Mapping[str, Any]) -> Deltas:
+        if not self._admit(obj, "Service"):
+            self._services.pop(validate.describe(obj, "Service").split(" ", 1)[1], None)
+            return {}
         svc = parse_service(obj)
         self._services[svc.key] = svc
         return {}
 
     def delete_service(self, namespace: str, name: str) -> Deltas:
+        self._refused.pop(f"Service {namespace}/{name}", None)
         self._services.pop(f"{namespace}/{name}", None)
         return {}
 
@@ -493,7 +610,7 @@ class Engine:
         touched = {key}
         if old is not None:
             self._pods_by_ns[old.namespace].discard(key)
-            if old.candidate:
+            if old.candidate or old.deny_all:
                 for ip in old.ips:
                     self._claims[ip].discard(key)
         if pod is None:
@@ -502,7 +619,9 @@ class Engine:
             self._ensure_namespace(pod.namespace)
             self._pods[key] = pod
             self._pods_by_ns.setdefault(pod.namespace, set()).add(key)
-            if pod.candidate:
+            # A refused pod claims its addresses too: whichever pod holds an address, its
+            # traffic is filtered as that pod's (a refused one's: denied).
+            if pod.candidate or pod.deny_all:
                 for ip in pod.ips:
                     self._claims.setdefault(ip, set()).add(key)
         # Ownership of the IPs involved may move between pods (weave#2632: an IP reused by a new
@@ -527,10 +646,18 @@ class Engine:
             before = self._endpoint.get(k)  # as it was: the addresses it owned
             cur = self._pods.get(k)
             now: PodInfo | None = None
-            if cur is not None and cur.candidate:
+            iso: PodInfo | None = None
+            if cur is not None and (cur.candidate or cur.deny_all):
                 owned = tuple(ip for ip in cur.ips if owners.get(ip) == k)
-                if owned:
+                if owned and cur.candidate:
                     now = cur.owning(owned)
+                elif owned:
+                    iso = cur.owning(owned)
+            was_iso = self._isolated.pop(k, None)
+            if iso is not None:
+                self._isolated[k] = iso
+            if (was_iso.ips if was_iso else None) != (iso.ips if iso else None):
+                touched.add(k)  # its deny-all dispatch entries change; it is in no group
             if k != key and (before.ips if before else None) == (now.ips if now else None):
                 continue
             if now is not None:
@@ -663,6 +790,11 @@ class Engine:
             touched = self._remove_policy(key, invalidate)
             self._rejected[key] = Rejection(f"NetworkPolicy {key}", e.field, e.message)
             return touched
+        clash = self._set_id_clash(pol)
+        if clash is not None:
+            touched = self._remove_policy(key, invalidate)
+            self._rejected[key] = Rejection(f"NetworkPolicy {key}", *clash)
+            return touched
         self._ensure_namespace(pol.namespace)
         # Reference the new version's groups before releasing the old version's, so groups
         # both use survive the update instead of being rebuilt.
@@ -678,6 +810,22 @@ class Engine:
         if loading:
             return touched  # every pod is compiled once after loading
         return touched | self._selected(pol)
+
+    def _set_id_clash(self, pol: Policy) -> tuple[str, str] | None:
+        """(field, message) when a peer's set id already names a different peer's set: two
+        definitions are never merged under one id (one tenant's peer would open another's)."""
+        for direction, rules in ((Direction.INGRESS, pol.ingress), (Direction.EGRESS, pol.egress)):
+            section = "spec.ingress" if direction is Direction.INGRESS else "spec.egress"
+            for i, rule in enumerate(rules or ()):
+                for j, base in enumerate(self._rule_bases(rule, direction)):
+                    g = self._groups.get(self._peer_sid(base))
+                    if g is not None and _group_definition(g) != _peer_definition(base):
+                        return (
+                            f"{section}[{i}] peer {j}",
+                            f"its address set id {g.sid} already names a different peer's set; refused, "
+                            "not merged (an id collision: report it as a bug)",
+                        )
+        return None
 
     def _ref_policy_groups(self, pol: Policy) -> None:
         for direction, rules in ((Direction.INGRESS, pol.ingress), (Direction.EGRESS, pol.egress)):
@@ -944,16 +1092,28 @@ class Engine:
         chain = self._chain_cache.get(ck)
         if chain is None:
             ingress = direction is Direction.INGRESS
-            rules: list[Rule] = []
-            for p in pols:
+            rules: set[Rule] = set()
+            cap = self.limits.max_rules_per_chain
+            left_out: list[str] = []
+            for p in pols:  # in key order: the policy that would push the chain over is left out
+                mine: set[Rule] = set()
                 for rule in (p.ingress if ingress else p.egress) or ():
-                    rules.extend(self._compile_rule(rule, direction, pod))
+                    mine.update(self._compile_rule(rule, direction, pod))
+                if len(rules) + len(mine - rules) > cap:
+                    left_out.append(p.key)
+                    continue
+                rules |= mine
             chain = Chain.of(direction, rules)
             self._chain_cache[ck] = chain
+            if left_out:
+                self._chain_left_out[ck] = tuple(left_out)
+        for key in self._chain_left_out.get(ck, ()):
+            self._leaving.append((direction, key))
         return chain
 
     def _invalidate_chains(self) -> None:
         self._chain_cache.clear()
+        self._chain_left_out.clear()
         self._group_cache.clear()
 
     def _compile_rule(self, rule: PolicyRule, direction: Direction, pod: PodInfo) -> list[Rule]:
@@ -995,14 +1155,36 @@ class Engine:
     def _refresh_pod(self, key: str) -> None:
         pod = self._endpoint.get(key)
         desired: tuple[str, tuple[str, ...], str | None, str | None] | None = None
-        if pod is not None and pod.node:
+        left_out: dict[str, tuple[str, str]] = {}
+        refused = self._isolated.get(key) if pod is None else None
+        if refused is not None and refused.node:
+            desired = (
+                refused.node,
+                refused.ips,
+                self._intern(refused.node, self._deny_all(refused.node, Direction.INGRESS)),
+                self._intern(refused.node, self._deny_all(refused.node, Direction.EGRESS)),
+            )
+        elif pod is not None and pod.node:
+            self._leaving = []
             in_chain, eg_chain = self._pod_chains(pod)
+            cap = self.limits.max_rules_per_chain
+            for direction, pkey in self._leaving:
+                left_out[pkey] = (
+                    "rules_per_chain",
+                    f"its {direction} rules would push the pod's chain over the limit of {cap} rules per chain",
+                )
+            in_chain = self._collision_free(pod, Direction.INGRESS, in_chain, left_out)
+            eg_chain = self._collision_free(pod, Direction.EGRESS, eg_chain, left_out)
             desired = (
                 pod.node,
                 pod.ips,
                 self._intern(pod.node, in_chain),
                 self._intern(pod.node, eg_chain),
             )
+        if left_out:
+            self._left_out[key] = left_out
+        else:
+            self._left_out.pop(key, None)
         current = self._placement.get(key)
         if current == desired:
             if desired is not None:
@@ -1024,6 +1206,31 @@ class Engine:
                 self._set_dispatch(node, Direction.INGRESS, ip, ic, key)
                 self._set_dispatch(node, Direction.EGRESS, ip, ec, key)
             self._placement[key] = desired
+
+    def _collision_free(
+        self, pod: PodInfo, direction: Direction, chain: Chain | None, left_out: dict[str, tuple[str, str]]
+    ) -> Chain | None:
+        """``chain``, or a chain allowing nothing when its id already names other content on the
+        pod's node: two contents are never merged under one id, and the gap fails closed."""
+        if chain is None:
+            return None
+        model = self._models.get(pod.node or "")
+        held = model.chains.get(chain.id) if model is not None else None
+        if held is None or held == chain:
+            return chain
+        ing, eg = self._applying(pod)
+        for pkey in ing if direction is Direction.INGRESS else eg:
+            left_out[pkey] = ("id_collision", f"its {direction} chain's id {chain.id} names another chain on the node")
+        return self._deny_all(pod.node or "", direction)
+
+    def _deny_all(self, node: str, direction: Direction) -> Chain:
+        """The chain allowing nothing (the agent's deny tail logs and counts every drop)."""
+        deny = Chain.of(direction, ())
+        model = self._models.get(node)
+        held = model.chains.get(deny.id) if model is not None else None
+        if held is not None and held != deny:
+            raise RuntimeError(f"chain id {deny.id} collides with the deny-all chain's; refusing to compile")
+        return deny
 
     # ---------------------------------------------------------------- node model mutation
 

@@ -34,7 +34,10 @@ class PodInfo:
     # Every address, canonical, first family first (at most one per family), and as set elements.
     ips: tuple[str, ...] = ()
     elems: tuple[str, ...] = ()
-    problem: str = ""  # why the pod's addresses were refused ("" when they were not)
+    problem: str = ""  # "field: message": why the pod (or its addresses) was refused ("" if not)
+    # Refused by the shape checks, yet its addresses and node can be read: its traffic is
+    # dispatched to deny-all chains (fails closed) and it is never a peer (see `refused_pod`).
+    deny_all: bool = False
 
     @property
     def key(self) -> str:
@@ -119,6 +122,57 @@ def parse_pod(obj: Mapping[str, Any]) -> PodInfo:
         elems=elems,
         problem=problem,
     )
+
+
+def refused_pod(obj: Mapping[str, Any], problem: str) -> tuple[PodInfo, str]:
+    """A pod the shape checks refused (``problem``: "field: message"), as the engine stores it:
+    no labels, ports or peer role, only what is needed to deny all its traffic, read defensively.
+    Returns the pod and, when it cannot be isolated, why its traffic cannot be filtered ("" when
+    it is: ``deny_all``)."""
+    meta = _meta(obj)
+    name, ns, created = meta.get("name"), meta.get("namespace"), meta.get("creationTimestamp")
+    ips, node, why = _isolatable(obj)
+    if not isinstance(name, str) or not name:
+        ips, node, why = (), None, "its name cannot be read"
+    pod = PodInfo(
+        namespace=ns if isinstance(ns, str) and ns else "default",
+        name=name if isinstance(name, str) else "",
+        labels={},
+        ip=ips[0] if ips else None,
+        node=node,
+        created=created if isinstance(created, str) else "",
+        elem=element(ips[0]) if ips else "",
+        ips=ips,
+        elems=tuple(element(ip) for ip in ips),
+        problem=problem,
+        deny_all=bool(ips),
+    )
+    return pod, why
+
+
+def _isolatable(obj: Mapping[str, Any]) -> tuple[tuple[str, ...], str | None, str]:
+    """A refused pod's addresses and node when all its traffic can be denied safely, else
+    ((), None, why not)."""
+    spec, status = obj.get("spec"), obj.get("status")
+    if not isinstance(status, Mapping):
+        return (), None, "its status (which holds its addresses) cannot be read"
+    ips, bad = pod_addresses(status)
+    if bad:
+        return (), None, f"its addresses cannot be read ({bad})"
+    if not ips:
+        return (), None, "it has no address yet (it is isolated once it has one)"
+    if not isinstance(spec, Mapping):
+        return (), None, "its spec (which holds its node) cannot be read"
+    node, host, phase = spec.get("nodeName"), spec.get("hostNetwork"), status.get("phase")
+    if not isinstance(node, str) or not node:
+        return (), None, "it has no node yet" if node is None else "spec.nodeName cannot be read"
+    if host is True:
+        return (), None, "it uses its node's network (hostNetwork), which no policy filters"
+    if host not in (None, False):  # its addresses may be the node's own: denying them cuts the node off
+        return (), None, "spec.hostNetwork cannot be read, so its addresses may be its node's"
+    if phase in FINISHED_PHASES:
+        return (), None, f"it has finished ({phase})"
+    return ips, node, ""
 
 
 def element(ip: str) -> str:

@@ -20,14 +20,22 @@ from typing import Any
 from stockade.brain.engine.errors import PolicyError
 from stockade.brain.engine.selectors import Selector, parse_selector
 from stockade.model import Protocol
+from stockade.model.limits import POLICY_LIMITS, over
 
 POLICY_API_VERSIONS = ("networking.k8s.io/v1", "extensions/v1beta1", "networking.k8s.io/v1beta1")
-_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
+_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?\Z")
+
+
+# Full width (128 bits): a shorter digest let one tenant's peer take over another's set; the
+# engine also refuses two definitions under one id (see `Engine._set_id_clash`).
+SET_ID_BYTES = 16
 
 
 def set_id(kind: str, *parts: str) -> str:
     """An address set's id: a digest of the definition of what it holds."""
-    return "ag_" + hashlib.blake2b("\x1e".join((kind, *parts)).encode(), digest_size=6).hexdigest()
+    # surrogatepass: label values from YAML/JSON may hold lone surrogates; every text has an id
+    text = "\x1e".join((kind, *parts)).encode("utf-8", "surrogatepass")
+    return "ag_" + hashlib.blake2b(text, digest_size=SET_ID_BYTES).hexdigest()
 
 
 def _canon(sel: Selector | None) -> str:
@@ -115,20 +123,68 @@ def _span(cidr: str) -> tuple[int, int, int]:
     return (6, start, start + (1 << (128 - int(plen)))) if v6 else (4, start, start + (1 << (32 - int(plen))))
 
 
+# "/prefix" by the bit length of the block size, per address width: no formatting per CIDR.
+_SUFFIX = {bits: [f"/{bits + 1 - n}" for n in range(bits + 2)] for bits in (32, 128)}
+
+
 def _cover(start: int, end: int, bits: int, out: list[str], version: int) -> None:
-    """Append the fewest CIDRs covering exactly [start, end): the largest aligned block each time.
-    Addresses are written as ``str(ipaddress.ip_address(n))`` would write them, only faster."""
-    family, width = (socket.AF_INET, 4) if version == 4 else (socket.AF_INET6, 16)
-    ntop, append = socket.inet_ntop, out.append
+    """Append the fewest CIDRs covering exactly [start, end), in order: first the largest block
+    aligned at ``start`` while it fits (sizes grow), then one block per set bit of what is left
+    (sizes shrink). Addresses are written as ``str(ipaddress.ip_address(n))`` would write them,
+    only faster (this loop is the whole cost of a wide ipBlock: it is output-bound)."""
+    v6 = version == 6
+    family, width = (socket.AF_INET6, 16) if v6 else (socket.AF_INET, 4)
+    ntop, append, suffix = socket.inet_ntop, out.append, _SUFFIX[bits]
+    top = 1 << bits
+    slow = v6 and start >> 48 == 0  # ::/80: the C library writes embedded IPv4, Python does not
     while start < end:
-        align = start & -start if start else 1 << bits
-        size = min(align, 1 << ((end - start).bit_length() - 1))
-        if version == 6 and start >> 48 == 0:  # ::/80: the C library writes embedded IPv4, Python does not
+        low = start & -start or top
+        if low > end - start:
+            break
+        if slow and start >> 48 == 0:
             text = str(ipaddress.IPv6Address(start))
         else:
             text = ntop(family, start.to_bytes(width, "big"))
-        append(f"{text}/{bits - size.bit_length() + 1}")
+        append(text + suffix[low.bit_length()])
+        start += low
+    rest = end - start
+    while rest:
+        n = rest.bit_length()
+        if slow and start >> 48 == 0:
+            text = str(ipaddress.IPv6Address(start))
+        else:
+            text = ntop(family, start.to_bytes(width, "big"))
+        append(text + suffix[n])
+        size = 1 << (n - 1)
         start += size
+        rest -= size
+
+
+def _cover_count(start: int, end: int) -> int:
+    """How many CIDRs `_cover` appends for [start, end), in constant time: split at the most
+    aligned address c inside; [start, c) takes one block per set bit of c - start, [c, end) one
+    per set bit of end - c (and an exactly aligned range is one block)."""
+    if start >= end:
+        return 0
+    d = (start ^ (end - 1)).bit_length()
+    if d == 0:
+        return 1
+    if start & ((1 << d) - 1) == 0 and end - start == 1 << d:
+        return 1
+    c = (end - 1) >> (d - 1) << (d - 1)
+    return (c - start).bit_count() + (end - c).bit_count()
+
+
+@lru_cache(maxsize=16384)
+def _block_count(cidr: str, excepts: tuple[str, ...]) -> int:
+    """How many CIDRs the block minus its excepts is (`_block_networks`' length), without writing
+    them: linear in the excepts, so a limit on it costs nothing however wide the block is."""
+    _, lo, hi, starts, ends = _block_index(cidr, excepts)
+    total, cur = 0, lo
+    for start, end in zip(starts, ends, strict=True):
+        total += _cover_count(cur, start)
+        cur = max(cur, end)
+    return total + _cover_count(cur, hi)
 
 
 @lru_cache(maxsize=16384)
@@ -195,7 +251,7 @@ def parse_policy(obj: Mapping[str, Any]) -> Policy:
         spec = {}
     if not isinstance(spec, dict):
         raise PolicyError("spec", "must be an object")
-    pod_selector = parse_selector(spec.get("podSelector") or {}, "spec.podSelector")
+    pod_selector = _sized(parse_selector(spec.get("podSelector") or {}, "spec.podSelector"), "spec.podSelector")
 
     types = spec.get("policyTypes")
     egress_raw = spec.get("egress")
@@ -208,6 +264,7 @@ def parse_policy(obj: Mapping[str, Any]) -> Policy:
     # Both sections are validated whatever policyTypes says, as the API server does.
     ingress = _parse_rules(spec.get("ingress"), "spec.ingress", "from", namespace)
     egress = _parse_rules(egress_raw, "spec.egress", "to", namespace)
+    _check_cidr_budget(ingress + egress)
     return Policy(
         namespace,
         str(meta["name"]),
@@ -222,7 +279,12 @@ def _parse_rules(raw: Any, field: str, peer_key: str, namespace: str) -> tuple[P
         return ()
     if not isinstance(raw, list):
         raise PolicyError(field, "must be a list of rules")
+    lim = POLICY_LIMITS
+    if len(raw) > lim.rules_per_direction:
+        raise PolicyError(field, over("rules", len(raw), lim.rules_per_direction, "per direction"))
     rules = []
+    compiled = 0  # chain rules this direction compiles to: one per peer of each rule
+    matches = 0  # (peer, port) pairs those chain rules carry
     for i, r in enumerate(raw):
         f = f"{field}[{i}]"
         if r is None:
@@ -234,15 +296,55 @@ def _parse_rules(raw: Any, field: str, peer_key: str, namespace: str) -> tuple[P
         if peers_raw:  # absent and empty both mean every peer
             if not isinstance(peers_raw, list):
                 raise PolicyError(f"{f}.{peer_key}", "must be a list of peers")
+            if len(peers_raw) > lim.peers_per_rule:
+                raise PolicyError(f"{f}.{peer_key}", over("peers", len(peers_raw), lim.peers_per_rule, "per rule"))
             peers = tuple(_parse_peer(p, f"{f}.{peer_key}[{j}]", namespace) for j, p in enumerate(peers_raw))
         ports_raw = r.get("ports")
         ports: tuple[PortDef, ...] | None = None
         if ports_raw:
             if not isinstance(ports_raw, list):
                 raise PolicyError(f"{f}.ports", "must be a list")
+            if len(ports_raw) > lim.ports_per_rule:
+                raise PolicyError(f"{f}.ports", over("ports", len(ports_raw), lim.ports_per_rule, "per rule"))
             ports = tuple(_parse_port(p, f"{f}.ports[{j}]") for j, p in enumerate(ports_raw))
+        compiled += len(peers) if peers else 1
+        matches += (len(peers) if peers else 1) * (len(ports) if ports else 1)
+        if matches > lim.port_matches_per_policy:  # else compiling is peers x ports: quadratic
+            raise PolicyError(
+                field,
+                over("peer and port pairs over its rules", matches, lim.port_matches_per_policy, "per direction")
+                + " (each peer of a rule is one chain rule carrying all the rule's ports)",
+            )
+        if compiled > lim.chain_rules_per_policy:
+            raise PolicyError(
+                field,
+                over("peers over its rules", compiled, lim.chain_rules_per_policy, "per direction of a policy")
+                + " (each peer of each rule is one rule of a pod's chain)",
+            )
         rules.append(PolicyRule(peers, ports))
     return tuple(rules)
+
+
+def _sized(sel: Selector, field: str) -> Selector:
+    """A parsed selector within the limits of terms and of values per term."""
+    lim = POLICY_LIMITS
+    if len(sel.requirements) > lim.selector_terms:
+        raise PolicyError(field, over("selector terms", len(sel.requirements), lim.selector_terms, "per selector"))
+    for req in sel.requirements:
+        if len(req.values) > lim.selector_values:
+            raise PolicyError(
+                field, over(f"values for key {req.key[:63]!r}", len(req.values), lim.selector_values, "per term")
+            )
+    return sel
+
+
+def _check_cidr_budget(rules: tuple[PolicyRule, ...]) -> None:
+    """All the CIDRs a policy's ipBlocks expand to (each distinct block counted once)."""
+    blocks = {p for r in rules for p in r.peers or () if isinstance(p, IPBlockPeer)}
+    total = sum(_block_count(b.cidr, b.excepts) for b in blocks)  # without writing them
+    limit = POLICY_LIMITS.cidrs_per_policy
+    if total > limit:
+        raise PolicyError("spec", over("CIDRs from its ipBlocks", total, limit, "per policy") + " (after except)")
 
 
 def _parse_peer(p: Any, field: str, namespace: str) -> Peer:
@@ -255,8 +357,16 @@ def _parse_peer(p: Any, field: str, namespace: str) -> Peer:
         if "podSelector" in p or "namespaceSelector" in p:
             raise PolicyError(field, "ipBlock cannot be combined with podSelector or namespaceSelector")
         return _parse_ipblock(p["ipBlock"], f"{field}.ipBlock")
-    pod_sel = parse_selector(p["podSelector"], f"{field}.podSelector") if "podSelector" in p else None
-    ns_sel = parse_selector(p["namespaceSelector"], f"{field}.namespaceSelector") if "namespaceSelector" in p else None
+    pod_sel = (
+        _sized(parse_selector(p["podSelector"], f"{field}.podSelector"), f"{field}.podSelector")
+        if "podSelector" in p
+        else None
+    )
+    ns_sel = (
+        _sized(parse_selector(p["namespaceSelector"], f"{field}.namespaceSelector"), f"{field}.namespaceSelector")
+        if "namespaceSelector" in p
+        else None
+    )
     if pod_sel is None and ns_sel is None:
         raise PolicyError(field, "must set podSelector, namespaceSelector or ipBlock")
     return PodPeer(namespace, pod_sel, ns_sel)
@@ -266,6 +376,9 @@ def _parse_ipblock(b: Any, field: str) -> IPBlockPeer:
     if not isinstance(b, dict):
         raise PolicyError(field, "must be an object with cidr")
     excepts = b.get("except") or []
+    limit = POLICY_LIMITS.excepts_per_ipblock
+    if isinstance(excepts, list) and len(excepts) > limit:
+        raise PolicyError(f"{field}.except", over("excepts", len(excepts), limit, "per ipBlock"))
     if isinstance(excepts, list) and all(isinstance(e, str) for e in excepts):
         return _ipblock(str(b.get("cidr")), tuple(excepts), field)
     raise PolicyError(f"{field}.except", "must be a list of CIDRs")
@@ -289,7 +402,11 @@ def _ipblock(cidr: str, raw_excepts: tuple[str, ...], field: str) -> IPBlockPeer
         if en == net:
             raise PolicyError(f"{field}.except[{i}]", f"{en} must be strictly smaller than cidr {net}")
         excepts.append(str(en))
-    return IPBlockPeer(str(net), tuple(sorted(set(excepts))))
+    block = IPBlockPeer(str(net), tuple(sorted(set(excepts))))
+    n = _block_count(block.cidr, block.excepts)  # O(excepts): refusing costs nothing
+    if n > POLICY_LIMITS.cidrs_per_ipblock:
+        raise PolicyError(field, over("CIDRs after except", n, POLICY_LIMITS.cidrs_per_ipblock, "per ipBlock"))
+    return block
 
 
 def _parse_port(p: Any, field: str) -> PortDef:

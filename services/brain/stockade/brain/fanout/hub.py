@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from stockade.brain.fanout.feed import NodeFeed
+from stockade.brain.fanout.realization import RealizationTimes
 from stockade.brain.fanout.session import Session
 from stockade.brain.fanout.status import NodeStatus, PolicyRealization
 from stockade.codec.validate import DEFAULT_LIMITS, ValidationError, check_digest, check_problems
@@ -70,18 +71,23 @@ class FanOut:
         self._waiters: list[_Waiter] = []
         self.failed_acks = 0  # agents' failures to apply (or digest mismatches), since start
         self.refused_agents = 0  # streams refused for an older sync protocol, since start
+        self.realization_times = RealizationTimes()  # change seen -> acked by the node
 
     # ---- input from the engine -------------------------------------------------------------
 
-    def on_deltas(self, deltas: Mapping[str, NodeDelta], policy: PolicyKey | None = None) -> None:
+    def on_deltas(
+        self, deltas: Mapping[str, NodeDelta], policy: PolicyKey | None = None, seen: float | None = None
+    ) -> None:
         """Advance the feeds of the nodes whose models changed (``policy``: the NetworkPolicy
-        whose change produced them, so its realization can be tracked exactly)."""
+        whose change produced them, so its realization can be tracked exactly; ``seen``: when
+        the brain saw that change, `time.monotonic()`, default now)."""
         for node, delta in deltas.items():
             feed = self.feeds.get(node)
             if feed is None or delta.is_empty():
                 continue  # a feed started later begins from model_of(node), which has it
             gen = feed.advance(delta)
             self.status[node].desired_generation = gen
+            self.realization_times.changed(node, gen, seen)
             if policy is not None:
                 self._policy_marks.setdefault(policy, {})[node] = gen
 
@@ -186,6 +192,7 @@ class FanOut:
                 st.applied_digest = ack.digest
                 st.last_apply_time = time.time()
                 st.last_error, st.failures = None, 0
+                self.realization_times.applied(session.node, st.applied_generation)
         else:
             self._failed(session, st, ack.error[: DEFAULT_LIMITS.max_error_text] or "unspecified error")
         self._notify(session.node)
@@ -193,6 +200,7 @@ class FanOut:
     def _failed(self, session: Session, st: NodeStatus, error: str) -> None:
         st.last_error, st.last_error_time = error, time.time()
         st.failures += 1
+        st.failures_total += 1
         self.failed_acks += 1
         delay = min(self.retry_max, self.retry_min * 2 ** (st.failures - 1)) if st.failures > 1 else 0.0
         log.warning("agent %s failed to apply: %s; snapshot in %.1fs", session.node, error, delay)

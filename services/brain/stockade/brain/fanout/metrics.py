@@ -1,10 +1,12 @@
-"""Prometheus view of the fan-out, read at scrape time: ``registry.register(FanOutCollector(fanout))``."""
+"""Prometheus view of the fan-out, read at scrape time: ``registry.register(FanOutCollector(fanout))``
+(done by `stockade.brain.metrics.register`). Names start ``stockade_brain_sync_``: agents
+export ``stockade_agent_*``, so a sum over both never counts a thing twice."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from stockade.brain.fanout.hub import FanOut
@@ -15,36 +17,62 @@ class FanOutCollector(Collector):
         self.fanout = fanout
 
     def collect(self) -> Iterator[Metric]:
-        statuses = list(self.fanout.status.values())
+        fo = self.fanout
+        statuses = list(fo.status.values())
         yield GaugeMetricFamily(
-            "stockade_sync_agents_connected", "agents with a live sync stream", value=len(self.fanout.sessions)
+            "stockade_brain_sync_agents_connected",
+            "agents with a live sync stream to this brain",
+            value=len(fo.sessions),
         )
         yield GaugeMetricFamily(
-            "stockade_sync_nodes_in_sync",
-            "nodes whose agent acked the generation the brain wants them at",
+            "stockade_brain_sync_nodes_in_sync",
+            "nodes whose agent acked the generation this brain wants them at",
             value=sum(s.in_sync for s in statuses),
         )
         yield CounterMetricFamily(
-            "stockade_sync_apply_failures", "failed applies reported by agents", value=self.fanout.failed_acks
+            "stockade_brain_sync_apply_failures", "failed applies reported by agents", value=fo.failed_acks
         )
         yield GaugeMetricFamily(
-            "stockade_sync_nodes_not_ready",
+            "stockade_brain_sync_nodes_not_ready",
             "nodes where pod traffic may bypass the rules (the agent says so, or it was refused)",
             value=sum(s.not_ready_reason is not None for s in statuses),
         )
         yield CounterMetricFamily(
-            "stockade_sync_agents_refused",
+            "stockade_brain_sync_agents_refused",
             "agent streams refused for speaking an older sync protocol",
-            value=self.fanout.refused_agents,
+            value=fo.refused_agents,
         )
         desired = GaugeMetricFamily(
-            "stockade_sync_desired_generation", "generation the brain wants a node at", labels=["node"]
+            "stockade_brain_sync_desired_generation",
+            "generation this brain wants a node at (nodes whose agent it served)",
+            labels=["node"],
         )
         applied = GaugeMetricFamily(
-            "stockade_sync_applied_generation", "generation a node's agent acked", labels=["node"]
+            "stockade_brain_sync_applied_generation", "generation a node's agent acked to this brain", labels=["node"]
         )
         for s in statuses:
             desired.add_metric([s.node], s.desired_generation)
             applied.add_metric([s.node], s.applied_generation)
         yield desired
         yield applied
+        rt = fo.realization_times
+        h = rt.histogram
+        yield HistogramMetricFamily(
+            "stockade_brain_policy_realization_seconds",
+            "from the brain seeing an API change to a node's agent acking it applied, one per (change, node)",
+            buckets=rt.histogram.cumulative(),
+            sum_value=h.total,
+        )
+        last = GaugeMetricFamily(
+            "stockade_brain_node_realization_seconds",
+            "the delay of the node's latest realized change (see stockade_brain_policy_realization_seconds)",
+            labels=["node"],
+        )
+        for node, delay in sorted(rt.last.items()):
+            last.add_metric([node], delay)
+        yield last
+        yield CounterMetricFamily(
+            "stockade_brain_policy_realization_untracked",
+            "changes not timed because their node had too many unacked changes already",
+            value=rt.untracked,
+        )

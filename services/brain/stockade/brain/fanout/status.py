@@ -26,6 +26,7 @@ class NodeStatus:
     last_error: str | None = None  # the last failure the agent reported (cleared by a success)
     last_error_time: float | None = None
     failures: int = 0  # consecutive failed acks
+    failures_total: int = 0  # failed acks since this brain started (a counter: never reset)
     protocol: int = 0  # the sync protocol the agent speaks (0: never connected)
     agent_version: str = ""
     agent_ready: bool = False  # the agent's own /readyz, as it last said

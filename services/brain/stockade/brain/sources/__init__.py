@@ -14,7 +14,9 @@ kind's first list is in. Guarantees, whatever the API server or the network does
 - errors back off with jitter (reset once a watch has spoken, so a long watch that breaks is
   retried at once); 429 (and 503 with Retry-After) waits what Retry-After says; 410s again and
   again right after a list (a lagging replica) back off too;
-- lists are paged (``limit``/``continue``, one snapshot); objects are never turned into models.
+- lists are paged (``limit``/``continue``, one snapshot); objects are never turned into models;
+- with ``slim`` (``slim.slim`` for the brain) only an allow-list of each kind's fields is held
+  and passed on, so memory follows what policy reads, not what the workloads carry.
 
 ``RBAC_RULES`` lists what that needs from the API server. ``api_client(kubeconfig)`` builds a client
 from a kubeconfig or, in a pod, from the service account.

@@ -38,7 +38,8 @@ class Sources:
     The sink is an asyncio.Queue or an async callback; the callback is never called concurrently,
     and a kind's events reach it in the order the API server made them. Each object's events come
     exactly once however the watches break (see `watcher.py`); after the first list of every kind
-    comes one `SYNCED` event.
+    comes one `SYNCED` event. ``slim(kind, obj)``: what is held and passed on of each object
+    (`slim.slim` keeps what the brain reads); None keeps objects whole.
     """
 
     def __init__(
@@ -51,6 +52,7 @@ class Sources:
         watch_timeout: float = 300.0,
         request_timeout: float = 60.0,
         backoff: Callable[[], Backoff] = Backoff,
+        slim: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None,
     ):
         self._client = client
         self._sink = sink
@@ -67,6 +69,7 @@ class Sources:
                 request_timeout=request_timeout,
                 backoff=backoff(),
                 on_listed=self._listed,
+                slim=slim,
             )
             for k in kinds
         ]

@@ -22,6 +22,25 @@ def key_of(obj: Obj) -> Key:
     return (meta.get("namespace") or "", meta.get("name") or "")
 
 
+def malformed(obj: Any) -> str:
+    """Why an object cannot even be tracked (no string name, metadata not an object); "" if it can.
+    Such an object is skipped here: it has no identity to hold, replace or delete by. Everything
+    else about an object's shape is for the engine's validation to judge."""
+    if not isinstance(obj, dict):
+        return f"not an object ({type(obj).__name__})"
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict):
+        return "metadata: must be an object"
+    name, ns, rv = meta.get("name"), meta.get("namespace"), meta.get("resourceVersion")
+    if not isinstance(name, str) or not name:
+        return "metadata.name: must be a non-empty string"
+    if ns is not None and not isinstance(ns, str):
+        return "metadata.namespace: must be a string"
+    if rv is not None and (isinstance(rv, bool) or not isinstance(rv, str | int)):
+        return "metadata.resourceVersion: must be a string"
+    return ""
+
+
 def rv_of(obj: Obj) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion") or "")
 
@@ -80,8 +99,9 @@ def apply_watch_event(held: Held, kind: WatchedKind, type_: str, obj: Obj, seen:
 
 
 def relist_diff(held: Held, kind: WatchedKind, items: list[Obj]) -> list[SourceEvent]:
-    """Make `held` equal the listed items; the events that say so (deletes first, then upserts)."""
-    listed = {key_of(o): o for o in items}
+    """Make `held` equal the listed items; the events that say so (deletes first, then upserts).
+    Items that cannot be tracked (see `malformed`) are left out: the caller reports them."""
+    listed = {key_of(o): o for o in items if not malformed(o)}
     out = [_event("delete", kind, key, held.pop(key)) for key in [k for k in held if k not in listed]]
     for key, obj in listed.items():
         mine = held.get(key)

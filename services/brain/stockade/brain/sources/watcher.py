@@ -30,13 +30,14 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from .backoff import Backoff, parse_retry_after
 from .events import SourceEvent
 from .kinds import WatchedKind
-from .state import Held, apply_watch_event, is_newer, relist_diff
+from .state import Held, apply_watch_event, is_newer, malformed, relist_diff
 
 log = logging.getLogger(__name__)
 
 Emit = Callable[[SourceEvent], Awaitable[None]]
 
 LIST_PAGE = 500
+YIELD_EVERY = 200  # events handed on from a list between two turns of the event loop
 
 
 class Gone(Exception):
@@ -88,8 +89,11 @@ class KindWatcher:
         request_timeout: float = 60.0,
         backoff: Backoff | None = None,
         on_listed: Callable[[WatchedKind], Awaitable[None]] | None = None,
+        slim: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None,
     ):
         self.kind = kind
+        # What is kept of each object (slim.py), applied before it is held or passed on; None: whole.
+        self._slim = slim
         self._list = getattr(getattr(k8s, kind.api_class)(api_client), kind.list_method)
         self._emit = emit
         self.inactivity_timeout = inactivity_timeout
@@ -180,16 +184,28 @@ class KindWatcher:
                 page = json.loads(await resp.read())
             finally:
                 resp.release()
+            if not isinstance(page, dict) or not isinstance(page.get("metadata") or {}, dict):
+                raise ValueError("the list response is not a list object")
             meta = page.get("metadata") or {}
-            rv = rv or meta.get("resourceVersion", "")  # the snapshot is the first page's
-            items.extend(page.get("items") or [])
+            rv = rv or str(meta.get("resourceVersion") or "")  # the snapshot is the first page's
+            page_items = page.get("items") or []
+            if not isinstance(page_items, list):
+                raise ValueError("the list response's items are not a list")
+            for item in page_items:
+                if self._malformed(item):
+                    continue
+                items.append(self._slim(self.kind.kind, item) if self._slim else item)
             cont = meta.get("continue")
+            if cont is not None and not isinstance(cont, str):
+                raise ValueError("the list response's continue token is not a string")
             if not cont:
                 break
         self.stats["lists"] += 1
-        for ev in relist_diff(self.held, self.kind, items):
+        for i, ev in enumerate(relist_diff(self.held, self.kind, items)):
             self.stats["events"] += 1
             await self._send(ev)
+            if i % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)  # a consumer that never suspends must not hold the loop for a whole list
         self.rv = self.seen = rv  # a fresh list covers everything up to its version
         if not self.listed:
             self.listed = True
@@ -235,12 +251,33 @@ class KindWatcher:
         finally:
             resp.close()  # not release(): a silent or cut stream must not go back to the pool
 
+    def _malformed(self, obj: Any) -> bool:
+        """Skip (and count, and log) an object that cannot be tracked: one bad object must not
+        stall its kind's list or watch, which would keep the brain from ever starting."""
+        why = malformed(obj)
+        if why:
+            self.stats["malformed"] += 1
+            log.warning("%s: skipping an object the API served that cannot be tracked: %s", self.kind.plural, why)
+        return bool(why)
+
     async def _on_line(self, line: bytes) -> None:
         ev = json.loads(line)
+        if not isinstance(ev, dict):
+            raise ValueError("a watch event is not an object")
         type_, obj = ev.get("type"), ev.get("object") or {}
         if type_ == "ERROR":
-            raise _failure(int(obj.get("code") or 500), obj.get("message", "watch error"), None)
+            if not isinstance(obj, dict):
+                obj = {}
+            code = obj.get("code")
+            raise _failure(code if isinstance(code, int) else 500, str(obj.get("message", "watch error")), None)
         self._progressed = True
+        if type_ in ("ADDED", "MODIFIED", "DELETED"):
+            if self._malformed(obj):
+                return
+            if self._slim is not None:
+                obj = self._slim(self.kind.kind, obj)
+        if not isinstance(obj, dict) or not isinstance(obj.get("metadata") or {}, dict):
+            raise ValueError(f"a {type_!r} watch event without an object")
         rv = str((obj.get("metadata") or {}).get("resourceVersion") or "")
         if type_ == "BOOKMARK":
             self.stats["bookmarks"] += 1

@@ -20,6 +20,8 @@ import yaml
 from google.protobuf.json_format import MessageToDict
 
 from stockade.cli.client import ConnectionError, add_connection_args, metadata, resolve, rpc_error_exit, stub
+from stockade.cli.offline import add_offline_args, offline_or, run_explain, run_lint
+from stockade.cli.printable import printable
 from stockade.manifests import ManifestError
 from stockade.manifests.loader import _files
 from stockade.v1 import admin_pb2, admin_pb2_grpc
@@ -63,7 +65,8 @@ def _emit(args: argparse.Namespace, msg: Any, table: Callable[[], str]) -> None:
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [list(map(str, headers))] + [[str(c) for c in r] for r in rows]
+    # Cells come from the cluster and from agents: escaped, so none can drive the terminal.
+    cells = [list(map(printable, headers))] + [[printable(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells)
 
@@ -78,6 +81,8 @@ async def _policies(s: admin_pb2_grpc.AdminStub, md: list[tuple[str, str]], t: f
         rows = []
         for p in resp.policies:
             status = f"REJECTED: {p.rejected}" if p.rejected else f"{p.nodes_applied}/{p.nodes_needed} nodes"
+            if p.not_realized:  # accepted, but left out of some nodes' models (e.g. a limit)
+                status += "; NOT REALIZED on " + "; ".join(p.not_realized)
             rows.append(
                 [
                     f"{p.namespace}/{p.name}",
@@ -204,13 +209,42 @@ async def _drops_top(s: admin_pb2_grpc.AdminStub, md: list[tuple[str, str]], t: 
 
     def table() -> str:
         if not resp.rows:
-            return f"No blocked connections in the last {resp.window}."
-        keys = list(resp.rows[0].key.keys())
-        rows = [[*(r.key.get(k, "") for k in keys), r.count] for r in resp.rows]
-        return f"Blocked connections, last {resp.window}:\n" + _table([k.upper() for k in keys] + ["COUNT"], rows)
+            out = f"No blocked connections in the last {printable(resp.window)}."
+        else:
+            keys = list(resp.rows[0].key.keys())
+            rows = [[*(r.key.get(k, "") for k in keys), r.count] for r in resp.rows]
+            out = f"Blocked connections, last {printable(resp.window)}:\n" + _table(
+                [k.upper() for k in keys] + ["COUNT"], rows
+            )
+        return "\n".join([out, *(_refusal_line(r) for r in resp.refused)])
 
     _emit(a, resp, table)
     return 0
+
+
+_REFUSED = {
+    "quota": "events refused over its quota of new counters",
+    "invalid": "invalid events refused (a field failed validation)",
+    "buffer_full": "events shed: its share of the brain's buffer was full while Redis was away",
+}
+
+
+def _refusal_line(r: admin_pb2.DropRefusal) -> str:
+    """One node's refused events, e.g. "node n-3: 1200 events refused over its quota ..."."""
+    what = _REFUSED.get(r.reason, f"events refused ({printable(r.reason)})")
+    return f"node {printable(r.node)}: {r.count} {what}"
+
+
+def _follow_line(rec: admin_pb2.DropRecord) -> str:
+    """One followed drop, every field from the agents escaped."""
+    when = time.strftime("%H:%M:%S", time.localtime(rec.time)) if 0 <= rec.time < 1e11 else "--:--:--"
+    src = printable(rec.src_pod or rec.src)
+    dst = printable(rec.dst_pod or rec.dst)
+    pols = f" (isolated by {', '.join(map(printable, rec.policies))})" if rec.policies else ""
+    return (
+        f"{when} BLOCKED {printable(rec.direction):7s} {src}:{rec.sport} -> {dst}:{rec.dport} "
+        f"{printable(rec.protocol)} on {printable(rec.node)}{pols}"
+    )
 
 
 async def _drops_follow(s: admin_pb2_grpc.AdminStub, md: list[tuple[str, str]], t: float, a: argparse.Namespace) -> int:
@@ -226,15 +260,7 @@ async def _drops_follow(s: admin_pb2_grpc.AdminStub, md: list[tuple[str, str]], 
             if a.output == "json":
                 print(json.dumps(MessageToDict(rec, preserving_proto_field_name=True)), flush=True)
             else:
-                when = time.strftime("%H:%M:%S", time.localtime(rec.time))
-                src = rec.src_pod or rec.src
-                dst = rec.dst_pod or rec.dst
-                pols = f" (isolated by {', '.join(rec.policies)})" if rec.policies else ""
-                print(
-                    f"{when} BLOCKED {rec.direction:7s} {src}:{rec.sport} -> {dst}:{rec.dport} {rec.protocol}"
-                    f" on {rec.node}{pols}",
-                    flush=True,
-                )
+                print(_follow_line(rec), flush=True)
             if a.count and seen >= a.count:
                 call.cancel()
                 break
@@ -265,7 +291,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="why a connection is allowed or blocked",
         description="Explain the verdict for a new connection from FROM to TO (each ns/pod or an IP address "
         "of either family). Two dual-stack pods are judged over each family. Exits 0 when allowed (over "
-        "every family judged), 1 when blocked.",
+        "every family judged), 1 when blocked; with -f, judged from manifests offline (2: a malformed one).",
         epilog="example: stockade explain sock-shop/front-end sock-shop/carts --port 80",
     )
     p.add_argument("source", metavar="FROM", help="ns/pod or an IP address")
@@ -273,7 +299,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--protocol", default="TCP", choices=["TCP", "UDP", "SCTP", "tcp", "udp", "sctp"])
     add_connection_args(p)
-    p.set_defaults(handler=_runner(_explain))
+    add_offline_args(p)
+    p.set_defaults(handler=offline_or(_runner(_explain), run_explain))
 
     p = sub.add_parser(
         "dry-run",
@@ -284,9 +311,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_connection_args(p)
     p.set_defaults(handler=_runner(_dry_run))
 
-    p = sub.add_parser("lint", help="policies that select nothing, peers that match nothing, rejected policies")
+    p = sub.add_parser(
+        "lint",
+        help="policies that select nothing, peers that match nothing, rejected policies",
+        description="Ask the brain, or (-f) judge manifests offline. Exits 1 when a policy is rejected, "
+        "2 when a manifest is malformed (the message names file, document and field).",
+    )
     add_connection_args(p)
-    p.set_defaults(handler=_runner(_lint))
+    add_offline_args(p)
+    p.set_defaults(handler=offline_or(_runner(_lint), run_lint))
 
     p = sub.add_parser("drops", help="blocked connections: top flows, or follow them live")
     dsub = p.add_subparsers(dest="drops_command", metavar="SUBCOMMAND", required=True)

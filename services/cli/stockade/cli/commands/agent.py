@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from stockade.tls import ClientTLS
+from stockade.cli import logformat
+from stockade.tls.reload import ClientTLSFiles, ClientTLSSource, TLSFileError
 
 if TYPE_CHECKING:
     from stockade.agent.main import AgentConfig
@@ -49,7 +50,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--nflog-group", type=_group, default=100, metavar="N", help="NFLOG group for blocked connections")
     tls = p.add_argument_group("mTLS (required unless --insecure)")
-    tls.add_argument("--tls-cert", type=Path, metavar="FILE", help="this node's client certificate")
+    tls.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="FILE",
+        help="this node's client certificate (renewed files are picked up without a restart: the agent reconnects)",
+    )
     tls.add_argument("--tls-key", type=Path, metavar="FILE", help="its private key")
     tls.add_argument("--tls-ca", type=Path, metavar="FILE", help="the CA that signed the brain's certificate")
     tls.add_argument(
@@ -59,6 +65,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="a `stockade certs init` directory: ca.crt and nodes/<node>.crt/.key (or <node>.crt/.key)",
     )
     tls.add_argument("--server-name", metavar="NAME", help="the name to expect in the brain's certificate")
+    tls.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="FILE",
+        help="this pod's projected ServiceAccount token (the brain's --agent-auth token|both), read again at "
+        "every connect as the kubelet rotates it; with it only --tls-ca is needed (a client certificate is optional)",
+    )
     p.add_argument("--http", default="0.0.0.0:9091", metavar="HOST:PORT", help="health and metrics address")
     p.add_argument("--verify-interval", type=_seconds, default=30.0, metavar="SECONDS", help="drift check period")
     p.add_argument(
@@ -79,6 +92,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="how often to re-check what the node needs (also checked on every snapshot)",
     )
     p.add_argument("--insecure", action="store_true", help="plain-text gRPC without certificates (tests only)")
+    logformat.add_flag(p)
     p.set_defaults(handler=_run)
 
 
@@ -122,7 +136,6 @@ def tls_files(args: argparse.Namespace) -> tuple[Path, Path, Path] | None:
 def build_config(args: argparse.Namespace) -> AgentConfig:
     # imported here: the agent's dependencies (grpc, aiohttp, netlink) slow every other command
     from stockade.agent.health import parse_address
-    from stockade.agent.main import AgentConfig
 
     if not args.node:
         raise UsageError("no node name: give --node or set NODE_NAME")
@@ -132,6 +145,8 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
         parse_address(args.http)
     except ValueError as e:
         raise UsageError(f"--http: {e}") from None
+    if args.token_file is not None:
+        return _config(args, _token_tls(args))
     files = tls_files(args)
     if files is None and not args.insecure:
         raise UsageError(
@@ -141,9 +156,41 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
     tls = None
     if files is not None:
         try:
-            tls = ClientTLS.from_files(*files, server_name=args.server_name)
+            # Re-read while running: a renewed certificate or CA is used without a restart.
+            tls = ClientTLSFiles.from_files(*files, server_name=args.server_name, node=args.node)
         except OSError as e:
             raise UsageError(f"cannot read TLS file {e.filename}: {e.strerror}") from None
+        except TLSFileError as e:
+            raise UsageError(str(e)) from None
+    return _config(args, tls)
+
+
+def _token_tls(args: argparse.Namespace) -> ClientTLSSource:
+    from stockade.agent.sync.token import TokenFileError, TokenTLSSource
+
+    if args.insecure:
+        raise UsageError("--token-file needs TLS (a token is never sent in plain text): drop --insecure")
+    certs = None
+    try:
+        if args.tls_dir is not None or args.tls_cert is not None or args.tls_key is not None:
+            files = tls_files(args)
+            assert files is not None
+            certs = ClientTLSFiles.from_files(*files, server_name=args.server_name, node=args.node)
+            ca = files[2]
+        elif args.tls_ca is None:
+            raise UsageError("--token-file needs --tls-ca: the CA bundle that signed the brain's certificate")
+        else:
+            ca = args.tls_ca
+        return TokenTLSSource(args.token_file, ca, args.server_name, certs)
+    except OSError as e:
+        raise UsageError(f"cannot read TLS file {e.filename}: {e.strerror}") from None
+    except (TLSFileError, TokenFileError, ValueError) as e:
+        raise UsageError(str(e)) from None
+
+
+def _config(args: argparse.Namespace, tls: ClientTLSSource | None) -> AgentConfig:
+    from stockade.agent.main import AgentConfig
+
     return AgentConfig(
         node=args.node,
         brain=args.brain,
@@ -165,6 +212,7 @@ def _run(args: argparse.Namespace) -> int:
     except UsageError as e:
         print(f"stockade agent: {e}", file=sys.stderr)
         return 2
+    logformat.apply(args.log_format)
     # A daemon's progress (connected, applied generation N, drift repaired) is worth seeing by
     # default; -v/-vv still lower the level further.
     if logging.getLogger().getEffectiveLevel() > logging.INFO:

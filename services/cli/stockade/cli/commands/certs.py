@@ -1,5 +1,7 @@
 """`stockade certs init`: a CA, the brain's server certificate and one client certificate per
-node, for development and the lab (operators bring their own, e.g. from cert-manager)."""
+node; `stockade certs operator`: an operator's client certificate for the admin API. For
+development and the lab (operators bring their own, e.g. from cert-manager). Node and operator
+certificates say which they are with a URI SAN, so neither is accepted as the other."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ from pathlib import Path
 
 from stockade.codec import ValidationError
 from stockade.tls import write_bundle
+from stockade.tls.certs import write_operator
+from stockade.tls.identity import OPERATOR_ROLES
 
 
 def _names(text: str) -> list[str]:
@@ -34,6 +38,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="DNS names / IP addresses the brain is reached by (default: localhost,127.0.0.1)",
     )
     init.set_defaults(handler=_init)
+    op = sub.add_parser(
+        "operator",
+        help="create an operator's client certificate for the admin API (mTLS port)",
+        description="Writes DIR/operators/<name>.crt/.key, signed by the CA in DIR, with the URI SAN "
+        "stockade://operator/<role>. The sync port refuses it; the admin mTLS port accepts it.",
+    )
+    op.add_argument("--out", required=True, type=Path, metavar="DIR", help="directory holding ca.crt and ca.key")
+    op.add_argument("--name", required=True, help="who the operator is (the certificate's common name)")
+    op.add_argument("--role", choices=OPERATOR_ROLES, default="read", help="read (queries) or admin (default read)")
+    op.add_argument("--days", type=int, default=365, help="validity in days (default 365)")
+    op.set_defaults(handler=_operator)
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -46,4 +61,17 @@ def _init(args: argparse.Namespace) -> int:
         print(f"stockade certs init: cannot write to {args.out}: {e}", file=sys.stderr)
         return 1
     print(f"wrote {len(written)} files to {args.out}: CA, brain certificate, {len(args.nodes)} node certificates")
+    return 0
+
+
+def _operator(args: argparse.Namespace) -> int:
+    try:
+        written = write_operator(args.out, args.name, args.role, args.days)
+    except ValueError as e:
+        print(f"stockade certs operator: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"stockade certs operator: cannot write to {args.out}: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {written[0]} and {written[1]}: operator {args.name}, role {args.role}")
     return 0

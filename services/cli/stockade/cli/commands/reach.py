@@ -7,9 +7,12 @@ import json
 import sys
 from collections import defaultdict
 
-from stockade.brain.admin.reachability import Probe, compile_manifests, reach
+from stockade.brain.admin.reachability import Probe, reach
+from stockade.cli.offline import compile_checked
 from stockade.manifests import IP_FAMILIES, ManifestError
 from stockade.model import Protocol
+
+MAX_NODES = 1000
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,7 +64,8 @@ def _parse_list(raw: str | None, what: str, conv: type) -> list:
         try:
             out.append(conv(item.upper() if conv is Protocol else item))
         except ValueError:
-            raise SystemExit(f"stockade reach: {what}: {item!r} is not valid") from None
+            print(f"stockade reach: {what}: {item!r} is not valid", file=sys.stderr)
+            raise SystemExit(2) from None
     return out
 
 
@@ -71,11 +75,14 @@ def run(args: argparse.Namespace) -> int:
         print("stockade reach: --ports: ports must be between 1 and 65535", file=sys.stderr)
         return 2
     protocols = _parse_list(args.protocols, "--protocols", Protocol)
+    if not 1 <= args.nodes <= MAX_NODES:
+        print(f"stockade reach: --nodes: must be from 1 to {MAX_NODES}", file=sys.stderr)
+        return 2
     try:
-        engine = compile_manifests(args.filename, nodes=max(1, args.nodes), ip_family=args.ip_family)
+        engine = compile_checked(args.filename, nodes=args.nodes, ip_family=args.ip_family)
     except ManifestError as e:
-        print(f"stockade reach: {e}", file=sys.stderr)
-        return 1
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     families = [4 if f == "ipv4" else 6 for f in args.family or ()]
     results = reach(engine, ports or None, protocols or None, families or None)
     warnings = [str(w) for w in engine.lint()]

@@ -38,14 +38,26 @@ creates no event. Namespaces get the ``kubernetes.io/metadata.name`` label, as K
 Per-kind behaviour (defaulting, validation, allocation, release, columns, merge keys) lives in
 ``kinds/``, one module per kind, behind the hooks of ``kinds/base.py``; the store calls them.
 
-Deliberate simplifications: no admission or schema validation beyond the above (names are checked),
+Typed decoding as the real server's (``decoding.py``): a body whose JSON does not fit the Go types
+of the fields the lab serves (metadata's names and string maps, Pod spec/status with containers,
+ports and IPs, Service, Node, Namespace spec/status, NetworkPolicy spec) is 400 BadRequest with
+Go's text (``Pod in version "v1" cannot be handled as a Pod: json: cannot unmarshal array into Go
+struct field ObjectMeta.metadata.labels of type map[string]string``); metadata validation
+(``validation.py``: names, label keys and values, annotations) is 422 Invalid with ``causes``; a
+patch whose result does not decode is 422 on ``patch``. Nothing is stored on an error, and the
+in-process controllers never fail a write (an odd object selects and resolves nothing).
+
+Deliberate simplifications: no admission or schema validation beyond the above,
 no OpenAPI document (``kubectl apply`` needs ``--validate=false``), no deletecollection, no
 finalizers or graceful deletion (a delete is immediate), a PUT on the main resource may change
 status too.
 
 For tests: ``compact()`` (the next watch from an old version gets 410), ``send_bookmarks()``,
 ``inject_fault(429, count, retry_after=1)`` / ``inject_fault(500, ...)`` for the next requests,
-``drop_watches()`` (cut every watch connection), ``freeze_watches()`` (watches stay open but say
+``inject_object(obj)`` (FAULT INJECTION: stores and serves obj verbatim, past decoding and
+validation; over HTTP as ``POST /fault-injection/v1/raw-objects`` only on a server made with
+``fault_injection=True`` / ``--enable-fault-injection``), ``drop_watches()`` (cut every watch
+connection), ``freeze_watches()`` (watches stay open but say
 nothing), ``requests`` (a count per verb and resource), ``put_object`` / ``delete_object`` /
 ``get_object`` / ``list_objects``. Optional bearer token; optional TLS (a self-signed loopback
 certificate when none is given; ``kubeconfig(path)`` embeds it as the CA).

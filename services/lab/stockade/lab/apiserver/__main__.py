@@ -1,10 +1,16 @@
 """python -m stockade.lab.apiserver --port N [--data FILE.yaml ...] [--kubeconfig PATH]
-[--service-cluster-ip-range CIDR[,CIDR]] [--service-node-port-range FIRST-LAST]"""
+[--service-cluster-ip-range CIDR[,CIDR]] [--service-node-port-range FIRST-LAST]
+[--enable-fault-injection]
+
+Fault injection (for tests only) is off unless asked for with the flag or with
+STOCKADE_APISERVER_FAULT_INJECTION=1 in the environment (how a test reaches the API server of a lab
+it starts): it lets anyone who can reach the server store objects that no validation has seen."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from pathlib import Path
@@ -15,6 +21,8 @@ import yaml
 from .kinds import DEFAULT_NODE_PORTS, DEFAULT_SERVICE_CIDRS
 from .server import ApiServer
 from .store import ApiError
+
+FAULT_INJECTION_ENV = "STOCKADE_APISERVER_FAULT_INJECTION"
 
 # Namespaces first, so the objects inside them can be created.
 _ORDER = {"Namespace": 0, "Node": 1}
@@ -60,6 +68,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="FIRST-LAST",
         help="where NodePort and LoadBalancer Services' node ports come from (default %(default)s)",
     )
+    ap.add_argument(
+        "--enable-fault-injection",
+        action="store_true",
+        default=os.environ.get(FAULT_INJECTION_ENV) == "1",
+        help="FOR TESTS ONLY: serve POST /fault-injection/v1/raw-objects, which stores an object verbatim, "
+        f"past every validation (also on with {FAULT_INJECTION_ENV}=1)",
+    )
     return ap.parse_args(argv)
 
 
@@ -74,6 +89,7 @@ async def serve(args: argparse.Namespace) -> int:
             bookmark_interval=args.bookmark_interval,
             service_cidrs=args.service_cluster_ip_range.split(","),
             node_port_range=args.service_node_port_range,
+            fault_injection=args.enable_fault_injection,
         )
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -88,6 +104,8 @@ async def serve(args: argparse.Namespace) -> int:
     if args.kubeconfig:
         server.kubeconfig(args.kubeconfig)
     print(f"serving the Kubernetes API on {server.url}", flush=True)
+    if server.fault_injection:
+        print("FAULT INJECTION ENABLED: objects posted to /fault-injection/v1/raw-objects skip validation", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .store import ApiError
+from .errors import ApiError
 
 # field.ErrorType → its text, and the cause type (metav1.CauseType) it becomes in a Status.
 _TYPES = {
@@ -23,8 +23,9 @@ _TYPES = {
     "duplicate": ("Duplicate value", "FieldValueDuplicate"),
     "not_supported": ("Unsupported value", "FieldValueNotSupported"),
     "forbidden": ("Forbidden", "FieldValueForbidden"),
+    "too_long": ("Too long", "FieldValueTooLong"),
 }
-_NO_VALUE = {"required", "forbidden"}
+_NO_VALUE = {"required", "forbidden", "too_long"}
 
 
 class GoRepr(str):
@@ -82,6 +83,10 @@ def duplicate(field: str, value: Any) -> FieldError:
 
 def forbidden(field: str, detail: str) -> FieldError:
     return FieldError("forbidden", field, None, detail)
+
+
+def too_long(field: str, limit: int) -> FieldError:
+    return FieldError("too_long", field, None, f"must have at most {limit} bytes")
 
 
 def not_supported(field: str, value: Any, supported: Sequence[str]) -> FieldError:

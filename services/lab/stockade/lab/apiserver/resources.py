@@ -44,6 +44,9 @@ RESOURCES: tuple[Resource, ...] = (
     # The seed article's API: the same objects, read and written under the old group.
     Resource("extensions", "v1beta1", "networkpolicies", "NetworkPolicy", True, "networkpolicies", ("netpol",)),
     Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True, "endpointslices", has_status=False),
+    # Leader election (the brain's Lease) and the Events it writes (kinds/leases.py, kinds/events.py).
+    Resource("coordination.k8s.io", "v1", "leases", "Lease", True, "leases", has_status=False),
+    Resource("", "v1", "events", "Event", True, "events", ("ev",), has_status=False),
 )
 
 # The view objects are stored as (and watch events are first serialised as).

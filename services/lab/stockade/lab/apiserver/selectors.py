@@ -68,7 +68,9 @@ def label_matcher(text: str | None) -> Matcher | None:
     terms = [_label_term(t) for t in _split_terms(text)]
 
     def match(obj: dict[str, Any]) -> bool:
-        labels = (obj.get("metadata") or {}).get("labels") or {}
+        labels = (obj.get("metadata") or {}).get("labels")
+        if not isinstance(labels, dict):  # only fault injection stores such labels: they select nothing
+            labels = {}
         return all(t(labels) for t in terms)
 
     return match

@@ -20,15 +20,23 @@ from aiohttp import web
 
 from . import resources as R
 from .controllers import EndpointSliceController
+from .decoding import DecodeError, check_types
+from .fielderrors import InvalidError, invalid
 from .kinds import DEFAULT_NODE_PORTS, DEFAULT_SERVICE_CIDRS, KindBehaviour, behaviours
+from .kinds.base import Cell, Column
 from .patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 from .resources import Resource
 from .selectors import Matcher, SelectorError, both, field_matcher, label_matcher
 from .store import ApiError, Bookmark, Event, Obj, Store, Watcher
 from .tls import self_signed
+from .tokens import TokenIssuer
 
 JSON = "application/json"
+# FAULT INJECTION (tests only, off unless the server is made with fault_injection=True): POST an
+# object here and it is stored and served verbatim, past every check (see inject_object).
+RAW_OBJECTS_PATH = "/fault-injection/v1/raw-objects"
 _OPEN_PATHS = {"/healthz", "/readyz", "/livez", "/version"}
+SA_TOKEN = ["serviceaccounts", "token"]  # /api/v1/namespaces/<ns>/serviceaccounts/<sa>/token
 
 
 def _dumps(obj: Any) -> bytes:
@@ -125,6 +133,12 @@ def _present(obj: Obj, res: Resource, *, in_list: bool = False) -> Obj:
     return obj
 
 
+def _plain_cells(columns: list[Column], obj: Obj) -> list[Cell]:
+    """The row of an object the kind cannot print (only fault injection stores such): name and age."""
+    name, when = KindBehaviour().cells(obj)
+    return [name if c[0] == "Name" else when if c[0] == "Age" else "<unknown>" for c in columns]
+
+
 class ApiServer:
     """A small Kubernetes API server over an in-memory store. See the package docstring."""
 
@@ -140,14 +154,17 @@ class ApiServer:
         default_watch_timeout: float = 1800.0,
         service_cidrs: Sequence[str] = DEFAULT_SERVICE_CIDRS,
         node_port_range: str = DEFAULT_NODE_PORTS,
+        fault_injection: bool = False,
     ):
         self.behaviours: dict[str, KindBehaviour] = behaviours(service_cidrs, node_port_range)
         self.store = Store(history_size=history_size, behaviours=self.behaviours)
         self.endpoint_slices = EndpointSliceController(self.store)
+        self.tokens = TokenIssuer(self.store)  # TokenRequest and TokenReview (tokens.py)
         self.token = token
         self.bookmark_interval = bookmark_interval
         self.default_watch_timeout = default_watch_timeout
         self.faults: list[Fault] = []
+        self.fault_injection = fault_injection  # serves RAW_OBJECTS_PATH
         # continue token → (the list's items, its version, where the next page starts)
         self._snapshots: OrderedDict[str, tuple[list[Obj], int, int]] = OrderedDict()
         self.requests: Counter[tuple[str, str]] = Counter()  # (verb, plural) → count, for tests
@@ -267,6 +284,17 @@ class ApiServer:
     def clear_faults(self) -> None:
         self.faults.clear()
 
+    def inject_object(self, obj: Obj) -> Obj:
+        """FAULT INJECTION: store and serve ``obj`` verbatim, bypassing decoding and validation
+        (what a buggy or newer API server could serve); see Store.inject_raw."""
+        if not isinstance(obj, dict) or not isinstance(obj.get("kind"), str):
+            raise ApiError(400, "BadRequest", "fault injection: the object needs a kind")
+        try:
+            storage = self._storage_of(obj)
+        except KeyError as e:
+            raise ApiError(400, "BadRequest", f"fault injection: {e.args[0]}") from e
+        return self.store.inject_raw(storage, obj)
+
     def drop_watches(self) -> int:
         """Cut every open watch connection at once; returns how many."""
         watchers = [w for w in self.store.watchers if not w.dropped]
@@ -319,6 +347,15 @@ class ApiServer:
             return _json({"major": "1", "minor": "30", "gitVersion": "v1.30.0-stockade-lab", "platform": "linux/amd64"})
         if not self._authorized(request):
             return _error(ApiError(401, "Unauthorized", "Unauthorized"))
+        if request.method == "POST" and (answer := await self._tokens(request, path)) is not None:
+            return answer
+        if path == RAW_OBJECTS_PATH and self.fault_injection:
+            if request.method != "POST":
+                return _error(ApiError(405, "MethodNotAllowed", f"{request.method} is not allowed here"))
+            try:
+                return _json(self.inject_object(await self._body(request)), 201)
+            except ApiError as e:
+                return _error(e)
         route = _parse_path(path)
         if route is None:
             return _error(ApiError(404, "NotFound", "the server could not find the requested resource"))
@@ -337,6 +374,25 @@ class ApiServer:
             return await self._serve(request, route, verb)
         except ApiError as e:
             return _error(e)
+
+    async def _tokens(self, request: web.Request, path: str) -> web.Response | None:
+        """TokenReview and the serviceaccounts/<sa>/token subresource; None for any other path."""
+        parts = [p for p in path.split("/") if p]
+        try:
+            if parts == ["apis", "authentication.k8s.io", "v1", "tokenreviews"]:
+                self.requests[("create", "tokenreviews")] += 1
+                return _json(self.tokens.token_review(await self._body(request)), 201)
+            if (
+                len(parts) == 7
+                and parts[:3] == ["api", "v1", "namespaces"]
+                and parts[4::2] == ["serviceaccounts", "token"]
+            ):
+                self.requests[("create", "serviceaccounts/token")] += 1
+                self.store.get("namespaces", "", parts[3])
+                return _json(self.tokens.token_request(parts[3], parts[5], await self._body(request)), 201)
+        except ApiError as e:
+            return _error(e)
+        return None
 
     @staticmethod
     def _verb(request: web.Request, route: Route) -> str:
@@ -367,6 +423,7 @@ class ApiServer:
         kind = obj.get("kind")
         if kind not in (None, "", route.res.kind):
             raise ApiError(400, "BadRequest", f"kind {kind!r} does not match the URL ({route.res.kind})")
+        check_types(route.res.storage, obj, route.res.version)  # 400 as the real decoder, in the URL's version
         meta = obj.get("metadata")
         if not isinstance(meta, dict):
             raise ApiError(422, "Invalid", "metadata: Required value")
@@ -435,7 +492,12 @@ class ApiServer:
                 or (meta.get("namespace") or "") != route.namespace
             ):
                 raise ApiError(422, "Invalid", "a patch may not change metadata.name or metadata.namespace")
-            return _json(_present(store.update(res.storage, patched, status_only=route.sub == "status"), res))
+            try:
+                return _json(_present(store.update(res.storage, patched, status_only=route.sub == "status"), res))
+            except DecodeError as e:
+                # As the real patch handler: the patched object does not decode, so the patch is invalid.
+                text = json.dumps(patched, separators=(",", ":"))
+                raise InvalidError("", "", [invalid("patch", text, e.detail)]) from e
         if verb == "delete":
             return _json(_present(store.delete(res.storage, route.namespace, route.name or ""), res))
         raise ApiError(405, "MethodNotAllowed", f"{verb} is not supported")
@@ -483,7 +545,11 @@ class ApiServer:
         columns = kind.columns()
         rows = []
         for obj in items:
-            row: Obj = {"cells": kind.cells(obj)}
+            try:
+                cells = kind.cells(obj)
+            except (AttributeError, KeyError, TypeError, ValueError):  # an injected odd object: print what is sure
+                cells = _plain_cells(columns, obj)
+            row: Obj = {"cells": cells}
             if include == "Object":
                 row["object"] = {**obj, "kind": res.kind, "apiVersion": res.api_version}
             elif include != "None":

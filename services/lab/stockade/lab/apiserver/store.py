@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import re
+import logging
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -19,7 +19,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from .decoding import check_types
+from .errors import ApiError, not_found
 from .resources import STORAGE_VIEW
+from .validation import check_metadata
 
 if TYPE_CHECKING:
     from .kinds.base import KindBehaviour
@@ -28,37 +31,7 @@ Obj = dict[str, Any]
 Key = tuple[str, str]  # (namespace or "", name)
 Matcher = Callable[[Obj], bool]
 
-
-class ApiError(Exception):
-    """A failure the API reports as a Status object with an HTTP code."""
-
-    def __init__(self, code: int, reason: str, message: str, details: dict[str, Any] | None = None):
-        super().__init__(message)
-        self.code = code
-        self.reason = reason
-        self.message = message
-        self.details = details
-
-    def status(self) -> Obj:
-        out: Obj = {
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": self.message,
-            "reason": self.reason,
-            "code": self.code,
-        }
-        if self.details:
-            out["details"] = self.details
-        return out
-
-
-def not_found(storage: str, name: str) -> ApiError:
-    view = STORAGE_VIEW[storage]
-    return ApiError(
-        404, "NotFound", f'{storage} "{name}" not found', {"name": name, "group": view.group, "kind": storage}
-    )
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -113,28 +86,6 @@ class Watcher:
             self.queue.put_nowait(Bookmark(rv))
 
 
-_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-
-
-def _check_name(storage: str, name: str) -> None:
-    """Names as Kubernetes validates them: a DNS label for namespaces, a DNS subdomain otherwise."""
-    if storage == "namespaces":
-        if len(name) > 63 or not _LABEL.match(name):
-            raise ApiError(
-                422,
-                "Invalid",
-                f'Namespace "{name}" is invalid: metadata.name: must be a '
-                "lowercase RFC 1123 label of at most 63 characters",
-            )
-    elif len(name) > 253 or not _SUBDOMAIN.match(name):
-        raise ApiError(
-            422,
-            "Invalid",
-            f'"{name}" is invalid: metadata.name: must be a lowercase RFC 1123 subdomain of at most 253 characters',
-        )
-
-
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -162,6 +113,8 @@ class Store:
         self.history_size = history_size
         self.watch_queue_limit = watch_queue_limit
         self.watchers: set[Watcher] = set()
+        # Objects stored by fault injection, past validation (see inject_raw).
+        self.injected: set[tuple[str, Key]] = set()
 
     # -- reads -----------------------------------------------------------------------------------
 
@@ -205,7 +158,12 @@ class Store:
         return obj
 
     def create(self, storage: str, obj: Obj) -> Obj:
-        """Store a new object (obj is taken over, not copied); 409 if it exists."""
+        """Store a new object (obj is taken over, not copied); 409 if it exists.
+
+        As the real server orders it: typed decoding (400), the namespace (404), metadata and
+        the kind's own validation (422), then existence (409). Nothing is stored on an error.
+        """
+        check_types(storage, obj)
         meta = obj.get("metadata")
         if not isinstance(meta, dict):
             raise ApiError(422, "Invalid", "metadata: Required value")
@@ -214,8 +172,8 @@ class Store:
         name, namespace = meta.get("name"), meta.get("namespace") or ""
         if not name or not isinstance(name, str):
             raise ApiError(422, "Invalid", "metadata.name: Required value: name or generateName is required")
-        _check_name(storage, name)
         self._check_namespace(storage, namespace)
+        check_metadata(storage, obj)
         if (namespace, name) in self.objects[storage]:
             raise ApiError(409, "AlreadyExists", f'{storage} "{name}" already exists', {"name": name, "kind": storage})
         self._stamp(storage, obj, namespace)
@@ -228,6 +186,7 @@ class Store:
 
     def update(self, storage: str, obj: Obj, *, status_only: bool = False) -> Obj:
         """Replace an object (obj is taken over); 404 if missing, 409 on a stale resourceVersion."""
+        check_types(storage, obj)
         meta = obj.get("metadata")
         if not isinstance(meta, dict) or not meta.get("name"):
             raise ApiError(422, "Invalid", "metadata.name: Required value")
@@ -250,9 +209,12 @@ class Store:
             if status is not None:
                 obj["status"] = status
         else:
+            check_metadata(storage, obj)
             self._stamp(storage, obj, key[0])
             behaviour = self.behaviours.get(storage)
-            if behaviour is not None:
+            if behaviour is not None and (storage, key) in self.injected:
+                behaviour.on_create(obj)  # what was injected never went through it: nothing to keep
+            elif behaviour is not None:
                 behaviour.on_update(obj, old)
         meta = obj["metadata"] = {**obj["metadata"]}
         for kept in ("uid", "creationTimestamp"):
@@ -261,6 +223,8 @@ class Store:
         meta["resourceVersion"] = old["metadata"]["resourceVersion"]
         if obj == old:
             return old  # a no-op write is no change: no new resourceVersion, no event
+        if not status_only:
+            self.injected.discard((storage, key))
         return self._commit(storage, "MODIFIED", obj, old)
 
     def delete(self, storage: str, namespace: str, name: str) -> Obj:
@@ -272,8 +236,9 @@ class Store:
                         self.delete(other, *key)
         gone = {**old, "metadata": {**old["metadata"], "deletionTimestamp": _now()}}
         behaviour = self.behaviours.get(storage)
-        if behaviour is not None:
+        if behaviour is not None and (storage, (namespace, name)) not in self.injected:
             behaviour.on_delete(old)  # release what it held (cluster IPs, node ports)
+        self.injected.discard((storage, (namespace, name)))
         return self._commit(storage, "DELETED", gone, old)
 
     def _commit(self, storage: str, type_: str, obj: Obj, old: Obj | None) -> Obj:
@@ -295,7 +260,10 @@ class Store:
                 else:
                     w.queue.put_nowait(ev)
         for observe in self.observers:
-            observe(ev)
+            try:
+                observe(ev)
+            except Exception:  # the write is committed: a controller's failure must not undo or 500 it
+                log.exception("a controller failed on %s %s %s/%s", type_, storage, key[0], key[1])
         return obj
 
     def put(self, storage: str, obj: Obj) -> Obj:
@@ -306,6 +274,31 @@ class Store:
         if (meta.get("namespace") or "", meta.get("name")) in self.objects[storage]:
             return self.update(storage, obj)
         return self.create(storage, obj)
+
+    def inject_raw(self, storage: str, obj: Obj) -> Obj:
+        """FAULT INJECTION, for tests only: store ``obj`` verbatim, past decoding, validation and
+        the kind's behaviour, as an API server with a validation gap (a bug, a newer version, a
+        conversion webhook) would serve it. Only metadata.name (and the namespace of a namespaced
+        kind) must be strings, to file it; resourceVersion is set, uid and creationTimestamp
+        only when missing. Watchers and controllers see it like any write."""
+        obj = copy.deepcopy(obj)
+        meta = obj.get("metadata")
+        name = meta.get("name") if isinstance(meta, dict) else None
+        namespace = (meta.get("namespace") or "") if isinstance(meta, dict) else ""
+        if not isinstance(meta, dict) or not isinstance(name, str) or not name or not isinstance(namespace, str):
+            raise ApiError(400, "BadRequest", "fault injection: metadata.name (and namespace) must be strings")
+        if STORAGE_VIEW[storage].namespaced and not namespace:
+            raise ApiError(400, "BadRequest", "fault injection: a namespaced object needs metadata.namespace")
+        key = (namespace, name)
+        meta.setdefault("uid", str(uuid.uuid4()))
+        meta.setdefault("creationTimestamp", _now())
+        old = self.objects[storage].get(key)
+        if old is not None and (storage, key) not in self.injected:
+            behaviour = self.behaviours.get(storage)
+            if behaviour is not None:
+                behaviour.on_delete(old)  # the validated object it replaces lets go of its allocations
+        self.injected.add((storage, key))
+        return self._commit(storage, "MODIFIED" if old is not None else "ADDED", obj, old)
 
     # -- watches ---------------------------------------------------------------------------------
 

@@ -131,6 +131,8 @@ class IptablesBackend:
 
     def apply_delta(self, delta: NodeDelta, model: NodeModel) -> None:
         self._check(delta)  # refuse before anything reaches the kernel
+        if delta.new_sets or delta.new_chains:  # only new ids can collide with the model's
+            names.check_ipt_names(model.sets, model.chains)
         if self._dispatched is None:
             self._dispatched = self._dispatch_from(self.read_view())
         fams = self.versions
@@ -221,6 +223,7 @@ class IptablesBackend:
 
     def _reconcile(self, model: NodeModel) -> bool:
         """Make the kernel hold ``model``, touching only what differs; True when anything changed."""
+        names.check_ipt_names(model.sets, model.chains)  # two ids sharing a kernel name: refuse all
         want = self._desired(model)  # raises before any kernel I/O on an address we cannot place
         view = self.read_view()
         a: list[str] = []

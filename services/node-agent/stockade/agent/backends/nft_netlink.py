@@ -10,7 +10,10 @@ applies the batch all-or-nothing, exactly as for ``nft -f``.
 Interval sets hold each range as two elements: its start, and the address after its end
 flagged NFT_SET_ELEM_INTERVAL_END (omitted when the range ends at the family's last address).
 Keys are the address in network order: 4 bytes for IPv4, 16 for IPv6; an element's family
-comes from its text, and the kernel refuses a key whose length is not the set's.
+comes from its text, and the kernel refuses a key whose length is not the set's. A hosts set's
+key (``addr . hi . lo``, `nft_render.tagged`) is the concatenation of its fields, each padded to
+4 bytes: the address, then the two tag words as ``numgen`` leaves them in a register, in host
+byte order (``nft --debug=netlink`` shows ``element 0100000a 0000002a ...`` for ``10.0.0.1 . 42``).
 """
 
 from __future__ import annotations
@@ -85,6 +88,15 @@ def interval_elements(cidrs: Iterable[str]) -> list[bytes]:
 
 def host_elements(ips: Iterable[str]) -> list[bytes]:
     return [_element(_packed(ip.split("/")[0])) for ip in ips]
+
+
+def tagged_elements(items: Iterable[str]) -> list[bytes]:
+    """Hosts-set elements from their text, ``"addr . hi . lo"``."""
+    out = []
+    for item in items:
+        addr, hi, lo = item.split(" . ")
+        out.append(_element(_packed(addr) + struct.pack("=II", int(hi), int(lo))))
+    return out
 
 
 def verdict_elements(entries: Iterable[tuple[str, str]]) -> list[bytes]:

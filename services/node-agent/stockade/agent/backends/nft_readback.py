@@ -1,13 +1,16 @@
 """Parse what the kernel holds (``nft -j list table inet stockade``) into a comparable view.
 
 Pure functions of the JSON text, so the drift logic is testable without a kernel. The view is in
-kernel names (see `names`), and the comparison with a model happens in that name space.
+kernel names (see `names`), and the comparison with a model happens in that name space; the
+elements of the shared hosts sets are grouped by tag (`nft_render.tagged`), each group one
+host-only address set, compared with the model's sets by tag (`names.nft_tag`).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,10 +19,14 @@ from stockade.agent.backends.nft_render import (
     DENY_COMMENT,
     FORWARD,
     FORWARD_RULES,
+    HOSTS,
+    HOSTS_FAMILY,
+    HOSTS_TYPE,
     MAPS,
     ONCE,
     SEEN,
     NftConfig,
+    Tag,
     chain_lines,
     deny_comment,
     is_hash,
@@ -28,6 +35,7 @@ from stockade.agent.backends.nft_render import (
     port_chains,
     set_forms,
     split_dispatch,
+    tag_owners,
 )
 from stockade.model import Direction, NodeModel
 
@@ -38,7 +46,9 @@ PORT_CHAIN = "p_"  # names.nft_ports
 class KernelView:
     """Our table as the kernel holds it."""
 
-    sets: dict[str, frozenset[str]] = field(default_factory=dict)  # address sets (both families): name -> CIDRs
+    sets: dict[str, frozenset[str]] = field(default_factory=dict)  # own address sets (both families): name -> CIDRs
+    # the hosts sets' elements: (family, tag) -> CIDRs (/32, /128)
+    tagged: dict[tuple[int, Tag], frozenset[str]] = field(default_factory=dict)
     interval: set[str] = field(default_factory=set)  # the address sets that are interval sets (others: hash)
     chains: dict[str, int] = field(default_factory=dict)  # pod chains: name -> rule count
     ports: dict[str, int] = field(default_factory=dict)  # shared port chains: name -> rule count
@@ -68,6 +78,18 @@ def _elem_cidrs(elem: Any) -> list[str]:
     raise ValueError(f"unexpected set element {elem!r}")
 
 
+def _tagged(version: int, elems: Iterable[Any], into: dict[tuple[int, Tag], frozenset[str]]) -> None:
+    """Group a hosts set's ``addr . hi . lo`` elements by tag."""
+    host = "/128" if version == 6 else "/32"
+    groups: dict[tuple[int, Tag], set[str]] = {}
+    for elem in elems:
+        if isinstance(elem, dict) and "elem" in elem:
+            elem = elem["elem"]["val"]
+        addr, hi, lo = elem["concat"]
+        groups.setdefault((version, (hi, lo)), set()).add(addr + host)
+    into.update((key, frozenset(addrs)) for key, addrs in groups.items())
+
+
 def parse(text: str) -> KernelView:
     view = KernelView()
     prefix_of: dict[str, str] = {}
@@ -80,6 +102,11 @@ def parse(text: str) -> KernelView:
             view.handles[f"set {s['name']}"] = s["handle"]
             if s["name"] in SEEN.values():
                 view.fixed.add(s["name"])
+            elif s["name"] in HOSTS_FAMILY:
+                version = HOSTS_FAMILY[s["name"]]
+                if s.get("type") == HOSTS_TYPE[version] and not s.get("flags"):
+                    view.fixed.add(s["name"])  # else re-created by hand: missing, the table is replaced
+                _tagged(version, s.get("elem", []), view.tagged)
             else:
                 view.sets[s["name"]] = frozenset(c for e in s.get("elem", []) for c in _elem_cidrs(e))
                 flags = s.get("flags", [])
@@ -140,6 +167,11 @@ class Desired:
     egress: dict[str, str]
     ports: dict[str, tuple[str, ...]] = field(default_factory=dict)  # shared port chains: name -> rules
     interval: set[str] = field(default_factory=set)  # the sets that must be interval sets (`is_hash`)
+    tagged: dict[tuple[int, Tag], frozenset[str]] = field(default_factory=dict)  # non-empty host-only sets
+    owners: dict[Tag, str] = field(default_factory=dict)  # tag -> set id (`tag_owners`)
+    # own-set kernel name -> set id, for every set and family of the layout (where it lives or
+    # would live with a CIDR): a set that moved between its own set and the hosts set
+    set_ids: dict[str, str] = field(default_factory=dict)
 
 
 def desired(model: NodeModel, cfg: NftConfig) -> Desired:
@@ -149,16 +181,23 @@ def desired(model: NodeModel, cfg: NftConfig) -> Desired:
     sets: dict[str, frozenset[str]] = {}
     families: dict[str, int] = {}
     interval: set[str] = set()
+    tagged: dict[tuple[int, Tag], frozenset[str]] = {}
+    set_ids: dict[str, str] = {}
+    owners = tag_owners(model.sets)
     in_layout = layout(model)
     for sid, elems in model.sets.items():
         for version, form in set_forms(sid, elems).items():
             if version not in in_layout:
                 continue
             name = names.nft_set_of(sid, version)
+            set_ids[name] = sid
+            if is_hash(form, version):
+                if form:
+                    tagged[version, names.nft_tag(sid)] = form
+                continue
             sets[name] = form
             families[name] = version
-            if not is_hash(form, version):
-                interval.add(name)
+            interval.add(name)
     dispatch = {
         d: {ip: names.nft_chain(c) for by_v in split_dispatch(model.dispatch(d), d).values() for ip, c in by_v.items()}
         for d in Direction
@@ -172,14 +211,48 @@ def desired(model: NodeModel, cfg: NftConfig) -> Desired:
         egress=dispatch[Direction.EGRESS],
         ports=port_chains(model.chains.values()),
         interval=interval,
+        tagged=tagged,
+        owners=owners,
+        set_ids=set_ids,
     )
+
+
+def set_contents(view: KernelView, sids: Iterable[str]) -> dict[str, frozenset[str]]:
+    """What the kernel holds of these address sets (both families, own sets and tags)."""
+    out: dict[str, frozenset[str]] = {}
+    for sid in sids:
+        tag = names.nft_tag(sid)
+        parts = [
+            view.tagged.get((v, tag), frozenset()) | view.sets.get(names.nft_set_of(sid, v), frozenset()) for v in HOSTS
+        ]
+        out[sid] = parts[0] | parts[1]
+    return out
+
+
+def tag_problems(view: KernelView, want: Desired) -> list[str]:
+    """The hosts sets' elements that differ from the model, per tag (a tag no model set has:
+    elements left behind, or added by hand)."""
+    out = []
+    for key in sorted(want.tagged.keys() | view.tagged.keys()):
+        version, tag = key
+        have, elems = view.tagged.get(key, frozenset()), want.tagged.get(key, frozenset())
+        if same_coverage(have, elems):
+            continue
+        missing, extra = sorted(elems - have), sorted(have - elems)
+        sid = want.owners.get(tag)
+        whose = f"address set {sid!r}" if sid is not None else "no address set"
+        out.append(
+            f"set {HOSTS[version]} tag {tag[0]}.{tag[1]} ({whose}) differs: missing elements {missing[:5]}, "
+            f"extra {extra[:5]}"
+        )
+    return out
 
 
 def same_coverage(a: frozenset[str], b: frozenset[str]) -> bool:
     return a == b or elements.coverages(a) == elements.coverages(b)
 
 
-FIXED = {*MAPS, *SEEN.values(), *ONCE.values(), FORWARD}
+FIXED = {*MAPS, *SEEN.values(), *HOSTS.values(), *ONCE.values(), FORWARD}
 FORWARD_RULE_COUNT = len(FORWARD_RULES)
 
 
@@ -220,6 +293,7 @@ def differences(view: KernelView | None, want: Desired) -> list[str]:
         elif not same_coverage(have, elems):
             missing, extra = sorted(elems - have), sorted(have - elems)
             out.append(f"set {name} differs: missing elements {missing[:5]}, extra {extra[:5]}")
+    out += tag_problems(view, want)
     out += kind_problems(view, want)
     out += [f"extra set {n}" for n in sorted(view.sets.keys() - want.sets.keys())]
     for name, count in sorted(want.chains.items()):

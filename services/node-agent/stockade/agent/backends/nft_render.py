@@ -2,7 +2,8 @@
 
 Layout (one table, ``inet stockade``)::
 
-    set a_<set> / a6_<set>   per address set: an ipv4_addr and an ipv6_addr set (`set_kind`)
+    set hosts4 / hosts6      every host-only address set of a family, keyed address . tag
+    set a_<set> / a6_<set>   an address set with a CIDR in that family: its own interval set
     map ingress_dispatch / egress_dispatch     IPv4 pod IP -> jump <chain>  (one lookup per packet)
     map ingress_dispatch6 / egress_dispatch6   IPv6 pod IP -> jump <chain>
     set seen_in / seen_out, seen_in6 / seen_out6   denied 5-tuples per family (dynamic, timeout)
@@ -11,22 +12,36 @@ Layout (one table, ``inet stockade``)::
     chain forward      hook forward: established first, then egress, then ingress dispatch
 
 Both families are enforced: the forward chain dispatches on ``ip`` and ``ip6`` addresses, and a
-pod chain renders a rule with a peer once per family (``ip saddr @a_x ...`` and ``ip6 saddr
-@a6_x ...``; an element only ever matches packets of its own family) and a rule without a peer
-once, matching both. An element or pod IP of neither family is refused (`ElementError`): the
-table must never leave a family to the forward chain's ``policy accept``.
+pod chain renders a rule with a peer once per family (an element only ever matches packets of
+its own family) and a rule without a peer once, matching both. An element or pod IP of neither
+family is refused (`ElementError`): the table must never leave a family to the forward chain's
+``policy accept``.
 
-The IPv6 side of the pod chains (the ``a6_`` twins and the ``ip6`` peer rules) is rendered only
-when the model dispatches at least one IPv6 address (`layout`); the fixed objects (both
-families' dispatch maps, seen sets, once and forward rules) always are. That enforces exactly
-the same: a pod chain is only ever entered through a dispatch map, so with no IPv6 entry no
-IPv6 packet reaches a pod chain, and the IPv6 rules left out could never have matched. An IPv6
-pod address in a dispatch map is therefore always enforced by a chain that has its IPv6 rules;
-a change of layout is applied as a full snapshot (see `NftablesBackend.apply_delta`).
+Host-only sets (every pod-selector set, and empty ones: `is_hash`) share one concatenated hash
+set per family instead of a kernel set each. The kernel finds a set by name by walking the
+table's set list, once per set created, per element command and per rule naming a set, so
+thousands of kernel sets made a snapshot quadratic (BENCHMARKS.md, dual-stack datapath). An
+address set's elements are ``addr . hi . lo`` in ``hosts4``/``hosts6``, its tag (hi, lo) two
+32-bit words of a digest of its id (`names.nft_tag`: the same in every snapshot and delta), and
+a peer rule matches ``ip saddr . numgen random mod 1 offset hi . numgen random mod 1 offset lo
+@hosts4`` (nft's CLI takes no constant in a concatenation; ``numgen ... mod 1 offset T`` always
+evaluates to T). Two ids with one tag in a model are refused (`tag_owners`), never merged. A set
+whose content holds a CIDR in a family keeps its own interval set there; a delta moving a set
+between the two (`kind_changes`) is applied as a full snapshot.
+
+The IPv6 side of the pod chains (the ``a6_`` sets, the ``hosts6`` elements and the ``ip6`` peer
+rules) is rendered only when the model dispatches at least one IPv6 address (`layout`); the
+fixed objects (both families' dispatch maps, hosts and seen sets, once and forward rules) always
+are. That enforces exactly the same: a pod chain is only ever entered through a dispatch map, so
+with no IPv6 entry no IPv6 packet reaches a pod chain, and the IPv6 rules left out could never
+have matched. An IPv6 pod address in a dispatch map is therefore always enforced by a chain that
+has its IPv6 rules; a change of layout is applied as a full snapshot (see
+`NftablesBackend.apply_delta`).
 
 Per packet: one conntrack state test, two hash lookups, then only the rules of the pod's own
-chain; nothing grows with the number of pods or policies on the node. Egress chains ``return``
-on allow so the destination's ingress chain is checked next; ingress chains ``accept``.
+chain (a peer rule: one hash lookup, after two numgen evaluations for a host-only set); nothing
+grows with the number of pods or policies on the node. Egress chains ``return`` on allow so the
+destination's ingress chain is checked next; ingress chains ``accept``.
 
 Deny tail of every pod chain::
 
@@ -50,7 +65,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Collection, Container, Iterable, Mapping
+from collections.abc import Callable, Collection, Container, Iterable, Mapping
 from dataclasses import dataclass
 
 from stockade.agent.backends import elements, names
@@ -204,9 +219,27 @@ def port_chains(chains: Iterable[Chain]) -> dict[str, tuple[str, ...]]:
     return out
 
 
-def rule_lines(rule: Rule, direction: Direction, families: tuple[int, ...] = FAMILIES) -> list[str]:
-    """A rule with a peer once per family of the layout (each family's set) and port line, or
-    jumping to its `port_chain`; one without a peer once, for both."""
+EMPTY: frozenset[str] = frozenset()
+NO_SETS: Mapping[str, frozenset[str]] = {}
+
+
+def peer_match(sid: str, version: int, field: str, sets: Mapping[str, frozenset[str]]) -> str:
+    """The match of one family's peer: the shared hosts set under the set's tag, or the set's
+    own interval set when its content holds a CIDR in that family (`interval_families`)."""
+    if version in interval_families(sid, sets.get(sid, EMPTY)):
+        return f"{IP[version]} {field} @{names.nft_set_of(sid, version)}"
+    return f"{IP[version]} {field} . {tag_key(names.nft_tag(sid))} @{HOSTS[version]}"
+
+
+def rule_lines(
+    rule: Rule,
+    direction: Direction,
+    families: tuple[int, ...] = FAMILIES,
+    sets: Mapping[str, frozenset[str]] = NO_SETS,
+) -> list[str]:
+    """A rule with a peer once per family of the layout (`peer_match`; ``sets``: the model's,
+    a peer absent from them is an empty host-only set) and port line, or jumping to its
+    `port_chain`; one without a peer once, for both."""
     verdict = "accept" if direction is Direction.INGRESS else "return"
     bodies = [verdict] if rule.ports is None else list(_bodies(rule.ports, verdict))
     if rule.peer is None:
@@ -215,12 +248,18 @@ def rule_lines(rule: Rule, direction: Direction, families: tuple[int, ...] = FAM
     if shared is not None:
         bodies = [f"jump {shared[0]}"]
     field = "saddr" if direction is Direction.INGRESS else "daddr"
-    return [f"{IP[v]} {field} @{names.nft_set_of(rule.peer, v)} {body}" for v in families for body in bodies]
+    return [f"{peer_match(rule.peer, v, field, sets)} {body}" for v in families for body in bodies]
 
 
-def chain_lines(chain_id: str, chain: Chain, cfg: NftConfig, families: tuple[int, ...] = FAMILIES) -> list[str]:
+def chain_lines(
+    chain_id: str,
+    chain: Chain,
+    cfg: NftConfig,
+    families: tuple[int, ...] = FAMILIES,
+    sets: Mapping[str, frozenset[str]] = NO_SETS,
+) -> list[str]:
     """Every rule of one pod chain, allow rules then the deny tail."""
-    lines = [line for rule in chain.rules for line in rule_lines(rule, chain.direction, families)]
+    lines = [line for rule in chain.rules for line in rule_lines(rule, chain.direction, families, sets)]
     log = f"log group {cfg.nflog_group} prefix {_quote(chain_id)}"
     deny = f"counter drop comment {_quote(deny_comment(cfg))}"
     lines.append(f"jump {ONCE[chain.direction]}")
@@ -259,13 +298,11 @@ HOST_SUFFIX = {4: "/32", 6: "/128"}
 
 
 def is_hash(form: Iterable[str], version: int) -> bool:
-    """The kernel kind of a set created with this content (one family's kernel form): a plain
-    hash set when every element is a host address (pod-selector sets, and empty ones), else an
-    interval set.
-
-    Hash sets are cheaper to create and fill than interval sets (BENCHMARKS.md, full snapshot)
-    but cannot hold a CIDR; a delta that would change a set's kind is applied as a full
-    snapshot (`kind_changes`), so a kernel set's kind always is that of its content."""
+    """Whether a set with this content (one family's kernel form) is host-only: every element
+    a host address (pod-selector sets, and empty ones). A host-only set lives under its tag in
+    the shared hosts set; any other is an interval set of its own. A delta that would change
+    which a set is is applied as a full snapshot (`kind_changes`), so where a set lives always
+    follows its content."""
     host = HOST_SUFFIX[version]
     return all(e.endswith(host) for e in form)
 
@@ -285,24 +322,77 @@ def interval_families(sid: str, elems: frozenset[str]) -> frozenset[int]:
 
 
 def interval_sets(sets: Mapping[str, frozenset[str]], families: tuple[int, ...] = FAMILIES) -> set[str]:
-    """The kernel names (of the layout's families) of these address sets that are interval sets."""
+    """The kernel names (of the layout's families) of these address sets that are interval sets
+    of their own (the others live in the hosts sets)."""
     out: set[str] = set()
     for sid, elems in sets.items():
         out.update(names.nft_set_of(sid, v) for v in interval_families(sid, elems) if v in families)
     return out
 
 
-def _elem_text(items: Iterable[str], interval: bool) -> list[str]:
-    """Elements as a set of the kind takes them: a hash set's are bare addresses."""
-    return sorted(items) if interval else sorted(e.partition("/")[0] for e in items)
-
-
-def set_decl(name: str, version: int, items: Iterable[str] = (), qualified: bool = False, interval: bool = True) -> str:
-    """An address set's declaration (``qualified``: with the table, for an ``add`` command)."""
-    body = ", ".join(_elem_text(items, interval))
+def set_decl(name: str, version: int, items: Iterable[str] = (), qualified: bool = False) -> str:
+    """An address set's own interval set (``qualified``: with the table, for an ``add`` command)."""
+    body = ", ".join(sorted(items))
     elems = f" elements = {{ {body} }};" if body else ""
-    flags = " flags interval;" if interval else ""
-    return f"set {f'{TABLE} ' if qualified else ''}{name} {{ type {ADDR_TYPE[version]};{flags}{elems} }}"
+    return f"set {f'{TABLE} ' if qualified else ''}{name} {{ type {ADDR_TYPE[version]}; flags interval;{elems} }}"
+
+
+# -- the shared hosts sets -------------------------------------------------------------------
+HOSTS = {4: "hosts4", 6: "hosts6"}
+HOSTS_FAMILY = {name: v for v, name in HOSTS.items()}
+# The key as `nft -j list` reports it, for the read-back to spot a set re-created otherwise.
+HOSTS_TYPE = {4: ["ipv4_addr", "integer", "integer"], 6: ["ipv6_addr", "integer", "integer"]}
+Tag = tuple[int, int]
+
+
+def tag_key(tag: Tag) -> str:
+    """A constant in a concatenation, as nft's CLI takes one (see the module docstring)."""
+    return f"numgen random mod 1 offset {tag[0]} . numgen random mod 1 offset {tag[1]}"
+
+
+def hosts_decl(version: int, items: Iterable[str] = ()) -> str:
+    key = f"{IP[version]} saddr . {tag_key((0, 0))}"
+    body = ", ".join(items)
+    elems = f" elements = {{ {body} }};" if body else ""
+    return f"set {HOSTS[version]} {{ typeof {key};{elems} }}"
+
+
+def tagged(form: Iterable[str], tag: Tag) -> list[str]:
+    """One host-only set's kernel elements (CIDRs /32 or /128) in a hosts set: ``addr . hi . lo``."""
+    hi, lo = tag
+    return [f"{e.partition('/')[0]} . {hi} . {lo}" for e in sorted(form)]
+
+
+def tag_owners(sids: Iterable[str], tag_of: Callable[[str], Tag] | None = None) -> dict[Tag, str]:
+    """tag -> set id for these sets (``tag_of``: `names.nft_tag`); two ids with one tag, or
+    with one own-set name (`names.nft_set`: a digest for ids that are no safe identifier), are
+    refused, never merged (their elements would allow each other's peers)."""
+    tag_of = tag_of or names.nft_tag
+    out: dict[Tag, str] = {}
+    named: dict[str, str] = {}
+    for sid in sids:
+        tag = tag_of(sid)
+        other = out.setdefault(tag, sid)
+        if other != sid:
+            raise elements.ElementError(
+                f"address sets {other!r} and {sid!r} have the same tag {tag[0]}.{tag[1]} in the shared hosts "
+                "sets; refusing to merge them (rename one of the policies or selectors to change its set id)"
+            )
+        name = names.nft_set(sid)
+        other = named.setdefault(name, sid)
+        if other != sid:
+            raise elements.ElementError(
+                f"address sets {other!r} and {sid!r} would share the kernel set {name}; refusing to merge "
+                "them (rename one of the policies or selectors to change its set id)"
+            )
+    return out
+
+
+def check_new_tags(delta: NodeDelta, model: NodeModel) -> None:
+    """`tag_owners` of the resulting model when ``delta`` brings new sets (their tags are the
+    only ones it can bring)."""
+    if delta.new_sets:
+        tag_owners(model.sets)
 
 
 def _seen_decl(direction: Direction, version: int, cfg: NftConfig) -> str:
@@ -350,7 +440,8 @@ def set_order(model: NodeModel) -> list[str]:
 
     The kernel finds the set a rule names by walking the table's set list from its head, so a
     snapshot's cost grows with (rules naming a set) x (sets before it); the sets most rules name
-    go first (BENCHMARKS.md, full snapshot)."""
+    go first (BENCHMARKS.md, full snapshot). Only the interval sets are kernel sets of their own
+    now, behind the maps and the hosts sets."""
     refs = dict.fromkeys(model.sets, 0)
     for chain in model.chains.values():
         for rule in chain.rules:
@@ -372,13 +463,22 @@ def render_snapshot(model: NodeModel, cfg: NftConfig) -> str:
             entries = [f"{ip} : jump {names.nft_chain(cid)}" for ip, cid in by_family[v].items()]
             body = f" elements = {{ {', '.join(entries)} }};" if entries else ""
             out.append(f"  map {dispatch_map(direction, v)} {{ type {ADDR_TYPE[v]} : verdict;{body} }}")
-    forms = {sid: set_forms(sid, model.sets[sid]) for sid in set_order(model)}
-    kinds = {sid: interval_families(sid, model.sets[sid]) for sid in forms}
-    out += [
-        f"  {set_decl(names.nft_set_of(sid, v), v, form[v], interval=v in kinds[sid])}"
-        for sid, form in forms.items()
-        for v in families
-    ]
+    tag_owners(model.sets)
+    own: list[str] = []
+    hosts: dict[int, list[str]] = {4: [], 6: []}
+    for sid in set_order(model):
+        elems = model.sets[sid]
+        kinds = interval_families(sid, elems)
+        if not elems and not kinds:
+            continue  # an empty host-only set: its tag simply has no elements
+        form = set_forms(sid, elems)
+        for v in families:
+            if v in kinds:
+                own.append(f"  {set_decl(names.nft_set_of(sid, v), v, form[v])}")
+            else:
+                hosts[v] += tagged(form[v], names.nft_tag(sid))
+    out += [f"  {hosts_decl(v, hosts[v])}" for v in FAMILIES]
+    out += own
     for direction in Direction:
         out.append(f"  chain {ONCE[direction]} {{")
         out += [f"    {line}" for line in once_lines(direction, cfg)]
@@ -387,7 +487,7 @@ def render_snapshot(model: NodeModel, cfg: NftConfig) -> str:
         out += [f"  chain {name} {{", *(f"    {line}" for line in lines), "  }"]
     for cid, chain in model.chains.items():
         out.append(f"  chain {names.nft_chain(cid)} {{")
-        out += [f"    {line}" for line in chain_lines(cid, chain, cfg, families)]
+        out += [f"    {line}" for line in chain_lines(cid, chain, cfg, families, model.sets)]
         out.append("  }")
     out.append(f"  chain {FORWARD} {{")
     out.append("    type filter hook forward priority filter; policy accept;")
@@ -396,8 +496,8 @@ def render_snapshot(model: NodeModel, cfg: NftConfig) -> str:
     return "\n".join(out) + "\n"
 
 
-def _set_cmds(verb: str, name: str, items: Iterable[str], interval: bool = True) -> list[str]:
-    text = _elem_text(items, interval)
+def _set_cmds(verb: str, name: str, items: Iterable[str]) -> list[str]:
+    text = sorted(items)
     return [f"{verb} element {TABLE} {name} {{ {', '.join(text)} }}"] if text else []
 
 
@@ -423,20 +523,27 @@ def port_changes(
     return create, sorted(n for n in had_ports if n not in keep)
 
 
-def add_chain_cmds(cid: str, chain: Chain, cfg: NftConfig, families: tuple[int, ...]) -> list[str]:
+def add_chain_cmds(
+    cid: str, chain: Chain, cfg: NftConfig, families: tuple[int, ...], sets: Mapping[str, frozenset[str]]
+) -> list[str]:
     """Create (or reset) one pod chain: ``flush`` makes it idempotent when the chain exists."""
     name = names.nft_chain(cid)
     return [f"add chain {TABLE} {name}", f"flush chain {TABLE} {name}"] + [
-        f"add rule {TABLE} {name} {line}" for line in chain_lines(cid, chain, cfg, families)
+        f"add rule {TABLE} {name} {line}" for line in chain_lines(cid, chain, cfg, families, sets)
     ]
 
 
-ElementOp = tuple[str, str, list[str]]  # ("add" | "delete", set or map name, CIDRs or "ip : chain")
+# ("add" | "delete", set or map name, items): an interval set's items are CIDRs, a hosts set's
+# "addr . hi . lo" (`tagged`), a map's "ip : chain" (or "ip" to delete).
+ElementOp = tuple[str, str, list[str]]
 
 
-def _set_element_ops(delta: NodeDelta, model: NodeModel, families: tuple[int, ...]) -> list[ElementOp]:
+def _set_element_ops(
+    delta: NodeDelta, model: NodeModel, families: tuple[int, ...], interval: Container[str]
+) -> list[ElementOp]:
     """Element changes of the sets that stay, per family of the layout (the other's elements are
-    checked, not loaded): deletions before additions per set."""
+    checked, not loaded), in their own set (``interval``: the kernel's own sets) or under their
+    tag in the hosts set: deletions before additions per set."""
     out: list[ElementOp] = []
     for sid in delta.set_added.keys() | delta.set_removed.keys():
         if sid in delta.new_sets or sid in delta.removed_sets:
@@ -451,6 +558,9 @@ def _set_element_ops(delta: NodeDelta, model: NodeModel, families: tuple[int, ..
         for v in families:
             to_add, to_del = per_family[v]
             name = names.nft_set_of(sid, v)
+            if name not in interval:
+                name = HOSTS[v]
+                to_add, to_del = (frozenset(tagged(f, names.nft_tag(sid))) for f in (to_add, to_del))
             if to_del:
                 out.append(("delete", name, sorted(to_del)))
             if to_add:
@@ -480,10 +590,8 @@ def _dispatch_ops(
     return out
 
 
-def _op_cmds(ops: list[ElementOp], interval: Container[str]) -> list[str]:
-    """``interval``: the kernel names of the interval sets (a hash set's elements are bare
-    addresses; a map's entries are as they are)."""
-    return [cmd for verb, name, items in ops for cmd in _set_cmds(verb, name, items, name in MAPS or name in interval)]
+def _op_cmds(ops: list[ElementOp]) -> list[str]:
+    return [cmd for verb, name, items in ops for cmd in _set_cmds(verb, name, items)]
 
 
 def _touched(delta: NodeDelta) -> set[str]:
@@ -503,9 +611,10 @@ def kinds_before(delta: NodeDelta, model: NodeModel, families: tuple[int, ...]) 
 
 
 def kind_changes(delta: NodeDelta, model: NodeModel, interval: Container[str], families: tuple[int, ...]) -> list[str]:
-    """Kernel sets whose kind (`is_hash`) ``delta`` changes: a hash set gaining a CIDR, an
-    interval set losing its last one. Those cannot be changed by elements; the caller applies a
-    full snapshot instead. O(delta) but for an interval set losing a CIDR (rare: an ipBlock
+    """Kernel sets whose kind (`is_hash`) ``delta`` changes: a host-only set (under its tag in
+    the hosts set) gaining a CIDR, an interval set (its own) losing its last one. Those move
+    between the hosts set and a set of their own, and every rule naming them changes with them:
+    the caller applies a full snapshot instead. O(delta) but for an interval set losing a CIDR (rare: an ipBlock
     set's id changes with its definition)."""
     out: list[str] = []
     for sid in _touched(delta):
@@ -535,41 +644,57 @@ def render_delta(
     families: tuple[int, ...] | None = None,
     had_ports: Collection[str] | None = None,
     interval: Container[str] | None = None,
+    gone: Mapping[str, frozenset[str]] = NO_SETS,
 ) -> str:
     """One transaction for ``delta``; ``model`` is the result, ``had_*`` the pod IPs dispatched
     before, ``had_ports`` the port chains in the kernel (`port_changes`).
 
     ``families``: the layout, ``layout(model)`` (which the caller may know without scanning the
     model); it must be the table's (a change of layout is a snapshot, `NftablesBackend`).
-    ``interval``: the interval sets in the kernel (None: from the changed sets' content before
-    ``delta``); a delta with `kind_changes` must be a snapshot instead.
+    ``interval``: the kernel's own (interval) sets (None: from the changed sets' content before
+    ``delta``); a delta with `kind_changes` must be a snapshot instead. ``gone``: the content
+    of the sets ``delta`` removes, as loaded (a host-only set's elements are deleted from the
+    hosts set one by one; a `ValueError` when one is missing).
     Order: sets created and filled, element changes, new chains, dispatch, removed chains,
-    removed sets — so no rule ever names a set or chain that is not there yet (or any more).
+    removed sets — so no rule ever names a set, tag or chain that is not there yet (or any more).
     """
     families = families or layout(model)
-    out: list[str] = []
+    check_new_tags(delta, model)
+    unknown = sorted(delta.removed_sets - gone.keys())
+    if unknown:
+        raise ValueError(f"render_delta: the content of removed sets {unknown[:5]} is needed to delete them")
     if interval is None:
-        interval = kinds_before(delta, model, families)
+        interval = kinds_before(delta, model, families) | interval_sets({s: gone[s] for s in delta.removed_sets})
+    out: list[str] = []
     for sid, elems in delta.new_sets.items():
-        forms = set_forms(sid, elems)
+        kinds, forms = interval_families(sid, elems), set_forms(sid, elems)
         for v in families:
-            name, kind = names.nft_set_of(sid, v), not is_hash(forms[v], v)
-            out.append(f"add {set_decl(name, v, qualified=True, interval=kind)}")
-            out += _set_cmds("add", name, forms[v], kind)
-    out += _op_cmds(_set_element_ops(delta, model, families), interval)
+            if v in kinds:
+                name = names.nft_set_of(sid, v)
+                out.append(f"add {set_decl(name, v, qualified=True)}")
+                out += _set_cmds("add", name, forms[v])
+            else:
+                out += _set_cmds("add", HOSTS[v], tagged(forms[v], names.nft_tag(sid)))
+    out += _op_cmds(_set_element_ops(delta, model, families, interval))
     create_ports, delete_ports = port_changes(delta, model, had_ports)
     for name, lines in create_ports.items():
         out += add_port_chain_cmds(name, lines)
     for cid, chain in delta.new_chains.items():
-        out += add_chain_cmds(cid, chain, cfg, families)
-    out += _op_cmds(_dispatch_ops(delta, had_ingress, had_egress, "jump "), ())
+        out += add_chain_cmds(cid, chain, cfg, families, model.sets)
+    out += _op_cmds(_dispatch_ops(delta, had_ingress, had_egress, "jump "))
     for cid in delta.removed_chains:
         name = names.nft_chain(cid)
         out += [f"flush chain {TABLE} {name}", f"delete chain {TABLE} {name}"]
     for name in delete_ports:
         out += [f"flush chain {TABLE} {name}", f"delete chain {TABLE} {name}"]
-    for sid in delta.removed_sets:
-        out += [f"delete set {TABLE} {names.nft_set_of(sid, v)}" for v in families]
+    for sid in sorted(delta.removed_sets):
+        forms = set_forms(sid, gone[sid])
+        for v in families:
+            name = names.nft_set_of(sid, v)
+            if name in interval:
+                out.append(f"delete set {TABLE} {name}")
+            else:
+                out += _set_cmds("delete", HOSTS[v], tagged(forms[v], names.nft_tag(sid)))
     return "\n".join(out) + ("\n" if out else "")
 
 
@@ -590,8 +715,12 @@ def element_ops(
     had_ingress: Container[str],
     had_egress: Container[str],
     families: tuple[int, ...] | None = None,
+    interval: Container[str] | None = None,
 ) -> list[ElementOp]:
     """The element changes of an element-only ``delta``, in the order `render_delta` uses
-    (dispatch entries as ``"ip : chain"``, the netlink encoder's form); ``families`` as there."""
-    set_ops = _set_element_ops(delta, model, families or layout(model))
-    return set_ops + _dispatch_ops(delta, had_ingress, had_egress, "")
+    (dispatch entries as ``"ip : chain"``, the netlink encoder's form); ``families`` and
+    ``interval`` as there."""
+    families = families or layout(model)
+    if interval is None:
+        interval = kinds_before(delta, model, families)
+    return _set_element_ops(delta, model, families, interval) + _dispatch_ops(delta, had_ingress, had_egress, "")

@@ -11,6 +11,7 @@ from stockade.agent.backends import elements, names
 from stockade.agent.backends.nft_readback import KernelView, desired, kind_problems, same_coverage, structure_problems
 from stockade.agent.backends.nft_render import (
     FAMILIES,
+    HOSTS,
     TABLE,
     NftConfig,
     add_chain_cmds,
@@ -19,14 +20,13 @@ from stockade.agent.backends.nft_render import (
     layout,
     render_snapshot,
     set_decl,
+    tagged,
 )
 from stockade.model import Direction, NodeModel
 
 
-def _elem_cmd(verb: str, name: str, items: list[str], interval: bool = True) -> list[str]:
-    """``interval`` False: a hash set, whose elements are bare addresses (`set_decl`)."""
-    text = sorted(items) if interval else sorted(e.partition("/")[0] for e in items)
-    return [f"{verb} element {TABLE} {name} {{ {', '.join(text)} }}"] if text else []
+def _elem_cmd(verb: str, name: str, items: list[str]) -> list[str]:
+    return [f"{verb} element {TABLE} {name} {{ {', '.join(sorted(items))} }}"] if items else []
 
 
 def render_reconcile(view: KernelView | None, model: NodeModel, cfg: NftConfig) -> str:
@@ -34,7 +34,8 @@ def render_reconcile(view: KernelView | None, model: NodeModel, cfg: NftConfig) 
 
     A kernel in the other layout (`nft_render.layout`) is moved over in the same transaction:
     the twins it lacks are added first, the chains rewritten, the twins it no longer needs
-    deleted last."""
+    deleted last. Likewise a set that moved between the hosts set and a set of its own (its own
+    set created first, the chains naming it rewritten, its old form removed)."""
     if view is None or structure_problems(view):
         return render_snapshot(model, cfg)
     want = desired(model, cfg)
@@ -47,20 +48,27 @@ def render_reconcile(view: KernelView | None, model: NodeModel, cfg: NftConfig) 
     for name, elems in want.sets.items():
         have = view.sets.get(name)
         if have is None:
-            kind = name in want.interval
-            out.append(f"add {set_decl(name, want.families[name], qualified=True, interval=kind)}")
-            out += _elem_cmd("add", name, list(elems), kind)
+            out.append(f"add {set_decl(name, want.families[name], qualified=True)}")
+            out += _elem_cmd("add", name, list(elems))
         elif not same_coverage(have, elems):
-            kind = name in want.interval
-            out += _elem_cmd("delete", name, list(have - elems), kind)
-            out += _elem_cmd("add", name, list(elems - have), kind)
+            out += _elem_cmd("delete", name, list(have - elems))
+            out += _elem_cmd("add", name, list(elems - have))
+    for key in want.tagged.keys() | view.tagged.keys():
+        (version, tag), have = key, view.tagged.get(key, frozenset())
+        elems = want.tagged.get(key, frozenset())
+        if not same_coverage(have, elems):
+            out += _elem_cmd("delete", HOSTS[version], tagged(have - elems, tag))
+            out += _elem_cmd("add", HOSTS[version], tagged(elems - have, tag))
+    # Sets whose own set comes or goes: the rules naming them name the other form.
+    moved = {want.set_ids[n] for n in view.sets.keys() ^ want.sets.keys() if n in want.set_ids}
     for name, lines in want.ports.items():
         if view.ports.get(name) != len(lines):
             out += add_port_chain_cmds(name, lines)
     for cid, chain in model.chains.items():
         name = names.nft_chain(cid)
-        if view.chains.get(name) != want.chains[name] or view.settings.get(name) != want.comment:
-            out += add_chain_cmds(cid, chain, cfg, families)
+        outdated = view.chains.get(name) != want.chains[name] or view.settings.get(name) != want.comment
+        if outdated or (moved and any(rule.peer in moved for rule in chain.rules)):
+            out += add_chain_cmds(cid, chain, cfg, families, model.sets)
     for direction in Direction:
         have_map = view.dispatch(direction)
         wanted = want.ingress if direction is Direction.INGRESS else want.egress

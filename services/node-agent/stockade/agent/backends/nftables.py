@@ -35,9 +35,12 @@ class NftablesBackend:
         self._dispatched: dict[Direction, set[str]] | None = None
         self._ipv6 = 0  # how many of them are IPv6: the table's layout (nft_render.layout)
         self._ports: set[str] = set()  # the shared port chains in the kernel (nft_render.port_chain)
-        # The address sets in the kernel that are interval sets; the others are hash sets
-        # (nft_render.is_hash: decided by a set's content when it is created).
+        # The address sets in the kernel that are interval sets of their own; the others live
+        # under their tag in the hosts sets (nft_render.is_hash: decided by a set's content).
         self._interval: set[str] = set()
+        # The model's sets as loaded (shared frozensets, not copies): a removed host-only set's
+        # elements are deleted from the hosts set one by one. None until known.
+        self._sets: dict[str, frozenset[str]] | None = None
         self.transactions = 0
         self.failures = 0
         self.repairs = 0
@@ -68,10 +71,10 @@ class NftablesBackend:
                     if verb == "delete"
                     else nft_netlink.verdict_elements(pairs)
                 )
-            elif name in self._interval:
-                encoded = nft_netlink.interval_elements(items)
+            elif name in nft_render.HOSTS_FAMILY:
+                encoded = nft_netlink.tagged_elements(items)
             else:
-                encoded = nft_netlink.host_elements(items)
+                encoded = nft_netlink.interval_elements(items)
             (batch.add if verb == "add" else batch.delete)(name, encoded)
         if not batch.ops:
             return
@@ -100,12 +103,14 @@ class NftablesBackend:
         self._remember(model)
 
     def apply_delta(self, delta: NodeDelta, model: NodeModel) -> None:
-        if self._dispatched is None:
+        if self._dispatched is None or self._sets is None:
             view = self.read_view()
             self._dispatched = {d: set(view.dispatch(d)) if view else set() for d in Direction}
             self._ipv6 = _count_ipv6(self._dispatched)
             self._ports = set(view.ports) if view else set()
             self._interval = set(view.interval) if view else set()
+            # What the kernel holds of the sets this delta removes; the others are the model's.
+            self._sets = {**model.sets, **(nft_readback.set_contents(view, delta.removed_sets) if view else {})}
         had = self._dispatched
         v6 = self._ipv6_after(delta)
         families = nft_render.FAMILIES if v6 else nft_render.IPV4_ONLY
@@ -119,15 +124,33 @@ class NftablesBackend:
             self._remember(model)
             return
         ins, eg = had[Direction.INGRESS], had[Direction.EGRESS]
+        sets = self._sets
+        assert sets is not None
         if nft_render.is_element_only(delta) and self._netlink is not None:
-            self._send_elements(nft_render.element_ops(delta, model, ins, eg, families))
+            self._send_elements(nft_render.element_ops(delta, model, ins, eg, families, self._interval))
         else:
+            unknown = sorted(delta.removed_sets - sets.keys())
+            if unknown:
+                # Its elements (under its tag) cannot be deleted unknown; left behind, they would
+                # come back with a set of that id.
+                self.failures += 1
+                raise ApplyError(
+                    f"delta removes address sets {unknown[:5]} that this node does not hold (nothing "
+                    "applied); the agent resynchronises with a full snapshot"
+                )
             create, delete = nft_render.port_changes(delta, model, self._ports)
-            script = nft_render.render_delta(delta, model, self.config, ins, eg, families, self._ports, self._interval)
+            gone = {sid: sets[sid] for sid in delta.removed_sets}
+            script = nft_render.render_delta(
+                delta, model, self.config, ins, eg, families, self._ports, self._interval, gone
+            )
             self.run_script(script)
             self._ports = (self._ports | create.keys()) - set(delete)
-            gone = {names.nft_set_of(sid, v) for sid in delta.removed_sets for v in nft_render.FAMILIES}
-            self._interval = (self._interval - gone) | nft_render.interval_sets(delta.new_sets, families)
+            own_gone = {names.nft_set_of(sid, v) for sid in delta.removed_sets for v in nft_render.FAMILIES}
+            self._interval = (self._interval - own_gone) | nft_render.interval_sets(delta.new_sets, families)
+        for sid in delta.removed_sets:
+            sets.pop(sid, None)
+        for sid in delta.new_sets.keys() | delta.set_added.keys() | delta.set_removed.keys():
+            sets[sid] = model.sets.get(sid, frozenset())
         for d in Direction:
             had[d].difference_update(delta.dispatch_removed(d))
             had[d].update(delta.dispatch_set(d))
@@ -175,6 +198,7 @@ class NftablesBackend:
         self._ipv6 = _count_ipv6(self._dispatched)
         self._ports = set(nft_render.port_chains(model.chains.values()))
         self._interval = nft_render.interval_sets(model.sets, self.layout)
+        self._sets = dict(model.sets)
 
 
 def _count_ipv6(dispatched: dict[Direction, set[str]]) -> int:

@@ -6,6 +6,10 @@ there is something to send, writes numbered batches, and closes the stream after
 ``stream_seconds`` (or once idle) to get the brain's acknowledgement; acknowledged batches leave
 the buffer, the others are re-sent on the next stream. While the brain is unreachable the events
 wait in the bounded buffer (see `buffer.ReportBuffer`), and what it sheds is counted and reported.
+
+Given a `RenewingChannel`, each stream starts on a channel with the newest certificate files:
+once they are renewed, the next stream opens a new channel and the old one is closed (no stream
+is on it then: one stream at a time).
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import grpc
 from prometheus_client import CollectorRegistry, Gauge
@@ -23,6 +28,7 @@ from prometheus_client import Counter as PromCounter
 from stockade.agent.reporter.buffer import ReportBuffer
 from stockade.agent.reporter.wire import encode_batch
 from stockade.model.events import BlockedEvent
+from stockade.tls.reload import ClientTLSSource
 from stockade.v1 import drops_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -41,21 +47,53 @@ CHANNEL_OPTIONS: list[tuple[str, int]] = [
 class _Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.buffer = Gauge(
-            "stockade_drop_reporter_buffer_events",
+            "stockade_agent_drop_reporter_buffer_events",
             "Blocked-connection events waiting for the brain's acknowledgement.",
             registry=registry,
         )
         self.dropped = PromCounter(
-            "stockade_drop_events_dropped_total",
+            "stockade_agent_drop_events_dropped_total",
             "Blocked-connection events this agent shed before the brain had them, by reason.",
             ["reason"],
             registry=registry,
         )
         self.connected = Gauge(
-            "stockade_drop_reporter_connected",
+            "stockade_agent_drop_reporter_connected",
             "1 when the last stream of drop reports to the brain was acknowledged.",
             registry=registry,
         )
+
+
+class RenewingChannel:
+    """A channel to the brain whose credentials follow the certificate files (`ClientTLSFiles`)."""
+
+    def __init__(self, address: str, tls: ClientTLSSource | None, options: Sequence[tuple[str, Any]] = ()) -> None:
+        self.address = address
+        self.tls = tls
+        self.options = list(options)
+        self.version = -1
+        self.channel = self._open()
+
+    def _open(self) -> grpc.aio.Channel:
+        if self.tls is None:
+            return grpc.aio.insecure_channel(self.address, options=self.options)
+        self.tls.refresh()
+        self.version = self.tls.version
+        tls = self.tls.current()
+        return grpc.aio.secure_channel(self.address, tls.credentials(), options=self.options + tls.channel_options())
+
+    async def current(self) -> grpc.aio.Channel:
+        """The channel to use now: a new one (and the old one closed) once the files were renewed."""
+        if self.tls is not None:
+            self.tls.refresh()
+            if self.tls.version != self.version:
+                old, self.channel = self.channel, self._open()
+                log.info("drop reports: certificate files renewed; using them from this stream on")
+                await old.close(None)
+        return self.channel
+
+    async def close(self, grace: float | None = None) -> None:
+        await self.channel.close(grace)
 
 
 def _describe(e: Exception) -> str:
@@ -66,7 +104,7 @@ class Reporter:
     def __init__(
         self,
         node: str,
-        channel: grpc.aio.Channel,
+        channel: grpc.aio.Channel | RenewingChannel,
         *,
         max_buffered_events: int = 100_000,
         batch_events: int = 1000,
@@ -79,7 +117,9 @@ class Reporter:
         self.node = node
         self.instance = uuid.uuid4().hex
         self.buffer = ReportBuffer(max_buffered_events)
-        self._stub = drops_pb2_grpc.DropServiceStub(channel)
+        self._channels = channel if isinstance(channel, RenewingChannel) else None
+        self._channel = channel.channel if isinstance(channel, RenewingChannel) else channel
+        self._stub = drops_pb2_grpc.DropServiceStub(self._channel)
         self._batch_events = batch_events
         self._stream_seconds = stream_seconds
         self._idle_close = idle_close
@@ -130,6 +170,8 @@ class Reporter:
 
     async def _stream(self) -> None:
         loop = asyncio.get_running_loop()
+        if self._channels is not None and (channel := await self._channels.current()) is not self._channel:
+            self._channel, self._stub = channel, drops_pb2_grpc.DropServiceStub(channel)
         call = self._stub.ReportDrops(timeout=self._stream_seconds + 30.0)
         shed = self.buffer.shed
         for seq, events in self.buffer.unacked():

@@ -6,6 +6,11 @@ The same holds for a brain of an older sync protocol (`stockade.codec.version`):
 message carries no version, the agent closes the stream with a clear log line, keeps its
 rules and retries with backoff (the brain may be upgraded meanwhile).
 
+Renewed certificates: the channel's credentials are read from the files (`ClientTLSFiles`) at
+every connect, and the files are polled while a stream is up; once a renewed client
+certificate, key or CA bundle is whole on disk, the agent finishes the message it is applying,
+closes the stream and reconnects at once with the new set (no backoff, rules stay in force).
+
 The node's readiness (``readiness``: a callable the agent sets) goes to the brain in the hello
 and, on a stream whose brain was accepted, in a `Status` message whenever it changes.
 """
@@ -13,6 +18,7 @@ and, on a stream whose brain was accepted, in a `Status` message whenever it cha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -25,7 +31,7 @@ from stockade.agent.sync.applier import AgentStatus, Applier
 from stockade.codec import ValidationError
 from stockade.codec.validate import MAX_PROBLEM_TEXT, MAX_PROBLEMS
 from stockade.codec.version import brain_too_old, compatible, spoken
-from stockade.tls import ClientTLS
+from stockade.tls.reload import ClientTLSSource
 from stockade.v1 import sync_pb2
 
 log = logging.getLogger(__name__)
@@ -33,6 +39,8 @@ log = logging.getLogger(__name__)
 SYNC_METHOD = "/stockade.v1.Sync/Sync"
 _EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
 AGENT_VERSION = "stockade-agent/0.2"
+RENEWED = "the certificate files were renewed"
+_RENEWED: Any = object()  # what a read returns when the certificate files were renewed meanwhile
 
 Readiness = tuple[bool, tuple[str, ...]]  # (ready, problems)
 
@@ -78,12 +86,13 @@ class AgentClient:
         self,
         applier: Applier,
         brain_address: str,
-        tls: ClientTLS | None,
+        tls: ClientTLSSource | None,
         *,
         allow_insecure: bool = False,
         backoff: Backoff | None = None,
         options: Sequence[tuple[str, Any]] | None = None,
         answer_timeout: float = 15.0,
+        tls_check_interval: float = 5.0,
     ) -> None:
         if tls is None and not allow_insecure:
             raise ValueError("the agent needs mTLS to reach the brain (allow_insecure only in tests)")
@@ -95,6 +104,9 @@ class AgentClient:
         self.options = list(options if options is not None else channel_options())
         self._call: Any = None
         self.answer_timeout = answer_timeout
+        self.tls_check_interval = tls_check_interval
+        self.renewals = 0  # reconnects made to use renewed certificate files
+        self.tls_version = -1  # the version of the certificate set the current channel uses
         self.readiness: Callable[[], Readiness] | None = None
         self._live: Any = None  # the call, once its brain was accepted: statuses may be written
         self._sent: Readiness | None = None  # the readiness the brain last heard on this stream
@@ -112,6 +124,11 @@ class AgentClient:
                 if not streaming.done():
                     streaming.cancel()
                 reason = await _outcome(streaming)
+                if reason == RENEWED and not stop.is_set():
+                    self.renewals += 1
+                    self.status.connected = False
+                    self.status.event("reconnecting: certificate renewed")
+                    continue  # at once: the brain is there, only the credentials changed
                 self._link_down(reason)
                 if stop.is_set():
                     break
@@ -130,12 +147,60 @@ class AgentClient:
         if self._call is not None:
             self._call.cancel()
 
+    def _channel(self) -> grpc.aio.Channel:
+        """A channel with the newest whole certificate set on disk (re-read at every connect)."""
+        if self.tls is None:
+            return grpc.aio.insecure_channel(self.address, options=self.options)
+        self.tls.refresh()
+        self.tls_version = self.tls.version
+        tls = self.tls.current()
+        self.tls.check_expiry()
+        return grpc.aio.secure_channel(self.address, tls.credentials(), options=self.options + tls.channel_options())
+
+    async def _watch_tls(self, renewed: asyncio.Event) -> None:
+        """Set ``renewed`` once the certificate files hold a newer whole set than the channel's."""
+        assert self.tls is not None
+        while True:
+            await asyncio.sleep(self.tls_check_interval)
+            self.tls.refresh()
+            self.tls.check_expiry()
+            if self.tls.version != self.tls_version:
+                log.info(
+                    "node %s: certificate files renewed; reconnecting to %s with them after the current message",
+                    self.status.node,
+                    self.address,
+                )
+                renewed.set()
+                return
+
+    async def _read(self, call: Any, renewed: asyncio.Event) -> Any:
+        """The next message, or _RENEWED when the certificate files were renewed first."""
+        if renewed.is_set():
+            return _RENEWED
+        reading = asyncio.ensure_future(call.read())
+        waiting = asyncio.ensure_future(renewed.wait())
+        try:
+            await asyncio.wait({reading, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
+        if reading.done():
+            return reading.result()
+        reading.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await reading
+        return _RENEWED
+
     async def _stream_once(self) -> str:
-        options = self.options + (self.tls.channel_options() if self.tls else [])
-        if self.tls is not None:
-            channel = grpc.aio.secure_channel(self.address, self.tls.credentials(), options=options)
-        else:
-            channel = grpc.aio.insecure_channel(self.address, options=options)
+        channel = self._channel()
+        renewed = asyncio.Event()
+        watching = asyncio.create_task(self._watch_tls(renewed)) if self.tls is not None else None
+        try:
+            return await self._stream_on(channel, renewed)
+        finally:
+            if watching is not None:
+                watching.cancel()
+
+    async def _stream_on(self, channel: grpc.aio.Channel, renewed: asyncio.Event) -> str:
         async with channel:
             multi: Any = channel.stream_stream(
                 SYNC_METHOD, request_serializer=sync_pb2.AgentMessage.SerializeToString, response_deserializer=None
@@ -150,6 +215,8 @@ class AgentClient:
                 except TimeoutError:
                     return f"no answer to the hello within {self.answer_timeout:.0f}s"
                 while True:
+                    if raw is _RENEWED:
+                        return RENEWED
                     if raw is _EOF:
                         return "the brain closed the stream"
                     try:
@@ -169,7 +236,7 @@ class AgentClient:
                     await self._write(call, ack)
                     await self.status_changed()  # e.g. ready now that rules are in, or a generation refused
                     self.status.phase = "waiting"
-                    raw = await call.read()
+                    raw = await self._read(call, renewed)
             finally:
                 self._call = self._live = None
                 call.cancel()
@@ -261,7 +328,7 @@ async def run_agent(
     node: str,
     brain_address: str,
     dataplane: Dataplane,
-    tls: ClientTLS | None,
+    tls: ClientTLSSource | None,
     *,
     stop: asyncio.Event | None = None,
     allow_insecure: bool = False,

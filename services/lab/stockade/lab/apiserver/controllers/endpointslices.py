@@ -14,6 +14,9 @@ someone edits or deletes them, and go with their Service.
 
 Difference from the real one: it runs synchronously inside each write (no work queue, no
 batching), so a Pod's or Service's event is followed at once by its slices' events.
+
+Every field is read through ``_d``/``_l``: an object stored by fault injection (a list for labels,
+a string for a spec) selects nothing and resolves nothing, instead of failing the write.
 """
 
 from __future__ import annotations
@@ -31,42 +34,60 @@ FINISHED = ("Succeeded", "Failed")
 PortKey = tuple[tuple[str, int, str], ...]
 
 
-def _selects(selector: dict[str, str], labels: dict[str, Any]) -> bool:
+def _d(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _l(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _labels(obj: Obj) -> dict[str, Any]:
+    return _d(_d(obj.get("metadata")).get("labels"))
+
+
+def _selector(svc: Obj) -> dict[str, Any]:
+    return _d(_d(svc.get("spec")).get("selector"))
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, Any]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
 
 def pod_ips(pod: Obj, family: str) -> list[str]:
-    status = pod.get("status") or {}
-    ips = [str(e["ip"]) for e in status.get("podIPs") or [] if isinstance(e, dict) and e.get("ip")]
-    if not ips and status.get("podIP"):
-        ips = [str(status["podIP"])]
+    status = _d(pod.get("status"))
+    ips = [e["ip"] for e in _l(status.get("podIPs")) if isinstance(e, dict) and isinstance(e.get("ip"), str)]
+    if not ips and isinstance(status.get("podIP"), str) and status["podIP"]:
+        ips = [status["podIP"]]
     return [ip for ip in ips if (":" in ip) == (family == "IPv6")]
 
 
 def _ready(pod: Obj) -> bool:
-    for c in (pod.get("status") or {}).get("conditions") or []:
-        if c.get("type") == "Ready":
+    for c in _l(_d(pod.get("status")).get("conditions")):
+        if isinstance(c, dict) and c.get("type") == "Ready":
             return c.get("status") == "True"
     return False
 
 
 def resolve_port(pod: Obj, target: Any, protocol: str) -> int | None:
     """podutil.FindPort: a number as is; a name via the pod's container ports of that protocol."""
-    if isinstance(target, int):
+    if isinstance(target, int) and not isinstance(target, bool):
         return target
-    for c in (pod.get("spec") or {}).get("containers") or []:
-        for p in c.get("ports") or []:
-            if p.get("name") == target and (p.get("protocol") or "TCP") == protocol:
-                return int(p["containerPort"])
+    for c in _l(_d(pod.get("spec")).get("containers")):
+        for p in _l(_d(c).get("ports")):
+            p = _d(p)
+            port = p.get("containerPort")
+            if p.get("name") == target and (p.get("protocol") or "TCP") == protocol and isinstance(port, int):
+                return port
     return None
 
 
 def address_types(spec: Obj) -> list[str]:
-    fams = [f for f in spec.get("ipFamilies") or [] if f in ("IPv4", "IPv6")]
+    fams = [f for f in _l(spec.get("ipFamilies")) if f in ("IPv4", "IPv6")]
     if fams:
         return fams
-    ip = spec.get("clusterIP") or ""
-    return ["IPv6"] if ":" in ip else ["IPv4"]
+    ip = spec.get("clusterIP")
+    return ["IPv6"] if isinstance(ip, str) and ":" in ip else ["IPv4"]
 
 
 class EndpointSliceController:
@@ -107,9 +128,9 @@ class EndpointSliceController:
         if ev.storage == "services":
             self._select(ns, meta["name"], None if ev.type == "DELETED" else ev.obj)
             return
-        labels = meta.get("labels") or {}
+        labels = _labels(ev.obj)
         for sname, svc in self._services.get(ns, {}).items():
-            sel = (svc.get("spec") or {}).get("selector") or {}
+            sel = _selector(svc)
             members = self._members.setdefault((ns, sname), set())
             if ev.type != "DELETED" and sel and _selects(sel, labels):
                 members.add(meta["name"])
@@ -118,12 +139,12 @@ class EndpointSliceController:
 
     def _select(self, ns: str, name: str, svc: Obj | None) -> None:
         """The pods a Service selects, found once when it changes (then kept by pod events)."""
-        sel = ((svc or {}).get("spec") or {}).get("selector") or {}
+        sel = _selector(svc or {})
         if svc is None or not sel:
             self._members.pop((ns, name), None)
             return
         pods = self._pods.get(ns, {})
-        self._members[(ns, name)] = {p for p, o in pods.items() if _selects(sel, o["metadata"].get("labels") or {})}
+        self._members[(ns, name)] = {p for p, o in pods.items() if _selects(sel, _labels(o))}
 
     # -- events ----------------------------------------------------------------------------------
 
@@ -137,16 +158,16 @@ class EndpointSliceController:
         if ev.storage == "services":
             self.sync(ns, meta["name"])
         elif ev.storage == "pods":
-            label_sets = [meta.get("labels") or {}]
+            label_sets = [_labels(ev.obj)]
             if ev.old is not None:
-                label_sets.append((ev.old.get("metadata") or {}).get("labels") or {})
+                label_sets.append(_labels(ev.old))
             for sname, svc in list(self._services.get(ns, {}).items()):
-                sel = (svc.get("spec") or {}).get("selector") or {}
+                sel = _selector(svc)
                 if sel and any(_selects(sel, lb) for lb in label_sets):
                     self.sync(ns, sname)
         elif ev.storage == "endpointslices":
-            labels = meta.get("labels") or {}
-            before = ((ev.old or {}).get("metadata") or {}).get("labels") or {}
+            labels = _labels(ev.obj)
+            before = _labels(ev.old or {})
             for lb in (labels, before):
                 if lb.get(MANAGED_BY) == CONTROLLER and lb.get(SERVICE_NAME):
                     self.sync(ns, lb[SERVICE_NAME])  # someone changed what we manage: put it back
@@ -163,14 +184,14 @@ class EndpointSliceController:
 
     def desired(self, svc: Obj) -> list[tuple[str, PortKey, list[Obj]]]:
         """(addressType, ports, endpoints) of every slice the Service should have."""
-        spec = svc.get("spec") or {}
+        spec = _d(svc.get("spec"))
         ns = svc["metadata"].get("namespace") or ""
         in_ns = self._pods.get(ns, {})
         name = svc["metadata"]["name"]
         pods = [
             in_ns[p]
             for p in sorted(self._members.get((ns, name), ()))
-            if p in in_ns and (in_ns[p].get("status") or {}).get("phase") not in FINISHED
+            if p in in_ns and _d(in_ns[p].get("status")).get("phase") not in FINISHED
         ]
         publish = bool(spec.get("publishNotReadyAddresses"))
         out: list[tuple[str, PortKey, list[Obj]]] = []
@@ -181,11 +202,12 @@ class EndpointSliceController:
                 if not ips:
                     continue
                 ports: list[tuple[str, int, str]] = []
-                for sp in spec.get("ports") or []:
+                for sp in _l(spec.get("ports")):
+                    sp = _d(sp)
                     proto = sp.get("protocol") or "TCP"
                     num = resolve_port(pod, sp.get("targetPort", sp.get("port")), proto)
-                    if num is not None:
-                        ports.append((sp.get("name") or "", num, proto))
+                    if num is not None and isinstance(proto, str):
+                        ports.append((sp["name"] if isinstance(sp.get("name"), str) else "", num, proto))
                 groups.setdefault(tuple(ports), []).append(self._endpoint(pod, ips[0], publish))
             if not groups:
                 out.append((at, (), []))
@@ -213,14 +235,14 @@ class EndpointSliceController:
                 "uid": meta.get("uid"),
             },
         }
-        node = (pod.get("spec") or {}).get("nodeName")
-        if node:
+        node = _d(pod.get("spec")).get("nodeName")
+        if isinstance(node, str) and node:
             ep["nodeName"] = node
         return ep
 
     def _slice(self, svc: Obj, at: str, ports: PortKey, endpoints: list[Obj], base: Obj | None) -> Obj:
         meta = svc["metadata"]
-        labels = {**(meta.get("labels") or {}), SERVICE_NAME: meta["name"], MANAGED_BY: CONTROLLER}
+        labels = {**_labels(svc), SERVICE_NAME: meta["name"], MANAGED_BY: CONTROLLER}
         owner = {
             "apiVersion": "v1",
             "kind": "Service",
@@ -249,7 +271,7 @@ class EndpointSliceController:
         existing = self._existing(ns, name)
         self._busy = True
         try:
-            spec = (svc or {}).get("spec") or {}
+            spec = _d((svc or {}).get("spec"))
             if svc is None or not spec.get("selector") or spec.get("type") == "ExternalName":
                 for o in existing:
                     self.store.delete("endpointslices", ns, o["metadata"]["name"])
@@ -275,11 +297,12 @@ class EndpointSliceController:
 
 def _owner(slice_: Obj) -> str:
     """The Service a slice is ours for ("" if it is not one of ours)."""
-    labels = (slice_.get("metadata") or {}).get("labels") or {}
+    labels = _labels(slice_)
     return str(labels.get(SERVICE_NAME) or "") if labels.get(MANAGED_BY) == CONTROLLER else ""
 
 
 def _port_key(slice_: Obj) -> PortKey:
     return tuple(
-        (p.get("name") or "", int(p.get("port") or 0), p.get("protocol") or "TCP") for p in slice_.get("ports") or []
+        (p.get("name") or "", p["port"] if isinstance(p.get("port"), int) else 0, p.get("protocol") or "TCP")
+        for p in map(_d, _l(slice_.get("ports")))
     )

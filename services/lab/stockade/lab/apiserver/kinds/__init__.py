@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from .allocators import IPAllocator, PortAllocator, parse_cidrs, parse_port_range
 from .base import KindBehaviour
 from .endpointslices import EndpointSliceBehaviour
+from .events import EventBehaviour
+from .leases import LeaseBehaviour
 from .pods import PodBehaviour
 from .services import ServiceBehaviour
 
@@ -28,6 +30,8 @@ def behaviours(
         "services": ServiceBehaviour(parse_cidrs(service_cidrs), PortAllocator(first, last)),
         "endpointslices": EndpointSliceBehaviour(),
         "pods": PodBehaviour(),
+        "events": EventBehaviour(),
+        "leases": LeaseBehaviour(),
     }
 
 
@@ -35,8 +39,10 @@ __all__ = [
     "DEFAULT_NODE_PORTS",
     "DEFAULT_SERVICE_CIDRS",
     "EndpointSliceBehaviour",
+    "EventBehaviour",
     "IPAllocator",
     "KindBehaviour",
+    "LeaseBehaviour",
     "PodBehaviour",
     "PortAllocator",
     "ServiceBehaviour",

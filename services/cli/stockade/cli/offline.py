@@ -1,0 +1,125 @@
+"""Manifests for the offline tools (`reach`, `lint -f`, `explain -f`): read, checked field by field,
+compiled. Any malformed object is one ManifestError naming file, document, object and field."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import yaml
+
+from stockade.brain.admin.explain import ExplainError, explain
+from stockade.brain.engine import Engine
+from stockade.brain.engine.errors import PolicyError
+from stockade.brain.engine.policy import parse_policy
+from stockade.manifests import (
+    IP_FAMILIES,
+    Document,
+    ManifestError,
+    assign_addresses,
+    build_cluster,
+    node_names,
+    read_documents,
+)
+from stockade.model import Protocol
+
+
+def _describe(d: Document) -> str:
+    meta = d.obj.get("metadata") or {}
+    return f"{d.obj['kind']} {meta.get('namespace') or 'default'}/{meta['name']}"
+
+
+def check_policies(docs: Sequence[Document]) -> None:
+    """A malformed NetworkPolicy is an error of the manifest offline (the brain would reject it)."""
+    for d in docs:
+        if d.obj["kind"] == "NetworkPolicy":
+            try:
+                parse_policy(d.obj)
+            except PolicyError as e:
+                raise ManifestError(f"{d.source} ({_describe(d)}): {e}") from None
+
+
+def compile_checked(paths: Sequence[str], nodes: int = 3, ip_family: str = "ipv4") -> Engine:
+    """The manifests compiled as a cluster of ``nodes`` nodes (see reachability.compile_manifests)."""
+    docs = read_documents(paths)
+    check_policies(docs)
+    cluster = build_cluster(docs)
+    try:
+        assign_addresses(cluster.pods, node_names(nodes), ip_family)
+    except ValueError as e:
+        raise ManifestError(str(e)) from None
+    engine = Engine()
+    engine.load(cluster.namespaces, cluster.pods, cluster.policies, services=cluster.services)
+    return engine
+
+
+# -- `stockade lint -f` and `stockade explain -f`: the online commands' output, from manifests -----
+
+
+def add_offline_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("offline (from manifests, no brain: as `stockade reach`)")
+    g.add_argument(
+        "-f", "--filename", action="append", metavar="PATH", help="judge these manifests instead; repeatable"
+    )
+    g.add_argument("--nodes", type=int, default=3, help="with -f: nodes to spread pods over (default 3)")
+    g.add_argument("--ip-family", choices=IP_FAMILIES, default="ipv4", help="with -f: addresses for pods without")
+
+
+def _compile(args: argparse.Namespace, command: str) -> Engine | int:
+    if not 1 <= args.nodes <= 1000:
+        print(f"stockade {command}: --nodes: must be from 1 to 1000", file=sys.stderr)
+        return 2
+    try:
+        return compile_checked(args.filename, nodes=args.nodes, ip_family=args.ip_family)
+    except ManifestError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _emit(args: argparse.Namespace, doc: dict[str, Any], text: str) -> None:
+    if args.output == "json":
+        print(json.dumps(doc, indent=2))
+    elif args.output == "yaml":
+        print(yaml.safe_dump(doc, sort_keys=False), end="")
+    else:
+        print(text)
+
+
+def run_lint(args: argparse.Namespace) -> int:
+    """Exit 1 when a policy is rejected (as online), 2 when a manifest is malformed."""
+    engine = _compile(args, "lint")
+    if isinstance(engine, int):
+        return engine
+    rejected = [str(r) for r in engine.rejections()]
+    warnings = [str(w) for w in engine.lint()]
+    lines = [f"REJECTED  {r}" for r in rejected] + [f"WARNING   {w}" for w in warnings]
+    _emit(args, {"rejected": rejected, "warnings": warnings}, "\n".join(lines) if lines else "No problems found.")
+    return 1 if rejected else 0
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    """Exit 0 allowed, 1 blocked, 2 malformed manifests or arguments, 5 no such pod or address."""
+    if not 1 <= args.port <= 65535:
+        print("stockade explain: --port: must be between 1 and 65535", file=sys.stderr)
+        return 2
+    engine = _compile(args, "explain")
+    if isinstance(engine, int):
+        return engine
+    try:
+        ex = explain(engine, args.source, args.to, args.port, Protocol(args.protocol.upper()))
+    except ExplainError as e:
+        print(f"stockade explain: {e}", file=sys.stderr)
+        return 5
+    _emit(args, ex.as_json(), ex.text())
+    return 0 if ex.allowed else 1
+
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def offline_or(online: Handler, offline: Handler) -> Handler:
+    """The handler: ``offline`` when -f names manifests, else ``online`` (against the brain)."""
+    return lambda args: offline(args) if getattr(args, "filename", None) else online(args)
