@@ -48,8 +48,12 @@ def test_iptables_agent_enforces_counts_and_restarts_without_change(stack: Stack
     eventually(lambda: kernel() - base_kernel >= 3 and nflog() - base_nflog >= 3, what="blocked counts")
     assert (kernel() - base_kernel, nflog() - base_nflog) == (3, 3)
 
+    # The rules can be in the kernel before the agent has ended the flows they forbid: wait for
+    # the generation, which the agent counts applied only after its conntrack clean-up.
+    generation = stack.metric("stockade_agent_applied_generation")
     stack.change(web_policy(OTHER_PORT))
-    eventually(lambda: stack.kernel_problems() == [], what="the policy change in the kernel")
+    eventually(lambda: stack.metric("stockade_agent_applied_generation") > generation, what="the new generation")
+    assert stack.kernel_problems() == []
     assert not echoes(s, timeout=1.0), "an established connection the new policy forbids kept running"
     s.close()
 

@@ -138,3 +138,14 @@ def test_dual_stack_pairs_are_judged_per_family(tmp_path: Path) -> None:
     }
     bad = run("reach", "-f", str(tmp_path), "--ip-family", "ipv5")
     assert bad.returncode == 2 and "--ip-family" in bad.stderr
+
+
+def test_null_spec_and_status_are_absent_fields(tmp_path: Path) -> None:
+    """`spec: null` is an absent spec in YAML as in the API (found by the manifest fuzz test)."""
+    f = tmp_path / "pod.yaml"
+    f.write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: x, labels: {app: web}}\nspec: null\nstatus: null\n"
+    )
+    res = run("reach", "-f", str(f))
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr

@@ -61,6 +61,8 @@ def container_env(objects: list[Obj], container: Obj, node: str, namespace: str 
             env[var["name"]] = node
         elif var["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace":
             env[var["name"]] = namespace
+        elif var["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name":
+            env[var["name"]] = f"{container['name']}-{node}"  # the pod's name: unique per node here
         else:
             raise AssertionError(f"no stand-in for {var}")
     return env

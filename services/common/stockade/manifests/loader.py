@@ -260,8 +260,12 @@ def assign_addresses(pods: Sequence[dict[str, Any]], nodes: Sequence[str], famil
                 used[node].add(str(status["podIP"]))
     rr = 0
     for pod in sorted(pods, key=lambda p: (_namespace_of(p), p["metadata"]["name"])):
-        spec = pod.setdefault("spec", {})
-        status = pod.setdefault("status", {})
+        # `spec: null` / `status: null` are absent fields in YAML as in the API (shapes.py allows them)
+        if pod.get("spec") is None:
+            pod["spec"] = {}
+        if pod.get("status") is None:
+            pod["status"] = {}
+        spec, status = pod["spec"], pod["status"]
         node = spec.get("nodeName")
         if not node:
             node = nodes[rr % len(nodes)]
