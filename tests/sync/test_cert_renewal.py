@@ -150,7 +150,9 @@ class Rig:
             f"127.0.0.1:{self.port}",
             tls,
             backoff=Backoff(0.05, 0.5),
-            options=channel_options(keepalive_time_ms=1_000, keepalive_timeout_ms=1_000),
+            # A generous keepalive timeout: the tests count connects, and a ping answered late on a
+            # busy machine must not end a stream.
+            options=channel_options(keepalive_time_ms=1_000, keepalive_timeout_ms=20_000),
             answer_timeout=5.0,
             tls_check_interval=0.1,
         )
