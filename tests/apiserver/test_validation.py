@@ -433,3 +433,17 @@ async def test_injected_objects_are_served_and_deleted_with_a_service_present(
             assert resp.status == 200
         status, answer = await post(http, RAW_OBJECTS_PATH, {"kind": "Pod", "metadata": {"name": ["x"]}})
         assert status == 400 and "fault injection" in answer["message"]
+
+
+async def test_nulls_in_a_service_are_go_zero_values(demo: ApiServer, http: aiohttp.ClientSession) -> None:
+    """A null port decodes to a zero ServicePort (then fails validation, 422, as the real server's),
+    a null selector value to "", a null spec to an empty one: never a 500."""
+    svc = "/api/v1/namespaces/demo/services"
+    base = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}}
+    status, answer = await post(http, svc, {**base, "spec": {"ports": [None]}})
+    assert status == 422 and "spec.ports[0].port" in answer["message"], answer
+    status, answer = await post(http, svc, {**base, "spec": None})
+    assert status == 422 and "spec.ports: Required value" in answer["message"], answer
+    ok = {**base, "spec": {"selector": {"app": None}, "ports": [{"port": 80}]}}
+    status, answer = await post(http, svc, ok)
+    assert status == 201 and answer["spec"]["selector"] == {"app": ""}, answer

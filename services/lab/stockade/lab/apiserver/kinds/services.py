@@ -98,48 +98,20 @@ def _port_struct(protocol: str, port: int) -> GoRepr:
     )
 
 
-def _decode_error(field_path: str, got: Any, go_type: str) -> ApiError:
-    """What the real server says when the JSON does not fit the Go type (400, before anything else)."""
-    json_type = {bool: "bool", str: "string", list: "array", dict: "object"}.get(type(got), "number")
-    return ApiError(
-        400,
-        "BadRequest",
-        f'Service in version "v1" cannot be handled as a Service: json: cannot unmarshal {json_type} '
-        f"into Go struct field {field_path} of type {go_type}",
-    )
-
-
-def _check_types(obj: Obj) -> None:
+def _zero_nulls(obj: Obj) -> None:
+    """The typed decoding (``decoding.check_types``, run by the store first) has accepted the
+    shape; what is left is what Go's decoder does with a JSON null: a null spec, port or string
+    decodes to the zero value."""
     spec = obj.get("spec")
     if spec is None:
         obj["spec"] = spec = {}
-    if not isinstance(spec, dict):
-        raise _decode_error("Service.spec", spec, "v1.ServiceSpec")
-    for key in ("type", "clusterIP", "sessionAffinity", "externalTrafficPolicy", "ipFamilyPolicy", "externalName"):
-        if key in spec and spec[key] is not None and not isinstance(spec[key], str):
-            raise _decode_error(f"ServiceSpec.spec.{key}", spec[key], "string")
     for key in ("clusterIPs", "ipFamilies"):
-        val = spec.get(key)
-        if val is not None and (not isinstance(val, list) or not all(isinstance(v, str) for v in val)):
-            raise _decode_error(f"ServiceSpec.spec.{key}", val, "[]string")
-    selector = spec.get("selector")
-    if selector is not None and not (isinstance(selector, dict) and all(isinstance(v, str) for v in selector.values())):
-        raise _decode_error("ServiceSpec.spec.selector", selector, "map[string]string")
-    ports = spec.get("ports")
-    if ports is None:
-        return
-    if not isinstance(ports, list) or not all(isinstance(p, dict) for p in ports):
-        raise _decode_error("ServiceSpec.spec.ports", ports, "[]v1.ServicePort")
-    for p in ports:
-        for key in ("port", "nodePort"):
-            if key in p and p[key] is not None and (isinstance(p[key], bool) or not isinstance(p[key], int)):
-                raise _decode_error(f"ServicePort.spec.ports.{key}", p[key], "int32")
-        for key in ("name", "protocol"):
-            if key in p and p[key] is not None and not isinstance(p[key], str):
-                raise _decode_error(f"ServicePort.spec.ports.{key}", p[key], "string")
-        tp = p.get("targetPort")
-        if tp is not None and (isinstance(tp, bool) or not isinstance(tp, (int, str))):
-            raise _decode_error("ServicePort.spec.ports.targetPort", tp, "intstr.IntOrString")
+        if isinstance(spec.get(key), list):
+            spec[key] = ["" if v is None else v for v in spec[key]]
+    if isinstance(spec.get("selector"), dict):
+        spec["selector"] = {k: "" if v is None else v for k, v in spec["selector"].items()}
+    if isinstance(spec.get("ports"), list):
+        spec["ports"] = [{} if p is None else p for p in spec["ports"]]
 
 
 def _defaults(spec: Obj) -> None:
@@ -376,7 +348,7 @@ class ServiceBehaviour(KindBehaviour):
     # -- hooks -----------------------------------------------------------------------------------
 
     def on_create(self, obj: Obj) -> None:
-        _check_types(obj)
+        _zero_nulls(obj)
         spec = obj["spec"]
         _defaults(spec)
         name = obj["metadata"]["name"]
@@ -398,7 +370,7 @@ class ServiceBehaviour(KindBehaviour):
             raise
 
     def on_update(self, obj: Obj, old: Obj) -> None:
-        _check_types(obj)
+        _zero_nulls(obj)
         spec, ospec = obj["spec"], old["spec"]
         _defaults(spec)
         name = obj["metadata"]["name"]
