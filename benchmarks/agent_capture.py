@@ -29,8 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from lab.lab_ops import (  # type: ignore[import-not-found]
     agent_totals,
-    brain_metrics,
-    counters,
+    brain_counters,
     lab_state,
     make_lab,
     redis_top,
@@ -79,9 +78,9 @@ def totals(st: LabState) -> dict[str, float]:
         "captured": sum(v for row in agents.values() for k, v in row.items() if k.startswith("nflog:")),
         "lost": sum(row["lost"] for row in agents.values()),
     }
-    brain = brain_metrics(st)
-    out["brain"] = sum(counters(brain, "stockade_brain_blocked_connections").values())
-    out["brain_dropped"] = sum(counters(brain, "stockade_brain_drop_events_dropped").values())
+    # Each brain counts what its own agents report: summed over the brains, as Prometheus does.
+    out["brain"] = sum(brain_counters(st, "stockade_brain_blocked_connections").values())
+    out["brain_dropped"] = sum(brain_counters(st, "stockade_brain_drop_events_dropped").values())
     out["redis"] = float(sum(redis_top(st, [], "15m").values()))
     return out
 

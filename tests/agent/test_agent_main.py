@@ -126,7 +126,11 @@ def test_restarting_the_agent_does_not_flap_and_drift_is_repaired(stack: Stack) 
         stack.start_agent()
         eventually(lambda: stack.http("/readyz")[0] == 200, what="the restarted agent to be ready")
         time.sleep(1.5)  # past one verify interval
-        assert monitor.lines == [], f"the restart changed the kernel: {monitor.lines[:5]}"
+        # Our table only: a verify reads its fixed chains' reference from a scratch table (no hook,
+        # deleted at once, once per backend: `NftablesBackend.fixed_reference`); the generation
+        # lines of those transactions name no object.
+        ours = [ln for ln in monitor.lines if "inet stockade_ref" not in ln and not ln.startswith("# new generation")]
+        assert ours == [], f"the restart changed the kernel: {ours[:5]}"
         assert stack.metric("stockade_agent_drift_repairs_total") == 0
 
         # someone empties our address set by hand (its elements in the shared hosts set) and the
@@ -136,11 +140,13 @@ def test_restarting_the_agent_does_not_flap_and_drift_is_repaired(stack: Stack) 
         elems = nft_render.tagged(nft_render.set_forms(set_id, model.sets[set_id])[4], names.nft_tag(set_id))
         script = f"flush chain inet stockade {chain}\ndelete element inet stockade hosts4 {{ {', '.join(elems)} }}\n"
         assert ns.run(["nft", "-f", "-"], NETNS, input=script).returncode == 0
-        assert stack.kernel_problems(model) != []
+        # (no look at the damage here: the tamper watcher repairs it within milliseconds, so the
+        # monitor below is the witness that it happened)
         eventually(lambda: stack.metric("stockade_agent_drift_repairs_total") >= 1, timeout=5, what="a drift repair")
         assert stack.kernel_problems(model) == []
         assert any("delete" in line for line in monitor.lines)  # the monitor saw changes: it works
-        assert "drift repaired" in stack.agent_log()
+        log = stack.agent_log()
+        assert "drift repaired" in log or "tampering repaired" in log  # the periodic check, or the watcher
     finally:
         monitor.stop()
     t = connect("client", OTHER_PORT)

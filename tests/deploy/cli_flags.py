@@ -42,6 +42,8 @@ DOCUMENTED_FLAGS: dict[str, frozenset[str]] = {
         {
             "--node",
             "--brain",
+            "--keepalive-time",
+            "--keepalive-timeout",
             "--backend",
             "--nflog-group",
             "--tls-cert",

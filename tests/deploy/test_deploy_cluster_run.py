@@ -27,6 +27,7 @@ from .test_deploy_agent_certs import cert_manager_like_ca
 
 NODES = ["node-a", "node-b"]  # as in compose/cluster.yaml, which the API server serves
 BRAIN_HOST = "stockade-brain.stockade-system.svc"
+PEERS_HOST = "stockade-brain-peers.stockade-system.svc"  # what the agents dial (every brain)
 REDIS_HOST = "stockade-redis.stockade-system.svc"
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -39,7 +40,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         pytest.skip(why)
     s = Stack(tmp_path, NODES)
     try:
-        s.up(core_names=[REDIS_HOST, BRAIN_HOST], agent_names=[BRAIN_HOST])
+        s.up(core_names=[REDIS_HOST, BRAIN_HOST], agent_names=[BRAIN_HOST, PEERS_HOST])
         yield s
     finally:
         s.down()

@@ -326,14 +326,27 @@ def test_agent_mounts_the_xtables_lock_and_probes_readiness(objects: list[Obj]) 
 
 
 def test_agent_reaches_the_brain_by_a_name_its_certificate_carries(objects: list[Obj]) -> None:
+    """Agents dial a headless Service's name: it resolves to every ready brain (issue 13: an agent
+    moves to another brain when its own goes away), and the brains' certificate carries it."""
     (c,) = find(objects, "DaemonSet", "stockade-agent")["spec"]["template"]["spec"]["containers"]
     args = dict(a.split("=", 1) for a in c["args"][1:])
     host, _, port = args["--brain"].rpartition(":")
     cert = find(objects, "Certificate", "stockade-brain")
     assert host in cert["spec"]["dnsNames"]
+    name, namespace, *_ = host.split(".")
+    peers = find(objects, "Service", name)
+    assert name == "stockade-brain-peers" and namespace == peers["metadata"]["namespace"]
+    assert peers["spec"]["clusterIP"] == "None"  # one record per ready brain pod, not one virtual IP
+    assert not peers["spec"].get("publishNotReadyAddresses")  # a brain that is not ready is not dialled
+    brain_labels = find(objects, "Deployment", "stockade-brain")["spec"]["template"]["metadata"]["labels"]
+    assert peers["spec"]["selector"].items() <= brain_labels.items()
+    (p,) = peers["spec"]["ports"]
+    assert (p["port"], p["targetPort"]) == (int(port), "grpc")
+    for n in (name, f"{name}.{namespace}", f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.cluster.local"):
+        assert n in cert["spec"]["dnsNames"]
+    # The ClusterIP Service stays, for the admin API and metrics (the CLI, Prometheus).
     svc = find(objects, "Service", "stockade-brain")
-    assert host.split(".")[0] == svc["metadata"]["name"]
-    assert int(port) in {p["port"] for p in svc["spec"]["ports"]}
+    assert svc["spec"]["type"] == "ClusterIP" and int(port) in {p["port"] for p in svc["spec"]["ports"]}
 
 
 # --- certificates, Redis, monitoring ---------------------------------------------------------

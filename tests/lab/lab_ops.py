@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from stockade.lab import nsenter, state
+from stockade.lab import brains, nsenter, state
 from stockade.lab.config import LabConfig
 from stockade.lab.state import LabState
 
@@ -93,10 +93,26 @@ def counters(text: str, name: str) -> dict[Labels, float]:
 
 
 def brain_metrics(st: LabState) -> str:
+    """Brain 1's /metrics (what it alone counts: its own agents' reports)."""
     import urllib.request
 
     with urllib.request.urlopen(f"http://127.0.0.1:{st.ports['brain_http']}/metrics", timeout=5) as r:
         return str(r.read().decode())
+
+
+def brains_metrics(st: LabState) -> dict[str, str]:
+    """Every running brain's /metrics, by process name (brain, brain2, ...)."""
+    return {b.name: brains.metrics(st, b, timeout=5) for b in brains.of(st) if brains.process_state(st, b) == "running"}
+
+
+def brain_counters(st: LabState, name: str) -> dict[Labels, float]:
+    """Counter `name` summed over every brain: each counts what its own agents report, as
+    Prometheus' sum over the replicas does."""
+    out: dict[Labels, float] = defaultdict(float)
+    for text in brains_metrics(st).values():
+        for labels, v in counters(text, name).items():
+            out[labels] += v
+    return dict(out)
 
 
 def agent_metrics(st: LabState, node: str) -> str:

@@ -19,9 +19,10 @@ import pytest
 from cryptography import x509
 from prometheus_client.parser import text_string_to_metric_families
 
+from stockade.lab import brains
 from stockade.tls import CertPair, issue_brain_cert, issue_node_cert, make_ca
 
-from .lab_ops import agent_metrics, brain_metrics, enforced, lab_state, poll
+from .lab_ops import agent_metrics, brains_metrics, enforced, lab_state, poll
 from .labenv import Lab
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -119,21 +120,25 @@ def _a_reaches_b(lab: Lab) -> bool:
 def test_renewals_reach_brain_and_agents_without_restarts(lab: Lab) -> None:
     st = lab_state(lab)
     certs = lab.dir / "certs"
-    port = st.ports["brain_grpc"]
-    pids = {name: pid for name, (pid, _) in st.processes.items() if name == "brain" or name.startswith("agent-")}
+    # Every brain reads the same certificate files: each must serve what was renewed.
+    ports = [b.port(st, "grpc") for b in brains.of(st)]
+    assert len(ports) == 2, "the lab runs two brains by default"
+    names = {b.name for b in brains.of(st)}
+    pids = {name: pid for name, (pid, _) in st.processes.items() if name in names or name.startswith("agent-")}
     ca = CertPair((certs / "ca.crt").read_bytes(), (certs / "ca.key").read_bytes())
     assert _a_reaches_b(lab)
-    assert _served_serial(port, certs) == _serial((certs / "brain.crt").read_bytes())
+    assert {_served_serial(port, certs) for port in ports} == {_serial((certs / "brain.crt").read_bytes())}
 
     # 1. The brain's certificate renewed (a new key, the same CA), then a policy change.
     brain = issue_brain_cert(ca, ["localhost", "127.0.0.1"], days=2)
     _install(brain, certs / "brain")
-    assert _served_serial(port, certs) == _serial(brain.cert)
+    assert {_served_serial(port, certs) for port in ports} == {_serial(brain.cert)}
     lab.run("apply", "-f", lab.write("deny.yaml", DENY_B), "--wait", timeout=90)
     assert not _a_reaches_b(lab)  # the agents that kept their streams got the change
-    expiry = _gauge(brain_metrics(st), "stockade_brain_certificate_expiry_seconds")
-    assert [labels["serial"] for labels, _ in expiry] == [f"{_serial(brain.cert):x}"]
-    assert 86400 < expiry[0][1] <= 2 * 86400
+    for name, text in brains_metrics(st).items():
+        expiry = _gauge(text, "stockade_brain_certificate_expiry_seconds")
+        assert [labels["serial"] for labels, _ in expiry] == [f"{_serial(brain.cert):x}"], name
+        assert 86400 < expiry[0][1] <= 2 * 86400
     for node in ("node-1", "node-2"):
         assert _gauge(agent_metrics(st, node), "stockade_agent_certificate_renewals") == [({}, 0.0)]
 
@@ -157,7 +162,7 @@ def test_renewals_reach_brain_and_agents_without_restarts(lab: Lab) -> None:
     _replace(certs / "ca.crt", ca.cert + new_ca.cert)
     brain2 = issue_brain_cert(new_ca, ["localhost", "127.0.0.1"], days=2)
     _install(brain2, certs / "brain")
-    assert _served_serial(port, certs) == _serial(brain2.cert)
+    assert {_served_serial(port, certs) for port in ports} == {_serial(brain2.cert)}
     poll(
         lambda: [_gauge(agent_metrics(st, n), "stockade_agent_certificate_renewals") for n in ("node-1", "node-2")],
         lambda g: g == [[({}, 1.0)], [({}, 2.0)]],  # each agent reconnected for the new bundle

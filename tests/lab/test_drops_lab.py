@@ -19,9 +19,8 @@ from .e2e import XYZ, pol
 from .lab_ops import (
     agent_totals,
     attempts,
-    brain_metrics,
+    brain_counters,
     config,
-    counters,
     diff,
     enforced,
     lab_state,
@@ -66,7 +65,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 
 def _brain_blocked(lab: Lab) -> dict[tuple[str, ...], float]:
-    raw = counters(brain_metrics(lab_state(lab)), "stockade_brain_blocked_connections")
+    raw = brain_counters(lab_state(lab), "stockade_brain_blocked_connections")  # every brain's
     return {tuple(dict(k)[f] for f in ("protocol", "dport", "direction", "namespace")): v for k, v in raw.items()}
 
 

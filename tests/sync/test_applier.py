@@ -84,6 +84,21 @@ def test_backoff_grows_with_jitter_and_resets() -> None:
     assert b.next() <= 0.1
 
 
+def test_backoff_is_short_for_an_unreachable_brain_and_long_for_a_refusal() -> None:
+    from stockade.agent.sync.client import _is_refusal
+
+    b = Backoff(rng=random.Random(2))  # the agent's defaults
+    waits = [b.next() for _ in range(12)]
+    assert max(waits) <= 1.0  # a restarted brain gets every agent back within ~2 s of listening
+    refused = [b.next(refused=True) for _ in range(12)]
+    assert 15.0 <= refused[-1] <= 30.0  # refusals do not mend by themselves: no TokenReview storm
+    assert _is_refusal("UNAUTHENTICATED: the token does not prove node n1", None)
+    assert _is_refusal("PERMISSION_DENIED: node n2 is not this agent's", None)
+    assert _is_refusal("the brain speaks protocol 1", "the brain speaks protocol 1")
+    assert not _is_refusal("UNAVAILABLE: failed to connect to all addresses", None)
+    assert not _is_refusal("the brain closed the stream", None)
+
+
 def test_metrics_read_the_status() -> None:
     from prometheus_client import CollectorRegistry, generate_latest
 

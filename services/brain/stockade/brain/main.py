@@ -41,11 +41,14 @@ from stockade.brain.drops import (
     connect,
 )
 from stockade.brain.drops.nostore import NO_QUOTA
+from stockade.brain.drops.peers import SharedFeed
 from stockade.brain.drops.quota import QuotaConfig
 from stockade.brain.drops.servicer import DropServicer
+from stockade.brain.drops.view import DropsView
 from stockade.brain.engine import Deltas, Engine, NotRealized, Rejection
 from stockade.brain.events import EventRecorder, EventsCollector, ObjectEvents
 from stockade.brain.fanout import FanOut
+from stockade.brain.fanout.peers import PeerSync, brain_id
 from stockade.brain.identity_metrics import IdentityCollector
 from stockade.brain.leader import ElectionConfig, LeaderCollector, LeaderElector, default_identity
 from stockade.brain.nodeauth import NodeAuth
@@ -63,6 +66,8 @@ SWITCH_INTERVAL = 0.001  # seconds: see Brain.run_forever
 log = logging.getLogger("stockade.brain")
 
 STOP_GRACE = 10.0  # seconds for a clean shutdown; well inside Kubernetes' default 30 s grace
+SHUTDOWN_MESSAGE = "brain shutting down: reconnect to another brain"
+STREAMS_GRACE = 1.0  # seconds for the agents' streams to end with that status
 
 # Admin calls that read the engine (DryRun compiles engines of its own; drops and resync read
 # the store and the fan-out).
@@ -130,6 +135,7 @@ class Brain:
         self.history = IpHistory()
         self.feed = DropFeed()
         self.aggregator: Aggregator | None = None
+        self.peers: PeerSync | None = None  # with Redis: the other brains' agents (fanout/peers.py)
         self._servers: list[grpc.aio.Server] = []
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -353,9 +359,7 @@ class Brain:
             auth,
             objects=self.objects,
             status=self.fanout,
-            drops=store
-            if self.aggregator is not None and isinstance(store := self.aggregator.store, RedisStore)
-            else None,
+            drops=DropsView(self.aggregator) if self.aggregator is not None else None,  # memory while Redis is away
             feed=self.feed,
             resync=self._resync,
         )
@@ -439,7 +443,7 @@ class Brain:
         await self.worker.idle()  # then read with no await before wait_synced has its feeds
         nodes = self.engine.nodes()
         ok = await self.fanout.wait_synced(nodes, max(0.0, deadline - time.monotonic()), ready=True)
-        status = {n: self.fanout.node_status(n) for n in nodes}
+        status = {n: self.fanout.node_view(n) for n in nodes}  # with peers: every brain's agents
         not_ready = {n: r for n, st in status.items() if (r := st.not_ready_reason) is not None}
         pending = [n for n in nodes if status[n].applied_generation < self.fanout.feed(n).generation or n in not_ready]
         body: dict[str, Any] = {"realized": ok and not pending, "resourceVersion": self.seen_rv, "pending": pending}
@@ -476,7 +480,10 @@ class Brain:
         resolver = EngineResolver(self.engine, self.history, busy=busy)
         quota = self.config.drops_quota if redis else NO_QUOTA
         self.aggregator = Aggregator(store, resolver, metrics, quota=quota)
-        self.aggregator.listener = FeedListener(self.feed, self.aggregator.resolver)
+        # follow streams get every brain's records, shared over Redis (drops/peers.py)
+        shared = SharedFeed.of(self.feed, self.aggregator)
+        self.aggregator.listener = FeedListener(shared, self.aggregator.resolver)
+        self._tasks.append(asyncio.create_task(shared.run(), name="drops-follow-peers"))
         self._tasks.append(asyncio.create_task(self.aggregator.run(), name="drops-flush"))
         client = self._client = await api_client(self.config.kubeconfig)
         self.recorder.attach(client)
@@ -485,7 +492,12 @@ class Brain:
             self.elector = LeaderElector(client, self.config.election, on_started=self._on_leading)
             self._tasks.append(asyncio.create_task(self.elector.run(), name="leader-election"))
         if self.config.remove_startup_taints:
-            self.taints = StartupTaints(client, self.fanout.node_status)
+            # The leader removes every node's taint, going by what the peers say of the nodes they
+            # serve (Redis); without that shared view each brain can only vouch for its own
+            # agents, so each may patch those (the patch is conditional on the resourceVersion).
+            self.taints = StartupTaints(
+                client, self.fanout.node_view, may_write=lambda: self.fanout.peers is None or self.is_leader()
+            )
         # Only what the engine and the tools read of each object is held (sources/slim.py).
         self.sources = Sources(client, self.on_event, slim=brain_slimmer())
         # The first list and the cold start allocate millions of long-lived objects: automatic
@@ -504,6 +516,14 @@ class Brain:
                 await asyncio.sleep(0.05)
         finally:
             failed.cancel()
+        if self.config.redis_url:  # before agents connect: their status is shared from the first
+            self.peers = PeerSync(
+                connect(self.config.redis_url, socket_timeout=2.0, socket_connect_timeout=1.0),
+                self.fanout,
+                before_feed=self.worker.idle,
+                brain=brain_id(self.fanout.epoch, self.config.election.identity if self.config.election else ""),
+            )
+            self.peers.start()
         await self._start_grpc()
         if self.taints is not None:
             self._tasks.append(asyncio.create_task(self.taints.run(), name="startup-taints"))
@@ -529,10 +549,18 @@ class Brain:
 
     async def _stop(self) -> None:
         gc.enable()  # if stopped before the cold start finished
+        # The agents first: every sync stream ends now with UNAVAILABLE, so each agent moves to
+        # another brain at once instead of waiting out the servers' grace.
+        ended = self.fanout.close_all("UNAVAILABLE", SHUTDOWN_MESSAGE)
+        if ended:
+            log.info("ended %d agents' sync streams: %s", ended, SHUTDOWN_MESSAGE)
+        await self._streams_closed(STREAMS_GRACE)
         if self.sources is not None:
             await self.sources.stop()
         for server in self._servers:
             await server.stop(1.0)
+        if self.peers is not None:
+            await self.peers.close()  # this brain's nodes leave its peers' view now, not at the TTL
         if self.aggregator is not None:
             await self.aggregator.close()
         if self.elector is not None:
@@ -544,6 +572,13 @@ class Brain:
         if self._client is not None:
             await self._client.close()
             self._client = None
+
+    async def _streams_closed(self, timeout: float) -> None:
+        """Until every ended stream has sent its status (its session is gone), or ``timeout``."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while self.fanout.sessions and loop.time() < end:
+            await asyncio.sleep(0.01)
 
     async def run_forever(self) -> None:
         """Serve until SIGTERM/SIGINT (honoured at any time: while listing, while compiling) or

@@ -44,8 +44,9 @@ def server_options(keepalive_time_ms: int = 10_000, keepalive_timeout_ms: int = 
         ("grpc.http2.ping_timeout_ms", keepalive_timeout_ms),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
-        # Agents ping too (every few seconds); don't punish them for it.
-        ("grpc.http2.min_recv_ping_interval_without_data_ms", 1_000),
+        # Agents ping twice a second (to notice a frozen brain within the 2 s failover target,
+        # `stockade.agent.sync.client.KEEPALIVE_TIME`); don't punish them for it (0: no limit).
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 100),
         ("grpc.http2.max_ping_strikes", 0),
         ("grpc.max_receive_message_length", MAX_AGENT_MESSAGE),
         ("grpc.max_send_message_length", 256 * 1024 * 1024),
@@ -143,7 +144,14 @@ class SyncService:
             code, message = session.end
             if code != "OK":
                 self.refused += code == "INVALID_ARGUMENT"
-                log.warning("sync stream of %s (%s) ended: %s", hello.node, peer, message)
+                # Shutting down ends every stream on purpose: the brain says so once (main.py).
+                log.log(
+                    logging.DEBUG if self.fanout.closing is not None else logging.WARNING,
+                    "sync stream of %s (%s) ended: %s",
+                    hello.node,
+                    peer,
+                    message,
+                )
                 await context.abort(grpc.StatusCode[code], message)
         except asyncio.CancelledError:
             # The server is stopping (or the RPC was cancelled): nothing left to send.

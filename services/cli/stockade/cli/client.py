@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 
+from stockade.dial import TargetError, parse_targets
 from stockade.v1 import admin_pb2_grpc
 
 LAB_DIR_DEFAULT = "/run/stockade-lab"
@@ -25,7 +26,10 @@ LAB_DIR_DEFAULT = "/run/stockade-lab"
 
 def add_connection_args(p: argparse.ArgumentParser, output: Sequence[str] = ("table", "json", "yaml")) -> None:
     g = p.add_argument_group("connection (flags, then STOCKADE_* variables, then the running lab)")
-    g.add_argument("--brain", help="admin API address host:port (env STOCKADE_BRAIN)")
+    g.add_argument(
+        "--brain",
+        help="admin API address host:port, or several (h:p,h:p): the first that answers (env STOCKADE_BRAIN)",
+    )
     g.add_argument("--token", help="bearer token (env STOCKADE_TOKEN)")
     g.add_argument("--ca", help="CA certificate to verify the brain (env STOCKADE_CA)")
     g.add_argument("--cert", help="client certificate, instead of a token (env STOCKADE_CERT)")
@@ -74,8 +78,13 @@ def resolve(args: argparse.Namespace) -> Connection:
 
     cert = pick("cert", "STOCKADE_CERT", "cert")
     address = pick("brain", "STOCKADE_BRAIN", "brain")
-    if cert and not (getattr(args, "brain", None) or os.environ.get("STOCKADE_BRAIN")) and lab.get("mtls_brain"):
-        address = str(lab["mtls_brain"])  # the lab's port that verifies client certificates
+    from_lab = not (getattr(args, "brain", None) or os.environ.get("STOCKADE_BRAIN"))
+    if from_lab and isinstance(lab.get("brains"), list) and lab["brains"]:
+        address = ",".join(map(str, lab["brains"]))  # every lab brain: the first that answers serves
+    if cert and from_lab and lab.get("mtls_brain"):
+        # the lab's ports that verify client certificates
+        mtls = lab.get("mtls_brains")
+        address = ",".join(map(str, mtls)) if isinstance(mtls, list) and mtls else str(lab["mtls_brain"])
     if not address:
         raise ConnectionError(
             "no brain to talk to: pass --brain HOST:PORT (or set STOCKADE_BRAIN), or start a lab with `stockade lab up`"
@@ -99,7 +108,30 @@ def _read(path: str, what: str) -> bytes:
         raise ConnectionError(f"cannot read {what} {path}: {e.strerror}") from None
 
 
+def grpc_target(address: str) -> str:
+    """``--brain`` as a gRPC target. A list of addresses (``H:P,H:P``, one family) becomes one
+    target that gRPC tries in order, so the CLI reaches whichever brain is up; a name (a
+    Service) stays a name, which gRPC resolves to every brain it has."""
+    if "," not in address:
+        return address
+    try:
+        targets = parse_targets(address)
+    except TargetError as e:
+        raise ConnectionError(str(e)) from None
+    if len(targets) == 1:
+        return str(targets[0])
+    if any(t.is_name for t in targets):
+        raise ConnectionError(
+            f"--brain {address}: list IP addresses only (one family), or give one name that resolves to every brain"
+        )
+    families = {":" in t.host for t in targets}
+    if len(families) > 1:
+        raise ConnectionError(f"--brain {address}: IPv4 and IPv6 addresses cannot be mixed in one list")
+    return ("ipv6:" if families == {True} else "ipv4:") + ",".join(str(t) for t in targets)
+
+
 def channel(conn: Connection) -> grpc.aio.Channel:
+    target = grpc_target(conn.address)
     options: list[tuple[str, Any]] = []
     if conn.server_name:
         options.append(("grpc.ssl_target_name_override", conn.server_name))
@@ -111,7 +143,7 @@ def channel(conn: Connection) -> grpc.aio.Channel:
             private_key=_read(conn.key, "client key") if conn.cert and conn.key else None,
             certificate_chain=_read(conn.cert, "client certificate") if conn.cert and conn.key else None,
         )
-        return grpc.aio.secure_channel(conn.address, creds, options=options)
+        return grpc.aio.secure_channel(target, creds, options=options)
     if conn.cert:
         raise ConnectionError("a client certificate needs TLS: pass --ca with the CA that signed the brain's cert")
     if conn.token and not conn.insecure:
@@ -120,7 +152,7 @@ def channel(conn: Connection) -> grpc.aio.Channel:
             f"refusing to send the token to {conn.address} in plain text: pass --ca CA.crt (env STOCKADE_CA, the CA "
             "that signed the brain's certificate), or --insecure if this brain really runs without TLS (tests only)"
         )
-    return grpc.aio.insecure_channel(conn.address, options=options)
+    return grpc.aio.insecure_channel(target, options=options)
 
 
 def metadata(conn: Connection) -> list[tuple[str, str]]:

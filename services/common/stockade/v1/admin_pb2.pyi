@@ -55,13 +55,15 @@ class ListNodesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ListNodesResponse(_message.Message):
-    __slots__ = ("nodes",)
+    __slots__ = ("nodes", "view")
     NODES_FIELD_NUMBER: _ClassVar[int]
+    VIEW_FIELD_NUMBER: _ClassVar[int]
     nodes: _containers.RepeatedCompositeFieldContainer[NodeStatus]
-    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ...) -> None: ...
+    view: str
+    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., view: _Optional[str] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("name", "connected", "desired_generation", "applied_generation", "backend", "last_apply_time", "last_error", "pods", "chains", "sets", "ready", "problems", "refused", "protocol", "agent_version")
+    __slots__ = ("name", "connected", "desired_generation", "applied_generation", "backend", "last_apply_time", "last_error", "pods", "chains", "sets", "ready", "problems", "refused", "protocol", "agent_version", "brain")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
     DESIRED_GENERATION_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +79,7 @@ class NodeStatus(_message.Message):
     REFUSED_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    BRAIN_FIELD_NUMBER: _ClassVar[int]
     name: str
     connected: bool
     desired_generation: int
@@ -92,7 +95,8 @@ class NodeStatus(_message.Message):
     refused: str
     protocol: int
     agent_version: str
-    def __init__(self, name: _Optional[str] = ..., connected: _Optional[bool] = ..., desired_generation: _Optional[int] = ..., applied_generation: _Optional[int] = ..., backend: _Optional[str] = ..., last_apply_time: _Optional[float] = ..., last_error: _Optional[str] = ..., pods: _Optional[int] = ..., chains: _Optional[int] = ..., sets: _Optional[int] = ..., ready: _Optional[bool] = ..., problems: _Optional[_Iterable[str]] = ..., refused: _Optional[str] = ..., protocol: _Optional[int] = ..., agent_version: _Optional[str] = ...) -> None: ...
+    brain: str
+    def __init__(self, name: _Optional[str] = ..., connected: _Optional[bool] = ..., desired_generation: _Optional[int] = ..., applied_generation: _Optional[int] = ..., backend: _Optional[str] = ..., last_apply_time: _Optional[float] = ..., last_error: _Optional[str] = ..., pods: _Optional[int] = ..., chains: _Optional[int] = ..., sets: _Optional[int] = ..., ready: _Optional[bool] = ..., problems: _Optional[_Iterable[str]] = ..., refused: _Optional[str] = ..., protocol: _Optional[int] = ..., agent_version: _Optional[str] = ..., brain: _Optional[str] = ...) -> None: ...
 
 class ExplainRequest(_message.Message):
     __slots__ = ("to", "port", "protocol")
@@ -183,14 +187,34 @@ class TopDropsRequest(_message.Message):
     def __init__(self, window: _Optional[str] = ..., group_by: _Optional[_Iterable[str]] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class TopDropsResponse(_message.Message):
-    __slots__ = ("rows", "window", "refused")
+    __slots__ = ("rows", "window", "refused", "store")
     ROWS_FIELD_NUMBER: _ClassVar[int]
     WINDOW_FIELD_NUMBER: _ClassVar[int]
     REFUSED_FIELD_NUMBER: _ClassVar[int]
+    STORE_FIELD_NUMBER: _ClassVar[int]
     rows: _containers.RepeatedCompositeFieldContainer[DropCount]
     window: str
     refused: _containers.RepeatedCompositeFieldContainer[DropRefusal]
-    def __init__(self, rows: _Optional[_Iterable[_Union[DropCount, _Mapping]]] = ..., window: _Optional[str] = ..., refused: _Optional[_Iterable[_Union[DropRefusal, _Mapping]]] = ...) -> None: ...
+    store: DropStoreStatus
+    def __init__(self, rows: _Optional[_Iterable[_Union[DropCount, _Mapping]]] = ..., window: _Optional[str] = ..., refused: _Optional[_Iterable[_Union[DropRefusal, _Mapping]]] = ..., store: _Optional[_Union[DropStoreStatus, _Mapping]] = ...) -> None: ...
+
+class DropStoreStatus(_message.Message):
+    __slots__ = ("source", "redis_configured", "redis_available", "unavailable_since", "error", "buffered_events", "memory_since")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    REDIS_CONFIGURED_FIELD_NUMBER: _ClassVar[int]
+    REDIS_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    UNAVAILABLE_SINCE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    BUFFERED_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_SINCE_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    redis_configured: bool
+    redis_available: bool
+    unavailable_since: float
+    error: str
+    buffered_events: int
+    memory_since: float
+    def __init__(self, source: _Optional[str] = ..., redis_configured: _Optional[bool] = ..., redis_available: _Optional[bool] = ..., unavailable_since: _Optional[float] = ..., error: _Optional[str] = ..., buffered_events: _Optional[int] = ..., memory_since: _Optional[float] = ...) -> None: ...
 
 class DropRefusal(_message.Message):
     __slots__ = ("node", "reason", "count")
@@ -232,7 +256,7 @@ class FollowDropsRequest(_message.Message):
     def __init__(self, namespace: _Optional[str] = ..., pod: _Optional[str] = ..., direction: _Optional[str] = ..., protocol: _Optional[str] = ..., port: _Optional[int] = ...) -> None: ...
 
 class DropRecord(_message.Message):
-    __slots__ = ("time", "node", "direction", "src", "dst", "src_pod", "dst_pod", "protocol", "sport", "dport", "policies")
+    __slots__ = ("time", "node", "direction", "src", "dst", "src_pod", "dst_pod", "protocol", "sport", "dport", "policies", "store")
     TIME_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     DIRECTION_FIELD_NUMBER: _ClassVar[int]
@@ -244,6 +268,7 @@ class DropRecord(_message.Message):
     SPORT_FIELD_NUMBER: _ClassVar[int]
     DPORT_FIELD_NUMBER: _ClassVar[int]
     POLICIES_FIELD_NUMBER: _ClassVar[int]
+    STORE_FIELD_NUMBER: _ClassVar[int]
     time: float
     node: str
     direction: str
@@ -255,7 +280,8 @@ class DropRecord(_message.Message):
     sport: int
     dport: int
     policies: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, time: _Optional[float] = ..., node: _Optional[str] = ..., direction: _Optional[str] = ..., src: _Optional[str] = ..., dst: _Optional[str] = ..., src_pod: _Optional[str] = ..., dst_pod: _Optional[str] = ..., protocol: _Optional[str] = ..., sport: _Optional[int] = ..., dport: _Optional[int] = ..., policies: _Optional[_Iterable[str]] = ...) -> None: ...
+    store: DropStoreStatus
+    def __init__(self, time: _Optional[float] = ..., node: _Optional[str] = ..., direction: _Optional[str] = ..., src: _Optional[str] = ..., dst: _Optional[str] = ..., src_pod: _Optional[str] = ..., dst_pod: _Optional[str] = ..., protocol: _Optional[str] = ..., sport: _Optional[int] = ..., dport: _Optional[int] = ..., policies: _Optional[_Iterable[str]] = ..., store: _Optional[_Union[DropStoreStatus, _Mapping]] = ...) -> None: ...
 
 class ResyncRequest(_message.Message):
     __slots__ = ("node",)

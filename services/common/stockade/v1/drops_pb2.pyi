@@ -58,11 +58,15 @@ class DropBatch(_message.Message):
     def __init__(self, node: _Optional[str] = ..., instance: _Optional[str] = ..., seq: _Optional[int] = ..., events: _Optional[_Iterable[_Union[DropEvent, _Mapping]]] = ..., shed: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class DropAck(_message.Message):
-    __slots__ = ("last_seq", "batches", "events")
+    __slots__ = ("last_seq", "batches", "events", "brain", "accepted_seq")
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
     BATCHES_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
+    BRAIN_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_SEQ_FIELD_NUMBER: _ClassVar[int]
     last_seq: int
     batches: int
     events: int
-    def __init__(self, last_seq: _Optional[int] = ..., batches: _Optional[int] = ..., events: _Optional[int] = ...) -> None: ...
+    brain: str
+    accepted_seq: int
+    def __init__(self, last_seq: _Optional[int] = ..., batches: _Optional[int] = ..., events: _Optional[int] = ..., brain: _Optional[str] = ..., accepted_seq: _Optional[int] = ...) -> None: ...

@@ -12,13 +12,12 @@ import importlib.util
 import json
 import shutil
 import socket
-import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stockade.lab import agentids, procs
+from stockade.lab import agentids, brains, procs
 from stockade.lab.config import LabConfig
 from stockade.lab.state import LabState
 
@@ -145,8 +144,11 @@ def write_admin_access(st: LabState, state_dir: Path) -> None:
     path = state_dir / "admin-tokens.json"
     path.write_text(json.dumps(tokens, indent=1))
     path.chmod(0o600)
-    access = {
+    every = brains.of(st)
+    access: dict[str, Any] = {
         "brain": f"127.0.0.1:{st.ports['brain_admin']}",
+        # Every brain answers the admin API (each with what it knows; brain 1 first).
+        "brains": [f"127.0.0.1:{b.port(st, 'admin')}" for b in every],
         "token": admin,
         "read_token": reader,
         "ca": str(certs_dir(state_dir) / "ca.crt"),
@@ -154,25 +156,32 @@ def write_admin_access(st: LabState, state_dir: Path) -> None:
     }
     if "brain_admin_mtls" in st.ports:  # operator certificates are verified there
         access["mtls_brain"] = f"127.0.0.1:{st.ports['brain_admin_mtls']}"
+        access["mtls_brains"] = [f"127.0.0.1:{b.port(st, 'admin_mtls')}" for b in every]
     (state_dir / "admin.json").write_text(json.dumps(access, indent=1))
     (state_dir / "admin.json").chmod(0o600)
 
 
-def brain_launch(st: LabState, state_dir: Path) -> Launch:
+def brain_launch(st: LabState, state_dir: Path, brain: brains.Brain | None = None) -> Launch:
+    b = brain or brains.Brain(1)
+    mtls = b.key("admin_mtls")
     return Launch(
-        "brain",
+        b.name,
         stockade_argv(
             "brain",
             "--kubeconfig",
             str(state_dir / "kubeconfig"),
             "--listen",
-            f"127.0.0.1:{st.ports['brain_grpc']}",
+            f"127.0.0.1:{b.port(st, 'grpc')}",
             "--admin-listen",
-            f"127.0.0.1:{st.ports['brain_admin']}",
+            f"127.0.0.1:{b.port(st, 'admin')}",
             "--admin-mtls-listen",
-            f"127.0.0.1:{st.ports['brain_admin_mtls']}" if "brain_admin_mtls" in st.ports else "",
+            f"127.0.0.1:{st.ports[mtls]}" if mtls in st.ports else "",
             "--http",
-            f"127.0.0.1:{st.ports['brain_http']}",
+            f"127.0.0.1:{b.port(st, 'http')}",
+            # Brains elect a leader (the one that writes to the API) by a Lease in the lab's API.
+            "--leader-identity",
+            b.identity,
+            *brains.LEASE_FLAGS,
             "--tls-dir",
             str(certs_dir(state_dir)),
             "--admin-tokens-file",
@@ -187,8 +196,8 @@ def brain_launch(st: LabState, state_dir: Path) -> Launch:
 
 
 def agent_launch(st: LabState, node: str, netns: str, state_dir: Path) -> Launch:
-    # The agent reaches the brain through the relay on its node's own loopback (see relay.py),
-    # and serves its health and metrics on that loopback too.
+    # The agent reaches every brain through the relays on its node's own loopback (see relay.py)
+    # and picks one, moving to another when its brain goes away; it serves its health and metrics on that loopback too.
     return Launch(
         f"agent-{node}",
         stockade_argv(
@@ -196,7 +205,7 @@ def agent_launch(st: LabState, node: str, netns: str, state_dir: Path) -> Launch
             "--node",
             node,
             "--brain",
-            f"127.0.0.1:{st.ports['brain_grpc']}",
+            brains.agent_brain_flag(st),
             "--backend",
             st.backend,
             "--tls-dir",
@@ -221,34 +230,16 @@ def http_ok(url: str) -> bool:
         return bool(resp.status == 200)
 
 
-def brain_ready(st: LabState) -> bool:
-    return http_ok(f"http://127.0.0.1:{st.ports['brain_http']}/readyz")
+def brain_ready(st: LabState, brain: brains.Brain | None = None) -> bool:
+    return http_ok(f"http://127.0.0.1:{(brain or brains.Brain(1)).port(st, 'http')}/readyz")
 
 
 def realized(st: LabState, since: dict[str, int], timeout: float, state_dir: Path) -> dict[str, Any] | None:
-    """Ask the brain to wait until it has seen each kind's last write (kind -> resourceVersion)
-    and every node has applied what followed (``GET /v1/realized``, with the lab's read token).
-    None when this lab has no brain."""
-    if "brain_http" not in st.ports or "brain" not in st.processes:
-        return None
-    kinds = "".join(f"&{k}={v}" for k, v in sorted(since.items()))
-    url = f"http://127.0.0.1:{st.ports['brain_http']}/v1/realized?timeout={timeout:.1f}{kinds}"
-    try:
-        access = json.loads((state_dir / "admin.json").read_text())
-    except (OSError, ValueError) as e:
-        return {"realized": False, "reason": f"cannot read the lab's admin token: {e}"}
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {access.get('read_token', '')}"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout + 5) as resp:
-            data = json.loads(resp.read())
-    except urllib.error.HTTPError as e:  # 504: not realized in time; the body says what is pending
-        try:
-            data = json.loads(e.read())
-        except ValueError:
-            data = {"realized": False, "reason": f"HTTP {e.code}"}
-    except (OSError, ValueError) as e:
-        data = {"realized": False, "reason": str(e)}
-    return data if isinstance(data, dict) else {"realized": False}
+    """Wait until the brains have seen each kind's last write (kind -> resourceVersion) and every
+    node has applied what followed (realize.py asks every brain). None when this lab has no brain."""
+    from stockade.lab import realize
+
+    return realize.wait(st, since, timeout, state_dir)
 
 
 def have_redis_server() -> bool:

@@ -181,23 +181,30 @@ def flow_table(flows: list[Flow]) -> str:
 
 
 def blocked_counts(st: LabState) -> dict[tuple[str, str], float] | None:
-    """stockade_brain_blocked_connections_total summed by (protocol, dport), from the brain's /metrics."""
+    """stockade_brain_blocked_connections_total summed by (protocol, dport) over every running
+    brain's /metrics (each counts what its own agents report)."""
     if "brain" not in st.processes:
         return None
-    import urllib.request
-
     from prometheus_client.parser import text_string_to_metric_families
 
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{st.ports['brain_http']}/metrics", timeout=2) as r:
-            text = r.read().decode()
-    except OSError:
+    from stockade.lab import brains
+
+    texts = []
+    for b in brains.of(st):
+        if brains.process_state(st, b) != "running":
+            continue
+        try:
+            texts.append(brains.metrics(st, b))
+        except OSError:
+            continue
+    if not texts:
         return None
     counts: dict[tuple[str, str], float] = defaultdict(float)
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            if s.name == "stockade_brain_blocked_connections_total":
-                counts[s.labels.get("protocol", "?"), s.labels.get("dport", "?")] += s.value
+    for text in texts:
+        for fam in text_string_to_metric_families(text):
+            for s in fam.samples:
+                if s.name == "stockade_brain_blocked_connections_total":
+                    counts[s.labels.get("protocol", "?"), s.labels.get("dport", "?")] += s.value
     return dict(counts)
 
 

@@ -14,12 +14,27 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from stockade.lab import agentids, control, kubeapi, manifests, netcmds, netio, nsenter, probe, procs, render, state
+from stockade.lab import (
+    agentids,
+    brains,
+    control,
+    kubeapi,
+    manifests,
+    netcmds,
+    netio,
+    nsenter,
+    probe,
+    procs,
+    render,
+    restarts,
+    state,
+    supervisor,
+)
 from stockade.lab.config import LabConfig
 from stockade.lab.kubeproxy import launch as kube_proxy
 from stockade.lab.kubeproxy import status as kube_proxy_status
 from stockade.lab.kubeproxy import targets as service_targets
-from stockade.lab.objects import namespace_object, node_object, pod_request, running_pod
+from stockade.lab.objects import namespace_object, pod_request, running_pod
 from stockade.lab.state import LabState
 from stockade.lab.topology import Plan, PodPlan, empty_plan, place, relabel, without
 
@@ -75,9 +90,26 @@ def _start(
 
 
 def _spawn(cfg: LabConfig, st: LabState, launch: control.Launch) -> int:
-    pid = procs.spawn(cfg.state_dir, st.token, launch.name, launch.argv, launch.netns)
-    st.processes[launch.name] = [pid, procs.start_time(pid) or 0]
-    return pid
+    """Start a process as the supervisor's child (it restarts it when it dies)."""
+    if supervisor.NAME not in st.processes:  # a lab made before the supervisor
+        pid = procs.spawn(cfg.state_dir, st.token, launch.name, launch.argv, launch.netns)
+        st.processes[launch.name] = [pid, procs.start_time(pid) or 0]
+        return pid
+    req = {"op": "spawn", "name": launch.name, "argv": launch.argv, "netns": launch.netns}
+    try:
+        answer = supervisor.request(st.token, req)
+    except supervisor.Unavailable as e:
+        raise LabError(f"{e} (its log: {procs.log_path(cfg.state_dir, supervisor.NAME)})") from None
+    st.processes[launch.name] = [answer["pid"], answer["started"]]
+    return int(answer["pid"])
+
+
+def _start_supervisor(cfg: LabConfig, st: LabState) -> None:
+    """Started first, so its interpreter's start-up overlaps the wiring; `_spawn` waits for it."""
+    argv = procs.python_argv("stockade.lab.supervisor", "--dir", str(cfg.state_dir))
+    pid = procs.spawn(cfg.state_dir, st.token, supervisor.NAME, argv)
+    st.processes[supervisor.NAME] = [pid, procs.start_time(pid) or 0]
+    state.save(cfg.state_file, st)
 
 
 def _pid(st: LabState, name: str) -> int | None:
@@ -86,19 +118,13 @@ def _pid(st: LabState, name: str) -> int | None:
     return rec[0] if rec and procs.same_process(rec[0], rec[1]) else None
 
 
+def _brain_ready(st: LabState, b: brains.Brain) -> Callable[[], bool]:
+    return lambda: control.brain_ready(st, b)
+
+
 def _labd_ready(cfg: LabConfig, serial: int) -> Callable[[], bool]:
     """Whether the daemon serves a state at least as new as `serial` (it writes what it loaded)."""
     return lambda: int((cfg.state_dir / "labd.ready").read_text()) >= serial
-
-
-def _cluster_objects(st: LabState) -> list[dict[str, Any]]:
-    assert st.plan is not None
-    return (
-        [*st.namespaces.values()]
-        + [node_object(n) for n in st.plan.nodes]
-        + [*st.pods.values()]
-        + [*st.policies.values()]
-    )
 
 
 def _record_objects(st: LabState, objs: manifests.Objects, placed: dict[str, PodPlan]) -> None:
@@ -125,8 +151,13 @@ def up(
     *,
     ip_family: str = "ipv4",
     topology: str = "routed",
+    n_brains: int = brains.DEFAULT,
 ) -> LabState:
     require_root()
+    try:
+        brains.check_count(n_brains)
+    except ValueError as e:
+        raise LabError(str(e)) from None
     objs = manifests.load_files(cluster)  # bad input fails here, before anything is made
     requests = sorted(map(pod_request, objs.pods), key=lambda r: (r.namespace, r.name))
     plan = place(empty_plan(cfg.prefix, nodes, ip_family, topology), requests)
@@ -142,13 +173,14 @@ def up(
         (cfg.state_dir / "token").write_text(st.token)  # survives a damaged state file
         state.save(cfg.state_file, st)  # from here on, `down` can find everything
         t0 = time.monotonic()
+        _start_supervisor(cfg, st)
         say(f"network: {nodes} nodes, {len(plan.pods)} pods, 1 external host; {render.describe(plan)} ...")
         _wire(plan)
         say(f"  wired in {_elapsed(t0)}")
         _record_objects(st, objs, {p.key: p for p in plan.pods})
         if objs.skipped:
             say("  not modelled: " + ", ".join(f"{n} {k}" for k, n in sorted(objs.skipped.items())))
-        _start_daemons(cfg, st, redis_url, say, objs.services)
+        _start_daemons(cfg, st, redis_url, say, objs.services, n_brains)
         st.status = "ready"
         state.save(cfg.state_file, st)
         say(f"lab ready in {_elapsed(t0)}")
@@ -166,28 +198,32 @@ def _wire(plan: Plan) -> None:
 
 
 def _start_daemons(
-    cfg: LabConfig, st: LabState, redis_url: str | None, say: Say, services: list[dict[str, Any]]
+    cfg: LabConfig,
+    st: LabState,
+    redis_url: str | None,
+    say: Say,
+    services: list[dict[str, Any]],
+    n_brains: int = 1,
 ) -> None:
     assert st.plan is not None
     taken: set[int] = set()
+    every = brains.planned(n_brains)
     for name in (
         "apiserver",
-        "brain_grpc",
-        "brain_admin",
-        "brain_admin_mtls",
-        "brain_http",
+        *(b.key(p) for b in every for p in brains.PORTS),
         "agent_http",
         *(() if redis_url else ("redis",)),
     ):
         st.ports[name] = control.free_port(cfg, taken)
     brain = control.has_command("brain")
     if brain:
-        st.relays = [st.ports["brain_grpc"]]
+        st.brains = [b.describe(st) for b in every]
+        st.relays = brains.grpc_ports(st)
     st.redis_url = redis_url or f"redis://127.0.0.1:{st.ports['redis']}/0"
     brain = brain and control.has_command("agent")
     # The agents' pods, whose tokens prove their nodes to the brain (agentids.py).
     agent_pods = agentids.objects(st.plan) if brain else []
-    items = [agentids.with_startup_taint(o) if brain else o for o in _cluster_objects(st)] + agent_pods
+    items = [agentids.with_startup_taint(o) if brain else o for o in restarts.cluster_objects(st)] + agent_pods
     (cfg.state_dir / "cluster.json").write_text(json.dumps({"kind": "List", "items": items}))
     api = kubeapi.Client(f"http://127.0.0.1:{st.ports['apiserver']}")
     control.write_kubeconfig(cfg.state_dir / "kubeconfig", api.url)
@@ -207,14 +243,22 @@ def _start_daemons(
     if proxy:
         launches.append((kube_proxy.launch(cfg.state_dir), lambda: kube_proxy.ready(cfg.state_dir)))
     if brain:
-        launches.append((control.brain_launch(st, cfg.state_dir), lambda: control.brain_ready(st)))
+        for b in every:
+            launches.append((control.brain_launch(st, cfg.state_dir, b), _brain_ready(st, b)))
     agents = [(control.agent_launch(st, n.name, n.netns, cfg.state_dir), lambda: True) for n in st.plan.nodes]
     if brain:
         # The agents' tokens come from the API server (TokenRequest), as the kubelet's do: start
         # everything else, mint them once the API answers, then start the agents.
         _start(cfg, st, launches[:2])
         agentids.write_tokens(api, st.plan, cfg.state_dir)
-        _start(cfg, st, launches[2:] + agents)
+        if len(every) > 1:
+            # Agents that started before every brain listens would all pile onto the first one
+            # up (and stay: an agent moves only when its brain goes away). Once all are ready,
+            # each agent starts on its own brain, as stockade.dial.order_for picks it.
+            _start(cfg, st, launches[2:])
+            _start(cfg, st, agents)
+        else:
+            _start(cfg, st, launches[2:] + agents)
     else:
         _start(cfg, st, launches)
     if proxy:
@@ -234,12 +278,15 @@ def _start_daemons(
         st.notes.append("no `stockade brain`/`stockade agent` command in this build: policies are not enforced")
         say("brain and agents: not started (not in this build): policies are not enforced")
         return
-    say(
-        f"brain: agents' gRPC (mTLS) 127.0.0.1:{st.ports['brain_grpc']}, admin API 127.0.0.1:"
-        f"{st.ports['brain_admin']}, HTTP 127.0.0.1:{st.ports['brain_http']}"
-    )
+    for b in every:
+        say(
+            f"{b.name}: agents' gRPC (mTLS) 127.0.0.1:{b.port(st, 'grpc')}, admin API 127.0.0.1:"
+            f"{b.port(st, 'admin')}, HTTP 127.0.0.1:{b.port(st, 'http')} (Lease identity {b.identity})"
+        )
     wait_realized(st, timeout=30.0, since={}, state_dir=cfg.state_dir)
-    say(f"agents: one per node ({st.backend}), each in sync with the brain")
+    say(f"agents: one per node ({st.backend}), each in sync with the brain serving it")
+    if len(every) > 1:
+        say(brains.render(brains.status(st, _api_url(st))))
     say(f"  all started in {_elapsed(t0)}")
 
 
@@ -252,6 +299,7 @@ def _start_services(
     shown = []
     for svc in services:
         _, stored = api.put(svc)
+        st.services[manifests.key(stored)] = stored  # a restarted API server gets it back (restarts.py)
         spec = stored.get("spec") or {}
         ports = ", ".join(
             f"{p.get('protocol', 'TCP')}/{p.get('port')}"
@@ -274,8 +322,8 @@ def _sctp_ok() -> bool:
 
 
 def wait_realized(st: LabState, timeout: float, since: dict[str, int], state_dir: Path) -> bool:
-    """Wait until the brain has seen the writes in `since` (kind -> resourceVersion) and every
-    node's agent acked the result. Returns False when the lab has no brain to ask."""
+    """Wait until the brains have seen the writes in `since` (kind -> resourceVersion) and every
+    node's agent acked the result to the brain serving it. False when the lab has no brain to ask."""
     answer = control.realized(st, since, timeout, state_dir)
     if answer is None:
         return False
@@ -366,6 +414,8 @@ def _push(st: LabState, objs: list[dict[str, Any]], say: Say) -> dict[str, int]:
             continue
         verb, stored = api.put(obj)
         _note_rv(since, obj["kind"], stored)
+        if obj["kind"] == "Service":
+            st.services[manifests.key(stored)] = stored
         extra = ""
         if obj["kind"] == "Pod" and verb == "created":
             extra = f" ({obj['status']['podIP']} on {obj['spec']['nodeName']})"
@@ -417,12 +467,18 @@ def delete(cfg: LabConfig, paths: list[str], wait: bool, say: Say, timeout: floa
                 ns, _, name = key.rpartition("/")
                 gone = api.delete(kind, ns or None, name) if api else None
                 _note_rv(since, kind, gone)
-                store = {"NetworkPolicy": st.policies, "Pod": st.pods, "Namespace": st.namespaces}.get(kind, {})
+                store = {
+                    "NetworkPolicy": st.policies,
+                    "Pod": st.pods,
+                    "Namespace": st.namespaces,
+                    "Service": st.services,
+                }.get(kind, {})
                 found = store.pop(key, None) is not None or gone is not None
                 say(f"{kind.lower()}/{key} {'deleted' if found else 'not found'}")
         if gone_ns:
-            for key in [k for k in st.policies if k.split("/")[0] in gone_ns]:
-                del st.policies[key]
+            for store in (st.policies, st.services):
+                for key in [k for k in store if k.split("/")[0] in gone_ns]:
+                    del store[key]
         st.plan = without(st.plan, pod_keys)
         state.save(cfg.state_file, st)
         if removed:
@@ -433,6 +489,97 @@ def delete(cfg: LabConfig, paths: list[str], wait: bool, say: Say, timeout: floa
     if wait:
         _wait(st, since, timeout, say, cfg)
     return 0
+
+
+# -- brains (fault drills) --------------------------------------------------------------------------
+
+SIGNALS = {"TERM": signal.SIGTERM, "KILL": signal.SIGKILL, "STOP": signal.SIGSTOP}
+
+
+def _brain(st: LabState, index: int) -> brains.Brain:
+    try:
+        return brains.find(st, index)
+    except LookupError as e:
+        raise LabError(str(e)) from None
+
+
+def brains_status(cfg: LabConfig) -> list[dict[str, Any]]:
+    st = current(cfg)
+    return brains.status(st, _api_url(st) if "apiserver" in st.ports else None)
+
+
+def brain_stop(cfg: LabConfig, index: int, sig: str, say: Say) -> int:
+    """Signal one brain: TERM (it ends its agents' streams first, they move at once), KILL (they
+    notice the reset), STOP (frozen with its sockets open: only keepalives tell)."""
+    require_root()
+    with state.locked(cfg.state_dir):
+        st = current(cfg)
+        b = _brain(st, index)
+        pid = brains.pid(st, b)
+        if pid is None or brains.process_state(st, b) == "down":
+            raise LabError(f"brain {index} is not running (`stockade lab brain start {index}` starts it)")
+        if sig != "STOP" and supervisor.NAME in st.processes:
+            # An intentional stop (as scaling to 0): not restarted until `lab brain start`.
+            try:
+                supervisor.request(st.token, {"op": "hold", "name": b.name})
+            except supervisor.Unavailable as e:
+                raise LabError(str(e)) from None
+        os.kill(pid, SIGNALS[sig])
+        if sig != "STOP":
+            procs.wait_until(lambda: not procs.alive(pid), f"brain {index} did not exit on SIG{sig}", 15.0)
+        say(f"brain {index} ({b.name}, pid {pid}): SIG{sig} sent" + ("; frozen" if sig == "STOP" else "; exited"))
+    return 0
+
+
+def brain_start(cfg: LabConfig, index: int, say: Say, timeout: float = 30.0) -> int:
+    """Start one brain again (a new process, the same ports and flags), or thaw a frozen one."""
+    require_root()
+    with state.locked(cfg.state_dir):
+        st = current(cfg)
+        b = _brain(st, index)
+        now = brains.process_state(st, b)
+        if now == "running":
+            raise LabError(f"brain {index} is running already")
+        if now == "stopped":
+            pid = brains.pid(st, b)
+            assert pid is not None
+            os.kill(pid, signal.SIGCONT)
+            say(f"brain {index} ({b.name}, pid {pid}): SIGCONT sent; running again")
+            return 0
+        t0 = time.monotonic()
+        _start(cfg, st, [(control.brain_launch(st, cfg.state_dir, b), _brain_ready(st, b))], timeout)
+        state.save(cfg.state_file, st)
+        say(f"brain {index} ({b.name}, pid {st.processes[b.name][0]}) started, ready in {_elapsed(t0)}")
+    return 0
+
+
+# -- processes (restarts) ------------------------------------------------------------------------
+
+
+def processes_status(cfg: LabConfig) -> list[dict[str, Any]]:
+    """Every process of the lab: pid, running / stopped / backoff / held / down, and its restarts
+    (count, the last exit's reason and code, when), as the supervisor has them."""
+    st = current(cfg)
+    sup = supervisor.read_status(cfg.state_dir).get("processes") or {}
+    rows = []
+    for name in sorted(st.processes, key=lambda n: (n != supervisor.NAME, n)):
+        info = sup.get(name) or {}
+        pid = _pid(st, name)
+        if pid is None or not procs.alive(pid):  # a zombie is dead too
+            now = info.get("state") if info.get("state") in ("backoff", "held") else "down"
+        else:
+            now = "stopped" if procs.stopped(pid) else "running"
+        rows.append(
+            {
+                "name": name,
+                "pid": pid,
+                "state": now,
+                "restarts": int(info.get("restarts") or 0),
+                "last_exit": info.get("last_exit"),
+                "restart_in": info.get("restart_in") if now == "backoff" else None,
+            }
+        )
+    return rows
 
 
 # -- pods / probe -----------------------------------------------------------------------------------
@@ -561,6 +708,9 @@ def down(cfg: LabConfig, say: Say) -> int:
     except OSError:
         token = None
     if token:
+        sup = _pid(st, supervisor.NAME) if st else None
+        if sup:  # first, or it would restart what is being stopped
+            procs.stop([sup])
         recorded = [pid for pid in (_pid(st, name) for name in st.processes) if pid] if st else []
         pids = sorted(set(recorded) | set(procs.marked(token)))
         left = procs.stop(pids)

@@ -37,6 +37,18 @@ def spawn(
     env: dict[str, str] | None = None,
 ) -> int:
     """Start `argv` detached (own session, output to logs/<name>.log); inside `netns` if given."""
+    return popen(state_dir, token, name, argv, netns, env).pid
+
+
+def popen(
+    state_dir: Path,
+    token: str,
+    name: str,
+    argv: Sequence[str],
+    netns: str | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """As `spawn`, keeping the Popen: its owner learns the exit status (the lab's supervisor)."""
     log = log_path(state_dir, name)
     log.parent.mkdir(parents=True, exist_ok=True)
     full = ["ip", "netns", "exec", netns, *argv] if netns else list(argv)  # `ip netns exec` execs
@@ -51,7 +63,7 @@ def spawn(
             start_new_session=True,
             close_fds=True,
         )
-    return proc.pid
+    return proc
 
 
 def python_argv(module: str, *args: str) -> list[str]:
@@ -83,6 +95,15 @@ def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def stopped(pid: int) -> bool:
+    """Whether the process is stopped (SIGSTOP): not dead, and not to be restarted."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
     except (OSError, IndexError):
         return False
 

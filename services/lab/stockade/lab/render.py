@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
+from typing import Any
 
 from stockade.lab.probe import Result
 from stockade.lab.topology import POD_BRIDGE, Plan
@@ -81,4 +83,23 @@ def summary(plan: Plan) -> str:
         lines.append("")
     ext = plan.external
     lines.append(f"external host {','.join(ext.ips)} (netns {ext.netns}), routed via {ext.via_node}")
+    return "\n".join(lines)
+
+
+def _ago(at: float | None) -> str:
+    if not at:
+        return "-"
+    secs = max(0.0, time.time() - at)
+    return f"{secs:.0f}s ago" if secs < 120 else f"{secs / 60:.0f}m ago"
+
+
+def processes(rows: list[dict[str, Any]]) -> str:
+    """The processes table of `lab status`: what runs, and what was restarted, when and why."""
+    w = max([len(r["name"]) for r in rows] + [7]) + 2
+    lines = [f"{'PROCESS':<{w}}{'PID':<9}{'STATE':<10}{'RESTARTS':<10}LAST EXIT"]
+    for r in rows:
+        last = r.get("last_exit") or {}
+        exit_text = f"{last['reason']}, {_ago(last.get('at'))}" if last else "-"
+        state = r["state"] + (f" ({r['restart_in']:.1f}s)" if r.get("restart_in") is not None else "")
+        lines.append(f"{r['name']:<{w}}{r['pid'] or '-'!s:<9}{state:<10}{r['restarts']:<10}{exit_text}")
     return "\n".join(lines)

@@ -37,6 +37,8 @@ class LabState:
     processes: dict[str, list[int]] = field(default_factory=dict)  # name -> [pid, start time]
     redis_url: str | None = None
     relays: list[int] = field(default_factory=list)  # ports relayed from every node's loopback to ours
+    brains: list[dict[str, Any]] = field(default_factory=list)  # every brain: name, process, ports (brains.py)
+    services: dict[str, dict[str, Any]] = field(default_factory=dict)  # ns/name -> Service as stored (restarts.py)
     notes: list[str] = field(default_factory=list)  # what was not started, and why
 
     def to_json(self) -> dict[str, Any]:
@@ -64,10 +66,23 @@ def save(path: Path, st: LabState) -> None:
 
 
 def load(path: Path) -> LabState | None:
+    """The state; each process's pid as the supervisor has it now (it restarts what dies)."""
     try:
-        return LabState.from_json(json.loads(path.read_text()))
+        st = LabState.from_json(json.loads(path.read_text()))
     except FileNotFoundError:
         return None
+    _current_pids(path.parent, st)
+    return st
+
+
+def _current_pids(state_dir: Path, st: LabState) -> None:
+    try:
+        sup = json.loads((state_dir / "supervisor.json").read_text())
+    except (OSError, ValueError):
+        return
+    for name, proc in (sup.get("processes") or {}).items():
+        if name in st.processes:
+            st.processes[name] = [proc.get("pid") or 0, proc.get("started") or 0]
 
 
 @contextmanager

@@ -26,9 +26,16 @@ def parse_address(text: str) -> tuple[str, int]:
 class HealthServer:
     """``ready()`` returns None when ready, else why not; ``metrics()`` returns (body, content type)."""
 
-    def __init__(self, address: str, ready: Callable[[], str | None], metrics: Callable[[], tuple[bytes, str]]) -> None:
+    def __init__(
+        self,
+        address: str,
+        ready: Callable[[], str | None],
+        metrics: Callable[[], tuple[bytes, str]],
+        detail: Callable[[], str] | None = None,
+    ) -> None:
         self.host, self.port = parse_address(address)
         self._ready = ready
+        self._detail = detail  # more lines for /readyz (e.g. the brain serving the node)
         self._metrics = metrics
         self._runner: web.AppRunner | None = None
 
@@ -66,9 +73,10 @@ class HealthServer:
 
     async def _readyz(self, request: web.Request) -> web.Response:
         reason = self._ready()
+        detail = self._detail() if self._detail is not None else ""
         if reason is None:
-            return web.Response(text="ready\n")
-        return web.Response(status=503, text=f"not ready: {reason}\n")
+            return web.Response(text="ready\n" + detail)
+        return web.Response(status=503, text=f"not ready: {reason}\n" + detail)
 
     async def _metrics_handler(self, request: web.Request) -> web.Response:
         body, content_type = self._metrics()

@@ -18,7 +18,11 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+
+import grpc
 
 from stockade.agent.backends import make_backend
 from stockade.agent.backends.base import Dataplane, families_of, node_needs
@@ -30,8 +34,12 @@ from stockade.agent.preflight import NodeCheck, apply_fix, model_needs, read_fac
 from stockade.agent.reporter import CHANNEL_OPTIONS, Reporter
 from stockade.agent.reporter.client import RenewingChannel
 from stockade.agent.supervise import counters_loop, preflight_loop, verify_loop
-from stockade.agent.sync import AgentClient, AgentStatus, Applier
+from stockade.agent.sync import AgentClient, AgentStatus, Applier, channel_options
+from stockade.agent.sync.brains import open_channel
 from stockade.agent.sync.certexpiry import CertificateExpiry
+from stockade.agent.sync.client import KEEPALIVE_TIME, KEEPALIVE_TIMEOUT
+from stockade.agent.tamper import tamper_watch_loop
+from stockade.dial import Candidate
 from stockade.model import NodeModel
 from stockade.model.events import BlockedEvent
 from stockade.tls.reload import ClientTLSSource
@@ -44,7 +52,7 @@ NFLOG_SHED_REASON = "agent_nflog_overrun"
 @dataclass(frozen=True)
 class AgentConfig:
     node: str
-    brain: str  # HOST:PORT
+    brain: str  # HOST:PORT[,HOST:PORT...]: every brain; a name may resolve to several
     tls: ClientTLSSource | None  # None only with ``insecure`` (tests); files are re-read when renewed
     insecure: bool = False
     backend: str = "auto"  # nftables, iptables or auto
@@ -57,6 +65,36 @@ class AgentConfig:
     conntrack: bool = True
     fix_sysctls: bool = True  # set what the node needs (bridge sysctls, br_netfilter) where it may
     preflight_interval: float = 10.0
+    keepalive_time: float = KEEPALIVE_TIME  # seconds between pings on the sync stream
+    keepalive_timeout: float = KEEPALIVE_TIMEOUT  # seconds an unanswered ping waits: then the next brain
+
+
+class FollowingChannel(RenewingChannel):
+    """The drop reports' channel: to the brain serving the sync stream (any brain takes them; the
+    brains aggregate in Redis), with the same renewing credentials; re-opened when the node moves."""
+
+    def __init__(self, client: AgentClient, tls: ClientTLSSource | None, options: Sequence[tuple[str, Any]]) -> None:
+        self.client = client
+        self.brain: Candidate = client.serving or client.brains.first
+        super().__init__(self.brain.address, tls, options)
+
+    def _open(self) -> grpc.aio.Channel:
+        self.brain = self.client.serving or self.brain
+        self.address = self.brain.address
+        if self.tls is None:
+            return open_channel(self.brain, None, self.options)
+        self.tls.refresh()
+        self.version = self.tls.version
+        return open_channel(self.brain, self.tls.current(), self.options)
+
+    async def current(self) -> grpc.aio.Channel:
+        serving = self.client.serving
+        if serving is not None and serving != self.brain:
+            old, self.channel = self.channel, self._open()
+            log.info("drop reports: following the node to brain %s", self.brain)
+            await old.close(None)
+            return self.channel
+        return await super().current()
 
 
 class NodeAgent:
@@ -81,12 +119,15 @@ class NodeAgent:
         self._families = families_of(inner)
         self._checking = asyncio.Lock()
         self.applier = Applier(config.node, self.dataplane, on_applied=self._on_applied, gate=self._gate)
-        self.client = AgentClient(self.applier, config.brain, config.tls, allow_insecure=config.insecure)
+        options = channel_options(int(config.keepalive_time * 1000), int(config.keepalive_timeout * 1000))
+        self.client = AgentClient(
+            self.applier, config.brain, config.tls, allow_insecure=config.insecure, options=options
+        )
         self.client.readiness = self.readiness
         self.metrics.registry.register(CertificateExpiry(self.client))
         self.metrics.watch_sync(self.client.status)  # stockade_agent_brain_connected, ...
         self.status: AgentStatus = self.client.status
-        self.http = HealthServer(config.http, self.not_ready_reason, self.render_metrics)
+        self.http = HealthServer(config.http, self.not_ready_reason, self.render_metrics, self.brain_line)
         self.reporter: Reporter | None = None
         self.nflog: NflogReader | None = None
         self._applies_logged = 0
@@ -100,8 +141,8 @@ class NodeAgent:
         st = self.status
         out = []
         if self.applier.model is None:
-            link = "connected to" if st.connected else "not connected to"
-            reason = f"no rules from the brain yet ({link} {self.config.brain}; {st.phase})"
+            link = f"connected to {st.brain}" if st.connected else f"not connected to {self.config.brain}"
+            reason = f"no rules from the brain yet ({link}; {st.phase})"
             if st.brain_refused:
                 reason += f"; {st.brain_refused}"
             elif st.last_error and st.last_error != st.refused:
@@ -114,6 +155,13 @@ class NodeAgent:
 
     def not_ready_reason(self) -> str | None:
         return "; ".join(text for _, text in self.not_ready()) or None
+
+    def brain_line(self) -> str:
+        """Which brain serves the node, for /readyz."""
+        st = self.status
+        if st.connected and st.brain:
+            return f"brain: {st.brain}\n"
+        return f"brain: none connected (trying {self.config.brain}; {st.phase})\n"
 
     def readiness(self) -> tuple[bool, tuple[str, ...]]:
         """What the brain hears: ready, and what lets pod traffic bypass the rules (the brain
@@ -185,7 +233,7 @@ class NodeAgent:
 
     def _channel(self) -> RenewingChannel:
         """The drop reports' channel: the same brain, the same (renewing) mTLS credentials as the sync stream."""
-        return RenewingChannel(self.config.brain, self.config.tls, CHANNEL_OPTIONS)
+        return FollowingChannel(self.client, self.config.tls, CHANNEL_OPTIONS)
 
     def _open_nflog(self, loop: asyncio.AbstractEventLoop) -> None:
         cfg = self.config
@@ -227,6 +275,11 @@ class NodeAgent:
                 name="counters",
             ),
             asyncio.create_task(preflight_loop(self.check_node, cfg.preflight_interval, stop), name="preflight"),
+            # Another process changing our rules is repaired as the kernel announces it; the
+            # verify loop above stays the backstop (and the only check on iptables-legacy).
+            asyncio.create_task(
+                tamper_watch_loop(self.dataplane, stop, cfg.netns, self.check, self.check_node), name="tamper"
+            ),
         }
         stopping = asyncio.create_task(stop.wait())
         code = 0

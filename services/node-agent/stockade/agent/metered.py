@@ -6,6 +6,11 @@ that is not there), so every kernel call goes through one lock here. Each apply 
 counted in `AgentMetrics`. After an apply that may forbid flows (`conntrack.may_forbid`), the
 established connections the new model forbids are ended before the apply returns, so the
 brain's ack means "enforced, for new and running connections alike".
+
+A repair (`check`) ends the forbidden connections too: while the rules were damaged, some may
+have been set up. Every write to the kernel runs inside ``write_window()`` (under the lock): the tamper watcher
+sets it so that it can tell our own transactions' change notifications from foreign ones
+(`stockade.agent.tamper`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Collection
+from contextlib import AbstractContextManager, nullcontext
 
 from stockade.agent.backends.base import Dataplane
 from stockade.agent.conntrack import may_forbid
@@ -54,6 +60,9 @@ class MeteredDataplane:
         self.last_kind = ""  # "snapshot" or "delta": what the last apply was, for the logs
         self.last_seconds = 0.0
         self.applies = 0
+        self.write_window: Callable[[], AbstractContextManager[None]] = nullcontext
+        self.committed_at = 0.0  # time.monotonic() when the last write returned
+        self.repaired_at = 0.0  # ... and when `check` last committed a repair
 
     # -- Dataplane ------------------------------------------------------------------------------
 
@@ -93,9 +102,37 @@ class MeteredDataplane:
                 return []
             problems = self.inner.verify(model)
             if problems:
-                self._timed(self.inner.repair, model)
+                # a backend that can repair from what verify just read saves a second listing
+                self._timed(getattr(self.inner, "repair_verified", self.inner.repair), model)
+                self.repaired_at = self.committed_at
                 self.metrics.drift_repaired()
+                # While the rules were damaged, connections they forbid may have been set up; the
+                # forward chain accepts established flows, so they would outlive the repair.
+                self._end_forbidden(model)
             return problems
+
+    def repair_chains(self, chains: Collection[str]) -> list[str] | None:
+        """Rewrite ``chains`` (kernel names that another process changed rules in) from the model
+        in force, in one transaction, when the backend can (`NftablesBackend.chain_repair`).
+
+        Returns what was repaired, or None when the backend cannot do it chain by chain (then
+        `check` is the way)."""
+        planner: Callable[[NodeModel, Collection[str]], Callable[[], None] | None] | None
+        planner = getattr(self.inner, "chain_repair", None)
+        if planner is None:
+            return None
+        with self.lock:
+            model = self.model
+            if model is None:
+                return []
+            rewrite = planner(model, chains)
+            if rewrite is None:
+                return None
+            self._timed(rewrite)
+            self.repaired_at = self.committed_at
+            self.metrics.drift_repaired()
+            self._end_forbidden(model)
+            return [f"rules of chain {name} changed by another process" for name in sorted(chains)]
 
     def denied_counts(self) -> dict[str, int] | None:
         """The kernel's exact per-chain deny counters (`CountingDataplane`), or None without them."""
@@ -109,8 +146,9 @@ class MeteredDataplane:
 
     def _timed(self, fn: Callable[..., None], *args: object) -> None:
         start = time.perf_counter()
-        with self.metrics.applying():
+        with self.write_window(), self.metrics.applying():
             fn(*args)
+            self.committed_at = time.monotonic()  # before the window reads our notifications back
         self.last_seconds = time.perf_counter() - start
 
     def _applied(self, model: NodeModel, kind: str, forbids: bool) -> None:
@@ -118,7 +156,11 @@ class MeteredDataplane:
         self.last_kind = kind
         self.applies += 1
         self.metrics.set_model(model)
-        if forbids and self.end_flows is not None:
+        if forbids:
+            self._end_forbidden(model)
+
+    def _end_forbidden(self, model: NodeModel) -> None:
+        if self.end_flows is not None:
             pods = local_pods(model)
             if not pods:
                 return

@@ -40,9 +40,12 @@ NOT_READY_REASONS = (
     "ipv6_unenforced",
     "ipv6_unsupported",
     "check_failed",
+    "foreign_override",  # a foreign iptables rule before our FORWARD jump (stockade.agent.tamper.overrides)
     OTHER,
 )
 APPLY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# The tamper window's target is 100 ms, its worst case 1 s: buckets on both sides of each.
+TAMPER_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 def rule_ports(model: NodeModel) -> frozenset[int]:
@@ -102,6 +105,28 @@ class AgentMetrics:
         )
         self.drift_repairs = Counter(
             "stockade_agent_drift_repairs", "Repairs of kernel state found to differ from the model", registry=r
+        )
+        self.tamper_repairs = Counter(
+            "stockade_agent_tamper_repairs",
+            "Drift repaired because a ruleset change notification announced it (not the periodic check)",
+            ["backend"],
+            registry=r,
+        )
+        self.tamper_repair_seconds = Histogram(
+            "stockade_agent_tamper_repair_seconds",
+            "Open window of a tampering: its first change notification received to the repair committed",
+            buckets=TAMPER_BUCKETS,
+            registry=r,
+        )
+        self.tamper_no_drift = Counter(
+            "stockade_agent_tamper_checks_no_drift",
+            "Checks a foreign ruleset change caused that found our rules intact (harmless changes)",
+            registry=r,
+        )
+        self.foreign_overrides = Gauge(
+            "stockade_agent_foreign_overrides",
+            "Foreign rules that can accept pod traffic before our rules see it (reported, not removed)",
+            registry=r,
         )
         self.conntrack_deleted = Counter(
             "stockade_agent_conntrack_entries_deleted",
@@ -203,6 +228,16 @@ class AgentMetrics:
 
     def drift_repaired(self, count: int = 1) -> None:
         self.drift_repairs.inc(count)
+
+    def tamper_repaired(self, backend: str, seconds: float) -> None:
+        self.tamper_repairs.labels(backend=backend).inc()
+        self.tamper_repair_seconds.observe(seconds)
+
+    def tamper_checked_in_sync(self) -> None:
+        self.tamper_no_drift.inc()
+
+    def set_foreign_overrides(self, count: int) -> None:
+        self.foreign_overrides.set(count)
 
     def conntrack_ended(self, count: int) -> None:
         self.conntrack_deleted.inc(count)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
@@ -25,6 +26,9 @@ class StatusSource(Protocol):
     """What the fan-out knows about nodes (see `stockade.brain.fanout`)."""
 
     def node_status(self, node: str) -> Any: ...
+
+    # With peers (fanout/peers.py) also the nodes other brains serve; else `node_status`.
+    def node_view(self, node: str) -> Any: ...
 
     def policy_realization(self, namespace: str, name: str, nodes_needed: Iterable[str]) -> Any: ...
 
@@ -64,6 +68,15 @@ class DropFeed:
         return len(self._queues)
 
 
+def _store_status(st: Any) -> admin_pb2.DropStoreStatus:
+    """A `drops.view.StoreState` on the wire."""
+    return admin_pb2.DropStoreStatus(
+        source=st.source, redis_configured=st.redis_configured, redis_available=st.redis_available,
+        unavailable_since=st.unavailable_since, error=st.error, buffered_events=st.buffered_events,
+        memory_since=st.memory_since,
+    )  # fmt: skip
+
+
 def _record_matches(rec: admin_pb2.DropRecord, req: admin_pb2.FollowDropsRequest) -> bool:
     pods = [p for p in (rec.src_pod, rec.dst_pod) if p]
     if req.namespace and not any(p.split("/", 1)[0] == req.namespace for p in pods):
@@ -101,6 +114,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         self.node_info = node_info
         self.dry_runs = dry_runs or WorkLimits("dry-run")
         self.explains = explains or RateLimits("explain")
+        self.follow_poll = 1.0  # how often a follow stream looks at the drop store's state
 
     # ------------------------------------------------------------------ policies and nodes
 
@@ -167,6 +181,15 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     async def ListNodes(self, request: admin_pb2.ListNodesRequest, context: Any) -> admin_pb2.ListNodesResponse:
         await self.auth.require(context)
         out = []
+        view = ""
+        if self.status is not None:
+            peers = getattr(self.status, "peers", None)
+            view = (
+                f"every brain's agents: this brain ({getattr(self.status, 'brain_id', '')}) and the peers "
+                "it reads through Redis"
+                if peers is not None
+                else "this brain's agents only (no --redis-url): nodes served by another brain show as not connected"
+            )
         for node in self.engine.nodes():
             model = self.engine.model(node)
             ns = admin_pb2.NodeStatus(
@@ -176,8 +199,9 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                 sets=len(model.sets),
             )
             if self.status is not None:
-                st = self.status.node_status(node)
+                st = self.status.node_view(node)
                 ns.connected = bool(st.connected)
+                ns.brain = str(getattr(st, "brain", "") or "")
                 ns.desired_generation = int(st.desired_generation)
                 ns.applied_generation = int(st.applied_generation)
                 ns.last_apply_time = float(st.last_apply_time or 0.0)
@@ -191,7 +215,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             if self.node_info is not None:
                 ns.backend = str(self.node_info(node).get("backend", ""))
             out.append(ns)
-        return admin_pb2.ListNodesResponse(nodes=out)
+        return admin_pb2.ListNodesResponse(nodes=out, view=view)
 
     # ------------------------------------------------------------------ explain, dry-run, lint
 
@@ -269,9 +293,16 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, "this brain has no drop store (start it with --redis-url)")
             raise AssertionError("unreachable")
         window = request.window or "15m"
+        group_by = list(request.group_by) or ["dst_namespace", "dst_pod", "dport"]
+        # A `drops.DropsView` answers from memory while Redis is away, and says so.
+        answer = getattr(self.drops, "answer", None)
+        store = None
         try:
-            rows = await self.drops.top(window, list(request.group_by) or ["dst_namespace", "dst_pod", "dport"],
-                                        request.limit or 20)  # fmt: skip
+            if answer is not None:
+                got = await answer(window, group_by, request.limit or 20)
+                rows, store = got.rows, _store_status(got.store)
+            else:
+                rows = await self.drops.top(window, group_by, request.limit or 20)
         except ValueError as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
             raise AssertionError("unreachable") from None
@@ -281,13 +312,17 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             key = {str(k): str(v) for k, v in row.items() if k != "count"}
             out.append(admin_pb2.DropCount(key=key, count=count))
         # What the brain refused from agents (invalid, over quota), when the store keeps it.
-        refused_by_node = getattr(self.drops, "refused_by_node", None)
-        refused = await refused_by_node(window) if refused_by_node is not None else []
+        if answer is not None:
+            refused = got.refused
+        else:
+            refused_by_node = getattr(self.drops, "refused_by_node", None)
+            refused = await refused_by_node(window) if refused_by_node is not None else []
         return admin_pb2.TopDropsResponse(
             rows=out,
             window=window,
             refused=[admin_pb2.DropRefusal(node=str(r["node"]), reason=str(r["reason"]), count=int(r["count"]))
                      for r in refused],
+            store=store,
         )  # fmt: skip
 
     async def FollowDrops(
@@ -296,10 +331,22 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         await self.auth.require(context)
         if request.direction and request.direction.lower() not in (d.value for d in Direction):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "direction must be ingress or egress")
+        # The records come from memory, Redis or not; a notice says when the store's state changes.
+        state = getattr(self.drops, "state", None)
+        said: tuple[bool, bool] | None = None
         q = self.feed.subscribe()
         try:
             while True:
-                rec = await q.get()
+                if state is not None:
+                    st = state()
+                    now = (st.redis_configured, st.redis_available)
+                    if st.redis_configured and now != said and (said is not None or not st.redis_available):
+                        yield admin_pb2.DropRecord(time=time.time(), store=_store_status(st))
+                    said = now
+                try:
+                    rec = await asyncio.wait_for(q.get(), self.follow_poll)
+                except TimeoutError:
+                    continue
                 if _record_matches(rec, request):
                     yield rec
         finally:
@@ -312,5 +359,14 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         if self.resync is None:
             return admin_pb2.ResyncResponse(ok=False, message="resync is not available on this brain")
         ok = self.resync(request.node)
-        msg = f"node {request.node} will get a full snapshot" if ok else f"node {request.node} is not connected"
-        return admin_pb2.ResyncResponse(ok=ok, message=msg)
+        if ok:
+            return admin_pb2.ResyncResponse(ok=True, message=f"node {request.node} will get a full snapshot")
+        # Only the brain holding the node's stream can resend it: say which one that is.
+        view = self.status.node_view(request.node) if self.status is not None else None
+        brain = getattr(view, "brain", "") if view is not None and getattr(view, "connected", False) else ""
+        msg = (
+            f"node {request.node} is served by brain {brain}, not this one: ask that brain (its admin address)"
+            if brain
+            else f"node {request.node} is not connected"
+        )
+        return admin_pb2.ResyncResponse(ok=False, message=msg)

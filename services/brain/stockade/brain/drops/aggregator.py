@@ -9,7 +9,12 @@ that bound a new flow's event is shed, and the shortfall is counted (metric, and
 
 * a flush is one MULTI/EXEC, so it applies whole or not at all;
 * a flush whose reply was lost is first looked up (its number is written in the same
-  transaction) and only re-sent if Redis does not have it, so nothing is counted twice.
+  transaction) and only re-sent if Redis does not have it, so nothing is counted twice;
+* an agent's numbered batches are counted apart, per agent process (`store.Piece`), and Redis
+  adds them only if they come after the batch number it has stored for that process, whichever
+  brain stored it: with two brains (or a restarted one) a batch counted by both is stored once.
+  When Redis refuses a piece that overlaps what is stored, `on_refused` tells the drop service,
+  which has the agent re-send from there.
 
 Events are untrusted: each is validated (`validate`) and counted only against its own node's
 quotas (`quota`): an invalid one, or one over its node's quota of new Redis counters, is
@@ -35,6 +40,7 @@ from typing import Any, Protocol
 from redis import exceptions as rexc
 
 from stockade.brain.drops import validate
+from stockade.brain.drops.memory import RecentCounts
 from stockade.brain.drops.metrics import (
     REASON_INVALID,
     REASON_NODE_QUOTA,
@@ -50,7 +56,7 @@ from stockade.brain.drops.metrics import (
 from stockade.brain.drops.nostore import NoStore
 from stockade.brain.drops.quota import QuotaConfig, Quotas
 from stockade.brain.drops.resolve import PodRef, Resolver
-from stockade.brain.drops.store import FlushBatch, RedisStore, record_text
+from stockade.brain.drops.store import FlushBatch, Piece, RedisStore, record_text
 from stockade.model.events import BlockedEvent
 from stockade.model.rules import Direction
 
@@ -64,7 +70,7 @@ _UNSET = object()
 RecentRow = tuple[float, str, str, str, str, int, str, int, str, str, str, str, str]
 
 # Errors after which Redis is "away" (retry the same flush later), as opposed to a rejection.
-_OUTAGE: tuple[type[BaseException], ...] = (
+OUTAGE: tuple[type[BaseException], ...] = (
     rexc.ConnectionError,
     rexc.TimeoutError,
     rexc.ReadOnlyError,  # a replica, until the failover completes
@@ -74,6 +80,12 @@ _OUTAGE: tuple[type[BaseException], ...] = (
     OSError,
     asyncio.TimeoutError,
 )
+
+
+def describe_error(e: BaseException) -> str:
+    """A Redis error in one line (a bare timeout has no message of its own)."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 class EventListener(Protocol):
@@ -127,9 +139,20 @@ class Aggregator:
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._stopping = False
+        self._went_down = asyncio.Event()  # set while Redis is away: ack waits end early
         self.redis_up = True
+        self.redis_down_since: float | None = None  # when the current outage began
+        self.redis_error = ""  # the error that began it
+        # What this brain counted (settled flushes), for `drops top` while Redis is away.
+        self.memory = RecentCounts(clock())
         self.shed_total = 0  # events shed because the in-memory bound was hit
         self.refused_total = 0  # events refused: invalid, or over their node's quota (not shed)
+        # Called with (node, instance, stored seq) when Redis refused an agent's piece that
+        # overlaps what is stored: the drop service then asks the agent to re-send from there.
+        self.on_refused: Callable[[str, str, int], None] | None = None
+        # Events of agent batches Redis did not take from us: "stored" (another brain, or an
+        # earlier flush, had them) and "resent" (refused; the agent re-sends them).
+        self.dedupe: Counter[str] = Counter()
         metrics.redis_up.set(1)
 
     # --- state for /readyz and the metrics ---
@@ -155,7 +178,32 @@ class Aggregator:
             "max_entries": self._max_entries,
             "shed_events": self.shed_total,
             "refused_events": self.refused_total,
+            "redis_down_since": self.redis_down_since,
+            "redis_error": self.redis_error,
         }
+
+    def memory_hashes(self, minutes: Iterable[int]) -> list[Counter[str]]:
+        """This brain's counts per minute (encoded flow → count): settled, in flight and pending."""
+        parts = [b for b in (self._inflight, self._pending) if b is not None]
+        out = []
+        for m in minutes:
+            h = Counter(self.memory.minute(m))
+            for b in parts:
+                for counts in b.all_counts():
+                    h.update(counts.get(m, {}))
+            out.append(h)
+        return out
+
+    def memory_refused(self, minutes: Iterable[int]) -> Counter[tuple[str, str]]:
+        """This brain's refused events per (node, reason) over ``minutes``, settled or not."""
+        ms = set(minutes)
+        total = self.memory.refused(sorted(ms))
+        for b in (self._inflight, self._pending):
+            if b is not None:
+                for (m, node, reason), n in b.refused.items():
+                    if m in ms:
+                        total[(node, reason)] += n
+        return total
 
     # --- ingest ---
 
@@ -167,7 +215,9 @@ class Aggregator:
         counted, _ = self.ingest_rows(events)
         return counted
 
-    def ingest_rows(self, events: Iterable[Any], node: str | None = None) -> tuple[int, int]:
+    def ingest_rows(
+        self, events: Iterable[Any], node: str | None = None, batch: tuple[str, int] | None = None
+    ) -> tuple[int, int]:
         """`ingest` for anything shaped like a `BlockedEvent` (e.g. the wire's ``DropEvent``,
         whose direction is the protobuf enum number and which has no ``node``: pass the node
         the caller authenticated as; without it each event's own ``node`` is used).
@@ -176,7 +226,10 @@ class Aggregator:
         its node and skipped, the rest are kept. Returns (events counted, events refused as
         invalid). Built for speed: no object per event, resolution straight into the minute
         counters; recent-event records are kept as tuples and formatted at flush time, for the
-        newest ``recent_per_flush`` only."""
+        newest ``recent_per_flush`` only.
+
+        ``batch`` (agent instance, batch number), with ``node``: the events are that numbered
+        batch's and are counted into its agent process's `Piece`."""
         now = self._clock()
         oldest = now - self.store.retention
         resolve = self.resolver.resolve_ip
@@ -187,6 +240,14 @@ class Aggregator:
         charge = quotas.charge
         pending = self._pending
         counts = pending.counts
+        piece: Piece | None = None
+        if batch is not None and node is not None:
+            instance, seq = batch
+            piece = pending.pieces.get((node, instance))
+            if piece is None:
+                piece = pending.pieces[(node, instance)] = Piece(seq, seq)
+            piece.hi = seq
+            counts = piece.counts
         by_node = pending.by_node
         recent = self._recent
         blocked: Counter[tuple[str, int, str, str, str]] = Counter()
@@ -259,6 +320,8 @@ class Aggregator:
             if rows is not None:
                 rows.append(row)
         pending.events += counted
+        if piece is not None:
+            piece.events += counted
         if rows and listener is not None:
             listener(rows)
         for m in [m for m, b in counts.items() if not b]:
@@ -341,6 +404,12 @@ class Aggregator:
         async with self._lock:
             if self._inflight is None:
                 if self._pending.empty() and not self._recent:
+                    if not self.redis_up:  # found away by a query, with nothing to write: back yet?
+                        try:
+                            await self.store.ping()
+                        except OUTAGE:
+                            return False
+                        self._mark_up(0)
                     self._release_waiters()
                     return True
                 self._seq += 1
@@ -349,15 +418,15 @@ class Aggregator:
                 batch.recent = self._records()
                 self._inflight = batch
             batch = self._inflight
+            refused: dict[tuple[str, str], int] = {}
             try:
-                if not (self._uncertain and await self.store.applied(self.writer_id, batch.seq)):
-                    await self.store.write(batch, self.writer_id)
-            except _OUTAGE as e:
+                if self._uncertain and await self.store.applied(self.writer_id, batch.seq):
+                    refused = await self.store.refused_pieces(batch)
+                else:
+                    refused = await self.store.write(batch, self.writer_id) or {}  # None: a wrapped store
+            except OUTAGE as e:
                 self._uncertain = True
-                self.metrics.redis_errors.inc()
-                if self.redis_up:
-                    log.warning("Redis unavailable (%s); counting blocked connections in memory", e)
-                self._set_up(False)
+                self.note_outage(e)
                 return False
             except rexc.RedisError as e:
                 # Redis refused the write itself: retrying would fail the same way forever.
@@ -367,12 +436,67 @@ class Aggregator:
             self._inflight = None
             self._uncertain = False
             self._flushed_seq = batch.seq
+            self._settle_refused(batch, refused)
+            self.memory.add(batch)
             self._release_waiters()
-            if not self.redis_up:
-                log.info("Redis is back; counts flushed")
-            self._set_up(True)
+            self._mark_up(batch.events + self._pending.events)
             self.metrics.buffer_events.set(self.buffered_events)
             return True
+
+    def _settle_refused(self, batch: FlushBatch, refused: dict[tuple[str, str], int]) -> None:
+        """Take the pieces Redis did not add out of ``batch`` (they are not this brain's counts);
+        for those it refused, also drop the agent's later pending piece (stored, it would make the
+        re-sent batches before it look stored),
+        and have the agent re-send from the stored number."""
+        for key, stored in refused.items():
+            piece = batch.pieces.pop(key, None)
+            if piece is None:
+                continue
+            if stored >= piece.hi:
+                self.dedupe["stored"] += piece.events
+                continue
+            self.dedupe["resent"] += piece.events
+            later = self._pending.pieces.pop(key, None)
+            if later is not None:
+                entries = sum(len(c) for c in later.counts.values())
+                self._pending.events -= later.events
+                self._pending.entries -= entries
+                self._pending.by_node[key[0]] -= entries
+                self.dedupe["resent"] += later.events
+            log.info("drop batches %d-%d of %s/%s: Redis has batch %d stored (another brain counted them); "
+                     "asking the agent to re-send from there", piece.lo, piece.hi, key[0], key[1], stored)  # fmt: skip
+            if self.on_refused is not None:
+                self.on_refused(key[0], key[1], stored)
+
+    def forget_stored(self, node: str, instance: str, stored: int) -> None:
+        """Redis has the agent process's batches up to ``stored``: drop a pending piece within them."""
+        piece = self._pending.pieces.get((node, instance))
+        if piece is not None and piece.hi <= stored:
+            del self._pending.pieces[(node, instance)]
+            entries = sum(len(c) for c in piece.counts.values())
+            self._pending.events -= piece.events
+            self._pending.entries -= entries
+            self._pending.by_node[node] -= entries
+            self.dedupe["stored"] += piece.events
+
+    def note_outage(self, e: BaseException) -> None:
+        """Redis failed a write or a query with ``e``: it is away until a write (or ping) works."""
+        self.metrics.redis_errors.inc()
+        if self.redis_up:
+            self.redis_down_since = self._clock()
+            self.redis_error = describe_error(e)
+            log.warning("Redis unavailable (%s); counting blocked connections in memory until it is back",
+                        self.redis_error)  # fmt: skip
+            self._wake.set()  # `run` retries (and backs off) from now on
+        self._set_up(False)
+
+    def _mark_up(self, events: int) -> None:
+        if not self.redis_up:
+            log.warning("Redis is back after %.1f s; writing the %d events counted in memory meanwhile",
+                        self._clock() - (self.redis_down_since or self._clock()), events)  # fmt: skip
+            self.redis_down_since = None
+            self.redis_error = ""
+        self._set_up(True)
 
     # --- durability marks: acknowledge agents only once their events are in Redis ---
 
@@ -384,20 +508,25 @@ class Aggregator:
         """Whether everything ingested before `mark` was taken is in Redis (or counted as lost)."""
         return self._flushed_seq >= mark or (mark > self._seq and self._inflight is None and self._pending.empty())
 
-    async def wait_flushed(self, mark: int, timeout: float) -> bool:
-        """Wait (flushing soon) until `flushed(mark)`; False after ``timeout`` seconds."""
+    async def wait_flushed(self, mark: int, timeout: float, *, until_down: bool = False) -> bool:
+        """Wait (flushing soon) until `flushed(mark)`; False after ``timeout`` seconds, or (with
+        ``until_down``) as soon as Redis is found away."""
         if self.flushed(mark):
             return True
+        if until_down and not self.redis_up:
+            return False
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = (mark, fut)
         self._waiters.append(entry)
         self._wake.set()
+        down = asyncio.ensure_future(self._went_down.wait()) if until_down else None
         try:
-            await asyncio.wait_for(asyncio.shield(fut), timeout)
-            return True
-        except TimeoutError:
-            return False
+            waits: set[asyncio.Future[Any]] = {fut} if down is None else {fut, down}
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            return fut.done()
         finally:
+            if down is not None:
+                down.cancel()
             if entry in self._waiters:
                 self._waiters.remove(entry)
 
@@ -422,6 +551,10 @@ class Aggregator:
 
     def _set_up(self, up: bool) -> None:
         self.redis_up = up
+        if up:
+            self._went_down.clear()
+        else:
+            self._went_down.set()
         self.metrics.redis_up.set(1 if up else 0)
 
     async def run(self) -> None:

@@ -19,7 +19,13 @@ class NoStore:
 
     retention = DEFAULT_RETENTION  # events older than this are counted as too old, as with Redis
 
-    async def write(self, batch: FlushBatch, writer: str) -> None:
+    async def write(self, batch: FlushBatch, writer: str) -> dict[tuple[str, str], int]:
+        return {}
+
+    async def refused_pieces(self, batch: FlushBatch) -> dict[tuple[str, str], int]:
+        return {}
+
+    async def ping(self) -> None:
         return None
 
     async def applied(self, writer: str, seq: int) -> bool:

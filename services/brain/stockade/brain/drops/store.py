@@ -14,6 +14,11 @@ in one Cluster slot so a flush stays one MULTI/EXEC transaction on a Cluster too
   minute (of the brain's clock): ``invalid``, ``quota`` or ``buffer_full``. Same expiry.
 * ``P:flushed:<writer>`` — the last flush number this writer applied, so a flush whose reply was
   lost can be checked instead of applied twice.
+* ``P:seq:<node>/<instance>`` — the highest batch number of that agent process whose events are
+  stored, by any brain: every brain's flush adds an agent's batches only if they come after it
+  (see `Piece`), in the same transaction as the counts, so a batch two brains counted (a lost ack, an
+  agent that moved while its old brain still held counts) is stored once. Expires ``retention``
+  seconds after the last write (an agent process that silent has nothing left to re-send).
 """
 
 from __future__ import annotations
@@ -61,6 +66,40 @@ return 1
 """
 
 
+# An agent process's batches lo..hi, added only if none of them is stored. KEYS[1] the `P:seq:`
+# record, KEYS[2..] minute hashes; ARGV lo, hi, the record's ttl, then per minute hash: its
+# expiry, its number of fields, field, increment pairs. Returns -1 when added, else the stored
+# number (>= hi: all stored already; otherwise they overlap: nothing added). A gap before lo is
+# no reason to refuse: its batches were stored without a record (an older brain), or lost.
+_PIECE = """
+local r = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if r >= tonumber(ARGV[1]) then return r end
+local a = 4
+for k = 2, #KEYS do
+  local exp, n = ARGV[a], tonumber(ARGV[a + 1])
+  a = a + 2
+  for _ = 1, n do
+    redis.call('HINCRBY', KEYS[k], ARGV[a], ARGV[a + 1])
+    a = a + 2
+  end
+  redis.call('EXPIREAT', KEYS[k], exp)
+end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return -1
+"""
+
+
+@dataclass
+class Piece:
+    """One agent process's batches lo..hi counted into a flush (its events' counts kept apart, so
+    that Redis can refuse them whole if another brain stored any of them)."""
+
+    lo: int
+    hi: int
+    counts: dict[int, Counter[str]] = field(default_factory=dict)
+    events: int = 0
+
+
 @dataclass
 class FlushBatch:
     """Counts taken from memory for one write: minute → encoded flow → count, and the rest."""
@@ -73,9 +112,15 @@ class FlushBatch:
     entries: int = 0  # distinct (minute, flow) pairs in `counts`
     by_node: Counter[str] = field(default_factory=Counter)  # entries, by the node that made them
     refused: Counter[tuple[int, str, str]] = field(default_factory=Counter)  # (minute, node, reason)
+    # counts of numbered agent batches, per (node, instance): stored only if no brain stored them
+    pieces: dict[tuple[str, str], Piece] = field(default_factory=dict)
 
     def empty(self) -> bool:
-        return not (self.counts or self.lost or self.recent or self.refused)
+        return not (self.counts or self.lost or self.recent or self.refused or self.pieces)
+
+    def all_counts(self) -> list[dict[int, Counter[str]]]:
+        """The unnumbered counts and every piece's."""
+        return [self.counts, *(p.counts for p in self.pieces.values())]
 
 
 def _text(v: Any) -> str:
@@ -121,17 +166,31 @@ class RedisStore:
     def flushed_key(self, writer: str) -> str:
         return f"{self.prefix}:flushed:{writer}"
 
+    def seq_key(self, node: str, instance: str) -> str:
+        return f"{self.prefix}:seq:{node}/{instance}"
+
     def expiry(self, minute: int) -> int:
         return (minute + 1) * 60 + self.retention
 
-    async def write(self, batch: FlushBatch, writer: str) -> None:
-        """Apply a batch as one transaction (all of it or none), recording its number."""
+    async def write(self, batch: FlushBatch, writer: str) -> dict[tuple[str, str], int]:
+        """Apply a batch as one transaction (all of it or none), recording its number. Returns the
+        pieces Redis refused: (node, instance) → the batch number stored for it."""
         async with self.client.pipeline(transaction=True) as p:
+            order = list(batch.pieces.items())
+            for (node, instance), piece in order:
+                keys = [self.seq_key(node, instance)]
+                args: list[Any] = [piece.lo, piece.hi, self.retention]
+                for minute, fields in piece.counts.items():
+                    keys.append(self.minute_key(minute))
+                    args += (self.expiry(minute), len(fields))
+                    for f, n in fields.items():
+                        args += (f, n)
+                p.eval(_PIECE, len(keys), *keys, *args)
             for minute, fields in batch.counts.items():
-                args: list[Any] = [self.expiry(minute)]
+                margs: list[Any] = [self.expiry(minute)]
                 for f, n in fields.items():
-                    args += (f, n)
-                p.eval(_HINCRBY_MANY, 1, self.minute_key(minute), *args)
+                    margs += (f, n)
+                p.eval(_HINCRBY_MANY, 1, self.minute_key(minute), *margs)
             refused: dict[int, list[Any]] = {}
             for (minute, node, reason), n in batch.refused.items():
                 refused.setdefault(minute, []).extend((f"{node}|{reason}", n))
@@ -146,7 +205,25 @@ class RedisStore:
             if batch.recent:
                 p.expire(self.recent_key, self.retention)
             p.set(self.flushed_key(writer), batch.seq, ex=self.retention)
-            await p.execute()
+            replies = await p.execute()
+        return {key: int(r) for (key, _), r in zip(order, replies, strict=False) if int(r) >= 0}
+
+    async def stored_seqs(self, keys: Sequence[tuple[str, str]]) -> list[int]:
+        """The batch number stored for each (node, instance) (0: none)."""
+        if not keys:
+            return []
+        vals = await self.client.mget([self.seq_key(n, i) for n, i in keys])
+        return [int(v) if v is not None else 0 for v in vals]
+
+    async def refused_pieces(self, batch: FlushBatch) -> dict[tuple[str, str], int]:
+        """For a batch already applied whose reply was lost: which of its pieces Redis refused
+        (a piece added left its record at >= its hi; the record never goes down)."""
+        keys = list(batch.pieces)
+        stored = await self.stored_seqs(keys)
+        return {k: r for k, r in zip(keys, stored, strict=True) if r < batch.pieces[k].hi}
+
+    async def ping(self) -> None:
+        await self.client.ping()
 
     async def applied(self, writer: str, seq: int) -> bool:
         """Whether flush ``seq`` of ``writer`` is in Redis (flushes apply in order)."""

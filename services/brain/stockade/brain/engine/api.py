@@ -1,4 +1,4 @@
-"""The engine's public surface (implemented in `compiler.py`).
+"""The engine's public surface (implemented by `compiler.Engine` and its parts).
 
 Input objects are Kubernetes objects as JSON dicts (camelCase, as the API serves them: what
 ``ApiClient.sanitize_for_serialization`` returns, or ``yaml.safe_load`` of a manifest). Every

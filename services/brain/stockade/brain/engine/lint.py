@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from stockade.brain.engine.api import LintWarning
 from stockade.brain.engine.objects import PodInfo
 from stockade.brain.engine.policy import PodPeer, PolicyRule, PortDef
 from stockade.brain.engine.selectors import Selector
 from stockade.brain.engine.services import ServiceInfo
-
-if TYPE_CHECKING:
-    from stockade.brain.engine.compiler import Engine
+from stockade.brain.engine.view import EngineView
 
 
-def lint(engine: Engine) -> list[LintWarning]:
+def lint(engine: EngineView) -> list[LintWarning]:
     warnings: list[LintWarning] = []
     pods = engine.pods()
     namespaces = engine.namespaces()

@@ -12,6 +12,9 @@ holds up no one and memory does not grow with how far behind it is.
 Realization counts a node only while it enforces what it acked (`NodeStatus.ready`): a node
 whose agent reports that pod traffic bypasses its rules, or whose agent was refused for an
 older sync protocol, is pending however far it acked.
+
+With several brains (`peers.py`), `node_view` adds what a live peer says of the nodes it serves:
+realization, `wait_synced` and the admin API go by it; metrics by `node_status` (first-hand).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from stockade.brain.fanout.feed import NodeFeed
+from stockade.brain.fanout.peerview import PeerView, served_by_peer
 from stockade.brain.fanout.realization import RealizationTimes
 from stockade.brain.fanout.session import Session
 from stockade.brain.fanout.status import NodeStatus, PolicyRealization
@@ -70,8 +74,14 @@ class FanOut:
         self._policy_marks: dict[PolicyKey, dict[str, int]] = {}
         self._waiters: list[_Waiter] = []
         self.failed_acks = 0  # agents' failures to apply (or digest mismatches), since start
+        self.closing: tuple[str, str] | None = None  # set by close_all: how every stream ends now
         self.refused_agents = 0  # streams refused for an older sync protocol, since start
         self.realization_times = RealizationTimes()  # change seen -> acked by the node
+        # With several brains (peers.py): this brain's name for operators, what its peers serve,
+        # and who hears of every change of a node's status (to publish it). None: alone.
+        self.brain_id = self.epoch
+        self.peers: PeerView | None = None
+        self.on_status: Callable[[str], None] | None = None
 
     # ---- input from the engine -------------------------------------------------------------
 
@@ -90,6 +100,8 @@ class FanOut:
             self.realization_times.changed(node, gen, seen)
             if policy is not None:
                 self._policy_marks.setdefault(policy, {})[node] = gen
+            if self._waiters and node not in self.sessions:
+                self._check_waiters(node)  # a peer's agent may hold what the feed just reached
 
     def forget_policy(self, namespace: str, name: str) -> None:
         self._policy_marks.pop((namespace, name), None)
@@ -113,10 +125,12 @@ class FanOut:
             old.close("ABORTED", "replaced by a newer stream from the same node")
             old.detach()
         session = Session(feed, self.epoch, peer, self.max_inflight)
+        if self.closing is not None:  # shutting down: this stream ends before its first message
+            session.close(*self.closing)
         mode = session.start(hello.epoch, hello.applied_generation, hello.digest)
         self.sessions[hello.node] = session
         st = self.status[hello.node]
-        st.connected, st.peer, st.backend = True, peer, hello.backend
+        st.connected, st.peer, st.backend, st.brain = True, peer, hello.backend, self.brain_id
         st.protocol, st.agent_version = spoken(hello.protocol), hello.agent_version
         st.refused = st.refused_time = None
         if hello.HasField("status"):
@@ -134,6 +148,7 @@ class FanOut:
             mode,
             feed.generation,
         )
+        self._notify(hello.node)
         return session, mode
 
     def refuse(self, hello: sync_pb2.Hello, reason: str) -> None:
@@ -166,8 +181,20 @@ class FanOut:
         session.detach()
         if self.sessions.get(session.node) is session:
             del self.sessions[session.node]
-            self.status[session.node].connected = False
+            st = self.status[session.node]
+            st.connected, st.brain = False, ""
             log.info("agent %s disconnected", session.node)
+            self._notify(session.node)
+
+    def close_all(self, code: str, message: str) -> int:
+        """End every agent's stream with ``code`` (a gRPC status name) and ``message``, and every
+        stream that connects from now on: the brain is going away and its agents should move to
+        another brain now, not when a grace period runs out. Returns how many were connected."""
+        self.closing = (code, message)
+        sessions = list(self.sessions.values())
+        for session in sessions:
+            session.close(code, message)
+        return len(sessions)
 
     async def ack(self, session: Session, ack: sync_pb2.Ack) -> None:
         """Record an agent's ack. Raises `ValidationError` for an ack the agent cannot give."""
@@ -209,7 +236,25 @@ class FanOut:
     # ---- realization ---------------------------------------------------------------------------
 
     def node_status(self, node: str) -> NodeStatus:
+        """What this brain knows first-hand (its own streams): what its metrics report."""
         return self.status.get(node) or NodeStatus(node)
+
+    def node_view(self, node: str) -> NodeStatus:
+        """`node_status`, or for a node a live peer serves, that peer's word (`served_by_peer`):
+        what realization, `wait_synced` and the admin API go by."""
+        st = self.status.get(node)
+        if node in self.sessions or self.peers is None:
+            return st or NodeStatus(node)
+        entry = self.peers.entry(node)
+        if entry is None:
+            return st or NodeStatus(node)
+        return served_by_peer(st, entry, self.feeds.get(node))
+
+    def peers_changed(self, nodes: Iterable[str]) -> None:
+        """The peers' entries for ``nodes`` changed: wake whoever waits on them."""
+        if self._waiters:
+            for node in nodes:
+                self._check_waiters(node)
 
     def policy_realization(self, namespace: str, name: str, nodes_needed: Iterable[str]) -> PolicyRealization:
         """``nodes_needed``: `Engine.policy_nodes(namespace, name)`. A node counts as applied
@@ -220,9 +265,9 @@ class FanOut:
         needed = sorted(set(nodes_needed))
         pending = []
         for node in needed:
-            st = self.status.get(node)
+            st = self.node_view(node)
             feed = self.feeds.get(node)
-            if st is None or feed is None:
+            if feed is None:
                 pending.append(node)
                 continue
             target = marks.get(node, feed.generation)
@@ -256,10 +301,15 @@ class FanOut:
             self._waiters.remove(waiter)
 
     def _reached(self, node: str, generation: int, ready: bool) -> bool:
-        st = self.status[node]
+        st = self.node_view(node)
         return st.applied_generation >= generation and not (ready and st.not_ready_reason is not None)
 
     def _notify(self, node: str) -> None:
+        self._check_waiters(node)
+        if self.on_status is not None:
+            self.on_status(node)
+
+    def _check_waiters(self, node: str) -> None:
         # Only the node that changed is checked, so waiting costs O(waiters) per ack, not O(nodes).
         for w in self._waiters:
             target = w.pending.get(node)

@@ -21,6 +21,7 @@ class NodeStatus:
     applied_digest: str = ""
     connected: bool = False
     peer: str = ""
+    brain: str = ""  # the brain holding the node's agent stream (this one or a peer); "" when none
     backend: str = ""  # the dataplane the agent said it uses
     last_apply_time: float | None = None  # time.time() of the last successful ack
     last_error: str | None = None  # the last failure the agent reported (cleared by a success)

@@ -109,6 +109,7 @@ async def _nodes(s: admin_pb2_grpc.AdminStub, md: list[tuple[str, str]], t: floa
                 [
                     n.name,
                     "yes" if n.connected else "NO",
+                    n.brain or "-",
                     _readiness(n),
                     n.desired_generation,
                     n.applied_generation,
@@ -120,8 +121,10 @@ async def _nodes(s: admin_pb2_grpc.AdminStub, md: list[tuple[str, str]], t: floa
                     _reason(n),
                 ]
             )
-        headers = ["NODE", "CONNECTED", "READY", "DESIRED", "APPLIED", "BACKEND", "PODS", "CHAINS", "SETS"]
-        return _table([*headers, "LAST APPLY", "REASON"], rows)
+        headers = ["NODE", "CONNECTED", "BRAIN", "READY", "DESIRED", "APPLIED", "BACKEND", "PODS", "CHAINS", "SETS"]
+        out = _table([*headers, "LAST APPLY", "REASON"], rows)
+        # Whose agents this covers (one brain's only without Redis): a disconnected node may be another's.
+        return f"{out}\n({printable(resp.view)})" if resp.view else out
 
     _emit(a, resp, table)
     return 0
@@ -216,10 +219,28 @@ async def _drops_top(s: admin_pb2_grpc.AdminStub, md: list[tuple[str, str]], t: 
             out = f"Blocked connections, last {printable(resp.window)}:\n" + _table(
                 [k.upper() for k in keys] + ["COUNT"], rows
             )
-        return "\n".join([out, *(_refusal_line(r) for r in resp.refused)])
+        store = [_store_line(resp.store)] if resp.HasField("store") and resp.store.source == "memory" else []
+        return "\n".join([*store, out, *(_refusal_line(r) for r in resp.refused)])
 
     _emit(a, resp, table)
     return 0
+
+
+def _clock(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if 0 < t < 1e11 else "?"
+
+
+def _store_line(st: admin_pb2.DropStoreStatus) -> str:
+    """Where `drops top` counts come from when that is not Redis, or what `drops follow` notices."""
+    mine = f"this brain's in-memory counts (its own agents only, since {_clock(st.memory_since)})"
+    if not st.redis_configured:
+        return f"No Redis (the brain has no --redis-url): {mine}."
+    if st.redis_available:
+        return "Redis is available again: the counts held in memory are written to it."
+    return (
+        f"Redis unavailable since {_clock(st.unavailable_since)} ({printable(st.error) or 'no answer'}): "
+        f"{mine}; {st.buffered_events} events buffered, written to Redis once it is back."
+    )
 
 
 _REFUSED = {
@@ -256,11 +277,15 @@ async def _drops_follow(s: admin_pb2_grpc.AdminStub, md: list[tuple[str, str]], 
     call = s.FollowDrops(req, metadata=md, timeout=a.duration if a.duration else None)
     try:
         async for rec in call:
-            seen += 1
             if a.output == "json":
                 print(json.dumps(MessageToDict(rec, preserving_proto_field_name=True)), flush=True)
+            elif rec.HasField("store"):  # a notice: Redis unavailable, or back
+                print(f"-- {_clock(rec.time)} {_store_line(rec.store)}", flush=True)
             else:
                 print(_follow_line(rec), flush=True)
+            if rec.HasField("store"):
+                continue  # not a blocked connection: --count counts those only
+            seen += 1
             if a.count and seen >= a.count:
                 call.cancel()
                 break

@@ -41,9 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--brain",
+        type=_brains,
         default=os.environ.get("STOCKADE_BRAIN"),
-        metavar="HOST:PORT",
-        help="the brain's sync address (default: $STOCKADE_BRAIN)",
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help="the brains' sync addresses; a name resolving to several addresses (a headless Service) "
+        "names every brain. One serves the node at a time; when it goes away the agent moves to the next "
+        "at once (default: $STOCKADE_BRAIN)",
     )
     p.add_argument(
         "--backend", choices=_BACKENDS, default="auto", help="dataplane (auto: nftables when the kernel has it)"
@@ -91,6 +94,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="SECONDS",
         help="how often to re-check what the node needs (also checked on every snapshot)",
     )
+    p.add_argument(
+        "--keepalive-time",
+        type=_seconds,
+        default=0.5,
+        metavar="SECONDS",
+        help="ping the brain this often on the sync stream, to notice a brain that froze or whose host vanished",
+    )
+    p.add_argument(
+        "--keepalive-timeout",
+        type=_seconds,
+        default=1.0,
+        metavar="SECONDS",
+        help="a ping unanswered this long ends the stream: the agent moves to the next brain",
+    )
     p.add_argument("--insecure", action="store_true", help="plain-text gRPC without certificates (tests only)")
     logformat.add_flag(p)
     p.set_defaults(handler=_run)
@@ -101,6 +118,16 @@ def _group(text: str) -> int:
     if not 0 <= value <= 0xFFFF:
         raise argparse.ArgumentTypeError("an NFLOG group is 0..65535")
     return value
+
+
+def _brains(text: str) -> str:
+    from stockade.dial import TargetError, parse_targets
+
+    try:
+        parse_targets(text)
+    except TargetError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def _seconds(text: str) -> float:
@@ -203,6 +230,8 @@ def _config(args: argparse.Namespace, tls: ClientTLSSource | None) -> AgentConfi
         counters_interval=args.counters_interval,
         fix_sysctls=args.fix_sysctls,
         preflight_interval=args.preflight_interval,
+        keepalive_time=args.keepalive_time,
+        keepalive_timeout=args.keepalive_timeout,
     )
 
 

@@ -52,6 +52,7 @@ def _up(args: argparse.Namespace) -> int:
         _say,
         ip_family=args.ip_family,
         topology=args.topology,
+        n_brains=args.brains,
     )
     assert st.plan is not None
     print()
@@ -93,9 +94,13 @@ def _pods(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from stockade.lab import lab, render
+    from stockade.lab.brains import render as brain_table
 
-    st = lab.current(_cfg(args))
+    cfg = _cfg(args)
+    st = lab.current(cfg)
     assert st.plan is not None
+    brains = lab.brains_status(cfg)
+    processes = lab.processes_status(cfg)
     if args.output == "json":
         doc = {
             "status": st.status,
@@ -104,12 +109,17 @@ def _status(args: argparse.Namespace) -> int:
             "topology": st.plan.topology,
             "nodes": len(st.plan.nodes),
             "pods": len(st.plan.pods),
+            "brains": brains,
+            "processes": processes,
             "notes": st.notes,
         }
         print(json.dumps(doc, indent=2))
         return 0
     print(f"lab {st.status}, backend {st.backend}")
     print(render.summary(st.plan))
+    if brains:
+        print(brain_table(brains))
+    print(render.processes(processes))
     for note in st.notes:
         print(f"note: {note}")
     return 0
@@ -141,6 +151,38 @@ def _down(args: argparse.Namespace) -> int:
     from stockade.lab import lab
 
     return lab.down(_cfg(args), _say)
+
+
+def _brain_stop(args: argparse.Namespace) -> int:
+    from stockade.lab import lab
+
+    return lab.brain_stop(_cfg(args), args.index, args.signal, _say)
+
+
+def _brain_start(args: argparse.Namespace) -> int:
+    from stockade.lab import lab
+
+    return lab.brain_start(_cfg(args), args.index, _say, args.timeout)
+
+
+def _brain_list(args: argparse.Namespace) -> int:
+    from stockade.lab import brains, lab
+
+    rows = lab.brains_status(_cfg(args))
+    print(json.dumps(rows, indent=2) if args.output == "json" else brains.render(rows))
+    return 0
+
+
+def _brains(text: str) -> int:
+    from stockade.lab.brains import check_count
+
+    try:
+        n = int(text)
+        check_count(n)
+    except ValueError as e:
+        why = str(e) if "--brains" in str(e) else f"--brains wants a number, not {text!r}"
+        raise argparse.ArgumentTypeError(why) from None
+    return n
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -209,6 +251,14 @@ def register(sub: Any) -> None:
         "pods on one Linux bridge, as flannel, weave and the bridge CNI plugin do (same-node "
         "traffic is bridged: the node's rules see it only through br_netfilter)",
     )
+    up.add_argument(
+        "--brains",
+        type=_brains,
+        default=2,
+        metavar="N",
+        help="how many brains (1 to 5, default 2 as deployed): each agent is served by one and moves to "
+        "another when it goes away; they elect a leader (the one that writes to the API) by a Lease",
+    )
     up.add_argument("--redis-url", help="use this Redis instead of starting a private redis-server")
     up.add_argument("--prefix", help="name prefix of the lab's namespaces (default stockade-)")
     up.set_defaults(handler=_guard(_up))
@@ -265,6 +315,31 @@ def register(sub: Any) -> None:
     status = labsub.add_parser("status", help="the lab's state, IP families, topology, nodes and pods")
     status.add_argument("-o", "--output", choices=["table", "json"], default="table")
     status.set_defaults(handler=_guard(_status))
+
+    br = labsub.add_parser(
+        "brain",
+        help="fault drills: stop, kill, freeze or start one of the lab's brains",
+        description="Stop one brain and watch its agents move to another (`stockade lab status` shows "
+        "which brain serves which node and which leads); start it again and it rejoins.",
+    )
+    brsub = br.add_subparsers(dest="brain_command", metavar="BRAIN_COMMAND", required=True)
+    stop = brsub.add_parser("stop", help="signal one brain: TERM (default), KILL or STOP (freeze)")
+    stop.add_argument("index", type=int, metavar="N", help="which brain (1 is the first)")
+    stop.add_argument(
+        "--signal",
+        choices=["TERM", "KILL", "STOP"],
+        default="TERM",
+        help="TERM: it closes its agents' streams first, so they move at once; KILL: they see the "
+        "connection reset; STOP: frozen with its sockets open, only keepalives tell (default TERM)",
+    )
+    stop.set_defaults(handler=_guard(_brain_stop))
+    start = brsub.add_parser("start", help="start a stopped or killed brain again (SIGCONT for a frozen one)")
+    start.add_argument("index", type=int, metavar="N", help="which brain (1 is the first)")
+    start.add_argument("--timeout", type=float, default=30.0, help="seconds to wait until it is ready (default 30)")
+    start.set_defaults(handler=_guard(_brain_start))
+    blist = brsub.add_parser("list", help="every brain: ports, running or not, leader or not, nodes served")
+    blist.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    blist.set_defaults(handler=_guard(_brain_list))
 
     demo = labsub.add_parser("demo", help="the Sock Shop, secured step by step, on a 3-node lab")
     demo.add_argument("--keep", action="store_true", help="leave the lab up afterwards")

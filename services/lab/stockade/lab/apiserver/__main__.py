@@ -56,6 +56,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--bookmark-interval", type=float, default=10.0)
     ap.add_argument("--history", type=int, default=10_000, help="watch events kept (older: 410)")
     ap.add_argument(
+        "--initial-resource-version",
+        type=int,
+        default=1,
+        help="start the resourceVersion counter here: a restarted server continues past the old one's, "
+        "as etcd's revision outlives a kube-apiserver restart (older watches get 410 and relist)",
+    )
+    ap.add_argument(
         "--service-cluster-ip-range",
         default=",".join(DEFAULT_SERVICE_CIDRS),
         metavar="CIDR[,CIDR]",
@@ -94,6 +101,7 @@ async def serve(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    server.store.rv = server.store.floor = args.initial_resource_version
     try:
         for obj in load_manifests(args.data):
             server.put_object(obj)

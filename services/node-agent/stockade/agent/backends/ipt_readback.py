@@ -7,6 +7,7 @@ and every difference found in the IPv6 copy says so ("ip6tables: ...").
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import shlex
@@ -41,7 +42,8 @@ class RulesView:
     """One family's copy of our chains, as ``iptables-save`` / ``ip6tables-save`` shows it."""
 
     chains: dict[str, int] = field(default_factory=dict)  # STK-* chains: rule count
-    specs: dict[str, list[str]] = field(default_factory=dict)  # bucket chains' rules, verbatim
+    # STK-* chains' rules in canonical form (`canonical`): each rule's effect is compared
+    specs: dict[str, list[str]] = field(default_factory=dict)
     fwd: list[str] | None = None  # STOCKADE-FWD's rules, None when the chain is missing
     forward_jump: bool = False
     denied: dict[str, int] = field(default_factory=dict)  # chain id (NFLOG prefix) -> count
@@ -105,8 +107,7 @@ def parse_rules(save: str) -> RulesView:
             view.fwd = [*(view.fwd or []), spec]
         elif chain.startswith("STK-"):
             view.chains[chain] = view.chains.get(chain, 0) + 1
-            if chain.startswith(("STK-DI-", "STK-DO-")):
-                view.specs.setdefault(chain, []).append(spec)
+            view.specs.setdefault(chain, []).append(canonical(spec))
             words = shlex.split(spec)
             if "--nflog-prefix" in words:
                 prefix_of[chain] = words[words.index("--nflog-prefix") + 1]
@@ -114,6 +115,53 @@ def parse_rules(save: str) -> RulesView:
                 deny_of[chain] = packets
     view.denied = {prefix_of.get(c, c): n for c, n in deny_of.items()}
     return view
+
+
+_DEFAULTS = {("limit", "--limit-burst 5")}  # what iptables-save leaves out
+
+
+@functools.lru_cache(maxsize=1 << 16)  # pod chains share their deny tails
+def canonical(spec: str) -> str:
+    """A rule spec as the renderer writes it or iptables-save prints it, in one form: the
+    options of each match (``-m x``) and of the target (``-j X``) sorted, defaults left out.
+    Options within one module are unordered for the kernel (a module gets them as one struct),
+    so this never makes two rules that do different things equal; ``! --opt value`` stays a
+    unit. Anything else is kept as it is (a foreign rule still reads as different)."""
+    words = spec.split()
+    parts: list[str] = []
+    module, units = "", list[str]()  # the current -m/-j segment and its options
+    i = 0
+
+    def flush() -> None:
+        parts.extend(sorted(u for u in units if (module, u) not in _DEFAULTS))
+        units.clear()
+
+    while i < len(words):
+        w = words[i]
+        if w in ("-m", "-j", "-g") and i + 1 < len(words):
+            flush()
+            module = words[i + 1].lower()
+            parts.append(f"{w} {words[i + 1]}")
+            i += 2
+            continue
+        start = i
+        i += 1
+        if w == "!" and i < len(words):
+            i += 1
+        while i < len(words) and not words[i].startswith("-") and words[i] != "!":
+            i += 1
+        units.append(" ".join(words[start:i]))
+    flush()
+    return " ".join(parts)
+
+
+def chain_outdated(rules: RulesView, name: str, specs: list[str]) -> bool:
+    """Whether one of our STK-* chains must be rewritten: missing, another rule count, or a
+    rule that does something else than ``specs`` (the renderer's)."""
+    if rules.chains.get(name) != len(specs):
+        return True
+    have = rules.specs.get(name)
+    return have is not None and have != [canonical(s) for s in specs]
 
 
 def parse(ipset_save: str, iptables_save: str, ip6tables_save: str | None = None) -> IptView:
@@ -210,8 +258,10 @@ def differences(view: IptView, want: IptDesired) -> list[str]:
                 out.append(f"{tag}missing chain {name}")
             elif rules.chains[name] != len(specs):
                 out.append(f"{tag}chain {name} has {rules.chains[name]} rules, expected {len(specs)}")
-            elif name in rules.specs and rules.specs[name] != specs:
-                out.append(f"{tag}chain {name} differs")
+            elif chain_outdated(rules, name, specs):
+                kernel = rules.specs[name]
+                i = next(i for i, s in enumerate(specs) if canonical(s) != kernel[i])
+                out.append(f"{tag}chain {name} rule {i + 1} differs: {kernel[i]!r}, expected {canonical(specs[i])!r}")
         out += [f"{tag}extra chain {n}" for n in sorted(rules.chains.keys() - wanted_chains.keys())]
     for kind, have, wanted in (("ipset", view.sets, want.sets), ("pod ipset", view.pods, want.pods)):
         for name, elems in sorted(wanted.items()):

@@ -67,6 +67,8 @@ class IptablesBackend:
         self.versions: tuple[int, ...] = ipt_render.FAMILIES if has6 else (4,)
         self.families: tuple[str, ...] = tuple(f"ipv{v}" for v in self.versions)
         self._dispatched: dict[Direction, dict[str, str]] | None = None  # pod IP -> pod set name
+        # (model, what the last verify of it read), until anything is written
+        self._verified: tuple[NodeModel, ipt_readback.IptView] | None = None
         self.transactions = 0
         self.failures = 0
         self.repairs = 0
@@ -81,6 +83,7 @@ class IptablesBackend:
         return proc.stdout
 
     def _apply(self, ipset_a: list[str], restores: dict[int, str], ipset_b: list[str]) -> bool:
+        self._verified = None
         start = time.perf_counter()
         try:
             if ipset_a:
@@ -123,8 +126,17 @@ class IptablesBackend:
         if self._reconcile(model):
             self.repairs += 1
 
+    def repair_verified(self, model: NodeModel) -> None:
+        """`repair` from what the last `verify` of ``model`` read, when nothing was written since
+        (reading the kernel is three processes: the tamper path reads once)."""
+        known, self._verified = self._verified, None
+        if self._reconcile(model, known[1] if known is not None and known[0] is model else None):
+            self.repairs += 1
+
     def verify(self, model: NodeModel) -> list[str]:
-        return ipt_readback.differences(self.read_view(), self._desired(model))
+        view = self.read_view()
+        self._verified = (model, view)
+        return ipt_readback.differences(view, self._desired(model))
 
     def close(self) -> None:
         pass  # fail static
@@ -221,11 +233,12 @@ class IptablesBackend:
         bucket = ipt_render.bucket_set(direction, ipt_render.bucket_of(pod_set), family)
         return [f"del {pod_set} {ip}"] + ([f"del {bucket} {ip}"] if bucket != keep_bucket else [])
 
-    def _reconcile(self, model: NodeModel) -> bool:
-        """Make the kernel hold ``model``, touching only what differs; True when anything changed."""
+    def _reconcile(self, model: NodeModel, view: ipt_readback.IptView | None = None) -> bool:
+        """Make the kernel hold ``model``, touching only what differs (from ``view``, read now
+        when not given); True when anything changed."""
         names.check_ipt_names(model.sets, model.chains)  # two ids sharing a kernel name: refuse all
         want = self._desired(model)  # raises before any kernel I/O on an address we cannot place
-        view = self.read_view()
+        view = view if view is not None else self.read_view()
         a: list[str] = []
         b: list[str] = []
         for kind, have, wanted in (("hash:net", view.sets, want.sets), ("hash:ip", view.pods, want.pods)):
@@ -242,11 +255,7 @@ class IptablesBackend:
         restores: dict[int, str] = {}
         for f in self.versions:
             rules = view.rules.get(f, ipt_readback.RulesView())
-            chains = {
-                n: s
-                for n, s in want.chains[f].items()
-                if rules.chains.get(n) != len(s) or (n in rules.specs and rules.specs[n] != s)
-            }
+            chains = {n: s for n, s in want.chains[f].items() if ipt_readback.chain_outdated(rules, n, s)}
             if rules.fwd != want.fwd[f]:
                 chains = {ipt_render.FWD: want.fwd[f], **chains}
             extra = sorted(rules.chains.keys() - want.chains[f].keys())

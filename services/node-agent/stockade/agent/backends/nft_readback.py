@@ -3,7 +3,10 @@
 Pure functions of the JSON text, so the drift logic is testable without a kernel. The view is in
 kernel names (see `names`), and the comparison with a model happens in that name space; the
 elements of the shared hosts sets are grouped by tag (`nft_render.tagged`), each group one
-host-only address set, compared with the model's sets by tag (`names.nft_tag`).
+host-only address set, compared with the model's sets by tag (`names.nft_tag`). Every rule is
+compared by what it does: pod and port chains with the renderer's lines (`nft_canon`), the fixed
+chains with a scratch copy read from the same kernel (`Reference`), so a rule replaced one-for-one
+is drift.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stockade.agent.backends import elements, names
+from stockade.agent.backends.nft_canon import kernel_rule, rendered_rule
 from stockade.agent.backends.nft_render import (
     DENY_COMMENT,
     FORWARD,
@@ -53,11 +57,14 @@ class KernelView:
     chains: dict[str, int] = field(default_factory=dict)  # pod chains: name -> rule count
     ports: dict[str, int] = field(default_factory=dict)  # shared port chains: name -> rule count
     settings: dict[str, str] = field(default_factory=dict)  # pod chains: name -> deny rule's comment
+    # pod and port chains: name -> each rule's canonical text (`nft_canon`), in order
+    rules: dict[str, list[str]] = field(default_factory=dict)
     ingress: dict[str, str] = field(default_factory=dict)  # pod IP (either family) -> chain name
     egress: dict[str, str] = field(default_factory=dict)
     fixed: set[str] = field(default_factory=set)  # our fixed objects present: maps, seen sets, forward
     forward_rules: int = 0
     once_rules: dict[str, int] = field(default_factory=dict)
+    fixed_rules: dict[str, list[str]] = field(default_factory=dict)  # forward, once_*: canonical texts
     handles: dict[str, int] = field(default_factory=dict)  # "table", "set NAME", "chain NAME" -> handle
     denied: dict[str, int] = field(default_factory=dict)  # log prefix (chain id) -> deny counter
 
@@ -130,17 +137,22 @@ def parse(text: str) -> KernelView:
                 view.fixed.add(c["name"])
             elif c["name"].startswith(PORT_CHAIN):
                 view.ports[c["name"]] = 0
+                view.rules[c["name"]] = []
             else:
                 view.chains[c["name"]] = 0
+                view.rules[c["name"]] = []
         elif "rule" in obj:
             r = obj["rule"]
             chain = r["chain"]
             if chain == FORWARD:
                 view.forward_rules += 1
+                view.fixed_rules.setdefault(chain, []).append(kernel_rule(r))
                 continue
             if chain in ONCE.values():
                 view.once_rules[chain] = view.once_rules.get(chain, 0) + 1
+                view.fixed_rules.setdefault(chain, []).append(kernel_rule(r))
                 continue
+            view.rules.setdefault(chain, []).append(kernel_rule(r))
             if chain.startswith(PORT_CHAIN):
                 view.ports[chain] = view.ports.get(chain, 0) + 1
                 continue
@@ -155,6 +167,13 @@ def parse(text: str) -> KernelView:
     return view
 
 
+# The fixed chains (forward, once_in, once_out) -> their rules' canonical texts as this kernel and
+# nft show them, read from a scratch table (`NftablesBackend.fixed_reference`): nft shows these
+# rules otherwise than they are written (a dependency such as ``meta l4proto tcp`` left out, ``th``
+# shown as ``tcp``), so the renderer's text cannot stand for them.
+Reference = dict[str, tuple[str, ...]]
+
+
 @dataclass
 class Desired:
     """A model in kernel names: what `KernelView` should equal."""
@@ -163,6 +182,7 @@ class Desired:
     families: dict[str, int]  # kernel set name -> 4 or 6
     chains: dict[str, int]
     comment: str  # the deny rule's comment every pod chain should carry
+    rules: dict[str, tuple[str, ...]]  # pod and port chains: name -> canonical rule texts (`nft_canon`)
     ingress: dict[str, str]
     egress: dict[str, str]
     ports: dict[str, tuple[str, ...]] = field(default_factory=dict)  # shared port chains: name -> rules
@@ -172,12 +192,13 @@ class Desired:
     # own-set kernel name -> set id, for every set and family of the layout (where it lives or
     # would live with a CIDR): a set that moved between its own set and the hosts set
     set_ids: dict[str, str] = field(default_factory=dict)
+    fixed: Reference | None = None  # the fixed chains' rules; None: compared by count only
 
 
-def desired(model: NodeModel, cfg: NftConfig) -> Desired:
+def desired(model: NodeModel, cfg: NftConfig, fixed: Reference | None = None) -> Desired:
     """``model`` in kernel names and in its layout (`nft_render.layout`: no ``a6_`` sets and no
     ``ip6`` peer rules when it dispatches no IPv6 address); refuses (`ElementError`) what no
-    family can hold, as rendering does."""
+    family can hold, as rendering does. ``fixed``: the fixed chains' `Reference`."""
     sets: dict[str, frozenset[str]] = {}
     families: dict[str, int] = {}
     interval: set[str] = set()
@@ -185,6 +206,8 @@ def desired(model: NodeModel, cfg: NftConfig) -> Desired:
     set_ids: dict[str, str] = {}
     owners = tag_owners(model.sets)
     in_layout = layout(model)
+    lines = {names.nft_chain(c): chain_lines(c, ch, cfg, in_layout, model.sets) for c, ch in model.chains.items()}
+    ports = port_chains(model.chains.values())
     for sid, elems in model.sets.items():
         for version, form in set_forms(sid, elems).items():
             if version not in in_layout:
@@ -205,15 +228,17 @@ def desired(model: NodeModel, cfg: NftConfig) -> Desired:
     return Desired(
         sets=sets,
         families=families,
-        chains={names.nft_chain(c): len(chain_lines(c, ch, cfg, in_layout)) for c, ch in model.chains.items()},
+        chains={name: len(ls) for name, ls in lines.items()},
         comment=deny_comment(cfg),
+        rules={name: tuple(map(rendered_rule, ls)) for name, ls in (lines | ports).items()},
         ingress=dispatch[Direction.INGRESS],
         egress=dispatch[Direction.EGRESS],
-        ports=port_chains(model.chains.values()),
+        ports=ports,
         interval=interval,
         tagged=tagged,
         owners=owners,
         set_ids=set_ids,
+        fixed=fixed,
     )
 
 
@@ -256,7 +281,24 @@ FIXED = {*MAPS, *SEEN.values(), *HOSTS.values(), *ONCE.values(), FORWARD}
 FORWARD_RULE_COUNT = len(FORWARD_RULES)
 
 
-def structure_problems(view: KernelView) -> list[str]:
+def reference_from(view: KernelView) -> Reference:
+    """The fixed chains' rules of a table written from `nft_render` (the scratch table)."""
+    return {name: tuple(view.fixed_rules.get(name, ())) for name in (FORWARD, *ONCE.values())}
+
+
+def fixed_problems(view: KernelView, fixed: Reference) -> list[str]:
+    """The fixed chains' rules that differ from the reference (counts compared already)."""
+    out = []
+    for name, wanted in sorted(fixed.items()):
+        have = view.fixed_rules.get(name, [])
+        if name in view.fixed and len(have) == len(wanted) and tuple(have) != wanted:
+            i = next(i for i, (a, b) in enumerate(zip(have, wanted, strict=True)) if a != b)
+            out.append(f"chain {name} rule {i + 1} differs: {have[i]!r}, expected {wanted[i]!r}")
+    return out
+
+
+def structure_problems(view: KernelView, fixed: Reference | None = None) -> list[str]:
+    """Our fixed objects missing or changed (any of these: the table is replaced)."""
     out = [f"missing {name}" for name in sorted(FIXED - view.fixed)]
     if FORWARD in view.fixed and view.forward_rules != FORWARD_RULE_COUNT:
         out.append(f"chain {FORWARD} has {view.forward_rules} rules, expected {FORWARD_RULE_COUNT}")
@@ -264,6 +306,8 @@ def structure_problems(view: KernelView) -> list[str]:
         want = len(once_lines(direction, NftConfig()))  # the count does not depend on settings
         if name in view.fixed and view.once_rules.get(name, 0) != want:
             out.append(f"chain {name} has {view.once_rules.get(name, 0)} rules, expected {want}")
+    if fixed is not None and not out:
+        out += fixed_problems(view, fixed)
     return out
 
 
@@ -281,11 +325,36 @@ def kind_problems(view: KernelView, want: Desired) -> list[str]:
     ]
 
 
+def rule_problems(view: KernelView, want: Desired, name: str) -> list[str]:
+    """The rules of a pod or port chain (of the expected count) that do something else than the
+    model's: one message per chain, naming the first such rule. A view built without rule texts
+    (a unit test's) compares counts only."""
+    have, wanted = view.rules.get(name), want.rules.get(name)
+    if have is None or wanted is None or tuple(have) == wanted:
+        return []
+    i = next(i for i, (a, b) in enumerate(zip(have, wanted, strict=True)) if a != b)
+    return [f"chain {name} rule {i + 1} differs: {have[i]!r}, expected {wanted[i]!r}"]
+
+
+def chain_outdated(view: KernelView, want: Desired, name: str) -> bool:
+    """Whether a pod chain must be rewritten: missing, another rule count, other settings, or
+    a rule that does something else."""
+    return (
+        view.chains.get(name) != want.chains[name]
+        or view.settings.get(name) != want.comment
+        or bool(rule_problems(view, want, name))
+    )
+
+
+def port_chain_outdated(view: KernelView, want: Desired, name: str) -> bool:
+    return view.ports.get(name) != len(want.ports[name]) or bool(rule_problems(view, want, name))
+
+
 def differences(view: KernelView | None, want: Desired) -> list[str]:
     """What the kernel lacks or holds beyond ``want`` (empty when in sync)."""
     if view is None:
         return ["table inet stockade is missing"]
-    out = structure_problems(view)
+    out = structure_problems(view, want.fixed)
     for name, elems in sorted(want.sets.items()):
         have = view.sets.get(name)
         if have is None:
@@ -304,12 +373,16 @@ def differences(view: KernelView | None, want: Desired) -> list[str]:
             out.append(f"chain {name} has {have_count} rules, expected {count}")
         elif view.settings.get(name) != want.comment:
             out.append(f"chain {name} built with other settings ({view.settings.get(name)!r}, want {want.comment!r})")
+        else:
+            out += rule_problems(view, want, name)
     out += [f"extra chain {n}" for n in sorted(view.chains.keys() - want.chains.keys())]
     for name, lines in sorted(want.ports.items()):
         if name not in view.ports:
             out.append(f"missing chain {name}")
         elif view.ports[name] != len(lines):
             out.append(f"chain {name} has {view.ports[name]} rules, expected {len(lines)}")
+        else:
+            out += rule_problems(view, want, name)
     out += [f"extra chain {n}" for n in sorted(view.ports.keys() - want.ports.keys())]
     for direction in Direction:
         have_map = view.dispatch(direction)

@@ -8,7 +8,16 @@ objects are damaged, the whole table is replaced instead, still in one transacti
 from __future__ import annotations
 
 from stockade.agent.backends import elements, names
-from stockade.agent.backends.nft_readback import KernelView, desired, kind_problems, same_coverage, structure_problems
+from stockade.agent.backends.nft_readback import (
+    KernelView,
+    Reference,
+    chain_outdated,
+    desired,
+    kind_problems,
+    port_chain_outdated,
+    same_coverage,
+    structure_problems,
+)
 from stockade.agent.backends.nft_render import (
     FAMILIES,
     HOSTS,
@@ -29,14 +38,15 @@ def _elem_cmd(verb: str, name: str, items: list[str]) -> list[str]:
     return [f"{verb} element {TABLE} {name} {{ {', '.join(sorted(items))} }}"] if items else []
 
 
-def render_reconcile(view: KernelView | None, model: NodeModel, cfg: NftConfig) -> str:
-    """A script making the kernel hold ``model`` ("" when it already does).
+def render_reconcile(view: KernelView | None, model: NodeModel, cfg: NftConfig, fixed: Reference | None = None) -> str:
+    """A script making the kernel hold ``model`` ("" when it already does); ``fixed``: the fixed
+    chains' rules as they should read (`nft_readback.Reference`; None: compared by count).
 
     A kernel in the other layout (`nft_render.layout`) is moved over in the same transaction:
     the twins it lacks are added first, the chains rewritten, the twins it no longer needs
     deleted last. Likewise a set that moved between the hosts set and a set of its own (its own
     set created first, the chains naming it rewritten, its old form removed)."""
-    if view is None or structure_problems(view):
+    if view is None or structure_problems(view, fixed):
         return render_snapshot(model, cfg)
     want = desired(model, cfg)
     if kind_problems(view, want):
@@ -62,11 +72,11 @@ def render_reconcile(view: KernelView | None, model: NodeModel, cfg: NftConfig) 
     # Sets whose own set comes or goes: the rules naming them name the other form.
     moved = {want.set_ids[n] for n in view.sets.keys() ^ want.sets.keys() if n in want.set_ids}
     for name, lines in want.ports.items():
-        if view.ports.get(name) != len(lines):
+        if port_chain_outdated(view, want, name):
             out += add_port_chain_cmds(name, lines)
     for cid, chain in model.chains.items():
         name = names.nft_chain(cid)
-        outdated = view.chains.get(name) != want.chains[name] or view.settings.get(name) != want.comment
+        outdated = chain_outdated(view, want, name)
         if outdated or (moved and any(rule.peer in moved for rule in chain.rules)):
             out += add_chain_cmds(cid, chain, cfg, families, model.sets)
     for direction in Direction:

@@ -7,13 +7,18 @@ elements (pods coming and going) go to nf_tables as one netlink batch (`nft_netl
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable, Collection
 
-from stockade.agent.backends import names, nft_netlink, nft_readback, nft_render
+from stockade.agent.backends import names, nft_chains, nft_netlink, nft_readback, nft_render
 from stockade.agent.backends.base import ApplyError
 from stockade.agent.backends.nft_repair import render_reconcile
 from stockade.agent.backends.nftlib import NftRunner
 from stockade.model import Direction, NodeDelta, NodeModel
+
+log = logging.getLogger(__name__)
+REF_TABLE = "inet stockade_ref"  # a scratch table: no base chain, never enforces anything
 
 
 class NftablesBackend:
@@ -41,6 +46,9 @@ class NftablesBackend:
         # The model's sets as loaded (shared frozensets, not copies): a removed host-only set's
         # elements are deleted from the hosts set one by one. None until known.
         self._sets: dict[str, frozenset[str]] | None = None
+        # (model, what the last verify of it read), until anything is written
+        self._verified: tuple[NodeModel, nft_readback.KernelView | None] | None = None
+        self._reference: nft_readback.Reference | None = None  # the fixed chains' rules, read once
         self.transactions = 0
         self.failures = 0
         self.repairs = 0
@@ -51,6 +59,7 @@ class NftablesBackend:
         """Apply one script as one transaction (``nft -f`` is all-or-nothing)."""
         if not script:
             return
+        self._verified = None
         start = time.perf_counter()
         ok, _, err = self._nft.run(script)
         self.last_apply_seconds = time.perf_counter() - start
@@ -78,6 +87,7 @@ class NftablesBackend:
             (batch.add if verb == "add" else batch.delete)(name, encoded)
         if not batch.ops:
             return
+        self._verified = None
         start = time.perf_counter()
         try:
             self._netlink.send(batch)
@@ -97,9 +107,28 @@ class NftablesBackend:
             raise ApplyError(f"nft list table {nft_render.TABLE} failed: {err.strip()}")
         return nft_readback.parse(out)
 
+    def fixed_reference(self) -> nft_readback.Reference | None:
+        """How the fixed chains' rules (forward, once_*) read in this kernel: from a scratch
+        table written once from the renderer, listed and deleted (three small calls, once per
+        backend). None when that fails: those chains are then compared by rule count only."""
+        if self._reference is None:
+            snapshot = nft_render.render_snapshot(NodeModel("reference"), self.config)
+            script = "\n".join(
+                line.replace(nft_render.TABLE, REF_TABLE) for line in snapshot.splitlines() if " hook " not in line
+            )
+            ok, _, err = self._nft.run(script + "\n")
+            if ok:
+                ok, out, err = self._nft.run(f"list table {REF_TABLE}", json=True)
+                self._nft.run(f"delete table {REF_TABLE}\n")
+                if ok:
+                    self._reference = nft_readback.reference_from(nft_readback.parse(out))
+            if not ok:
+                log.warning("cannot read the fixed chains' reference rules (%s): compared by count", err.strip())
+        return self._reference
+
     # -- Dataplane --------------------------------------------------------------------------
     def apply_snapshot(self, model: NodeModel) -> None:
-        self.run_script(render_reconcile(self.read_view(), model, self.config))
+        self.run_script(render_reconcile(self.read_view(), model, self.config, self.fixed_reference()))
         self._remember(model)
 
     def apply_delta(self, delta: NodeDelta, model: NodeModel) -> None:
@@ -157,10 +186,35 @@ class NftablesBackend:
         self._ipv6 = v6
 
     def verify(self, model: NodeModel) -> list[str]:
-        return nft_readback.differences(self.read_view(), nft_readback.desired(model, self.config))
+        fixed = self.fixed_reference()
+        view = self.read_view()
+        self._verified = (model, view)
+        return nft_readback.differences(view, nft_readback.desired(model, self.config, fixed))
 
     def repair(self, model: NodeModel) -> None:
-        script = render_reconcile(self.read_view(), model, self.config)
+        self._repair(model, self.read_view())
+
+    def repair_verified(self, model: NodeModel) -> None:
+        """`repair` from what the last `verify` of ``model`` read, when nothing was written since
+        (a listing of a loaded table costs more than the repair: the tamper path reads once)."""
+        known, self._verified = self._verified, None
+        self._repair(model, known[1] if known is not None and known[0] is model else self.read_view())
+
+    def chain_repair(self, model: NodeModel, chains: Collection[str]) -> Callable[[], None] | None:
+        """What rewrites ``chains`` (kernel names) as ``model`` has them, in one transaction; None
+        when one is not a chain of the model (a full `repair` is needed)."""
+        script = nft_chains.rewrite_chains(model, self.config, chains)
+        if script is None:
+            return None
+
+        def rewrite() -> None:
+            self.run_script(script)
+            self.repairs += 1
+
+        return rewrite
+
+    def _repair(self, model: NodeModel, view: nft_readback.KernelView | None) -> None:
+        script = render_reconcile(view, model, self.config, self.fixed_reference())
         if script:
             self.run_script(script)
             self.repairs += 1
@@ -172,6 +226,11 @@ class NftablesBackend:
         self._nft.close()  # fail static: the rules stay in the kernel when the agent stops
 
     # -- extras -----------------------------------------------------------------------------
+    @property
+    def runs_nft_binary(self) -> bool:
+        """True when scripts go to the ``nft`` binary (no libnftables): another process commits them."""
+        return not self._nft.in_process
+
     def denied_counts(self) -> dict[str, int]:
         """Denied connections per pod chain id, from the kernel counters (exact)."""
         view = self.read_view(terse=True)

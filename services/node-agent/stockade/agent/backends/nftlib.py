@@ -56,6 +56,11 @@ class NftRunner:
             _LIB.nft_ctx_buffer_output(self._ctx)
             _LIB.nft_ctx_buffer_error(self._ctx)
 
+    @property
+    def in_process(self) -> bool:
+        """True when scripts run through the library, False when through the ``nft`` binary."""
+        return self._ctx is not None
+
     def _in_netns(self) -> AbstractContextManager[None]:
         return ns.entered(self.netns) if self.netns else nullcontext()
 

@@ -6,6 +6,10 @@ re-sent, under the same number, if the stream broke). When the bound is hit the 
 events are shed first (recent events matter most to someone looking at drops now); a batch
 already sent is never shed, since the brain may have counted it. Every shed event is counted,
 per reason, and the counts travel to the brain on every batch.
+
+The buffer also remembers which brain process has *counted* which sent batches (counted is not
+stored: while Redis is away a brain counts but cannot store). Only the batches that brain has not
+counted need re-sending to it; any other brain gets every unacknowledged batch.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ class ReportBuffer:
         self._seq = 0
         self.shed: dict[str, int] = {}  # reason -> events shed since this buffer was made
         self._shed_sent: dict[str, int] = {}  # shed counts as last put in a batch
+        self.counted_by = ""  # the brain process that said it counted our batches up to ...
+        self.counted_seq = 0  # ... this seq (0: none known)
 
     def __len__(self) -> int:
         return len(self._unsent) + self._inflight_events
@@ -80,6 +86,20 @@ class ReportBuffer:
     def unacked(self) -> list[tuple[int, list[BlockedEvent]]]:
         """Batches sent but not acknowledged, oldest first (to be re-sent as they are)."""
         return list(self._inflight)
+
+    def counted(self, brain: str, seq: int) -> None:
+        """Brain process ``brain`` ("": unknown, e.g. an older brain) has counted batches up to ``seq``."""
+        self.counted_by, self.counted_seq = (brain, seq) if brain else ("", 0)
+
+    def knows_counted(self) -> bool:
+        """Some unacknowledged batch is known counted by `counted_by` (worth asking whom a stream reached)."""
+        return bool(self.counted_by and self._inflight and self._inflight[0][0] <= self.counted_seq)
+
+    def to_resend(self, brain: str | None) -> list[tuple[int, list[BlockedEvent]]]:
+        """The unacknowledged batches that ``brain`` (None: not known) may not have counted, oldest first."""
+        if brain is None or not brain or brain != self.counted_by:
+            return list(self._inflight)
+        return [b for b in self._inflight if b[0] > self.counted_seq]
 
     def acked(self, last_seq: int) -> int:
         """Forget batches up to ``last_seq``; returns how many events were acknowledged."""

@@ -7,6 +7,13 @@ there is something to send, writes numbered batches, and closes the stream after
 the buffer, the others are re-sent on the next stream. While the brain is unreachable the events
 wait in the bounded buffer (see `buffer.ReportBuffer`), and what it sheds is counted and reported.
 
+Re-sends are only what the brain may lack. The ack names the brain process and the last batch it
+has counted (stored or not: while Redis is away nothing is stored). When unacknowledged batches
+are known counted, a stream first reads the brain's id from its initial metadata: the same brain
+process gets only the batches it has not counted (and, if there is nothing else, an empty batch
+numbered 0 that asks what is stored now); another brain, or one that does not say who it is
+within ``brain_wait`` (an older brain), gets every unacknowledged batch, so nothing is lost.
+
 Given a `RenewingChannel`, each stream starts on a channel with the newest certificate files:
 once they are renewed, the next stream opens a new channel and the old one is closed (no stream
 is on it then: one stream at a time).
@@ -30,6 +37,9 @@ from stockade.agent.reporter.wire import encode_batch
 from stockade.model.events import BlockedEvent
 from stockade.tls.reload import ClientTLSSource
 from stockade.v1 import drops_pb2_grpc
+
+# The brain's id in a ReportDrops stream's initial metadata (the brain's `servicer.BRAIN_METADATA`).
+BRAIN_METADATA = "stockade-drops-brain"
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +106,12 @@ class RenewingChannel:
         await self.channel.close(grace)
 
 
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """Done callback of a future nobody awaits any more (no "exception never retrieved")."""
+    if not fut.cancelled():
+        fut.exception()
+
+
 def _describe(e: Exception) -> str:
     return e.code().name if isinstance(e, grpc.aio.AioRpcError) else repr(e)
 
@@ -113,7 +129,11 @@ class Reporter:
         min_backoff: float = 0.2,
         max_backoff: float = 5.0,
         registry: CollectorRegistry | None = None,
+        skip_counted: bool = True,
+        brain_wait: float = 5.0,
     ) -> None:
+        """``skip_counted`` False: re-send every unacknowledged batch on every stream (the behaviour
+        before brains named themselves; kept for benchmarks)."""
         self.node = node
         self.instance = uuid.uuid4().hex
         self.buffer = ReportBuffer(max_buffered_events)
@@ -126,6 +146,8 @@ class Reporter:
         self._min_backoff = min_backoff
         self._max_backoff = max_backoff
         self._metrics = _Metrics(registry) if registry is not None else None
+        self._skip_counted = skip_counted
+        self._brain_wait = brain_wait
         self._wake = asyncio.Event()
         # One stream at a time: the brain skips any batch numbered at or below the last one it
         # accepted, so batches must reach it in order.
@@ -133,6 +155,8 @@ class Reporter:
         self._stopping = False
         self.connected = False
         self.acked_events = 0
+        self.resent_batches = 0  # unacknowledged batches sent again
+        self.skipped_batches = 0  # unacknowledged batches not re-sent: the brain had counted them
 
     # --- capture side ---
 
@@ -173,9 +197,15 @@ class Reporter:
         if self._channels is not None and (channel := await self._channels.current()) is not self._channel:
             self._channel, self._stub = channel, drops_pb2_grpc.DropServiceStub(channel)
         call = self._stub.ReportDrops(timeout=self._stream_seconds + 30.0)
-        shed = self.buffer.shed
-        for seq, events in self.buffer.unacked():
+        buffer = self.buffer
+        brain = await self._brain_of(call) if self._skip_counted and buffer.knows_counted() else None
+        resend = buffer.to_resend(brain)
+        self.resent_batches += len(resend)
+        self.skipped_batches += buffer.inflight_batches - len(resend)
+        shed = buffer.shed
+        for seq, events in resend:
             await call.write(encode_batch(self.node, self.instance, seq, events, shed))
+        written = len(resend)
         deadline = loop.time() + self._stream_seconds
         idle_since = loop.time()
         while not self._stopping:
@@ -190,13 +220,33 @@ class Reporter:
                 continue
             seq, events = nxt
             await call.write(encode_batch(self.node, self.instance, seq, events, self.buffer.shed))
+            written += 1
             idle_since = loop.time()
+        if not written and buffer.inflight_batches:  # all counted: ask what is stored (seq 0 counts nothing)
+            await call.write(encode_batch(self.node, self.instance, 0, (), buffer.shed))
         await call.done_writing()
         ack = await call
-        self.acked_events += self.buffer.acked(ack.last_seq)
+        self.acked_events += buffer.acked(ack.last_seq)
+        if self._skip_counted:
+            buffer.counted(ack.brain, ack.accepted_seq)
         self._set_connected(True)
         if self._metrics:
             self._metrics.buffer.set(len(self.buffer))
+
+    async def _brain_of(self, call: Any) -> str | None:
+        """The brain process a stream reached, from its initial metadata; None when it does not say
+        within ``brain_wait`` (an older brain sends it only with the ack) or the call failed."""
+        md = asyncio.ensure_future(call.initial_metadata())
+        done, _ = await asyncio.wait({md}, timeout=self._brain_wait)
+        if not done:
+            md.add_done_callback(_retrieve)
+            return None
+        if md.exception() is not None:
+            return None
+        for key, value in md.result() or ():
+            if key == BRAIN_METADATA:
+                return value if isinstance(value, str) else value.decode("ascii", "replace")
+        return None
 
     def _set_connected(self, up: bool) -> None:
         if up != self.connected:

@@ -46,6 +46,8 @@ class AgentStatus:
     brain_protocol: int = 0  # the sync protocol the brain last spoke (0: none yet)
     brain_refused: str | None = None  # why this agent refused the brain (an older protocol); None once accepted
     brain_refusals: int = 0  # streams this agent ended for that, since start
+    brain: str = ""  # the brain serving this node now (HOST:PORT); "" while none does
+    brain_switches: int = 0  # accepted streams on a brain other than the one before, since start
     history: list[str] = field(default_factory=list)  # recent link events, newest last
 
     def event(self, text: str) -> None:

@@ -45,6 +45,19 @@ class SyncCollector(Collector):
         )
         yield CounterMetricFamily("stockade_agent_brain_connects", "sync streams established", value=st.connects)
         yield CounterMetricFamily(
+            "stockade_agent_brain_switches",
+            "sync streams accepted by a brain other than the one that served the node before",
+            value=st.brain_switches,
+        )
+        info = GaugeMetricFamily(
+            "stockade_agent_brain_info",
+            "1 for the brain serving this node now (no series while none does)",
+            labels=["brain"],
+        )
+        if st.connected and st.brain:
+            info.add_metric([st.brain], 1)
+        yield info
+        yield CounterMetricFamily(
             "stockade_agent_brain_refused",
             "sync streams this agent ended because the brain speaks an older sync protocol",
             value=st.brain_refusals,
