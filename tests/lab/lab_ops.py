@@ -9,6 +9,7 @@ are silent), so every attempt here is one new flow and exactly one count.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import select
 import socket
@@ -218,3 +219,40 @@ def attempts(
     finally:
         for s in socks:
             s.close()
+
+
+# -- the drill cluster of the two-brain and restart tests -------------------------------------
+
+
+def drill_cluster(nodes: int) -> str:
+    """Namespace drill: a server pod app=srv on every node, a client (role=client) on node-1 and
+    another pod (role=other) on the last node, as one YAML (JSON is YAML) for `lab up --cluster`."""
+    docs: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "drill"}}]
+    pods = [(f"srv-{i}", f"node-{i}", {"app": "srv"}) for i in range(1, nodes + 1)]
+    pods += [("cli", "node-1", {"role": "client"}), ("other", f"node-{nodes}", {"role": "other"})]
+    for name, node, labels in pods:
+        docs.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, "namespace": "drill", "labels": labels},
+                "spec": {"nodeName": node, "containers": [{"name": "c", "ports": [{"containerPort": 80}]}]},
+            }
+        )
+    return "\n---\n".join(json.dumps(d) for d in docs)
+
+
+def drill_only_from(role: str) -> str:
+    """The servers' ingress policy of the drill cluster: only pods with ``role`` may connect."""
+    return json.dumps(
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "srv-ingress", "namespace": "drill"},
+            "spec": {
+                "podSelector": {"matchLabels": {"app": "srv"}},
+                "policyTypes": ["Ingress"],
+                "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": role}}}]}],
+            },
+        }
+    )

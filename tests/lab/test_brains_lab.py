@@ -21,7 +21,7 @@ import pytest
 from stockade.dial.targets import Candidate, order_for
 from stockade.lab import brains
 
-from .lab_ops import lab_state, poll
+from .lab_ops import drill_cluster, drill_only_from, lab_state, poll
 from .labenv import Lab
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -37,37 +37,6 @@ def _nodes_for_spread() -> int:
         if len({order_for(f"node-{i}", two)[0] for i in range(1, n + 1)}) == 2:
             return n
     pytest.fail("order_for puts node-1 .. node-8 all on one brain: no spread to test")
-
-
-def _cluster(nodes: int) -> str:
-    docs: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "drill"}}]
-    pods = [(f"srv-{i}", f"node-{i}", {"app": "srv"}) for i in range(1, nodes + 1)]
-    pods += [("cli", "node-1", {"role": "client"}), ("other", f"node-{nodes}", {"role": "other"})]
-    for name, node, labels in pods:
-        docs.append(
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": name, "namespace": "drill", "labels": labels},
-                "spec": {"nodeName": node, "containers": [{"name": "c", "ports": [{"containerPort": 80}]}]},
-            }
-        )
-    return "\n---\n".join(json.dumps(d) for d in docs)  # JSON is YAML
-
-
-def _only_from(role: str) -> str:
-    return json.dumps(
-        {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "NetworkPolicy",
-            "metadata": {"name": "srv-ingress", "namespace": "drill"},
-            "spec": {
-                "podSelector": {"matchLabels": {"app": "srv"}},
-                "policyTypes": ["Ingress"],
-                "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": role}}}]}],
-            },
-        }
-    )
 
 
 def _brains(lab: Lab) -> dict[int, dict[str, Any]]:
@@ -106,7 +75,7 @@ def _enforces(lab: Lab, allowed: str, blocked: str, nodes: int) -> None:
 def drill(lab: Lab) -> tuple[Lab, int]:
     n = _nodes_for_spread()
     out = lab.run(
-        "up", "--brains", "2", "--nodes", str(n), "--cluster", lab.write("drill.yaml", _cluster(n)), timeout=240
+        "up", "--brains", "2", "--nodes", str(n), "--cluster", lab.write("drill.yaml", drill_cluster(n)), timeout=240
     )
     if "policies are not enforced" in out.stdout:
         pytest.fail("the lab started without its brains and agents: nothing would be enforced")
@@ -136,7 +105,7 @@ def test_two_brains_act_as_one(drill: tuple[Lab, int]) -> None:
     other = 3 - leader
     assert poll(lambda: _brains(lab)[leader]["leader"], bool, WAIT), "the Lease holder says it leads"
     assert poll(lambda: _brains(lab)[other]["leader"], lambda v: v is False, WAIT) is False, "only one brain leads"
-    lab.run("apply", "-f", lab.write("open.yaml", _only_from("client")), "--wait")
+    lab.run("apply", "-f", lab.write("open.yaml", drill_only_from("client")), "--wait")
     _enforces(lab, "cli", "other", n)
 
     # 1. SIGKILL the leader: its agents move to the other brain, which takes over the Lease.
@@ -146,14 +115,14 @@ def test_two_brains_act_as_one(drill: tuple[Lab, int]) -> None:
     assert poll(lambda: _holder(lab), lambda h: h == f"lab-brain-{other}", WAIT) == f"lab-brain-{other}"
     assert poll(lambda: _brains(lab)[other]["leader"], bool, WAIT), "the brain left leads: the API's writer"
     # A change made after the kill is enforced on every node, including those that moved.
-    lab.run("apply", "-f", lab.write("flip.yaml", _only_from("other")), "--wait")
+    lab.run("apply", "-f", lab.write("flip.yaml", drill_only_from("other")), "--wait")
     _enforces(lab, "other", "cli", n)
 
     # 2. The killed brain comes back: a follower, serving nobody (the agents do not flap back).
     lab.run("brain", "start", str(leader))
     rows = poll(lambda: _brains(lab), lambda b: b[leader]["nodes"] is not None, WAIT)
     assert rows[leader]["state"] == "running" and rows[leader]["leader"] is False
-    lab.run("apply", "-f", lab.write("back.yaml", _only_from("client")), "--wait")  # realized over both
+    lab.run("apply", "-f", lab.write("back.yaml", drill_only_from("client")), "--wait")  # realized over both
     _enforces(lab, "cli", "other", n)
     assert _serving(lab) == {leader: set(), other: every}, "agents stay on the brain that served them"
 
@@ -162,7 +131,7 @@ def test_two_brains_act_as_one(drill: tuple[Lab, int]) -> None:
     serving = poll(lambda: _serving(lab), lambda s: s.get(leader) == every, WAIT)
     assert serving == {leader: every}, "every agent moved to the rejoined brain"
     assert poll(lambda: _holder(lab), lambda h: h == f"lab-brain-{leader}", WAIT) == f"lab-brain-{leader}"
-    lab.run("apply", "-f", lab.write("last.yaml", _only_from("other")), "--wait")
+    lab.run("apply", "-f", lab.write("last.yaml", drill_only_from("other")), "--wait")
     _enforces(lab, "other", "cli", n)
 
     out = lab.run("status").stdout

@@ -9,7 +9,6 @@ with generous deadlines; nothing asserts how long it took (benchmarks/lab_restar
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 from collections.abc import Iterator
@@ -20,7 +19,20 @@ import pytest
 from stockade.brain.drops.flows import FIELDS
 from stockade.lab import lab as labcmd
 
-from .lab_ops import attempts, brain_counters, config, diff, enforced, lab_state, make_lab, pod_netns, poll, redis_top
+from .lab_ops import (
+    attempts,
+    brain_counters,
+    config,
+    diff,
+    drill_cluster,
+    drill_only_from,
+    enforced,
+    lab_state,
+    make_lab,
+    pod_netns,
+    poll,
+    redis_top,
+)
 from .labenv import Lab
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -30,46 +42,24 @@ NODES = 2
 SRV = {f"drill/srv-{i}" for i in range(1, NODES + 1)}
 
 
-def _cluster() -> str:
-    docs: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "drill"}}]
-    pods = [(f"srv-{i}", f"node-{i}", {"app": "srv"}) for i in range(1, NODES + 1)]
-    pods += [("cli", "node-1", {"role": "client"}), ("other", f"node-{NODES}", {"role": "other"})]
-    for name, node, labels in pods:
-        docs.append(
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": name, "namespace": "drill", "labels": labels},
-                "spec": {"nodeName": node, "containers": [{"name": "c", "ports": [{"containerPort": 80}]}]},
-            }
-        )
-    return "\n---\n".join(json.dumps(d) for d in docs)  # JSON is YAML
-
-
-def _only_from(role: str) -> str:
-    return json.dumps(
-        {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "NetworkPolicy",
-            "metadata": {"name": "srv-ingress", "namespace": "drill"},
-            "spec": {
-                "podSelector": {"matchLabels": {"app": "srv"}},
-                "policyTypes": ["Ingress"],
-                "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": role}}}]}],
-            },
-        }
-    )
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     lab = make_lab(tmp_path_factory.mktemp("restarts-lab"), "st-rs-", (26700, 26799))
     lab.run("down", check=False)
     try:
-        lab.run("up", "--brains", "2", "--nodes", str(NODES), "--cluster", lab.write("c.yaml", _cluster()), timeout=240)
+        lab.run(
+            "up",
+            "--brains",
+            "2",
+            "--nodes",
+            str(NODES),
+            "--cluster",
+            lab.write("c.yaml", drill_cluster(NODES)),
+            timeout=240,
+        )
         if not enforced(lab_state(lab)):
             pytest.fail("the lab started without its brains and agents: nothing would be enforced")
-        lab.run("apply", "-f", lab.write("client.yaml", _only_from("client")), "--wait")
+        lab.run("apply", "-f", lab.write("client.yaml", drill_only_from("client")), "--wait")
         yield lab
     finally:
         lab.run("down", check=False)
@@ -116,7 +106,7 @@ def _wait_enforced(lab: Lab, allowed: str, blocked: str) -> None:
 
 
 def _set_policy(lab: Lab, role: str) -> None:
-    lab.run("apply", "-f", lab.write(f"{role}.yaml", _only_from(role)))  # no --wait: a brain may be away
+    lab.run("apply", "-f", lab.write(f"{role}.yaml", drill_only_from(role)))  # no --wait: a brain may be away
 
 
 def test_killed_brains_come_back_and_enforce_a_change_made_meanwhile(lab: Lab) -> None:

@@ -7,70 +7,25 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
 import random
-import signal
 import socket
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from brain_process import BrainProcess
 
 from stockade.brain.main import STOP_GRACE
 from stockade.lab.apiserver import ApiServer
 
-ROOT = Path(__file__).resolve().parents[2]
-ENV_PATH = ":".join(str(ROOT / "services" / s) for s in ("common", "brain", "node-agent", "lab", "cli"))
 GRACE = 30.0  # Kubernetes' default terminationGracePeriodSeconds
 
 
-class Brain:
-    """`stockade -v brain` as a child process, its log read line by line."""
-
-    def __init__(self, kubeconfig: Path) -> None:
-        argv = ["-v", "brain", "--kubeconfig", str(kubeconfig), "--insecure", "--listen", "127.0.0.1:0"]
-        argv += ["--admin-listen", "127.0.0.1:0", "--admin-mtls-listen", "", "--http", "127.0.0.1:0"]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stockade.cli.main", *argv],
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            text=True,
-            env={"PYTHONPATH": ENV_PATH, "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-        )
-        self.lines: list[str] = []
-        self._seen = threading.Condition()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            with self._seen:
-                self.lines.append(line)
-                self._seen.notify_all()
-
-    def wait_for(self, text: str, timeout: float = 60.0) -> None:
-        with self._seen:
-            ok = self._seen.wait_for(
-                lambda: any(text in ln for ln in self.lines) or self.proc.poll() is not None, timeout
-            )
-        assert ok and any(text in ln for ln in self.lines), f"no {text!r} in the brain's log:\n{''.join(self.lines)}"
-
+class Brain(BrainProcess):
     def terminate_within_grace(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(GRACE)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise AssertionError(f"the brain ignored SIGTERM for {GRACE:.0f} s:\n{''.join(self.lines)}") from None
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        return self.terminate_within(GRACE)
 
 
 def _kubeconfig(path: Path, url: str) -> Path:

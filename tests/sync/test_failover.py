@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import pytest
+from brain_process import BrainProcess
 from sync_helpers import Brain, SyntheticCluster, TcpProxy, eventually, start_agent, start_brain
 
 from stockade.agent.backends.base import MemoryDataplane
@@ -268,51 +265,6 @@ async def test_renewed_certificate_reconnects_to_the_same_brain(tmp_path: Path) 
 
 
 # -- real brain processes: SIGTERM and SIGSTOP -------------------------------------------------
-
-ROOT = Path(__file__).resolve().parents[2]
-ENV_PATH = ":".join(str(ROOT / "services" / s) for s in ("common", "brain", "node-agent", "lab", "cli"))
-
-
-class BrainProcess:
-    """`stockade -v brain` as a child process, plain text on a free loopback port."""
-
-    def __init__(self, kubeconfig: Path) -> None:
-        argv = ["-v", "brain", "--kubeconfig", str(kubeconfig), "--insecure", "--listen", "127.0.0.1:0"]
-        argv += ["--admin-listen", "127.0.0.1:0", "--admin-mtls-listen", "", "--http", "127.0.0.1:0"]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stockade.cli.main", *argv],
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            text=True,
-            env={"PYTHONPATH": ENV_PATH, "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-        )
-        self.lines: list[str] = []
-        self._seen = threading.Condition()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            with self._seen:
-                self.lines.append(line)
-                self._seen.notify_all()
-
-    def port(self, timeout: float = 60.0) -> int:
-        pattern = re.compile(r"serving: sync\+drops on \S+ \(port (\d+)\)")
-        with self._seen:
-            self._seen.wait_for(
-                lambda: any(pattern.search(ln) for ln in self.lines) or self.proc.poll() is not None, timeout
-            )
-        for ln in self.lines:
-            if m := pattern.search(ln):
-                return int(m.group(1))
-        raise AssertionError("the brain never served:\n" + "".join(self.lines))
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGCONT)
-            self.proc.kill()
-        self.proc.wait()
 
 
 def cluster_objects(server: ApiServer) -> None:
