@@ -66,7 +66,13 @@ async def test_crud_list_and_watch_with_the_real_client(server: ApiServer, tmp_p
                     w.stop()
 
         task = asyncio.create_task(consume())
-        await asyncio.sleep(0.5)  # long enough for a bookmark
+        # Until the watch is open and a bookmark (every 0.2 s) came: nothing has changed since
+        # `start`, so it is the first event, and the changes below come after it. (A fixed sleep
+        # could end before the watch is open on a busy machine: the changes would come first.)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while not events and loop.time() < deadline:
+            await asyncio.sleep(0.05)
         await core.patch_namespaced_pod("a", "demo", {"metadata": {"labels": {"v": "2"}}})
         replaced = await core.read_namespaced_pod("a", "demo")
         replaced.metadata.labels["v"] = "3"

@@ -56,8 +56,15 @@ async def test_events_and_leases(server: ApiServer, tmp_path: Path) -> None:
 
         _, out, _ = await kubectl(kc, "get", "events", "-n", "team", "--field-selector", "involvedObject.name=wide")
         header, row = out.splitlines()
-        assert header.split()[:4] == ["LAST", "SEEN", "TYPE", "REASON"]
-        assert "Warning" in row and "PolicyRejected" in row and "networkpolicy/wide" in row and "(x2 over" in row
+        assert header.split() == ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+        assert "Warning" in row and "PolicyRejected" in row and "networkpolicy/wide" in row
+        # the server prints every column; kubectl shows the wide ones with -o wide (COUNT, NAME ...)
+        _, out, _ = await kubectl(kc, "get", "events", "-n", "team", "-o", "wide")
+        header, row = out.splitlines()
+        assert header.split()[-6:] == ["SOURCE", "MESSAGE", "FIRST", "SEEN", "COUNT", "NAME"]
+        assert row.split()[-2:] == ["2", "wide.1"] and "stockade-brain" in row
+        _, out, _ = await kubectl(kc, "events", "-n", "team")  # kubectl's own events view folds the count in
+        assert "(x2 over" in out and "NetworkPolicy/wide" in out
         _, out, _ = await kubectl(kc, "get", "events", "-n", "team", "--field-selector", "involvedObject.name=other")
         assert "wide" not in out
 

@@ -1,8 +1,9 @@
 """Services and EndpointSlices through the real kubectl and the real kubernetes-asyncio client.
 
-kubectl runs as a subprocess against the server over HTTP. ``kubectl apply`` needs
-``--validate=false``: the lab serves no OpenAPI document (kubectl then computes its
-strategic-merge patches from its compiled-in types, which the server applies).
+kubectl runs as a subprocess against the server over HTTP, with its own cache directory next to
+the kubeconfig (so no run reads another's discovery or OpenAPI cache). ``kubectl apply`` runs with
+its default validation: kubectl reads the server's OpenAPI v3 document, asks for server-side
+strict field validation and computes its strategic-merge patches from the document's patch keys.
 """
 
 from __future__ import annotations
@@ -36,15 +37,20 @@ spec:
 """
 
 
-async def kubectl(kubeconfig: Path, *args: str, ok: bool = True) -> tuple[int, str, str]:
+async def kubectl(
+    kubeconfig: Path, *args: str, ok: bool = True, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
     assert KUBECTL, "kubectl is not installed"
     proc = await asyncio.create_subprocess_exec(
         KUBECTL,
         "--kubeconfig",
         str(kubeconfig),
+        "--cache-dir",
+        str(kubeconfig.parent / "kube-cache"),
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env=env,
     )
     out, err = await proc.communicate()
     rc = proc.returncode or 0
@@ -72,7 +78,7 @@ async def test_kubectl_apply_get_and_delete_services(server: ApiServer, tmp_path
     kc = server.kubeconfig(tmp_path / "kubeconfig")
     manifest = tmp_path / "front-end.yaml"
     manifest.write_text(MANIFEST.replace("TARGET", "8079"))
-    _, out, _ = await kubectl(kc, "apply", "--validate=false", "-f", str(manifest))
+    _, out, _ = await kubectl(kc, "apply", "-f", str(manifest))
     assert "service/front-end created" in out
     server.put_object(front_end_pod(5))
 
@@ -93,7 +99,7 @@ async def test_kubectl_apply_get_and_delete_services(server: ApiServer, tmp_path
 
     # apply a change: kubectl sends a strategic-merge patch; allocations and other fields stay
     manifest.write_text(MANIFEST.replace("TARGET", "8080"))
-    _, out, _ = await kubectl(kc, "apply", "--validate=false", "-f", str(manifest))
+    _, out, _ = await kubectl(kc, "apply", "-f", str(manifest))
     assert "service/front-end configured" in out
     _, out, _ = await kubectl(kc, "get", "svc", "front-end", "-n", "shop", "-o", "json")
     spec = json.loads(out)["spec"]
@@ -105,7 +111,7 @@ async def test_kubectl_apply_get_and_delete_services(server: ApiServer, tmp_path
     # the real error text for a node port taken
     other = tmp_path / "other.yaml"
     other.write_text(MANIFEST.replace("name: front-end, namespace", "name: other, namespace").replace("TARGET", "1"))
-    rc, _, err = await kubectl(kc, "apply", "--validate=false", "-f", str(other), ok=False)
+    rc, _, err = await kubectl(kc, "apply", "-f", str(other), ok=False)
     assert rc != 0
     assert (
         'The Service "other" is invalid: spec.ports[0].nodePort: Invalid value: 30001: '
@@ -119,7 +125,7 @@ async def test_kubectl_apply_get_and_delete_services(server: ApiServer, tmp_path
     assert json.loads(out)["items"] == []
     again = tmp_path / "again.yaml"
     again.write_text(MANIFEST.replace("TARGET", "8079").replace("type: NodePort", f"type: NodePort\n  clusterIP: {ip}"))
-    await kubectl(kc, "apply", "--validate=false", "-f", str(again))
+    await kubectl(kc, "apply", "-f", str(again))
     assert server.get_object("Service", "front-end", "shop")["spec"]["clusterIP"] == ip
 
 

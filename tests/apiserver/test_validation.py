@@ -312,14 +312,14 @@ async def test_kubectl_sees_the_real_errors(demo: ApiServer, http: aiohttp.Clien
     manifest = tmp_path / "bad.yaml"
     # kubectl decodes metadata itself, with the real Go types: its text is the server's
     manifest.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: demo, labels: {app: 5}}\n")
-    rc, _, err = await kubectl(kc, "create", "--validate=false", "-f", str(manifest), ok=False)
+    rc, _, err = await kubectl(kc, "create", "-f", str(manifest), ok=False)
     _, answer = await post(http, PODS, with_meta(pod(), labels={"app": 5}))
     assert rc != 0 and "unable to decode" in err
     assert answer["message"].endswith(": " + err.split('": ', 1)[1].strip()), (err, answer)
     manifest.write_text(
         "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: demo, labels: {app: web}}\nspec: [1]\n"
     )
-    rc, _, err = await kubectl(kc, "create", "--validate=false", "-f", str(manifest), ok=False)
+    rc, _, err = await kubectl(kc, "create", "-f", str(manifest), ok=False)
     assert rc != 0
     assert (
         f'Error from server (BadRequest): error when creating "{manifest}": Pod in version "v1" cannot be '
@@ -327,7 +327,7 @@ async def test_kubectl_sees_the_real_errors(demo: ApiServer, http: aiohttp.Clien
     ), err
     fixed = manifest.read_text().replace("spec: [1]", "spec: {containers: [{name: c}]}")
     manifest.write_text(fixed.replace("labels: {app: web}", "labels: {app: 'not ok'}"))
-    rc, _, err = await kubectl(kc, "apply", "--validate=false", "-f", str(manifest), ok=False)
+    rc, _, err = await kubectl(kc, "apply", "-f", str(manifest), ok=False)
     assert rc != 0
     assert f'The Pod "p" is invalid: metadata.labels: Invalid value: "not ok": {LABEL_VALUE_RULE}' in err, err
     rc, out, _ = await kubectl(kc, "get", "pods", "-n", "demo", "-o", "json")
@@ -335,10 +335,10 @@ async def test_kubectl_sees_the_real_errors(demo: ApiServer, http: aiohttp.Clien
 
     # a valid pod, then an apply that would make its port a string: kubectl's patch is refused
     manifest.write_text(manifest.read_text().replace("'not ok'", "web").replace("{name: c}", "{name: c, image: x}"))
-    await kubectl(kc, "apply", "--validate=false", "-f", str(manifest))
+    await kubectl(kc, "apply", "-f", str(manifest))
     bad_port = manifest.read_text().replace("image: x}", "image: x, ports: [{containerPort: '80'}]}")
     manifest.write_text(bad_port)
-    rc, _, err = await kubectl(kc, "apply", "--validate=false", "-f", str(manifest), ok=False)
+    rc, _, err = await kubectl(kc, "apply", "-f", str(manifest), ok=False)
     assert rc != 0 and "ContainerPort.spec.containers.ports.containerPort of type int32" in err, err
     assert "ports" not in demo.get_object("Pod", "p", "demo")["spec"]["containers"][0]
 

@@ -14,15 +14,20 @@ It speaks the real REST and watch protocol, so the brain's kubernetes-asyncio co
 - an EndpointSlice controller in the same process (``controllers/endpointslices.py``): slices
   per Service and address family, following Pods and Services;
 - ``kubectl get`` tables (server-side printing: ``Accept: ...;as=Table;g=meta.k8s.io``, lists, gets
-  and watches) with the real columns for pods, services and endpointslices, NAME/AGE for the rest; strategic-merge
-  patches (``kubectl apply``) with each kind's list merge keys;
+  and watches) with the real printers' columns, wide ones included, for pods, nodes, namespaces,
+  services, endpointslices, networkpolicies, events and leases; strategic-merge patches
+  (``kubectl apply``, ``kubectl edit``) with the list merge keys the schema declares;
+- OpenAPI (``openapi/``): ``/openapi/v3`` (the index, with hashes) and ``/openapi/v3/<gv>`` per
+  group-version, ``/openapi/v2`` (JSON, or gnostic protobuf), made from one typed description of
+  every served kind (``schema/``), so ``kubectl apply`` validates and patches without
+  ``--validate=false`` and ``kubectl explain`` answers;
 - discovery: ``/api``, ``/api/v1``, ``/apis``, ``/apis/{group}``, ``/apis/{group}/{version}``,
   plus ``/version`` and ``/healthz``;
 - list (all namespaces or one; ``labelSelector``, simple ``fieldSelector``; ``resourceVersion`` in
   the list metadata; items without kind/apiVersion, as Kubernetes serves them; ``limit`` and
   ``continue`` page through one snapshot, and a token older than the last ``compact()`` gets 410),
   get, create (POST), update (PUT, optimistic concurrency on
-  ``metadata.resourceVersion``), patch (merge, strategic-merge applied as merge, JSON patch),
+  ``metadata.resourceVersion``), patch (merge, strategic-merge with the schema's keys, JSON patch),
   delete (a namespace takes its pods and policies with it), ``/status`` subresource;
 - watch (``?watch=true`` or ``/watch/`` paths) from a ``resourceVersion``, streaming
   newline-delimited ADDED/MODIFIED/DELETED events, BOOKMARK events every ``bookmark_interval``
@@ -38,19 +43,25 @@ creates no event. Namespaces get the ``kubernetes.io/metadata.name`` label, as K
 Per-kind behaviour (defaulting, validation, allocation, release, columns, merge keys) lives in
 ``kinds/``, one module per kind, behind the hooks of ``kinds/base.py``; the store calls them.
 
-Typed decoding as the real server's (``decoding.py``): a body whose JSON does not fit the Go types
-of the fields the lab serves (metadata's names and string maps, Pod spec/status with containers,
-ports and IPs, Service, Node, Namespace spec/status, NetworkPolicy spec) is 400 BadRequest with
-Go's text (``Pod in version "v1" cannot be handled as a Pod: json: cannot unmarshal array into Go
-struct field ObjectMeta.metadata.labels of type map[string]string``); metadata validation
-(``validation.py``: names, label keys and values, annotations) is 422 Invalid with ``causes``; a
-patch whose result does not decode is 422 on ``patch``. Nothing is stored on an error, and the
-in-process controllers never fail a write (an odd object selects and resolves nothing).
+Typed decoding as the real server's (``typed.py`` against ``schema/``): a body whose JSON does not
+fit the Go types is 400 BadRequest with Go's text (``Pod in version "v1" cannot be handled as a
+Pod: json: cannot unmarshal array into Go struct field ObjectMeta.metadata.labels of type
+map[string]string``); members the Go types lack are dropped, and ``fieldValidation`` (``writes.py``)
+decides what is said: Strict is 400 (``strict decoding error: unknown field "spec.podSelectr"``),
+Warn (the default) a ``Warning`` header each, Ignore nothing; repeated members likewise. Metadata
+validation (``validation.py``: names, label keys and values, annotations) and each kind's own
+(Services, NetworkPolicies with the real defaults, pods' container names and ports, Events,
+Leases, EndpointSlices) are 422 Invalid with ``causes``; a patch whose result does not decode is
+422 on ``patch``. ``dryRun=All`` on create, update, patch and delete (query or DeleteOptions body):
+validated in full, answered as if done, nothing stored, no allocation kept, no watch event.
+Nothing is stored on an error, and the in-process controllers never fail a write.
 
-Deliberate simplifications: no admission or schema validation beyond the above,
-no OpenAPI document (``kubectl apply`` needs ``--validate=false``), no deletecollection, no
-finalizers or graceful deletion (a delete is immediate), a PUT on the main resource may change
-status too.
+Deliberate simplifications: no admission; pods are not defaulted (but for their ports' protocol)
+and need neither containers nor images, their status is kept on create; Node spec is not
+validated; no server-side apply (``application/apply-patch+yaml`` is 415), no managedFields; no
+deletecollection, no finalizers or graceful deletion (a delete is immediate, a namespace takes its
+content at once, so ``kubectl delete -f`` of a file holding a namespace and its content reports the
+content not found); a PUT on the main resource may change status too.
 
 For tests: ``compact()`` (the next watch from an old version gets 410), ``send_bookmarks()``,
 ``inject_fault(429, count, retry_after=1)`` / ``inject_fault(500, ...)`` for the next requests,
@@ -74,7 +85,8 @@ Use::
 Standalone: ``python -m stockade.lab.apiserver --port N [--data FILE.yaml ...] [--kubeconfig PATH]
 [--service-cluster-ip-range CIDR[,CIDR]] [--service-node-port-range FIRST-LAST]``.
 
-Status: tested as a component in ``tests/apiserver`` (aiohttp, kubernetes-asyncio and kubectl).
+Status: tested as a component in ``tests/apiserver`` (aiohttp, kubernetes-asyncio and kubectl:
+``test_kubectl_workflow.py`` runs apply, explain, edit, label, annotate, delete and get -w).
 """
 
 from .server import ApiServer, Fault

@@ -1,6 +1,6 @@
 """PATCH bodies: JSON merge patch (RFC 7386), JSON patch (RFC 6902) and strategic-merge patch
-(what ``kubectl apply`` sends), with the list merge keys each kind declares
-(``kinds/*.merge_keys``; a list no kind names is replaced, as in a merge patch).
+(what ``kubectl apply`` sends), with the list merge keys the schema declares
+(``schema.merge_keys``; a list it does not name is replaced, as in a merge patch).
 """
 
 from __future__ import annotations
@@ -123,6 +123,8 @@ def _reorder(items: list[Any], order: Any, key: str | None) -> list[Any]:
 def _merge_list(current: list[Any], patch: list[Any], key: str, keys: Mapping[str, str], path: str) -> list[Any]:
     if any(isinstance(p, dict) and p.get("$patch") == "replace" for p in patch):
         return [copy.deepcopy(p) for p in patch if not (isinstance(p, dict) and p.get("$patch") == "replace")]
+    if not key:  # a list of scalars merged as a set (finalizers, podCIDRs): the patch's come after
+        return [*current, *(copy.deepcopy(p) for p in patch if p not in current)]
     out = [copy.deepcopy(c) for c in current]
     for item in patch:
         if not isinstance(item, dict) or key not in item:

@@ -41,8 +41,9 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("", "v1", "nodes", "Node", False, "nodes", ("no",)),
     Resource("", "v1", "services", "Service", True, "services", ("svc",), categories=("all",)),
     Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, "networkpolicies", ("netpol",)),
-    # The seed article's API: the same objects, read and written under the old group.
-    Resource("extensions", "v1beta1", "networkpolicies", "NetworkPolicy", True, "networkpolicies", ("netpol",)),
+    # The seed article's API: the same objects, read and written under the old group (no short
+    # name: "netpol" is the current group's, and kubectl warns when two groups claim one).
+    Resource("extensions", "v1beta1", "networkpolicies", "NetworkPolicy", True, "networkpolicies"),
     Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True, "endpointslices", has_status=False),
     # Leader election (the brain's Lease) and the Events it writes (kinds/leases.py, kinds/events.py).
     Resource("coordination.k8s.io", "v1", "leases", "Lease", True, "leases", has_status=False),

@@ -17,19 +17,24 @@ from typing import Any
 
 import yaml
 from aiohttp import web
+from aiohttp.typedefs import LooseHeaders
 
 from . import resources as R
 from .controllers import EndpointSliceController
-from .decoding import DecodeError, check_types
+from .decoding import DecodeError
 from .fielderrors import InvalidError, invalid
 from .kinds import DEFAULT_NODE_PORTS, DEFAULT_SERVICE_CIDRS, KindBehaviour, behaviours
 from .kinds.base import Cell, Column
+from .openapi.serve import openapi
 from .patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 from .resources import Resource
+from .schema import for_resource, merge_keys
 from .selectors import Matcher, SelectorError, both, field_matcher, label_matcher
 from .store import ApiError, Bookmark, Event, Obj, Store, Watcher
 from .tls import self_signed
 from .tokens import TokenIssuer
+from .typed import decode
+from .writes import Dups, check_preconditions, judge, read_body, warning_headers, write_options
 
 JSON = "application/json"
 # FAULT INJECTION (tests only, off unless the server is made with fault_injection=True): POST an
@@ -43,7 +48,7 @@ def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
-def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+def _json(obj: Any, status: int = 200, headers: LooseHeaders | None = None) -> web.Response:
     return web.Response(body=_dumps(obj), status=status, content_type=JSON, headers=headers)
 
 
@@ -347,6 +352,11 @@ class ApiServer:
             return _json({"major": "1", "minor": "30", "gitVersion": "v1.30.0-stockade-lab", "platform": "linux/amd64"})
         if not self._authorized(request):
             return _error(ApiError(401, "Unauthorized", "Unauthorized"))
+        if path.startswith("/openapi/") and request.method == "GET":
+            served = openapi(request)
+            if served is not None:
+                return served
+            return _error(ApiError(404, "NotFound", "the server could not find the requested resource"))
         if request.method == "POST" and (answer := await self._tokens(request, path)) is not None:
             return answer
         if path == RAW_OBJECTS_PATH and self.fault_injection:
@@ -417,13 +427,17 @@ class ApiServer:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ApiError(400, "BadRequest", f"the request body is not valid JSON: {e}") from e
 
-    def _check_identity(self, route: Route, obj: Any, *, name_required: bool) -> Obj:
+    def _check_identity(self, route: Route, obj: Any, *, name_required: bool, dups: Dups | None = None) -> list[str]:
+        """The checks of a create or update body before the store's, in the real order; returns
+        what decoding found unknown or repeated (for fieldValidation to judge)."""
         if not isinstance(obj, dict):
             raise ApiError(400, "BadRequest", "the request body must be a JSON object")
         kind = obj.get("kind")
         if kind not in (None, "", route.res.kind):
             raise ApiError(400, "BadRequest", f"kind {kind!r} does not match the URL ({route.res.kind})")
-        check_types(route.res.storage, obj, route.res.version)  # 400 as the real decoder, in the URL's version
+        # 400 as the real decoder, in the URL's version; unknown fields dropped and returned
+        definition = for_resource(route.res)
+        problems = [] if definition is None else decode(definition, obj, route.res.version, dups)
         meta = obj.get("metadata")
         if not isinstance(meta, dict):
             raise ApiError(422, "Invalid", "metadata: Required value")
@@ -441,7 +455,7 @@ class ApiServer:
                 "BadRequest",
                 f"the name of the object ({meta.get('name')}) does not match the name on the URL ({route.name})",
             )
-        return obj
+        return problems
 
     async def _serve(self, request: web.Request, route: Route, verb: str) -> web.Response:
         res, store = route.res, self.store
@@ -463,44 +477,77 @@ class ApiServer:
             if table:
                 return _json(self._table(res, [obj], {"resourceVersion": str(store.rv)}, table, q.get("includeObject")))
             return _json(obj)
-        if verb == "create":
-            obj = self._check_identity(route, await self._body(request), name_required=False)
-            return _json(_present(store.create(res.storage, obj), res), 201)
-        if verb == "update":
-            obj = self._check_identity(route, await self._body(request), name_required=True)
-            return _json(_present(store.update(res.storage, obj, status_only=route.sub == "status"), res))
+        if verb in ("create", "update"):
+            return await self._put(request, route, verb)
         if verb == "patch":
-            current = store.get(res.storage, route.namespace, route.name or "")
-            body = await self._body(request)
-            ctype = request.content_type
-            try:
-                if ctype == "application/json-patch+json":
-                    patched = json_patch(current, body)
-                elif ctype == "application/merge-patch+json":
-                    patched = merge_patch(copy.deepcopy(current), body)
-                elif ctype == "application/strategic-merge-patch+json":
-                    keys = self.behaviours[res.storage].merge_keys if res.storage in self.behaviours else {}
-                    patched = strategic_merge_patch(copy.deepcopy(current), body, keys)
-                else:
-                    raise ApiError(415, "UnsupportedMediaType", f"the patch type {ctype!r} is not supported")
-            except PatchError as e:
-                raise ApiError(422, "Invalid", f"the patch could not be applied: {e}") from e
-            meta = patched.get("metadata") if isinstance(patched, dict) else None
-            if (
-                not isinstance(meta, dict)
-                or meta.get("name") != route.name
-                or (meta.get("namespace") or "") != route.namespace
-            ):
-                raise ApiError(422, "Invalid", "a patch may not change metadata.name or metadata.namespace")
-            try:
-                return _json(_present(store.update(res.storage, patched, status_only=route.sub == "status"), res))
-            except DecodeError as e:
-                # As the real patch handler: the patched object does not decode, so the patch is invalid.
-                text = json.dumps(patched, separators=(",", ":"))
-                raise InvalidError("", "", [invalid("patch", text, e.detail)]) from e
+            return await self._patch(request, route)
         if verb == "delete":
-            return _json(_present(store.delete(res.storage, route.namespace, route.name or ""), res))
+            return await self._delete(request, route)
         raise ApiError(405, "MethodNotAllowed", f"{verb} is not supported")
+
+    async def _put(self, request: web.Request, route: Route, verb: str) -> web.Response:
+        """A create (POST) or an update (PUT)."""
+        res = route.res
+        options = write_options(request.query, verb)
+        obj, dups = await read_body(request)
+        problems = self._check_identity(route, obj, name_required=verb == "update", dups=dups)
+        warnings = judge(problems, options, res.kind, res.version)
+        if verb == "create":
+            made = self.store.create(res.storage, obj, dry_run=options.dry_run)
+            return _json(_present(made, res), 201, warning_headers(warnings))
+        stored = self.store.update(res.storage, obj, status_only=route.sub == "status", dry_run=options.dry_run)
+        return _json(_present(stored, res), 200, warning_headers(warnings))
+
+    async def _patch(self, request: web.Request, route: Route) -> web.Response:
+        res = route.res
+        options = write_options(request.query, "patch")
+        current = self.store.get(res.storage, route.namespace, route.name or "")
+        body, _ = await read_body(request)
+        ctype = request.content_type
+        try:
+            if ctype == "application/json-patch+json":
+                patched = json_patch(current, body)
+            elif ctype == "application/merge-patch+json":
+                patched = merge_patch(copy.deepcopy(current), body)
+            elif ctype == "application/strategic-merge-patch+json":
+                patched = strategic_merge_patch(copy.deepcopy(current), body, self._merge_keys(res))
+            else:
+                raise ApiError(415, "UnsupportedMediaType", f"the patch type {ctype!r} is not supported")
+        except PatchError as e:
+            raise ApiError(422, "Invalid", f"the patch could not be applied: {e}") from e
+        meta = patched.get("metadata") if isinstance(patched, dict) else None
+        if (
+            not isinstance(meta, dict)
+            or meta.get("name") != route.name
+            or (meta.get("namespace") or "") != route.namespace
+        ):
+            raise ApiError(422, "Invalid", "a patch may not change metadata.name or metadata.namespace")
+        definition = for_resource(res)
+        try:
+            problems = [] if definition is None else decode(definition, patched, res.version)
+        except DecodeError as e:
+            # As the real patch handler: the patched object does not decode, so the patch is invalid.
+            text = json.dumps(patched, separators=(",", ":"))
+            raise InvalidError("", "", [invalid("patch", text, e.detail)]) from e
+        warnings = judge(problems, options)  # a patch's strict error names no kind, as the real one
+        stored = self.store.update(res.storage, patched, status_only=route.sub == "status", dry_run=options.dry_run)
+        return _json(_present(stored, res), 200, warning_headers(warnings))
+
+    @staticmethod
+    def _merge_keys(res: Resource) -> dict[str, str]:
+        definition = for_resource(res)
+        return {} if definition is None else merge_keys(definition.name)
+
+    async def _delete(self, request: web.Request, route: Route) -> web.Response:
+        res = route.res
+        body, _ = await read_body(request)
+        body = body if isinstance(body, dict) else None
+        options = write_options(request.query, "delete", body)
+        current = self.store.get(res.storage, route.namespace, route.name or "")
+        check_preconditions(res.storage, current, body)
+        return _json(
+            _present(self.store.delete(res.storage, route.namespace, route.name or "", dry_run=options.dry_run), res)
+        )
 
     def _list_page(
         self, res: Resource, namespace: str, matcher: Matcher | None, limit_text: str | None, token: str | None

@@ -157,11 +157,27 @@ class Store:
             obj["status"] = {**(obj.get("status") or {}), "phase": "Active"}
         return obj
 
-    def create(self, storage: str, obj: Obj) -> Obj:
+    def _hook(self, storage: str, dry_run: bool, call: Callable[[KindBehaviour], None]) -> None:
+        """Run a behaviour hook; in a dry run, what it allocated is given back afterwards."""
+        behaviour = self.behaviours.get(storage)
+        if behaviour is None:
+            return
+        if not dry_run:
+            call(behaviour)
+            return
+        state = behaviour.snapshot()
+        try:
+            call(behaviour)
+        finally:
+            behaviour.restore(state)
+
+    def create(self, storage: str, obj: Obj, *, dry_run: bool = False) -> Obj:
         """Store a new object (obj is taken over, not copied); 409 if it exists.
 
         As the real server orders it: typed decoding (400), the namespace (404), metadata and
         the kind's own validation (422), then existence (409). Nothing is stored on an error.
+        A dry run does all of it and answers the object as it would be stored (uid and
+        creationTimestamp set, no resourceVersion), storing nothing and telling no watcher.
         """
         check_types(storage, obj)
         meta = obj.get("metadata")
@@ -177,15 +193,17 @@ class Store:
         if (namespace, name) in self.objects[storage]:
             raise ApiError(409, "AlreadyExists", f'{storage} "{name}" already exists', {"name": name, "kind": storage})
         self._stamp(storage, obj, namespace)
-        behaviour = self.behaviours.get(storage)
-        if behaviour is not None:
-            behaviour.on_create(obj)  # defaults, validates, allocates; raises to refuse
+        self._hook(storage, dry_run, lambda b: b.on_create(obj))  # defaults, validates, allocates; raises to refuse
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
         meta.pop("deletionTimestamp", None)
+        if dry_run:
+            meta.pop("resourceVersion", None)
+            return obj
         return self._commit(storage, "ADDED", obj, None)
 
-    def update(self, storage: str, obj: Obj, *, status_only: bool = False) -> Obj:
-        """Replace an object (obj is taken over); 404 if missing, 409 on a stale resourceVersion."""
+    def update(self, storage: str, obj: Obj, *, status_only: bool = False, dry_run: bool = False) -> Obj:
+        """Replace an object (obj is taken over); 404 if missing, 409 on a stale resourceVersion.
+        A dry run answers the object as it would be stored, with the stored resourceVersion."""
         check_types(storage, obj)
         meta = obj.get("metadata")
         if not isinstance(meta, dict) or not meta.get("name"):
@@ -211,11 +229,12 @@ class Store:
         else:
             check_metadata(storage, obj)
             self._stamp(storage, obj, key[0])
-            behaviour = self.behaviours.get(storage)
-            if behaviour is not None and (storage, key) in self.injected:
-                behaviour.on_create(obj)  # what was injected never went through it: nothing to keep
-            elif behaviour is not None:
-                behaviour.on_update(obj, old)
+            if (storage, key) in self.injected:
+                new = obj
+                self._hook(storage, dry_run, lambda b: b.on_create(new))  # injected: never went through it
+            else:
+                new, before = obj, old
+                self._hook(storage, dry_run, lambda b: b.on_update(new, before))
         meta = obj["metadata"] = {**obj["metadata"]}
         for kept in ("uid", "creationTimestamp"):
             meta[kept] = old["metadata"][kept]
@@ -223,12 +242,18 @@ class Store:
         meta["resourceVersion"] = old["metadata"]["resourceVersion"]
         if obj == old:
             return old  # a no-op write is no change: no new resourceVersion, no event
+        if dry_run:
+            return obj
         if not status_only:
             self.injected.discard((storage, key))
         return self._commit(storage, "MODIFIED", obj, old)
 
-    def delete(self, storage: str, namespace: str, name: str) -> Obj:
+    def delete(self, storage: str, namespace: str, name: str, *, dry_run: bool = False) -> Obj:
+        """Delete an object at once (a namespace takes what is in it along). A dry run answers the
+        object as deleted and deletes nothing."""
         old = self.get(storage, namespace, name)
+        if dry_run:
+            return {**old, "metadata": {**old["metadata"], "deletionTimestamp": _now()}}
         if storage == "namespaces":  # what is in a namespace goes with it, each with its own event
             for other in self.objects:
                 if STORAGE_VIEW[other].namespaced:

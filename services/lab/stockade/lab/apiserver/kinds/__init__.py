@@ -14,6 +14,9 @@ from .base import KindBehaviour
 from .endpointslices import EndpointSliceBehaviour
 from .events import EventBehaviour
 from .leases import LeaseBehaviour
+from .namespaces import NamespaceBehaviour
+from .networkpolicies import NetworkPolicyBehaviour
+from .nodes import NodeBehaviour
 from .pods import PodBehaviour
 from .services import ServiceBehaviour
 
@@ -32,6 +35,9 @@ def behaviours(
         "pods": PodBehaviour(),
         "events": EventBehaviour(),
         "leases": LeaseBehaviour(),
+        "networkpolicies": NetworkPolicyBehaviour(),
+        "nodes": NodeBehaviour(),
+        "namespaces": NamespaceBehaviour(),
     }
 
 
@@ -43,6 +49,9 @@ __all__ = [
     "IPAllocator",
     "KindBehaviour",
     "LeaseBehaviour",
+    "NamespaceBehaviour",
+    "NetworkPolicyBehaviour",
+    "NodeBehaviour",
     "PodBehaviour",
     "PortAllocator",
     "ServiceBehaviour",

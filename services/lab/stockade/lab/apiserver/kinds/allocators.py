@@ -90,6 +90,12 @@ class IPAllocator:
     def used(self) -> int:
         return len(self._used)
 
+    def snapshot(self) -> frozenset[int]:
+        return frozenset(self._used)
+
+    def restore(self, state: frozenset[int]) -> None:
+        self._used = set(state)
+
 
 class PortAllocator:
     """Node ports from a range (default 30000-32767)."""
@@ -129,6 +135,12 @@ class PortAllocator:
 
     def is_used(self, port: int) -> bool:
         return port in self._used
+
+    def snapshot(self) -> frozenset[int]:
+        return frozenset(self._used)
+
+    def restore(self, state: frozenset[int]) -> None:
+        self._used = set(state)
 
 
 def parse_port_range(text: str) -> tuple[int, int]:

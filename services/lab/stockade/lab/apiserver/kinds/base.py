@@ -1,5 +1,6 @@
 """What a kind may add to the generic REST storage: defaulting, validation and allocation on
-create and update, clean-up on delete, strategic-merge keys, and its ``kubectl get`` columns.
+create and update, clean-up on delete, what a dry run gives back, and its ``kubectl get`` columns
+(strategic-merge keys come from the schema).
 
 The store calls these hooks; a kind without special behaviour uses ``KindBehaviour`` itself.
 """
@@ -13,16 +14,13 @@ Obj = dict[str, Any]
 Cell = str | int | float | bool | None
 
 
-def age(obj: Obj, now: datetime | None = None) -> str:
-    """kubectl's age: 5s, 3m12s, 4h, 2d3h, 120d."""
-    ts = (obj.get("metadata") or {}).get("creationTimestamp")
-    if not ts:
-        return "<unknown>"
-    try:
-        then = datetime.strptime(str(ts), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    except ValueError:
-        return "<unknown>"
-    s = max(0, int(((now or datetime.now(UTC)) - then).total_seconds()))
+def human_duration(seconds: float) -> str:
+    """apimachinery's ``duration.HumanDuration``: 5s, 3m12s, 4h30m, 2d3h, 120d, 2y15d."""
+    s = int(seconds)
+    if s < -1:
+        return "<invalid>"
+    if s < 0:
+        return "0s"
     if s < 120:
         return f"{s}s"
     m = s // 60
@@ -31,10 +29,36 @@ def age(obj: Obj, now: datetime | None = None) -> str:
     if m < 180:
         return f"{m}m"
     h = m // 60
+    if h < 8:
+        return f"{h}h{m % 60}m" if m % 60 else f"{h}h"
     if h < 48:
         return f"{h}h"
-    d = h // 24
-    return f"{d}d{h % 24}h" if d < 8 and h % 24 else f"{d}d"
+    if h < 24 * 8:
+        return f"{h // 24}d{h % 24}h" if h % 24 else f"{h // 24}d"
+    if h < 24 * 365 * 2:
+        return f"{h // 24}d"
+    if h < 24 * 365 * 8:
+        y, d = h // 24 // 365, h // 24 % 365
+        return f"{y}y{d}d" if d else f"{y}y"
+    return f"{h // 24 // 365}y"
+
+
+def since(timestamp: object, now: datetime | None = None) -> str:
+    """``translateTimestampSince``: how long ago an RFC 3339 time was; ``<unknown>`` when unset."""
+    if not timestamp or not isinstance(timestamp, str):
+        return "<unknown>"
+    try:
+        then = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return "<unknown>"
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=UTC)
+    return human_duration(((now or datetime.now(UTC)) - then).total_seconds())
+
+
+def age(obj: Obj, now: datetime | None = None) -> str:
+    """kubectl's AGE column: the time since creation."""
+    return since((obj.get("metadata") or {}).get("creationTimestamp"), now)
 
 
 # (name, type, description, priority): priority 1 columns show with `-o wide` only.
@@ -46,9 +70,6 @@ AGE_COLUMN: Column = ("Age", "string", "CreationTimestamp of the object.", 0)
 class KindBehaviour:
     """The generic behaviour: no defaulting beyond metadata, no validation beyond names."""
 
-    # Lists merged by key in a strategic-merge patch: dotted path from the object root → key.
-    merge_keys: dict[str, str] = {}
-
     def on_create(self, obj: Obj) -> None:
         """Default, validate and allocate for a new object (mutate obj; raise ApiError to refuse)."""
 
@@ -57,6 +78,13 @@ class KindBehaviour:
 
     def on_delete(self, old: Obj) -> None:
         """Release what the object held."""
+
+    def snapshot(self) -> object:
+        """What the hooks may change outside the object (allocations), for a dry run to put back."""
+        return None
+
+    def restore(self, state: object) -> None:
+        """Put back what ``snapshot`` returned: the dry run's allocations are forgotten."""
 
     def columns(self) -> list[Column]:
         return [NAME_COLUMN, AGE_COLUMN]

@@ -9,7 +9,7 @@ the lengths are bounded.
 from __future__ import annotations
 
 from ..fielderrors import FieldError, InvalidError, invalid, required
-from .base import Cell, Column, KindBehaviour, Obj, age
+from .base import Cell, Column, KindBehaviour, Obj, since
 
 REASON_LIMIT = 128
 ACTION_LIMIT = 128
@@ -70,18 +70,38 @@ class EventBehaviour(KindBehaviour):
             ("Type", "string", "Type of this event (Normal, Warning).", 0),
             ("Reason", "string", "A short, machine understandable string for the transition.", 0),
             ("Object", "string", "The object this Event is about.", 0),
+            ("Subobject", "string", "The part of the object the Event is about (involvedObject.fieldPath).", 1),
+            ("Source", "string", "The component reporting this event.", 1),
             ("Message", "string", "A human-readable description of the status of this operation.", 0),
+            ("First Seen", "string", "Time when this Event was first observed.", 1),
+            ("Count", "string", "The number of times this event has occurred.", 1),
+            ("Name", "string", "Name must be unique within a namespace.", 1),
         ]
 
     def cells(self, obj: Obj) -> list[Cell]:
+        """As the real printer (``printEvent``), wide: the server prints every column."""
         involved = obj.get("involvedObject") or {}
-        last = obj.get("lastTimestamp") or obj.get("eventTime")
-        seen = age({"metadata": {"creationTimestamp": str(last)[:19] + "Z"}}) if last else age(obj)
-        count = obj.get("count") or 1
+        first = since(obj.get("firstTimestamp")) if obj.get("firstTimestamp") else since(obj.get("eventTime"))
+        last = since(obj.get("lastTimestamp")) if obj.get("lastTimestamp") else first
+        count = obj.get("count") or 0
+        series = obj.get("series")
+        if isinstance(series, dict):
+            last, count = since(series.get("lastObservedTime")), series.get("count") or 0
+        elif not count:
+            count = 1  # singleton events of the newer API carry no count
+        kind, name = str(involved.get("kind") or "").lower(), involved.get("name") or ""
+        source = obj.get("source") or {}
+        component = source.get("component") or _text(obj, "reportingComponent")
+        instance = source.get("host") or _text(obj, "reportingInstance")
         return [
-            f"{seen} (x{count} over {age(obj)})" if isinstance(count, int) and count > 1 else seen,
+            last,
             _text(obj, "type"),
             _text(obj, "reason"),
-            f"{str(involved.get('kind', '')).lower()}/{involved.get('name', '')}",
-            _text(obj, "message"),
+            f"{kind}/{name}" if name else kind,
+            str(involved.get("fieldPath") or ""),
+            f"{component}, {instance}" if instance else component,
+            _text(obj, "message").strip(),
+            first,
+            int(count),
+            obj["metadata"]["name"],
         ]

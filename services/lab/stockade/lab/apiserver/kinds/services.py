@@ -338,14 +338,22 @@ def validate_update(spec: Obj, old: Obj) -> list[FieldError]:
 
 
 class ServiceBehaviour(KindBehaviour):
-    merge_keys = {"spec.ports": "port"}
-
     def __init__(self, cidrs: Sequence[IPAllocator], node_ports: PortAllocator):
         self.ips = {a.family: a for a in cidrs}
         self.default_family = cidrs[0].family
         self.node_ports = node_ports
 
     # -- hooks -----------------------------------------------------------------------------------
+
+    def snapshot(self) -> object:
+        return ({f: a.snapshot() for f, a in self.ips.items()}, self.node_ports.snapshot())
+
+    def restore(self, state: object) -> None:
+        assert isinstance(state, tuple)
+        ips: dict[str, frozenset[int]] = state[0]
+        for family, used in ips.items():
+            self.ips[family].restore(used)
+        self.node_ports.restore(state[1])
 
     def on_create(self, obj: Obj) -> None:
         _zero_nulls(obj)
