@@ -209,7 +209,10 @@ class Brain:
         else:
             self._objects.pop(key, None)
         if ev.kind == "Pod":
-            self.history.observe_pod(ev.obj, at=time.time(), deleted=ev.type == "delete")
+            # The first list holds its IPs since before this brain: events agents buffered
+            # while no brain ran are older than it and must resolve too (IpHistory).
+            at = time.time() if self.ready else 0.0
+            self.history.observe_pod(ev.obj, at=at, deleted=ev.type == "delete")
         if not self.ready:
             self._note_rv(ev.kind, ev.obj)
             return  # computed all at once when every kind is listed
@@ -222,6 +225,10 @@ class Brain:
 
         def publish(deltas: Deltas) -> None:  # on the loop, before any reader sees the engine
             self.fanout.on_deltas(deltas, policy=policy, seen=seen)
+            if policy is not None and self.engine.policy(*policy) is None:
+                # Deleted (or refused): nothing asks its realization any more, and a policy made
+                # again under its name is tracked from its own changes.
+                self.fanout.forget_policy(*policy)
             self._report_rejections()
             self._report_not_realized()
 

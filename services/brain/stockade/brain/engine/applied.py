@@ -29,12 +29,20 @@ class AppliedTo:
     def remove(self, pol: Policy) -> None:
         key = pol.key
         for d in Direction:
-            by_sel = self._by_dir[d].get(pol.namespace, {})
+            by_ns = self._by_dir[d]
+            by_sel = by_ns.get(pol.namespace, {})
             keys = by_sel.get(pol.pod_selector)
             if keys is not None:
                 keys.discard(key)
                 if not keys:
                     del by_sel[pol.pod_selector]
+                    if not by_sel:
+                        del by_ns[pol.namespace]
+
+    def holds(self, namespace: str) -> bool:
+        """Whether any policy of ``namespace`` is here (every accepted policy isolates in at
+        least one direction, so this is whether the namespace has accepted policies)."""
+        return any(namespace in by_ns for by_ns in self._by_dir.values())
 
     def matched(self, direction: Direction, pod: PodInfo) -> list[tuple[Selector, set[str]]]:
         """The selectors isolating the pod in ``direction``, each with its policies' keys."""

@@ -195,7 +195,9 @@ class Engine(EngineView):
             span.flush_sets()
         finally:
             span.journal = None
-        return journal.deltas(span.models)
+        deltas = journal.deltas(span.models)
+        span.forget_empty(journal.nodes())
+        return deltas
 
     # ---------------------------------------------------------------- namespaces
 
@@ -211,7 +213,11 @@ class Engine(EngineView):
 
     def _delete_namespace(self, name: str) -> set[str]:
         self._store.ns_errors.pop(name, None)
-        return self._put_namespace(implicit_namespace(name))
+        # Its pods (if any are left) stay in an implicit namespace: only its name label.
+        touched = self._put_namespace(implicit_namespace(name))
+        if not self._applied.holds(name) and not self._store.pods_by_ns.get(name) and self._groups.namespace_gone(name):
+            self._store.forget_namespace(name)  # nothing in it any more: nothing of it is kept
+        return touched
 
     def _put_namespace(self, info: NamespaceInfo) -> set[str]:
         """Store a namespace and follow it in the groups; return pods to refresh."""

@@ -149,6 +149,16 @@ class AddressGroups:
                         touched |= self._add(g, k)
         return touched
 
+    def namespace_gone(self, name: str) -> bool:
+        """A deleted namespace with no pods and no policies is forgotten: it leaves the groups
+        whose namespaceSelector matched it. False (nothing done) while a group is scoped to it."""
+        if self._in_ns.get(name):
+            return False
+        self._in_ns.pop(name, None)
+        for gid in self._ns_matching.pop(name, set()):
+            self.groups[gid].matched_ns.discard(name)
+        return True
+
     def follow(self, changes: list[EndpointChange]) -> set[str]:
         """Move pods between groups as their endpoint states changed; returns pods to refresh.
 
@@ -245,7 +255,7 @@ class AddressGroups:
                 sets.put(sid, sets.elems[sid].difference(elems))
             else:
                 del named.by_number[num]  # type: ignore[arg-type]
-                sets.put(sid, frozenset())
+                sets.retire(sid)  # no pod resolves the name to that number any more
                 touched |= self._named_changed(named)
         return touched
 
@@ -365,7 +375,11 @@ class AddressGroups:
             self._global.discard(gid)
         elif g.kind == "pods":
             if g.ns_selector is None:
-                self._in_ns.get(g.namespace or "", set()).discard(gid)
+                scoped = self._in_ns.get(g.namespace or "")
+                if scoped is not None:
+                    scoped.discard(gid)
+                    if not scoped:
+                        del self._in_ns[g.namespace or ""]
             else:
                 self._ns_group_index.remove(gid, g.ns_selector)
                 for ns in g.matched_ns:

@@ -30,10 +30,13 @@ class Journal:
         if key not in entries:
             entries[key] = current.get(key, MISSING)
 
+    def nodes(self) -> set[str]:
+        """The nodes whose models this change touched."""
+        return set(self.sets) | set(self.chains) | set(self.ingress) | set(self.egress)
+
     def deltas(self, models: Mapping[str, NodeModel]) -> Deltas:
         out: Deltas = {}
-        nodes = set(self.sets) | set(self.chains) | set(self.ingress) | set(self.egress)
-        for node in nodes:
+        for node in self.nodes():
             model = models.get(node) or NodeModel(node)
             d = NodeDelta(node=node)
             for sid, old in self.sets.get(node, {}).items():

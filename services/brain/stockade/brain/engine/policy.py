@@ -14,13 +14,13 @@ import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 from stockade.brain.engine.errors import PolicyError
 from stockade.brain.engine.selectors import Selector, parse_selector
 from stockade.model import Protocol
 from stockade.model.limits import POLICY_LIMITS, over
+from stockade.model.weighed import weighed_lru
 
 POLICY_API_VERSIONS = ("networking.k8s.io/v1", "extensions/v1beta1", "networking.k8s.io/v1beta1")
 _SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?\Z")
@@ -98,7 +98,9 @@ class IPBlockPeer:
 _Intervals = tuple[int, int, int, tuple[int, ...], tuple[int, ...]]
 
 
-@lru_cache(maxsize=16384)
+# Weighed caches (stockade.model.weighed): one block may hold 1,000 excepts or expand to 65,536
+# CIDRs, and the blocks of deleted policies must not pile up in them.
+@weighed_lru(1 << 16, lambda args, _: 3 * len(args[1]))
 def _block_index(cidr: str, excepts: tuple[str, ...]) -> _Intervals:
     """The block as [lo, hi) and its excepts merged into sorted disjoint [start, end) intervals.
     The CIDRs are canonical (validated by `_ipblock`), so they are read with the C library."""
@@ -175,7 +177,7 @@ def _cover_count(start: int, end: int) -> int:
     return (c - start).bit_count() + (end - c).bit_count()
 
 
-@lru_cache(maxsize=16384)
+@weighed_lru(1 << 16, lambda args, _: len(args[1]))
 def _block_count(cidr: str, excepts: tuple[str, ...]) -> int:
     """How many CIDRs the block minus its excepts is (`_block_networks`' length), without writing
     them: linear in the excepts, so a limit on it costs nothing however wide the block is."""
@@ -187,7 +189,7 @@ def _block_count(cidr: str, excepts: tuple[str, ...]) -> int:
     return total + _cover_count(cur, hi)
 
 
-@lru_cache(maxsize=16384)
+@weighed_lru(1 << 17, lambda args, nets: len(args[1]) + len(nets))
 def _block_networks(cidr: str, excepts: tuple[str, ...]) -> tuple[str, ...]:
     """The block minus its excepts: one sorted walk over the gaps between the merged excepts,
     so the cost is linear in the excepts and in the CIDRs produced (never quadratic)."""
@@ -384,7 +386,7 @@ def _parse_ipblock(b: Any, field: str) -> IPBlockPeer:
     raise PolicyError(f"{field}.except", "must be a list of CIDRs")
 
 
-@lru_cache(maxsize=16384)
+@weighed_lru(1 << 16, lambda args, _: 2 * len(args[1]))
 def _ipblock(cidr: str, raw_excepts: tuple[str, ...], field: str) -> IPBlockPeer:
     """Validate one ipBlock (cached: clusters repeat the same blocks in many policies)."""
     try:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 from stockade.brain.engine.errors import PolicyError
 
 OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+K = TypeVar("K")
 
 
 @dataclass(frozen=True, order=True, repr=False)
@@ -103,9 +104,14 @@ def parse_selector(obj: Any, field: str) -> Selector:
     if isinstance(obj, dict) and len(obj) == 1 and isinstance(obj.get("matchLabels"), Mapping):
         # The common case, cached: clusters repeat the same few label selectors many times.
         items = obj["matchLabels"].items()
-        if all(isinstance(k, str) and k and isinstance(v, str) for k, v in items):
+        if len(items) <= CACHED_TERMS and all(isinstance(k, str) and k and isinstance(v, str) for k, v in items):
             return _match_labels(tuple(sorted(items)))
     return _parse_selector(obj, field)
+
+
+# Only small selectors are cached, so the cache's bytes are bounded as well as its entries
+# (a selector may have 256 terms; what deleted policies used stays until pushed out).
+CACHED_TERMS = 4
 
 
 @lru_cache(maxsize=65536)
@@ -232,9 +238,9 @@ class SelectorIndex:
             return
         pairs, key = anchors
         if key is not None:
-            self.by_key.get(key, set()).discard(ident)
+            _discard(self.by_key, key, ident)
         for p in pairs:
-            self.by_pair.get(p, set()).discard(ident)
+            _discard(self.by_pair, p, ident)
 
     def candidates(self, labels: Mapping[str, str]) -> set[str]:
         out = set(self.scan)
@@ -246,3 +252,13 @@ class SelectorIndex:
             if s:
                 out |= s
         return out
+
+
+def _discard(index: dict[K, set[str]], key: K, ident: str) -> None:
+    """Take ``ident`` out of ``index[key]``, and the key with its last one: selectors come and
+    go with policies, and an anchor no selector uses any more must not stay behind."""
+    idents = index.get(key)
+    if idents is not None:
+        idents.discard(ident)
+        if not idents:
+            del index[key]

@@ -12,6 +12,9 @@ class SetTable:
         self.elems: dict[str, frozenset[str]] = {}  # every live set id -> elements
         self.nodes: dict[str, set[str]] = {}  # set id -> nodes whose model holds it (the span keeps it)
         self.dirty: set[str] = set()  # held sets whose elements changed since the last flush
+        # Emptied sets nothing will fill again (a named port's slice whose last pod left): kept
+        # empty until no node holds them, then forgotten (`forget_retired`).
+        self.retired: set[str] = set()
 
     def put(self, sid: str, elems: frozenset[str]) -> None:
         self.elems[sid] = elems
@@ -21,6 +24,22 @@ class SetTable:
     def drop(self, sid: str) -> None:
         self.elems.pop(sid, None)
         self.dirty.discard(sid)
+
+    def retire(self, sid: str) -> None:
+        """Empty ``sid`` (the nodes holding it see it empty at the next flush) and forget it
+        once no node holds it: a set no one reads costs memory for ever otherwise."""
+        self.put(sid, frozenset())
+        self.retired.add(sid)
+
+    def forget_retired(self) -> None:
+        """After a flush: forget the retired sets no node holds that are still empty (one
+        filled again since is live again)."""
+        for sid in list(self.retired):
+            if self.nodes.get(sid):
+                continue  # still in a node's model: emptied there, forgotten at a later flush
+            self.retired.discard(sid)
+            if not self.elems.get(sid, True):
+                del self.elems[sid]
 
     def get(self, sid: str) -> frozenset[str]:
         return self.elems.get(sid, frozenset())

@@ -7,7 +7,7 @@ mutation is recorded in the `Journal` while a change is under way, so its deltas
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from typing import Any
 
@@ -114,6 +114,16 @@ class Span:
                     self._record("sets", node, sid, model.sets)
                     model.sets[sid] = elems
         sets.dirty.clear()
+        sets.forget_retired()
+
+    def forget_empty(self, nodes: Iterable[str]) -> None:
+        """Forget the models of ``nodes`` that hold nothing any more (their last pod left: a
+        node deleted, or drained). A missing model reads as an empty one everywhere, so a node
+        that goes away leaves nothing behind."""
+        for node in nodes:
+            m = self.models.get(node)
+            if m is not None and not (m.chains or m.sets or m.ingress or m.egress):
+                del self.models[node], self._chain_refs[node], self._set_refs[node]
 
     def _node(self, node: str) -> NodeModel:
         m = self.models.get(node)

@@ -88,6 +88,16 @@ class Store:
         self.ns_labels.add(info.name, info.labels)
         return old
 
+    def forget_namespace(self, name: str) -> bool:
+        """Forget a deleted namespace no pod is in any more; False (kept) while one is."""
+        if self.pods_by_ns.get(name):
+            return False
+        self.pods_by_ns.pop(name, None)
+        old = self.ns.pop(name, None)
+        if old is not None:
+            self.ns_labels.remove(old.name, old.labels)
+        return True
+
     def namespace_info(self, name: str) -> NamespaceInfo:
         return self.ns.get(name) or implicit_namespace(name)
 

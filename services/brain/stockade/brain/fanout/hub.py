@@ -104,7 +104,14 @@ class FanOut:
                 self._check_waiters(node)  # a peer's agent may hold what the feed just reached
 
     def forget_policy(self, namespace: str, name: str) -> None:
+        """The engine no longer holds this policy (deleted, or refused): drop what realization
+        tracked of it, so deleted policies leave nothing behind. Call it after the `on_deltas`
+        of that change; a policy made again under the name is tracked from its new changes."""
         self._policy_marks.pop((namespace, name), None)
+
+    def tracked_policies(self) -> int:
+        """How many policies realization holds marks for (bounded by the engine's policies)."""
+        return len(self._policy_marks)
 
     def feed(self, node: str) -> NodeFeed:
         feed = self.feeds.get(node)

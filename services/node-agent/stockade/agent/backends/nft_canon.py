@@ -11,10 +11,11 @@ Both sides list an anonymous set's elements sorted (the kernel orders them its o
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from typing import Any
+
+from stockade.model.weighed import weighed_lru
 
 _VERDICTS = ("accept", "drop", "return", "continue")
 _SET_BODY = re.compile(r"\{ ([^{}]*) \}")
@@ -94,7 +95,8 @@ def kernel_rule(rule: dict[str, Any]) -> str:
     return text
 
 
-@functools.lru_cache(maxsize=1 << 16)  # pod chains share lines (deny tails, port bodies)
+# Pod chains share lines (deny tails, port bodies); weighed by length: a line may name 1,000 ports.
+@weighed_lru(1 << 17, lambda args, _: len(args[0]) // 32)
 def rendered_rule(line: str) -> str:
     """A line as `nft_render` writes it, in the same canonical form."""
     return _SET_BODY.sub(lambda m: "{ " + ", ".join(sorted(m.group(1).split(", "))) + " }", line)

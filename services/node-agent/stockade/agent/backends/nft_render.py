@@ -65,6 +65,8 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Container, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -312,13 +314,60 @@ def _all_hosts(elems: Iterable[str]) -> bool:
     return all(e.endswith("/128") or (e.endswith("/32") and ":" not in e) for e in elems)
 
 
-@functools.lru_cache(maxsize=1 << 14)  # a snapshot asks, then the backend again for its record
 def interval_families(sid: str, elems: frozenset[str]) -> frozenset[int]:
     """The families in which this address set is an interval set (`is_hash`)."""
+    return _SET_KINDS.get(sid, elems)
+
+
+def _interval_families(sid: str, elems: frozenset[str]) -> frozenset[int]:
     if _all_hosts(elems):  # the common case, without splitting by family
         return frozenset()
     forms = set_forms(sid, elems)
     return frozenset(v for v in FAMILIES if not is_hash(forms[v], v))
+
+
+class _SetKinds:
+    """`interval_families` remembered per set id, for the elements it was last asked with: a
+    snapshot asks for every set, each rule naming one asks again, then the backend for its
+    record. Keyed by the id and checked by identity (callers pass the model's own frozenset),
+    so a set's next version (pods come and go) replaces the last instead of piling up beside
+    it; the least recently asked go first once ``budget`` elements, or ``most`` sets, are held
+    (the sets of deleted policies are only pushed out)."""
+
+    def __init__(self, budget: int, most: int) -> None:
+        self.budget, self.most = budget, most
+        self._held: OrderedDict[str, tuple[frozenset[str], frozenset[int], int]] = OrderedDict()
+        self._total = 0
+        self._lock = threading.Lock()  # a hit takes none: each step is atomic under the GIL
+
+    def get(self, sid: str, elems: frozenset[str]) -> frozenset[int]:
+        hit = self._held.get(sid)
+        if hit is not None and hit[0] is elems:
+            try:
+                self._held.move_to_end(sid)
+            except KeyError:  # pushed out by another thread just now
+                pass
+            return hit[1]
+        kinds = _interval_families(sid, elems)
+        weight = 4 + len(elems)
+        if weight <= self.budget:
+            with self._lock:
+                old = self._held.pop(sid, None)
+                if old is not None:
+                    self._total -= old[2]
+                self._held[sid] = (elems, kinds, weight)
+                self._total += weight
+                while self._total > self.budget or len(self._held) > self.most:
+                    _, (_, _, gone) = self._held.popitem(last=False)
+                    self._total -= gone
+        return kinds
+
+    def held(self) -> tuple[int, int]:
+        """(sets remembered, their elements and overhead in all), for tests."""
+        return len(self._held), self._total
+
+
+_SET_KINDS = _SetKinds(1 << 20, 1 << 14)  # the elements of a whole model (NodeLimits.max_set_elements)
 
 
 def interval_sets(sets: Mapping[str, frozenset[str]], families: tuple[int, ...] = FAMILIES) -> set[str]:
