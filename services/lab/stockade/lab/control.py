@@ -8,6 +8,7 @@ without it.
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import json
 import shutil
@@ -41,10 +42,21 @@ def free_port(cfg: LabConfig, taken: set[int]) -> int:
             except OSError:
                 continue
             got: int = s.getsockname()[1]
-            if got not in taken:
+            if got not in taken and not _taken_v6(got):
                 taken.add(got)
                 return got
     raise RuntimeError(f"no free loopback port in {cfg.port_range}")
+
+
+def _taken_v6(port: int) -> bool:
+    """Whether an IPv6 loopback socket holds `port` (gRPC listens there too: a port free on
+    127.0.0.1 alone may still be another lab's brain)."""
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", port))
+    except OSError as e:
+        return e.errno == errno.EADDRINUSE  # no IPv6 loopback: nothing can hold it there
+    return False
 
 
 def has_command(name: str) -> bool:

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from stockade.lab import brains
+from stockade.lab import brains, state
 from stockade.lab.state import LabState
 
 ROUND = 1.0  # seconds each brain may wait per round: a brain that only knows its own nodes waits it out
@@ -74,6 +74,12 @@ def wait(st: LabState, since: dict[str, int], timeout: float, state_dir: Path) -
     answer: dict[str, Any] = {"realized": False, "reason": "no brain is running"}
     with ThreadPoolExecutor(max_workers=len(every)) as pool:
         while True:
+            # The supervisor restarts a killed brain under a new pid: read it again every round
+            # (with the state loaded once, a drill that killed every brain would wait in vain).
+            try:
+                st = state.load(state_dir / "state.json") or st
+            except (OSError, ValueError):
+                pass  # keep the last state read
             up = [b for b in every if brains.process_state(st, b) == "running"]
             left = max(0.1, deadline - time.monotonic())
             # One brain alone may wait all it likes; several wait in rounds, merged in between.
