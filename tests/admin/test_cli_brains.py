@@ -7,7 +7,7 @@ import asyncio
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
@@ -39,10 +39,14 @@ def test_lists_become_one_target_that_grpc_tries_in_order() -> None:
             grpc_target(bad)
 
 
-def dead_port() -> int:
-    with socket.socket() as s:  # bound, never listening: connections are refused
+@pytest.fixture
+def dead_port() -> Iterator[int]:
+    # Bound, never listening, for the whole test: connections are refused. (A port closed again
+    # at once is free for anything to take, a client's own source port included, and a client
+    # whose source port is the one it dials connects to itself.)
+    with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        yield int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -76,8 +80,8 @@ async def cli(*args: str, lab_dir: Path) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
-async def test_the_first_brain_that_answers_serves(admin_port: int, tmp_path: Path) -> None:
-    down = dead_port()
+async def test_the_first_brain_that_answers_serves(admin_port: int, dead_port: int, tmp_path: Path) -> None:
+    down = dead_port
     both = f"127.0.0.1:{down},127.0.0.1:{admin_port}"
     code, out, err = await cli("policies", "--brain", both, "--token", TOKEN, "--insecure", lab_dir=tmp_path)
     assert code == 0, err
@@ -87,8 +91,8 @@ async def test_the_first_brain_that_answers_serves(admin_port: int, tmp_path: Pa
     assert code == 3 and "cannot reach the brain" in err  # the dead one alone: said, not traced back
 
 
-async def test_the_labs_brain_list_is_used(admin_port: int, tmp_path: Path) -> None:
-    down = dead_port()
+async def test_the_labs_brain_list_is_used(admin_port: int, dead_port: int, tmp_path: Path) -> None:
+    down = dead_port
     (tmp_path / "admin.json").write_text(
         f'{{"brain": "127.0.0.1:{down}", "brains": ["127.0.0.1:{down}", "127.0.0.1:{admin_port}"], "token": "{TOKEN}"}}'
     )

@@ -195,7 +195,7 @@ class Stack:
     def stop_agent(self) -> int:
         assert self.agent is not None
         self.agent.terminate()
-        code = self.agent.wait(10)
+        code = self.agent.wait(60)  # a bound for a hang: it takes a second or two, longer when busy
         self.agent = None
         return code
 
@@ -206,7 +206,7 @@ class Stack:
     def http(self, path: str) -> tuple[int, str]:
         with ns.entered(NETNS):
             try:
-                with urllib.request.urlopen(f"http://{HTTP}{path}", timeout=2) as r:
+                with urllib.request.urlopen(f"http://{HTTP}{path}", timeout=10) as r:  # a busy machine
                     return r.status, r.read().decode()
             except urllib.error.HTTPError as e:
                 return e.code, e.read().decode()
@@ -257,7 +257,9 @@ class Stack:
             backend.close()
 
 
-def eventually(check: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> None:
+def eventually(check: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> None:
+    """Wait for ``check()`` to hold; the deadline is for a busy machine (processes start, the CLI
+    runs), not a measure of how fast anything is."""
     end = time.monotonic() + timeout
     while not check():
         if time.monotonic() > end:
@@ -298,8 +300,9 @@ def running_stack(
 # -- clients -------------------------------------------------------------------------------------
 
 
-def connect(src: str, port: int, timeout: float = 0.3) -> socket.socket | None:
-    """A TCP connection from pod ``src`` to the web pod, or None when it does not complete."""
+def connect(src: str, port: int, timeout: float = 0.9) -> socket.socket | None:
+    """A TCP connection from pod ``src`` to the web pod, or None when it does not complete
+    within ``timeout`` (by default under the 1 s after which a denied SYN is retransmitted)."""
     with ns.entered(POD_NS[src]):
         s = socket.socket()
     s.settimeout(timeout)
@@ -311,7 +314,9 @@ def connect(src: str, port: int, timeout: float = 0.3) -> socket.socket | None:
         return None
 
 
-def echoes(s: socket.socket, timeout: float = 0.5) -> bool:
+def echoes(s: socket.socket, timeout: float = 5.0) -> bool:
+    """The web pod's echo server answers on ``s``: generous by default, as the answer waits for
+    that process to be scheduled (pass a short ``timeout`` where no answer is expected)."""
     s.settimeout(timeout)
     try:
         s.sendall(b"ping")

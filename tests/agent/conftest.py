@@ -10,6 +10,7 @@ created with the ``st-dp`` prefix and removed at the end of the module.
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import struct
@@ -198,6 +199,9 @@ def tcp_ok(netns: str, dst: str, port: int, timeout: float = ALLOWED_WAIT) -> bo
     s.settimeout(timeout)
     try:
         s.connect((dst, port))
+        # Connected: the rules let it through. The server's answer only needs that process
+        # scheduled, which a busy machine may delay past a short (denied-attempt) timeout.
+        s.settimeout(max(timeout, ALLOWED_WAIT))
         return s.recv(2) == b"ok"
     except OSError:
         return False
@@ -218,12 +222,43 @@ def udp_ok(netns: str, dst: str, port: int, timeout: float = ALLOWED_WAIT) -> bo
         s.close()
 
 
+# Source ports for attempts whose denials are counted. The dataplane counts a denied 5-tuple
+# once (its seen sets and hashlimit tables remember it for 30 to 130 s), so a flow from the port
+# of an earlier denied one to the same destination is rightly not counted again. The kernel picks
+# UDP source ports (and ports bound to 0) at random in 32768-60999: left to it, one of a burst's
+# 300 flows would match an earlier test's denied attempt about once in a hundred runs. These are
+# below that range, never the same twice in a test process.
+_FRESH_PORTS = itertools.count(21000)
+
+
+def fresh_ports(count: int) -> list[int]:
+    ports = [next(_FRESH_PORTS) for _ in range(count)]
+    assert ports[-1] < 32768, "out of source ports below the kernel's ephemeral range"
+    return ports
+
+
+def _bound(netns: str, kind: int, dst: str, port: int) -> socket.socket:
+    s = _socket(netns, kind, dst)
+    s.bind(("::" if ":" in dst else "0.0.0.0", port))
+    return s
+
+
+def settled_count(read: Callable[[], int], want: int, timeout: float = 15.0) -> int:
+    """``read()`` once it reaches ``want``, or as it is at the deadline: a packet handed to a veth
+    meets the rules a moment later (later still on a busy machine), so one read right after the
+    send can come too early."""
+    deadline = time.monotonic() + timeout
+    while (value := read()) < want and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return value
+
+
 def syn_burst(netns: str, dst: str, port: int, count: int, linger: float = 1.5) -> None:
-    """Start ``count`` TCP connections at once (non-blocking), keep them ``linger`` seconds so the
-    kernel retransmits their SYNs, then drop them."""
+    """Start ``count`` TCP connections at once (non-blocking, from `fresh_ports`), keep them
+    ``linger`` seconds so the kernel retransmits their SYNs, then drop them."""
     socks = []
-    for _ in range(count):
-        s = _socket(netns, socket.SOCK_STREAM, dst)
+    for sport in fresh_ports(count):
+        s = _bound(netns, socket.SOCK_STREAM, dst, sport)
         s.setblocking(False)
         try:
             s.connect((dst, port))
@@ -236,8 +271,8 @@ def syn_burst(netns: str, dst: str, port: int, count: int, linger: float = 1.5) 
 
 
 def udp_burst(netns: str, dst: str, port: int, flows: int, per_flow: int = 1) -> None:
-    """``flows`` UDP flows (distinct source ports), ``per_flow`` datagrams each."""
-    socks = [_socket(netns, socket.SOCK_DGRAM, dst) for _ in range(flows)]
+    """``flows`` UDP flows (distinct source ports, from `fresh_ports`), ``per_flow`` datagrams each."""
+    socks = [_bound(netns, socket.SOCK_DGRAM, dst, sport) for sport in fresh_ports(flows)]
     for i in range(per_flow):
         if i:
             # A veth hands each datagram to the peer's backlog (net.core.netdev_max_backlog,
@@ -444,7 +479,7 @@ def case_sctp(topo: Topology, backend: Backend) -> None:
     before = backend.denied_counts()[P2_INGRESS.id]
     assert sctp_delivered(topo, "p3", "p2", 20099, wait=ALLOWED_WAIT)
     assert not sctp_delivered(topo, "p3", "p2", 20098, wait=DENIED_WAIT)
-    assert backend.denied_counts()[P2_INGRESS.id] == before + 1
+    assert settled_count(lambda: backend.denied_counts()[P2_INGRESS.id], before + 1) == before + 1
 
 
 def case_delta_changes_what_passes(topo: Topology, backend: Backend) -> None:
@@ -471,12 +506,16 @@ def case_delta_changes_what_passes(topo: Topology, backend: Backend) -> None:
 
 def case_blocked_counts(topo: Topology, backend: Backend) -> None:
     raise_fd_limit()
-    before = backend.denied_counts()[P2_INGRESS.id]
+
+    def denied() -> int:
+        return backend.denied_counts()[P2_INGRESS.id]
+
+    before = denied()
     syn_burst(topo.netns("p3"), PODS["p2"], 20443, 1000, linger=1.5)  # SYNs retransmit after 1 s
-    after_tcp = backend.denied_counts()[P2_INGRESS.id]
+    after_tcp = settled_count(denied, before + 1000)
     assert after_tcp - before == 1000
     udp_burst(topo.netns("p3"), PODS["p2"], 20054, flows=300, per_flow=3)
-    assert backend.denied_counts()[P2_INGRESS.id] - after_tcp == 300
+    assert settled_count(denied, after_tcp + 300) - after_tcp == 300
 
 
 def case_atomic(

@@ -233,7 +233,7 @@ async def test_node_agent_in_process_against_a_real_brain() -> None:
     assert dataplane.model == new  # stopping leaves the rules
 
 
-async def wait_for(check: object, timeout: float = 10.0) -> None:
+async def wait_for(check: object, timeout: float = 30.0) -> None:  # a bound for a busy machine
     assert callable(check)
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout

@@ -23,6 +23,7 @@ from conftest import (
     dual_policy_model,
     raise_fd_limit,
     run_matrix,
+    settled_count,
     syn_burst,
     tcp_ok,
     udp_burst,
@@ -116,12 +117,16 @@ def test_ipv6_deltas_change_what_passes(topology: Topology, backend: IptablesBac
 
 def test_ipv6_blocked_counts_exact_once_per_connection(topology: Topology, backend: IptablesBackend) -> None:
     raise_fd_limit()
-    before = backend.denied_counts()[P2_INGRESS.id]
+
+    def denied() -> int:
+        return backend.denied_counts()[P2_INGRESS.id]
+
+    before = denied()
     syn_burst(topology.netns("p3"), PODS6["p2"], 20443, 1000, linger=1.5)  # SYNs retransmit after 1 s
-    after_tcp = backend.denied_counts()[P2_INGRESS.id]
+    after_tcp = settled_count(denied, before + 1000)
     assert after_tcp - before == 1000
     udp_burst(topology.netns("p3"), PODS6["p2"], 20054, flows=300, per_flow=3)
-    assert backend.denied_counts()[P2_INGRESS.id] - after_tcp == 300
+    assert settled_count(denied, after_tcp + 300) - after_tcp == 300
     assert backend.read_view().rules[6].denied[P2_INGRESS.id] >= 1300
 
 
@@ -140,7 +145,7 @@ def test_nflog_events_for_real_ipv6_drops(topology: Topology, backend: IptablesB
     assert {(e.src, e.dst, e.protocol, e.dport, e.chain, e.direction) for e in events} == {
         (PODS6["p3"], PODS6["p2"], "TCP", 20511, P2_INGRESS.id, Direction.INGRESS)
     }
-    assert backend.denied_counts()[P2_INGRESS.id] - before == 5
+    assert settled_count(lambda: backend.denied_counts()[P2_INGRESS.id], before + 5) - before == 5
 
 
 def churn6(base: NodeModel, count: int, chain_every: int) -> Iterator[NodeModel]:

@@ -251,7 +251,7 @@ def sample(agent: NodeAgent, name: str, **labels: str) -> float:
     return 0.0 if value is None else value
 
 
-async def wait_for(check: object, timeout: float = 15.0) -> None:
+async def wait_for(check: object, timeout: float = 30.0) -> None:  # a bound for a busy machine
     assert callable(check)
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout

@@ -74,7 +74,12 @@ def test_a_bridge_without_bridge_netfilter_is_not_ready_and_says_what_to_enable(
     s.close()
 
     # The brain knows: `stockade nodes` says NOT READY and why; the policy is not realized there.
-    eventually(lambda: stack.node_status().get("problems"), what="the problems in stockade nodes")
+    # The problems come with the hello, the ack of the snapshot after it: both are awaited.
+    def reported() -> bool:
+        node = stack.node_status()
+        return bool(node.get("problems")) and node.get("applied_generation") == node.get("desired_generation")
+
+    eventually(reported, what="the problems and the ack in stockade nodes")
     node = stack.node_status()
     assert node["connected"] is True and node.get("ready", False) is False
     assert any(f"{IPT} is 0" in p and f"sysctl -w {IPT}=1" in p for p in node["problems"])

@@ -26,6 +26,7 @@ from conftest import (
     Topology,
     _socket,
     churn_models,
+    fresh_ports,
     policy_model,
     tcp_ok,
     udp_ok,
@@ -330,8 +331,10 @@ def test_repair_ends_connections_opened_meanwhile(topology: Topology) -> None:
     try:
         dp.apply_snapshot(policy_model())
         assert not udp_ok(topology.netns("p3"), PODS["p2"], 20054, DENIED_WAIT)
-        # (another flow below: this one is now in the seen set, dropped before the deny rule)
+        # (another flow below: this one is now in the seen set, dropped before the deny rule; a
+        # port the kernel picks could by chance be that one's again, so a fresh one is bound)
         sock = _socket(topology.netns("p3"), socket.SOCK_DGRAM)
+        sock.bind(("0.0.0.0", fresh_ports(1)[0]))
         try:
             # The deny rule of p2's chain goes (the forward chain's conntrack rule stays, so the
             # flow is tracked; with the whole table gone nothing would use conntrack here).

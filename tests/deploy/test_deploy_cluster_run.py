@@ -230,8 +230,11 @@ def test_manifests_run_and_sync(stack: Stack) -> None:
         assert stack.exec(node, "nft", "list", "table", "inet", "stockade").returncode == 0
     assert ready(stack, "core", probe_url(brain_c, "livenessProbe"))
     assert ready(stack, "core", probe_url(brain_c, "startupProbe"))
-    readyz = stack.exec("core", "curl", "-s", probe_url(brain_c, "readinessProbe")).stdout
-    assert readyz == "ready\n", readyz  # not "degraded": Redis at the ConfigMap's URL is in use
+    # not "degraded": Redis at the ConfigMap's URL is in use (awaited: ready can come first)
+    stack.wait_for(
+        "the brain ready and not degraded",
+        lambda: stack.exec("core", "curl", "-s", probe_url(brain_c, "readinessProbe")).stdout == "ready\n",
+    )
 
     # What the ServiceMonitor scrapes: `metrics` ports, its path.
     (endpoint,) = find(objects, "ServiceMonitor", "stockade")["spec"]["endpoints"]
@@ -243,12 +246,26 @@ def test_manifests_run_and_sync(stack: Stack) -> None:
     # The admin API through the Service name and the brain's cert-manager CA, as the README install guide does.
     service_ports = find(objects, "Service", "stockade-brain")["spec"]["ports"]
     admin_port = next(p["port"] for p in service_ports if p["name"] == "admin")
-    nodes = stack.exec(
-        NODES[0], *STOCKADE, "nodes", "--brain", f"{BRAIN_HOST}:{admin_port}",
-        "--ca", str(secrets["stockade-brain-tls"] / "ca.crt"), "--token", "x" * 24, "-o", "json",
-    )  # fmt: skip
-    assert nodes.returncode == 0, nodes.stderr
-    status = {n["name"]: n for n in json.loads(nodes.stdout)["nodes"]}
+
+    def node_rows() -> dict[str, Obj]:
+        nodes = stack.exec(
+            NODES[0], *STOCKADE, "nodes", "--brain", f"{BRAIN_HOST}:{admin_port}",
+            "--ca", str(secrets["stockade-brain-tls"] / "ca.crt"), "--token", "x" * 24, "-o", "json",
+        )  # fmt: skip
+        assert nodes.returncode == 0, nodes.stderr
+        return {n["name"]: n for n in json.loads(nodes.stdout)["nodes"]}
+
+    def acked(rows: dict[str, Obj]) -> bool:
+        return set(rows) == set(NODES) and all(
+            n.get("connected")
+            and n.get("desired_generation")
+            and n.get("applied_generation") == n["desired_generation"]
+            for n in rows.values()
+        )
+
+    # An agent is ready once its rules are in, a moment before its ack reaches the brain.
+    stack.wait_for("every agent's ack at the brain", lambda: acked(node_rows()))
+    status = node_rows()
     assert set(status) == set(NODES)
     for node in status.values():
         assert node["connected"] is True

@@ -147,9 +147,14 @@ async def test_follow_on_either_brain_shows_both_brains_drops_once(
         args = argparse.Namespace(namespace=None, pod=None, direction=None, protocol=None, port=None,
                                   duration=30.0, count=5, output="table")  # fmt: skip
         follow = asyncio.create_task(cli_admin._drops_follow(admin_pb2_grpc.AdminStub(ch), MD, 30.0, args))
-        await asyncio.sleep(0.3)
-        b.offer(5, seed=3)
-        assert await follow == 0
+        # drops made before its stream is up are not followed: offer more until it has its five
+        # (however long subscribing takes on a busy machine; it stops by itself after 30 s)
+        seed = 3
+        while not follow.done():
+            b.offer(5, seed=seed)
+            seed += 1
+            await asyncio.wait({follow}, timeout=1.0)
+        assert follow.result() == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 5 and all(" BLOCKED " in line and " on node-b" in line for line in lines), lines
 

@@ -53,7 +53,7 @@ async def test_several_agents_aggregate_exactly(grpc_brain: Brain, redis_client:
             r.offer(evs)
             await asyncio.sleep(0.05)
     for r in reporters:
-        assert await r.flush(10)
+        assert await r.flush(60)
     for r in reporters:
         r.close()
     await asyncio.gather(*tasks)
@@ -130,7 +130,7 @@ async def test_agent_sheds_while_brain_is_away_and_says_so(redis_client: Redis) 
     await server.start()
     flusher = asyncio.create_task(agg.run())
     try:
-        assert await reporter.flush(15)
+        assert await reporter.flush(60)
         reporter.close()
         await task
         await agg.close()
@@ -182,12 +182,16 @@ async def test_acks_wait_for_redis(redis_proc: RedisProcess, redis_client: Redis
         redis_proc.stop(save=True)
         events = random_events(2000, time.time() - 60, 60, seed=12, node="node-r")
         reporter.offer(events)
-        await asyncio.sleep(2.0)
+        # every batch reaches the brain, which finds Redis away (a deadline for a busy machine;
+        # what is asserted below holds however long it takes)
+        deadline = time.monotonic() + 30
+        while (agg.ready or agg.buffered_events < 2000) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         assert not agg.ready
         assert reporter.acked_events == 0 and len(reporter.buffer) == 2000  # nothing acknowledged
         assert agg.buffered_events == 2000  # counted once in the brain's memory, re-sends skipped
         redis_proc.start()
-        assert await reporter.flush(15)
+        assert await reporter.flush(60)
         assert reporter.acked_events == 2000
         want = expected_counts(events)
         assert await _stored(redis_client, agg, sorted(want)) == want

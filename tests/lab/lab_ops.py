@@ -3,7 +3,10 @@ own prefix and port range, and the ways to look inside it (the brain's and the a
 Redis, the operator CLI) and to make blocked attempts from inside its pods.
 
 Attempts bind distinct source ports: the dataplane counts a denied 5-tuple once (retransmits
-are silent), so every attempt here is one new flow and exactly one count.
+are silent), so every attempt here is one new flow and exactly one count. Give them ports below
+32768 (`FRESH_PORTS`): `lab probe` takes its source ports all over the kernel's ephemeral range
+(32768-60999, by the clock), and an attempt from the port of an earlier denied probe to the same
+destination is that flow again, rightly not counted.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from .labenv import Lab
 
 T = TypeVar("T")
 Labels = tuple[tuple[str, str], ...]
+FRESH_PORTS = 21000  # attempts' source ports start here: below the ephemeral range probes use
+HTTP_WAIT = 30.0  # for a /metrics answer: a timeout inside a poll fails the test, so a busy machine's bound
 
 
 def make_lab(tmp: Path, prefix: str, ports: tuple[int, int]) -> Lab:
@@ -57,9 +62,10 @@ def enforced(st: LabState) -> bool:
 
 
 def cli(
-    lab: Lab, *args: str, env: Mapping[str, str] | None = None, timeout: float = 30
+    lab: Lab, *args: str, env: Mapping[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    """`stockade ARGS` as an operator runs it in the lab (it finds the brain via admin.json)."""
+    """`stockade ARGS` as an operator runs it in the lab (it finds the brain via admin.json);
+    ``timeout`` bounds a hang (it raises, even inside a poll), so it is generous."""
     return subprocess.run(
         [sys.executable, "-m", "stockade.cli.main", *args],
         env=dict(env or lab.env),
@@ -97,13 +103,17 @@ def brain_metrics(st: LabState) -> str:
     """Brain 1's /metrics (what it alone counts: its own agents' reports)."""
     import urllib.request
 
-    with urllib.request.urlopen(f"http://127.0.0.1:{st.ports['brain_http']}/metrics", timeout=5) as r:
+    with urllib.request.urlopen(f"http://127.0.0.1:{st.ports['brain_http']}/metrics", timeout=HTTP_WAIT) as r:
         return str(r.read().decode())
 
 
 def brains_metrics(st: LabState) -> dict[str, str]:
     """Every running brain's /metrics, by process name (brain, brain2, ...)."""
-    return {b.name: brains.metrics(st, b, timeout=5) for b in brains.of(st) if brains.process_state(st, b) == "running"}
+    return {
+        b.name: brains.metrics(st, b, timeout=HTTP_WAIT)
+        for b in brains.of(st)
+        if brains.process_state(st, b) == "running"
+    }
 
 
 def brain_counters(st: LabState, name: str) -> dict[Labels, float]:
@@ -122,7 +132,7 @@ def agent_metrics(st: LabState, node: str) -> str:
     netns = next(n.netns for n in st.plan.nodes if n.name == node)
     s = nsenter.socket_in(netns, socket.AF_INET, socket.SOCK_STREAM)
     with s:
-        s.settimeout(5)
+        s.settimeout(HTTP_WAIT)
         s.connect(("127.0.0.1", st.ports["agent_http"]))
         s.sendall(b"GET /metrics HTTP/1.0\r\nHost: agent\r\n\r\n")
         chunks = []

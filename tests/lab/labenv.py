@@ -32,7 +32,9 @@ class Lab:
             "STOCKADE_LAB_PORTS": ports,
         }
 
-    def run(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    # A bound for a hung command, not a measure: a lab's `up`, `down` or `apply --wait` on a busy
+    # 2-core machine can take well over a minute.
+    def run(self, *args: str, check: bool = True, timeout: float = 240) -> subprocess.CompletedProcess[str]:
         res = subprocess.run(
             [sys.executable, "-m", "stockade.cli.commands.lab", *args],
             env=self.env,

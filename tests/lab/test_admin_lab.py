@@ -7,6 +7,7 @@ and the traffic; `dry-run` then applies the fix it previews.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -18,10 +19,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from stockade.lab import demo
+from stockade.lab import demo, probe
+from stockade.lab.state import LabState
 from stockade.v1 import admin_pb2, admin_pb2_grpc
 
-from .lab_ops import attempts, cli, enforced, lab_state, make_lab, pod_netns
+from .lab_ops import FRESH_PORTS, attempts, cli, enforced, lab_state, make_lab, pod_netns
 from .labenv import Lab
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -46,6 +48,7 @@ spec:
     ports: [{protocol: TCP, port: 80}]
 """
 FIXED = {("sock-shop/front-end", "sock-shop/carts", "TCP", 80), ("sock-shop/orders", "sock-shop/carts", "TCP", 80)}
+PATIENT = 3.0  # seconds a probe waits to call a connection blocked (the default 1 s is short on a busy machine)
 
 
 @pytest.fixture(scope="module")
@@ -60,15 +63,38 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         st = lab_state(lab)
         routes = demo.routes(st, demo.SHOP_FLOWS)  # the shop's traffic, once, through its Services
         results = demo.probe_flows(st, routes)
-        blocked = {  # by the container port each call reaches, as the policies see it
-            (r.src.split("/")[-1], r.dst.split("/")[-1], route.target)
-            for route, r in zip(routes, results, strict=True)
-            if not r.connected
-        }
+
+        def call(route: demo.Route, r: probe.Result) -> tuple[str, str, int]:
+            # by the container port each call reaches, as the policies see it
+            return r.src.split("/")[-1], r.dst.split("/")[-1], route.target
+
+        # A probe gives up after 1 s, which an allowed connection can take on a busy machine: the
+        # calls that should work but came out blocked are tried once more, patiently. (Not the
+        # others: each blocked attempt is one drop, and the drops tests below count them.)
+        again = [i for i, r in enumerate(results) if not r.connected and call(routes[i], r) not in BLOCKED]
+        for i, r in zip(again, _patiently(st, [routes[i] for i in again]), strict=True):
+            results[i] = r
+        blocked = {call(route, r) for route, r in zip(routes, results, strict=True) if not r.connected}
         assert blocked == BLOCKED
         yield lab
     finally:
         lab.run("down", check=False)
+
+
+def _patiently(st: LabState, routes: list[demo.Route]) -> list[probe.Result]:
+    """`demo.probe_flows` with a timeout for a busy machine."""
+    assert st.plan is not None
+    pods = {p.key: p for p in st.plan.pods}
+    todo = [
+        (
+            probe.Source(r.src, st.plan.external.netns if r.src == "external" else pods[r.src].netns),
+            probe.Target(r.dst, r.address, (("TCP", r.port),)),
+            "TCP",
+            r.port,
+        )
+        for r in routes
+    ]
+    return asyncio.run(probe.probe_cells(todo, PATIENT))
 
 
 def _json(lab: Lab, *args: str) -> dict[str, object]:
@@ -104,7 +130,7 @@ def test_policies_are_realized_on_every_node_that_needs_them(shop: Lab) -> None:
 
 def test_drops_top_lists_the_blocked_demo_flows(shop: Lab) -> None:
     want = Counter((dst, str(port)) for _, dst, port in BLOCKED)  # carts:80 twice (front-end, orders)
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60  # the agents report in batches: a deadline for a busy machine
     while True:
         rows = _json(shop, "drops", "top", "--window", "15m")["rows"]
         assert isinstance(rows, list)
@@ -131,9 +157,9 @@ def test_drops_follow_prints_a_blocked_attempt_as_it_happens(shop: Lab) -> None:
     )
     sports: list[int] = []
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while follow.poll() is None and time.monotonic() < deadline:  # until the follower has one
-            sports.append(42000 + len(sports))
+            sports.append(FRESH_PORTS + len(sports))
             attempts(netns, src_ip, dst_ip, "TCP", 6379, sports[-1:], linger=0)
             try:
                 follow.wait(timeout=1.0)
@@ -152,7 +178,8 @@ def test_drops_follow_prints_a_blocked_attempt_as_it_happens(shop: Lab) -> None:
 
 
 def _probe(shop: Lab) -> dict[tuple[str, str, str, int], bool]:
-    cells = json.loads(shop.run("probe", "-o", "json").stdout)["results"]
+    # patient: an open cell must not read blocked on a busy machine (the blocked ones wait it out)
+    cells = json.loads(shop.run("probe", "--timeout", str(PATIENT), "-o", "json").stdout)["results"]
     return {(c["from"], c["to"], c["protocol"], c["port"]): c["connected"] for c in cells}
 
 

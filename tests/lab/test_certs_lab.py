@@ -112,7 +112,8 @@ def _gauge(text: str, name: str) -> list[tuple[dict[str, str], float]]:
 
 
 def _a_reaches_b(lab: Lab) -> bool:
-    results = lab.json("probe", "--from", "x/a", "--to", "y/b")["results"]
+    # patient (the default is 1 s): an open connection must not read blocked on a busy machine
+    results = lab.json("probe", "--from", "x/a", "--to", "y/b", "--timeout", "3")["results"]
     assert results, "the probe found no flow from x/a to y/b"
     return all(r["connected"] for r in results)
 

@@ -53,7 +53,9 @@ def _reach(st: LabState, key: str, proto: str, port: int) -> bool:
     assert st.plan is not None
     pod = st.plan.pod(key)
     assert pod is not None
-    answers = {ip: asyncio.run(probe.probe_one(st.plan.external.netns, ip, proto, port)) for ip in pod.ips}
+    # patient (the default is 1 s): an answer must not be missed on a busy machine; a port nothing
+    # serves answers TCP with a reset at once
+    answers = {ip: asyncio.run(probe.probe_one(st.plan.external.netns, ip, proto, port, 5.0)) for ip in pod.ips}
     assert len(set(answers.values())) == 1, answers
     return answers[pod.ip]
 

@@ -395,7 +395,8 @@ def test_dual_stack_services(tmp_path: Path, topology: str) -> None:
         assert st.plan is not None
         web = services(st)["web"]["spec"]["clusterIPs"]
         assert [ipaddress.ip_address(ip).version for ip in web] == [4, 6]
-        doc = lab.json("probe", "--via-service", "--from", "x/client,external", "--to", "x/web")
+        # every cell open: a patient timeout costs nothing, and a busy machine may take over 1 s
+        doc = lab.json("probe", "--via-service", "--from", "x/client,external", "--to", "x/web", "--timeout", "10")
         got = {(r["from"], r["via"], r["family"], r["node"]): r["connected"] for r in doc["results"]}
         want = {("x/client", "ClusterIP", f, None): True for f in ("ipv4", "ipv6")}
         want |= {("external", "NodePort", f, n.name): True for f in ("ipv4", "ipv6") for n in st.plan.nodes}

@@ -64,6 +64,12 @@ spec:
 """
 
 
+# For probes whose every cell must connect: they end as soon as all have, so a patient timeout
+# costs nothing, and an open connection that takes over the default 1 s on a busy machine (the
+# first packets of a new lab wait for neighbour discovery too) is not read as blocked.
+OPEN = ("--timeout", "10")
+
+
 def _by_key(pods: list[dict[str, object]]) -> dict[str, dict[str, object]]:
     return {f"{p['namespace']}/{p['name']}": p for p in pods}
 
@@ -89,7 +95,7 @@ def test_up_pods_probe_apply_delete_down(lab: Lab) -> None:
     assert data["topology"] == "routed"
 
     # No policy: every pod and the external host reach every declared port of every pod.
-    results = lab.json("probe")["results"]
+    results = lab.json("probe", *OPEN)["results"]
     assert len(results) == 4 * (2 + 2 + 2)  # 4 sources; each destination declares 2 ports
     assert {r["family"] for r in results} == {"ipv4"}
     assert {r["from"] for r in results} == {"x/a-0", "x/a-1", "y/b", "external"}
@@ -103,7 +109,7 @@ def test_up_pods_probe_apply_delete_down(lab: Lab) -> None:
     assert "pod/y/c created" in out and "pod/y/b configured" in out
     pods = _by_key(lab.json("pods")["pods"])
     assert pods["y/b"]["labels"] == {"pod": "b", "role": "db"} and "y/c" in pods
-    to_c = lab.json("probe", "--to", "y/c")["results"]
+    to_c = lab.json("probe", "--to", "y/c", *OPEN)["results"]
     assert len(to_c) == 5 and all(r["connected"] for r in to_c)
 
     # delete: the pod and its namespace go.
@@ -207,7 +213,7 @@ def test_dual_stack_lab_on_bridges(lab: Lab) -> None:
                 assert f.read().strip() == "1"
 
     # Every pod and the external host reach every declared port over both families.
-    results = lab.json("probe")["results"]
+    results = lab.json("probe", *OPEN)["results"]
     assert len(results) == 2 * 4 * (2 + 2 + 2)
     assert {r["family"] for r in results} == {"ipv4", "ipv6"}
     assert all(r["connected"] for r in results), [r for r in results if not r["connected"]]
@@ -219,14 +225,14 @@ def test_dual_stack_lab_on_bridges(lab: Lab) -> None:
     lab.run("apply", "-f", lab.write("more.yaml", MORE))
     c = _by_key(lab.json("pods")["pods"])["y/c"]
     assert isinstance(c["ips"], list) and len(c["ips"]) == 2
-    to_c = lab.json("probe", "--to", "y/c")["results"]
+    to_c = lab.json("probe", "--to", "y/c", *OPEN)["results"]
     assert len(to_c) == 2 * 5 and all(r["connected"] for r in to_c), to_c
     lab.run("delete", "-f", lab.write("gone.yaml", "kind: Pod\nmetadata: {name: c, namespace: y}\n"))
     assert f"{lab.prefix}pod.y.c" not in lab.namespaces()
     node_c = st.plan.node(str(c["node"])).netns
     assert len(_ip(node_c, "link", "show", "master", "cni0")) == len([p for p in st.plan.pods if p.node == c["node"]])
     # The bridge keeps its address when a port goes: the pods beside y/c still reach everyone.
-    after = lab.json("probe", "--from", ",".join(p.key for p in st.plan.pods if p.node == c["node"]))["results"]
+    after = lab.json("probe", "--from", ",".join(p.key for p in st.plan.pods if p.node == c["node"]), *OPEN)["results"]
     assert after and all(r["connected"] for r in after), [r for r in after if not r["connected"]]
     lab.run("down")
     assert lab.namespaces() == []
@@ -237,7 +243,7 @@ def test_ipv6_only_lab(lab: Lab) -> None:
     data = lab.json("pods")
     assert all(p["ips"] == [p["ip"]] and ":" in p["ip"] for p in data["pods"])
     assert data["external"]["ips"] == ["fd00:10:239::2"]
-    results = lab.json("probe")["results"]
+    results = lab.json("probe", *OPEN)["results"]
     assert len(results) == 4 * 6 and {r["family"] for r in results} == {"ipv6"}
     assert all(r["connected"] for r in results), [r for r in results if not r["connected"]]
     wrong = lab.run("probe", "--family", "ipv4", check=False)

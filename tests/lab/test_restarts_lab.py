@@ -20,6 +20,7 @@ from stockade.brain.drops.flows import FIELDS
 from stockade.lab import lab as labcmd
 
 from .lab_ops import (
+    FRESH_PORTS,
     attempts,
     brain_counters,
     config,
@@ -171,7 +172,7 @@ def test_killed_redis_comes_back_and_drops_are_still_counted(lab: Lab) -> None:
     netns, src_ip = pod_netns(st, "drill/other")
     _, dst_ip = pod_netns(st, "drill/srv-1")
     before_brain = brain_counters(st, "stockade_brain_blocked_connections")
-    attempts(netns, src_ip, dst_ip, "TCP", 80, range(42000, 42005))
+    attempts(netns, src_ip, dst_ip, "TCP", 80, range(FRESH_PORTS, FRESH_PORTS + 5))  # not probes' ports
     # The restarted Redis is empty: every attempt lands in it, and in the brains' counter.
     key = ("ingress", "TCP", "80", "drill", "srv-1", "drill", "other")
     top = poll(lambda: redis_top(lab_state(lab), FIELDS), lambda t: t.get(key, 0) >= 5, WAIT)

@@ -138,7 +138,8 @@ def svclab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 
 
 def through_web(lab: Lab) -> dict[str, bool]:
-    doc = lab.json("probe", "--via-service", "--from", "x/client,x/other", "--to", "x/web")
+    # patient (the default is 1 s): an open connection must not read blocked on a busy machine
+    doc = lab.json("probe", "--via-service", "--from", "x/client,x/other", "--to", "x/web", "--timeout", "3")
     out = {}
     for r in doc["results"]:
         assert r["service"] == "x/web" and r["via"] == "ClusterIP" and r["address"].startswith("10.96.")
@@ -166,7 +167,7 @@ def test_policies_judge_service_traffic_after_dnat(svclab: Lab) -> None:
 
 
 def test_probe_via_service_reports_node_ports_from_outside(svclab: Lab) -> None:
-    doc = svclab.json("probe", "--via-service", "--from", "external")
+    doc = svclab.json("probe", "--via-service", "--from", "external", "--timeout", "10")  # all open: ends at once
     st = lab_state(svclab)
     assert st.plan is not None
     rows = {(r["node"], r["address"], r["port"], r["service_port"]): r["connected"] for r in doc["results"]}

@@ -127,7 +127,11 @@ def test_a_token_of_another_node_is_refused_then_its_own_works(lab: Lab) -> None
     _replace(tokens / "node-2", own)
     assert poll(lambda: nodes(lab)["node-2"].get("connected", False), lambda c: c is True, timeout=60) is True
     lab.run("apply", "-f", lab.write("deny.yaml", DENY_B), "--wait", timeout=90)
-    st = nodes(lab)["node-2"]
+    # `stockade nodes` may ask the other brain, which hears node-2's ack through Redis a moment
+    # after the one `--wait` asked: awaited, not read once
+    st = poll(
+        lambda: nodes(lab)["node-2"], lambda n: n.get("applied_generation") == n.get("desired_generation"), timeout=60
+    )
     assert st["applied_generation"] == st["desired_generation"]
 
 

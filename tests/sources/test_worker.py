@@ -60,7 +60,7 @@ async def test_readers_never_see_a_change_in_flight() -> None:
     finally:
         worker.close()
     assert pair.a == pair.b == pair.published == 15
-    assert len(seen) > 15
+    assert seen  # the readers ran (how often depends on scheduling, so no count)
     assert all(a == b == pub for a, b, pub in seen), [s for s in seen if not s[0] == s[1] == s[2]][:5]
 
 
@@ -103,14 +103,23 @@ async def test_a_failed_change_raises_and_releases_the_engine() -> None:
 async def test_a_cancelled_caller_still_hands_the_change_on() -> None:
     pair = Pair()
     worker: EngineWorker[Pair] = EngineWorker(pair)
+    started, release = threading.Event(), threading.Event()
+
+    def held_bump(p: Pair) -> int:
+        # the change stays in flight until the caller is cancelled: by construction, not by timing
+        started.set()
+        release.wait(30)
+        return p.bump()
+
     try:
-        task = asyncio.create_task(worker.change(lambda p: p.bump(), then=lambda n: setattr(pair, "published", n)))
-        await asyncio.sleep(0.005)
+        task = asyncio.create_task(worker.change(held_bump, then=lambda n: setattr(pair, "published", n)))
+        assert await asyncio.to_thread(started.wait, 30)
         assert worker.busy
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        await asyncio.wait_for(worker.idle(), 5)  # released only once the thread finished
+        release.set()
+        await asyncio.wait_for(worker.idle(), 30)  # released only once the thread finished
         assert pair.a == pair.b == pair.published == 1
     finally:
         worker.close()

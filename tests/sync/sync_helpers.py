@@ -139,7 +139,8 @@ def start_agent(node: str, address: str, tls: ClientTLS | None, dataplane: Memor
     return agent
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+async def eventually(check: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+    """Wait for ``check()``; the deadline bounds a hang on a busy machine, it measures nothing."""
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
     while not check():

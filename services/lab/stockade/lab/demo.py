@@ -269,7 +269,7 @@ def _total(counts: dict[tuple[str, str], float] | None) -> float:
     return sum((counts or {}).values())
 
 
-def _wait_counts(st: LabState, at_least: float, timeout: float = 8.0) -> dict[tuple[str, str], float] | None:
+def _wait_counts(st: LabState, at_least: float, timeout: float = 30.0) -> dict[tuple[str, str], float] | None:
     """The counters once they reach `at_least` (the agents report in batches), or as they are."""
     deadline = time.monotonic() + timeout
     while True:

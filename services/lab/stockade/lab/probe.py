@@ -20,6 +20,7 @@ import asyncio
 import errno
 import os
 import resource
+import select
 import socket
 import threading
 import time
@@ -120,12 +121,32 @@ async def _stream(netns: str, ip: str, port: int, proto: int, timeout: float) ->
             s.bind(("::" if s.family == socket.AF_INET6 else "0.0.0.0", SOURCE_PORTS.take(netns, proto, ip, port)))
             await asyncio.wait_for(loop.sock_connect(s, (ip, port)), timeout)
             return True
-        except OSError as e:  # refused, unreachable, or timed out (TimeoutError is an OSError)
+        except TimeoutError:
+            # A loop running late handles the timer and the socket's readiness in one pass: the
+            # handshake may have completed all the same, and then it is not blocked.
+            return _connected(s)
+        except OSError as e:  # refused or unreachable
             if e.errno not in _TAKEN:
                 return False
         finally:
             s.close()
     return False
+
+
+def _connected(s: socket.socket) -> bool:
+    """Whether a non-blocking connect finished after all: writable with no pending error."""
+    _, writable, _ = select.select([], [s], [], 0)
+    return bool(writable) and s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+
+
+def _late_token(s: socket.socket, token: bytes) -> bool:
+    """Whether our token is already waiting in the socket (the loop ran late, not the network)."""
+    while True:
+        try:
+            if s.recv(1500) == token:
+                return True
+        except OSError:  # nothing (more) waiting, or an ICMP error
+            return False
 
 
 async def _udp(netns: str, ip: str, port: int, timeout: float) -> bool:
@@ -141,7 +162,9 @@ async def _udp(netns: str, ip: str, port: int, timeout: float) -> bool:
             data = await asyncio.wait_for(loop.sock_recv(s, 1500), max(0.0, deadline - loop.time()))
             if data == token:
                 return True
-    except (OSError, TimeoutError):
+    except TimeoutError:
+        return _late_token(s, token)
+    except OSError:
         return False
     finally:
         s.close()
