@@ -35,9 +35,9 @@ from stockade.brain.engine.cnp import (
     Tier,
 )
 from stockade.brain.engine.errors import PolicyError
-from stockade.brain.engine.selectors import Selector, parse_selector
+from stockade.brain.engine.selectors import Selector, parse_selector, sized_selector
 from stockade.model import Protocol
-from stockade.model.limits import POLICY_LIMITS, over
+from stockade.model.limits import over
 
 MAX_RULES = 25  # per direction (spec.ingress / spec.egress maxItems)
 MAX_PEERS = 25  # per rule (from / to maxItems)
@@ -152,16 +152,7 @@ def _one_field(obj: dict[str, Any], field: str, choices: tuple[str, ...]) -> str
 
 
 def _selector(value: Any, field: str) -> Selector:
-    sel = parse_selector(value if value is not None else {}, field)
-    lim = POLICY_LIMITS
-    if len(sel.requirements) > lim.selector_terms:
-        raise PolicyError(field, over("selector terms", len(sel.requirements), lim.selector_terms, "per selector"))
-    for req in sel.requirements:
-        if len(req.values) > lim.selector_values:
-            raise PolicyError(
-                field, over(f"values for key {req.key[:63]!r}", len(req.values), lim.selector_values, "per term")
-            )
-    return sel
+    return sized_selector(parse_selector(value if value is not None else {}, field), field)
 
 
 # ------------------------------------------------------------------ parts

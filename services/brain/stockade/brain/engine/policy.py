@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stockade.brain.engine.errors import PolicyError
-from stockade.brain.engine.selectors import Selector, parse_selector
+from stockade.brain.engine.selectors import Selector, parse_selector, sized_selector
 from stockade.model import Protocol
 from stockade.model.limits import POLICY_LIMITS, over
 from stockade.model.weighed import weighed_lru
@@ -253,7 +253,7 @@ def parse_policy(obj: Mapping[str, Any]) -> Policy:
         spec = {}
     if not isinstance(spec, dict):
         raise PolicyError("spec", "must be an object")
-    pod_selector = _sized(parse_selector(spec.get("podSelector") or {}, "spec.podSelector"), "spec.podSelector")
+    pod_selector = sized_selector(parse_selector(spec.get("podSelector") or {}, "spec.podSelector"), "spec.podSelector")
 
     types = spec.get("policyTypes")
     egress_raw = spec.get("egress")
@@ -327,19 +327,6 @@ def _parse_rules(raw: Any, field: str, peer_key: str, namespace: str) -> tuple[P
     return tuple(rules)
 
 
-def _sized(sel: Selector, field: str) -> Selector:
-    """A parsed selector within the limits of terms and of values per term."""
-    lim = POLICY_LIMITS
-    if len(sel.requirements) > lim.selector_terms:
-        raise PolicyError(field, over("selector terms", len(sel.requirements), lim.selector_terms, "per selector"))
-    for req in sel.requirements:
-        if len(req.values) > lim.selector_values:
-            raise PolicyError(
-                field, over(f"values for key {req.key[:63]!r}", len(req.values), lim.selector_values, "per term")
-            )
-    return sel
-
-
 def _check_cidr_budget(rules: tuple[PolicyRule, ...]) -> None:
     """All the CIDRs a policy's ipBlocks expand to (each distinct block counted once)."""
     blocks = {p for r in rules for p in r.peers or () if isinstance(p, IPBlockPeer)}
@@ -360,12 +347,14 @@ def _parse_peer(p: Any, field: str, namespace: str) -> Peer:
             raise PolicyError(field, "ipBlock cannot be combined with podSelector or namespaceSelector")
         return _parse_ipblock(p["ipBlock"], f"{field}.ipBlock")
     pod_sel = (
-        _sized(parse_selector(p["podSelector"], f"{field}.podSelector"), f"{field}.podSelector")
+        sized_selector(parse_selector(p["podSelector"], f"{field}.podSelector"), f"{field}.podSelector")
         if "podSelector" in p
         else None
     )
     ns_sel = (
-        _sized(parse_selector(p["namespaceSelector"], f"{field}.namespaceSelector"), f"{field}.namespaceSelector")
+        sized_selector(
+            parse_selector(p["namespaceSelector"], f"{field}.namespaceSelector"), f"{field}.namespaceSelector"
+        )
         if "namespaceSelector" in p
         else None
     )

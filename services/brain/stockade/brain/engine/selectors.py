@@ -8,6 +8,7 @@ from functools import lru_cache
 from typing import Any, TypeVar
 
 from stockade.brain.engine.errors import PolicyError
+from stockade.model.limits import POLICY_LIMITS, over
 
 OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 K = TypeVar("K")
@@ -262,3 +263,16 @@ def _discard(index: dict[K, set[str]], key: K, ident: str) -> None:
         idents.discard(ident)
         if not idents:
             del index[key]
+
+
+def sized_selector(sel: Selector, field: str) -> Selector:
+    """A parsed selector within the limits of terms and of values per term."""
+    lim = POLICY_LIMITS
+    if len(sel.requirements) > lim.selector_terms:
+        raise PolicyError(field, over("selector terms", len(sel.requirements), lim.selector_terms, "per selector"))
+    for req in sel.requirements:
+        if len(req.values) > lim.selector_values:
+            raise PolicyError(
+                field, over(f"values for key {req.key[:63]!r}", len(req.values), lim.selector_values, "per term")
+            )
+    return sel

@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..fieldchecks import PORT_RANGE_MSG, port_name_errors
 from ..fielderrors import (
     FieldError,
     GoRepr,
@@ -53,23 +54,6 @@ _DNS1123_MSG = (
     "start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for "
     "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
 )
-_PORT_RANGE_MSG = "must be between 1 and 65535, inclusive"
-
-
-def port_name_errors(name: str) -> list[str]:
-    """``validation.IsValidPortName``: an IANA service name."""
-    out = []
-    if len(name) > 15:
-        out.append("must be no more than 15 characters")
-    if not re.fullmatch(r"[-a-z0-9]+", name):
-        out.append("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)")
-    if not re.search(r"[a-z]", name):
-        out.append("must contain at least one letter (a-z)")
-    if "--" in name:
-        out.append("must not contain consecutive hyphens")
-    if name.startswith("-") or name.endswith("-"):
-        out.append("must not begin or end with a hyphen")
-    return out
 
 
 def family_of(ip: str) -> str:
@@ -251,14 +235,14 @@ def validate_service(obj: Obj) -> list[FieldError]:
             names.add(pname)
         port = p.get("port") or 0
         if not 1 <= port <= 65535:
-            errs.append(invalid(f"{path}.port", port, _PORT_RANGE_MSG))
+            errs.append(invalid(f"{path}.port", port, PORT_RANGE_MSG))
         proto = p.get("protocol")
         if proto not in PROTOCOLS:
             errs.append(not_supported(f"{path}.protocol", proto, PROTOCOLS))
         tp = p.get("targetPort")
         if isinstance(tp, int):
             if not 1 <= tp <= 65535:
-                errs.append(invalid(f"{path}.targetPort", tp, _PORT_RANGE_MSG))
+                errs.append(invalid(f"{path}.targetPort", tp, PORT_RANGE_MSG))
         elif isinstance(tp, str):
             errs.extend(invalid(f"{path}.targetPort", _intstr(tp), m) for m in port_name_errors(tp))
         if kind == "ClusterIP" and p.get("nodePort"):
