@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 
+from stockade.cli import exits
 from stockade.dial import TargetError, parse_targets
 from stockade.v1 import admin_pb2_grpc
 
@@ -56,8 +57,11 @@ class Connection:
     insecure: bool = False
 
 
-class ConnectionError(RuntimeError):
-    pass
+class ConnectionError(exits.CliError):
+    """No channel to the brain: none named (unreachable), or settings that cannot work (usage)."""
+
+    def __init__(self, message: str, code: int = exits.UNREACHABLE) -> None:
+        super().__init__(message, code)
 
 
 def _lab_settings() -> dict[str, Any]:
@@ -105,7 +109,7 @@ def _read(path: str, what: str) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as e:
-        raise ConnectionError(f"cannot read {what} {path}: {e.strerror}") from None
+        raise ConnectionError(f"cannot read {what} {path}: {e.strerror}", exits.USAGE) from None
 
 
 def grpc_target(address: str) -> str:
@@ -117,16 +121,17 @@ def grpc_target(address: str) -> str:
     try:
         targets = parse_targets(address)
     except TargetError as e:
-        raise ConnectionError(str(e)) from None
+        raise ConnectionError(str(e), exits.USAGE) from None
     if len(targets) == 1:
         return str(targets[0])
     if any(t.is_name for t in targets):
         raise ConnectionError(
-            f"--brain {address}: list IP addresses only (one family), or give one name that resolves to every brain"
+            f"--brain {address}: list IP addresses only (one family), or give one name that resolves to every brain",
+            exits.USAGE,
         )
     families = {":" in t.host for t in targets}
     if len(families) > 1:
-        raise ConnectionError(f"--brain {address}: IPv4 and IPv6 addresses cannot be mixed in one list")
+        raise ConnectionError(f"--brain {address}: IPv4 and IPv6 addresses cannot be mixed in one list", exits.USAGE)
     return ("ipv6:" if families == {True} else "ipv4:") + ",".join(str(t) for t in targets)
 
 
@@ -136,7 +141,7 @@ def channel(conn: Connection) -> grpc.aio.Channel:
     if conn.server_name:
         options.append(("grpc.ssl_target_name_override", conn.server_name))
     if bool(conn.cert) != bool(conn.key):
-        raise ConnectionError("--cert and --key go together: pass both (or neither, and a --token)")
+        raise ConnectionError("--cert and --key go together: pass both (or neither, and a --token)", exits.USAGE)
     if conn.ca:
         creds = grpc.ssl_channel_credentials(
             root_certificates=_read(conn.ca, "CA certificate"),
@@ -145,12 +150,15 @@ def channel(conn: Connection) -> grpc.aio.Channel:
         )
         return grpc.aio.secure_channel(target, creds, options=options)
     if conn.cert:
-        raise ConnectionError("a client certificate needs TLS: pass --ca with the CA that signed the brain's cert")
+        raise ConnectionError(
+            "a client certificate needs TLS: pass --ca with the CA that signed the brain's cert", exits.USAGE
+        )
     if conn.token and not conn.insecure:
         # A bearer token in plain text is a token anyone on the path can reuse.
         raise ConnectionError(
             f"refusing to send the token to {conn.address} in plain text: pass --ca CA.crt (env STOCKADE_CA, the CA "
-            "that signed the brain's certificate), or --insecure if this brain really runs without TLS (tests only)"
+            "that signed the brain's certificate), or --insecure if this brain really runs without TLS (tests only)",
+            exits.USAGE,
         )
     return grpc.aio.insecure_channel(target, options=options)
 
@@ -165,26 +173,19 @@ def stub(conn: Connection) -> tuple[grpc.aio.Channel, admin_pb2_grpc.AdminStub]:
 
 
 def rpc_error_exit(e: grpc.aio.AioRpcError, conn: Connection) -> int:
-    """Print an RpcError as an operator-facing message; return the exit code."""
+    """Print an RpcError as an operator-facing message; return its exit code (`exits.GRPC`)."""
     code = e.code()
     details = e.details() or ""
     if code == grpc.StatusCode.UNAVAILABLE:
         print(f"stockade: cannot reach the brain at {conn.address}: {details}", file=sys.stderr)
-        return 3
-    if code == grpc.StatusCode.UNAUTHENTICATED:
+    elif code == grpc.StatusCode.UNAUTHENTICATED:
         print(f"stockade: not authenticated: {details}", file=sys.stderr)
-        return 4
-    if code == grpc.StatusCode.PERMISSION_DENIED:
+    elif code == grpc.StatusCode.PERMISSION_DENIED:
         print(f"stockade: permission denied: {details}", file=sys.stderr)
-        return 4
-    if code == grpc.StatusCode.NOT_FOUND:
+    elif code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
         print(f"stockade: {details}", file=sys.stderr)
-        return 5
-    if code == grpc.StatusCode.INVALID_ARGUMENT:
-        print(f"stockade: {details}", file=sys.stderr)
-        return 2
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+    elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
         print(f"stockade: the brain at {conn.address} did not answer within {conn.timeout:g} s", file=sys.stderr)
-        return 3
-    print(f"stockade: {code.name}: {details}", file=sys.stderr)
-    return 1
+    else:
+        print(f"stockade: {code.name}: {details}", file=sys.stderr)
+    return exits.for_status(code)

@@ -17,6 +17,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 import stockade.cli.commands as commands_pkg
+from stockade.cli import exits
+from stockade.codec.version import release
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -28,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
         "per-node rules, node agents enforce them with nftables or iptables.",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    parser.add_argument(
+        "--version", action="version", version=f"stockade {release()}", help="the CLI's version and exit"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(commands_pkg.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{commands_pkg.__name__}.{info.name}")
@@ -44,10 +49,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
-        parser.print_help()
-        sys.exit(2)
+        parser.print_help(sys.stderr)  # bad usage: the help is the error message
+        sys.exit(exits.USAGE)
     try:
         code = handler(args)
+    except exits.CliError as e:  # a command's failure with its code (stockade.cli.exits), no traceback
+        print(f"stockade: {e}", file=sys.stderr)
+        code = e.code
     except KeyboardInterrupt:
         code = 130
     except BrokenPipeError:

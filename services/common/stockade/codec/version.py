@@ -48,3 +48,14 @@ def brain_too_old(address: str, value: int) -> str:
         f"and needs a brain of sync protocol {MIN_PEER} or newer (an older brain would send no IPv6 rules): "
         f"upgrade the brain to this agent's release"
     )
+
+
+def release() -> str:
+    """This release's version as the CLI, the brain and `stockade version` report it: the installed
+    distribution's, "unknown" when run from a tree that is not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("stockade")
+    except metadata.PackageNotFoundError:
+        return "unknown"

@@ -27,7 +27,14 @@ class GetPolicyRequest(_message.Message):
     def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class PolicyStatus(_message.Message):
-    __slots__ = ("namespace", "name", "selected_pods", "nodes_needed", "nodes_applied", "nodes_pending", "rejected", "warnings", "policy_types", "not_realized")
+    __slots__ = ("namespace", "name", "selected_pods", "nodes_needed", "nodes_applied", "nodes_pending", "rejected", "warnings", "policy_types", "not_realized", "labels")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     SELECTED_PODS_FIELD_NUMBER: _ClassVar[int]
@@ -38,6 +45,7 @@ class PolicyStatus(_message.Message):
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
     POLICY_TYPES_FIELD_NUMBER: _ClassVar[int]
     NOT_REALIZED_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     name: str
     selected_pods: _containers.RepeatedScalarFieldContainer[str]
@@ -48,22 +56,36 @@ class PolicyStatus(_message.Message):
     warnings: _containers.RepeatedScalarFieldContainer[str]
     policy_types: _containers.RepeatedScalarFieldContainer[str]
     not_realized: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ..., selected_pods: _Optional[_Iterable[str]] = ..., nodes_needed: _Optional[int] = ..., nodes_applied: _Optional[int] = ..., nodes_pending: _Optional[_Iterable[str]] = ..., rejected: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., policy_types: _Optional[_Iterable[str]] = ..., not_realized: _Optional[_Iterable[str]] = ...) -> None: ...
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ..., selected_pods: _Optional[_Iterable[str]] = ..., nodes_needed: _Optional[int] = ..., nodes_applied: _Optional[int] = ..., nodes_pending: _Optional[_Iterable[str]] = ..., rejected: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., policy_types: _Optional[_Iterable[str]] = ..., not_realized: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ListNodesRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class ListNodesResponse(_message.Message):
-    __slots__ = ("nodes", "view")
+    __slots__ = ("nodes", "view", "brain_version", "brain_protocol", "brain_min_protocol")
     NODES_FIELD_NUMBER: _ClassVar[int]
     VIEW_FIELD_NUMBER: _ClassVar[int]
+    BRAIN_VERSION_FIELD_NUMBER: _ClassVar[int]
+    BRAIN_PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    BRAIN_MIN_PROTOCOL_FIELD_NUMBER: _ClassVar[int]
     nodes: _containers.RepeatedCompositeFieldContainer[NodeStatus]
     view: str
-    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., view: _Optional[str] = ...) -> None: ...
+    brain_version: str
+    brain_protocol: int
+    brain_min_protocol: int
+    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., view: _Optional[str] = ..., brain_version: _Optional[str] = ..., brain_protocol: _Optional[int] = ..., brain_min_protocol: _Optional[int] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("name", "connected", "desired_generation", "applied_generation", "backend", "last_apply_time", "last_error", "pods", "chains", "sets", "ready", "problems", "refused", "protocol", "agent_version", "brain")
+    __slots__ = ("name", "connected", "desired_generation", "applied_generation", "backend", "last_apply_time", "last_error", "pods", "chains", "sets", "ready", "problems", "refused", "protocol", "agent_version", "brain", "labels")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
     DESIRED_GENERATION_FIELD_NUMBER: _ClassVar[int]
@@ -80,6 +102,7 @@ class NodeStatus(_message.Message):
     PROTOCOL_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     BRAIN_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     name: str
     connected: bool
     desired_generation: int
@@ -96,7 +119,8 @@ class NodeStatus(_message.Message):
     protocol: int
     agent_version: str
     brain: str
-    def __init__(self, name: _Optional[str] = ..., connected: _Optional[bool] = ..., desired_generation: _Optional[int] = ..., applied_generation: _Optional[int] = ..., backend: _Optional[str] = ..., last_apply_time: _Optional[float] = ..., last_error: _Optional[str] = ..., pods: _Optional[int] = ..., chains: _Optional[int] = ..., sets: _Optional[int] = ..., ready: _Optional[bool] = ..., problems: _Optional[_Iterable[str]] = ..., refused: _Optional[str] = ..., protocol: _Optional[int] = ..., agent_version: _Optional[str] = ..., brain: _Optional[str] = ...) -> None: ...
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., connected: _Optional[bool] = ..., desired_generation: _Optional[int] = ..., applied_generation: _Optional[int] = ..., backend: _Optional[str] = ..., last_apply_time: _Optional[float] = ..., last_error: _Optional[str] = ..., pods: _Optional[int] = ..., chains: _Optional[int] = ..., sets: _Optional[int] = ..., ready: _Optional[bool] = ..., problems: _Optional[_Iterable[str]] = ..., refused: _Optional[str] = ..., protocol: _Optional[int] = ..., agent_version: _Optional[str] = ..., brain: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ExplainRequest(_message.Message):
     __slots__ = ("to", "port", "protocol")

@@ -16,6 +16,7 @@ from stockade.brain.admin.dryrun import dry_run
 from stockade.brain.admin.explain import ExplainError, explain
 from stockade.brain.admin.limits import Busy, RateLimits, WorkLimits
 from stockade.brain.engine import Engine, NotRealized
+from stockade.codec.version import MIN_PEER, PROTOCOL, release
 from stockade.manifests import bounded_yaml
 from stockade.model import Direction
 from stockade.model import Protocol as L4
@@ -162,7 +163,21 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             if namespace and ns != namespace:
                 continue
             out.append(admin_pb2.PolicyStatus(namespace=ns, name=name, rejected=f"{r.field}: {r.message}"))
+        labels = self._labels("NetworkPolicy")
+        for st in out:
+            st.labels.update(labels.get((st.namespace, st.name), {}))
         return sorted(out, key=lambda s: (s.namespace, s.name))
+
+    def _labels(self, kind: str) -> dict[tuple[str, str], dict[str, str]]:
+        """metadata.labels of every ``kind`` object by (namespace, name): for the CLI's -l selectors."""
+        out: dict[tuple[str, str], dict[str, str]] = {}
+        for obj in self.objects():
+            meta = obj.get("metadata")
+            if obj.get("kind") != kind or not isinstance(meta, Mapping) or not isinstance(meta.get("labels"), Mapping):
+                continue
+            key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+            out[key] = {str(k): str(v) for k, v in meta["labels"].items()}
+        return out
 
     async def ListPolicies(
         self, request: admin_pb2.ListPoliciesRequest, context: Any
@@ -190,6 +205,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                 if peers is not None
                 else "this brain's agents only (no --redis-url): nodes served by another brain show as not connected"
             )
+        labels = self._labels("Node")
         for node in self.engine.nodes():
             model = self.engine.model(node)
             ns = admin_pb2.NodeStatus(
@@ -197,6 +213,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                 pods=len(set(model.ingress) | set(model.egress)),
                 chains=len(model.chains),
                 sets=len(model.sets),
+                labels=labels.get(("", node), {}),
             )
             if self.status is not None:
                 st = self.status.node_view(node)
@@ -215,7 +232,9 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             if self.node_info is not None:
                 ns.backend = str(self.node_info(node).get("backend", ""))
             out.append(ns)
-        return admin_pb2.ListNodesResponse(nodes=out, view=view)
+        return admin_pb2.ListNodesResponse(
+            nodes=out, view=view, brain_version=release(), brain_protocol=PROTOCOL, brain_min_protocol=MIN_PEER
+        )
 
     # ------------------------------------------------------------------ explain, dry-run, lint
 

@@ -1,7 +1,7 @@
 """Operator commands against a running brain: policies, nodes, explain, dry-run, drops, lint.
 
 Exit codes: 0 ok (for `explain`: allowed), 1 blocked (explain) or other failure, 2 bad usage or
-input, 3 brain unreachable, 4 not authenticated or not permitted, 5 not found.
+input, 3 brain unreachable, 4 not authenticated or not permitted, 5 not found (`stockade.cli.exits`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,12 @@ import grpc
 import yaml
 from google.protobuf.json_format import MessageToDict
 
-from stockade.cli.client import ConnectionError, add_connection_args, metadata, resolve, rpc_error_exit, stub
+from stockade.cli import exits
+from stockade.cli.client import add_connection_args, metadata, resolve, rpc_error_exit, stub
+from stockade.cli.listing import LIST_OUTPUT, add_list_args, check_list_args, headless, no_headers, selected, watch
 from stockade.cli.offline import add_offline_args, offline_or, run_explain, run_lint
 from stockade.cli.printable import printable
-from stockade.manifests import ManifestError
+from stockade.manifests import ManifestError, bounded_yaml
 from stockade.manifests.loader import _files
 from stockade.v1 import admin_pb2, admin_pb2_grpc
 
@@ -33,9 +35,9 @@ def _runner(call: Call) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         try:
             conn = resolve(args)
-        except ConnectionError as e:
+        except exits.CliError as e:
             print(f"stockade: {e}", file=sys.stderr)
-            return 3
+            return e.code
 
         async def go() -> int:
             ch, s = stub(conn)
@@ -48,9 +50,9 @@ def _runner(call: Call) -> Callable[[argparse.Namespace], int]:
 
         try:
             return asyncio.run(go())
-        except ConnectionError as e:
+        except exits.CliError as e:  # a bad setting or input file: said in one line
             print(f"stockade: {e}", file=sys.stderr)
-            return 3
+            return e.code
 
     return run
 
@@ -74,60 +76,91 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 # ---------------------------------------------------------------------------- commands
 
 
+def _doc(args: argparse.Namespace, msg: Any) -> str | None:
+    """``msg`` as -o json or yaml (without the final newline print adds), None for the other formats."""
+    if args.output == "json":
+        return json.dumps(MessageToDict(msg, preserving_proto_field_name=True), indent=2)
+    if args.output == "yaml":
+        return yaml.safe_dump(MessageToDict(msg, preserving_proto_field_name=True), sort_keys=False).rstrip("\n")
+    return None
+
+
+def _labels(labels: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or "-"
+
+
 async def _policies(s: admin_pb2_grpc.AdminStub, md: list[tuple[str, str]], t: float, a: argparse.Namespace) -> int:
-    resp = await s.ListPolicies(admin_pb2.ListPoliciesRequest(namespace=a.namespace or ""), metadata=md, timeout=t)
+    reqs = check_list_args(a)
 
-    def table() -> str:
-        rows = []
-        for p in resp.policies:
-            status = f"REJECTED: {p.rejected}" if p.rejected else f"{p.nodes_applied}/{p.nodes_needed} nodes"
-            if p.not_realized:  # accepted, but left out of some nodes' models (e.g. a limit)
-                status += "; NOT REALIZED on " + "; ".join(p.not_realized)
-            rows.append(
-                [
-                    f"{p.namespace}/{p.name}",
-                    ",".join(p.policy_types) or "-",
-                    len(p.selected_pods),
-                    status,
-                    "; ".join(p.warnings) or "-",
-                ]
-            )
-        return _table(["POLICY", "TYPES", "PODS", "REALIZED", "WARNINGS"], rows) if rows else "No policies."
+    async def render() -> tuple[bytes, str]:
+        resp = await s.ListPolicies(admin_pb2.ListPoliciesRequest(namespace=a.namespace or ""), metadata=md, timeout=t)
+        kept = [p for p in resp.policies if selected(reqs, p.labels)]
+        del resp.policies[:]
+        resp.policies.extend(kept)
+        return resp.SerializeToString(deterministic=True), _policies_text(a, resp)
 
-    _emit(a, resp, table)
-    return 0
+    return await watch(a, render)
+
+
+def _policies_text(a: argparse.Namespace, resp: admin_pb2.ListPoliciesResponse) -> str:
+    if a.output == "name":
+        return "\n".join(f"policy/{p.namespace}/{p.name}" for p in resp.policies)
+    doc = _doc(a, resp)
+    if doc is not None:
+        return doc
+    wide = a.output == "wide"
+    rows = []
+    for p in resp.policies:
+        status = f"REJECTED: {p.rejected}" if p.rejected else f"{p.nodes_applied}/{p.nodes_needed} nodes"
+        if p.not_realized:  # accepted, but left out of some nodes' models (e.g. a limit)
+            status += "; NOT REALIZED on " + "; ".join(p.not_realized)
+        row = [f"{p.namespace}/{p.name}", ",".join(p.policy_types) or "-", len(p.selected_pods), status]
+        row.append("; ".join(p.warnings) or "-")
+        if wide:
+            row += [",".join(p.nodes_pending) or "-", _labels(p.labels)]
+        rows.append(row)
+    if not rows:
+        return "" if no_headers(a) else "No policies."
+    headers = ["POLICY", "TYPES", "PODS", "REALIZED", "WARNINGS", *(["PENDING ON", "LABELS"] if wide else [])]
+    out = _table(headers, rows)
+    return headless(out) if no_headers(a) else out
 
 
 async def _nodes(s: admin_pb2_grpc.AdminStub, md: list[tuple[str, str]], t: float, a: argparse.Namespace) -> int:
-    resp = await s.ListNodes(admin_pb2.ListNodesRequest(), metadata=md, timeout=t)
+    reqs = check_list_args(a)
 
-    def table() -> str:
-        rows = []
-        for n in resp.nodes:
-            ago = f"{time.time() - n.last_apply_time:.0f}s ago" if n.last_apply_time else "never"
-            rows.append(
-                [
-                    n.name,
-                    "yes" if n.connected else "NO",
-                    n.brain or "-",
-                    _readiness(n),
-                    n.desired_generation,
-                    n.applied_generation,
-                    n.backend or "-",
-                    n.pods,
-                    n.chains,
-                    n.sets,
-                    ago,
-                    _reason(n),
-                ]
-            )
-        headers = ["NODE", "CONNECTED", "BRAIN", "READY", "DESIRED", "APPLIED", "BACKEND", "PODS", "CHAINS", "SETS"]
-        out = _table([*headers, "LAST APPLY", "REASON"], rows)
-        # Whose agents this covers (one brain's only without Redis): a disconnected node may be another's.
-        return f"{out}\n({printable(resp.view)})" if resp.view else out
+    async def render() -> tuple[bytes, str]:
+        resp = await s.ListNodes(admin_pb2.ListNodesRequest(), metadata=md, timeout=t)
+        kept = [n for n in resp.nodes if selected(reqs, n.labels)]
+        del resp.nodes[:]
+        resp.nodes.extend(kept)
+        return resp.SerializeToString(deterministic=True), _nodes_text(a, resp)
 
-    _emit(a, resp, table)
-    return 0
+    return await watch(a, render)
+
+
+def _nodes_text(a: argparse.Namespace, resp: admin_pb2.ListNodesResponse) -> str:
+    if a.output == "name":
+        return "\n".join(f"node/{n.name}" for n in resp.nodes)
+    doc = _doc(a, resp)
+    if doc is not None:
+        return doc
+    wide = a.output == "wide"
+    rows = []
+    for n in resp.nodes:
+        ago = f"{time.time() - n.last_apply_time:.0f}s ago" if n.last_apply_time else "never"
+        row = [n.name, "yes" if n.connected else "NO", n.brain or "-", _readiness(n), n.desired_generation]
+        row += [n.applied_generation, n.backend or "-", n.pods, n.chains, n.sets, ago, _reason(n)]
+        if wide:
+            row += [n.agent_version or "-", n.protocol or "-", _labels(n.labels)]
+        rows.append(row)
+    headers = ["NODE", "CONNECTED", "BRAIN", "READY", "DESIRED", "APPLIED", "BACKEND", "PODS", "CHAINS", "SETS"]
+    headers += ["LAST APPLY", "REASON", *(["AGENT", "PROTOCOL", "LABELS"] if wide else [])]
+    out = _table(headers, rows)
+    if no_headers(a):
+        return headless(out)
+    # Whose agents this covers (one brain's only without Redis): a disconnected node may be another's.
+    return f"{out}\n({printable(resp.view)})" if resp.view else out
 
 
 def _readiness(n: admin_pb2.NodeStatus) -> str:
@@ -159,15 +192,31 @@ async def _explain(s: admin_pb2_grpc.AdminStub, md: list[tuple[str, str]], t: fl
         print(yaml.safe_dump(json.loads(resp.json), sort_keys=False), end="")
     else:
         print(resp.text)
-    return 0 if resp.allowed else 1
+    return exits.OK if resp.allowed else exits.BLOCKED
 
 
 def _read_manifests(paths: Sequence[str]) -> list[admin_pb2.Manifest]:
+    """The files for a dry-run, each checked here as the brain would: a missing, unreadable or
+    malformed file is bad input (exit 2) whether or not the brain can be reached."""
     try:
         files = _files(paths)
     except ManifestError as e:
-        raise SystemExit(f"stockade dry-run: {e}") from None
-    return [admin_pb2.Manifest(name=str(f), content=Path(f).read_text()) for f in files]
+        raise exits.CliError(f"dry-run: {e}", exits.USAGE) from None
+    out = []
+    for f in files:
+        try:
+            content = Path(f).read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise exits.CliError(f"dry-run: cannot read {f}: {e}", exits.USAGE) from None
+        try:
+            docs = [d for d in bounded_yaml.load_all(content) if d is not None]
+        except yaml.YAMLError as e:
+            raise exits.CliError(f"dry-run: {f}: invalid YAML: {e}", exits.USAGE) from None
+        for i, d in enumerate(docs, 1):
+            if not isinstance(d, dict) or "kind" not in d:
+                raise exits.CliError(f"dry-run: {f}, document {i}: not a Kubernetes object", exits.USAGE)
+        out.append(admin_pb2.Manifest(name=str(f), content=content))
+    return out
 
 
 def _over(family: str) -> str:
@@ -205,25 +254,34 @@ async def _lint(s: admin_pb2_grpc.AdminStub, md: list[tuple[str, str]], t: float
 
 
 async def _drops_top(s: admin_pb2_grpc.AdminStub, md: list[tuple[str, str]], t: float, a: argparse.Namespace) -> int:
+    check_list_args(a)
     group_by = [g.strip() for g in (a.by or "").split(",") if g.strip()]
-    resp = await s.TopDrops(
-        admin_pb2.TopDropsRequest(window=a.window, group_by=group_by, limit=a.limit), metadata=md, timeout=t
-    )
 
-    def table() -> str:
-        if not resp.rows:
-            out = f"No blocked connections in the last {printable(resp.window)}."
-        else:
-            keys = list(resp.rows[0].key.keys())
-            rows = [[*(r.key.get(k, "") for k in keys), r.count] for r in resp.rows]
-            out = f"Blocked connections, last {printable(resp.window)}:\n" + _table(
-                [k.upper() for k in keys] + ["COUNT"], rows
-            )
-        store = [_store_line(resp.store)] if resp.HasField("store") and resp.store.source == "memory" else []
-        return "\n".join([*store, out, *(_refusal_line(r) for r in resp.refused)])
+    async def render() -> tuple[bytes, str]:
+        resp = await s.TopDrops(
+            admin_pb2.TopDropsRequest(window=a.window, group_by=group_by, limit=a.limit), metadata=md, timeout=t
+        )
+        return resp.SerializeToString(deterministic=True), _drops_text(a, resp)
 
-    _emit(a, resp, table)
-    return 0
+    return await watch(a, render)
+
+
+def _drops_text(a: argparse.Namespace, resp: admin_pb2.TopDropsResponse) -> str:
+    doc = _doc(a, resp)
+    if doc is not None:
+        return doc
+    keys = list(resp.rows[0].key.keys()) if resp.rows else []
+    rows = [[*(r.key.get(k, "") for k in keys), r.count] for r in resp.rows]
+    if no_headers(a):  # the rows alone, for scripts
+        return headless(_table([k.upper() for k in keys] + ["COUNT"], rows)) if rows else ""
+    if not rows:
+        out = f"No blocked connections in the last {printable(resp.window)}."
+    else:
+        out = f"Blocked connections, last {printable(resp.window)}:\n" + _table(
+            [k.upper() for k in keys] + ["COUNT"], rows
+        )
+    store = [_store_line(resp.store)] if resp.HasField("store") and resp.store.source == "memory" else []
+    return "\n".join([*store, out, *(_refusal_line(r) for r in resp.refused)])
 
 
 def _clock(t: float) -> str:
@@ -297,8 +355,8 @@ async def _drops_follow(s: admin_pb2_grpc.AdminStub, md: list[tuple[str, str]], 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("policies", help="policies with their realization, selected pods and warnings")
-    p.add_argument("-n", "--namespace", help="only this namespace")
-    add_connection_args(p)
+    add_list_args(p, namespaced=True)
+    add_connection_args(p, output=LIST_OUTPUT)
     p.set_defaults(handler=_runner(_policies))
 
     p = sub.add_parser(
@@ -308,7 +366,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the rules (the agent says why: e.g. a bridge without br_netfilter) and REFUSED when the brain "
         "refused the agent (an older sync protocol); such a node counts as enforcing nothing.",
     )
-    add_connection_args(p)
+    add_list_args(p, namespaced=False)  # nodes are cluster-scoped: no -n/-A (as kubectl get nodes)
+    add_connection_args(p, output=LIST_OUTPUT)
     p.set_defaults(handler=_runner(_nodes))
 
     p = sub.add_parser(
@@ -355,6 +414,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="comma-separated fields: dst_namespace, dst_pod, src, protocol, dport, direction",
     )  # fmt: skip
     q.add_argument("--limit", type=int, default=20)
+    add_list_args(q, namespaced=False, labels=False)  # rows are counts, not labelled objects
     add_connection_args(q)
     q.set_defaults(handler=_runner(_drops_top))
     q = dsub.add_parser("follow", help="print blocked connections as they happen (like hubble observe --follow)")
