@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import yaml
 
@@ -20,6 +22,7 @@ from stockade.manifests import (
     Document,
     ManifestError,
     assign_addresses,
+    bounded_yaml,
     build_cluster,
     node_names,
     read_documents,
@@ -30,6 +33,35 @@ from stockade.model import Protocol
 def _describe(d: Document) -> str:
     meta = d.obj.get("metadata") or {}
     return f"{d.obj['kind']} {meta.get('namespace') or 'default'}/{meta['name']}"
+
+
+STDIN = "-"
+
+
+def _stdin_documents(stream: BinaryIO) -> list[Document]:
+    """The manifests on standard input, read as a file is (same size bound, YAML reader and
+    checks); messages and sources name it ``-``."""
+    data = stream.read(bounded_yaml.MAX_BYTES + 1)
+    if len(data) > bounded_yaml.MAX_BYTES:
+        raise ManifestError(f"-: over {bounded_yaml.MAX_BYTES:,} bytes; manifests over that are refused")
+    with tempfile.TemporaryDirectory(prefix="stockade-stdin-") as tmp:
+        f = Path(tmp) / "stdin.yaml"
+        f.write_bytes(data)
+        try:
+            docs = read_documents([f])
+        except ManifestError as e:
+            raise ManifestError(str(e).replace(str(f), STDIN)) from None
+    return [Document(d.obj, d.source.replace(str(f), STDIN, 1)) for d in docs]
+
+
+def read_manifests(paths: Sequence[str], stdin: BinaryIO | None = None) -> list[Document]:
+    """Every object in ``paths`` in order, as `read_documents`; ``-`` is standard input (once)."""
+    if list(paths).count(STDIN) > 1:
+        raise ManifestError("-: standard input can be named once")
+    docs: list[Document] = []
+    for p in paths:
+        docs.extend(_stdin_documents(stdin or sys.stdin.buffer) if p == STDIN else read_documents([p]))
+    return docs
 
 
 def check_policies(docs: Sequence[Document]) -> None:
@@ -44,7 +76,7 @@ def check_policies(docs: Sequence[Document]) -> None:
 
 def compile_checked(paths: Sequence[str], nodes: int = 3, ip_family: str = "ipv4") -> Engine:
     """The manifests compiled as a cluster of ``nodes`` nodes (see reachability.compile_manifests)."""
-    docs = read_documents(paths)
+    docs = read_manifests(paths)
     check_policies(docs)
     cluster = build_cluster(docs)
     try:
@@ -62,7 +94,11 @@ def compile_checked(paths: Sequence[str], nodes: int = 3, ip_family: str = "ipv4
 def add_offline_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("offline (from manifests, no brain: as `stockade reach`)")
     g.add_argument(
-        "-f", "--filename", action="append", metavar="PATH", help="judge these manifests instead; repeatable"
+        "-f",
+        "--filename",
+        action="append",
+        metavar="PATH",
+        help="judge these manifests instead (- for standard input); repeatable",
     )
     g.add_argument("--nodes", type=int, default=3, help="with -f: nodes to spread pods over (default 3)")
     g.add_argument("--ip-family", choices=IP_FAMILIES, default="ipv4", help="with -f: addresses for pods without")

@@ -243,7 +243,8 @@ def assign_addresses(pods: Sequence[dict[str, Any]], nodes: Sequence[str], famil
     """Give pods without a node one (round-robin) and pods without an IP addresses from their node's
     ranges: ``family`` ipv4, ipv6 or dual (``status.podIP`` the first, ``status.podIPs`` all).
 
-    Pods that name a node keep it; IPs already set are kept. Pods become Running.
+    Pods that name a node keep it; IPs already set are kept. Pods become Running. A node's /24
+    holds 253 pods; the rest (and pods of the 256th node on) get addresses from SPILL_V4/SPILL_V6.
     """
     if not nodes:
         raise ValueError("need at least one node")
@@ -258,7 +259,9 @@ def assign_addresses(pods: Sequence[dict[str, Any]], nodes: Sequence[str], famil
             used[node] |= {str(e.get("ip")) for e in status.get("podIPs") or [] if isinstance(e, dict)}
             if status.get("podIP"):
                 used[node].add(str(status["podIP"]))
-    rr = 0
+    rr = spill = 0
+    full: set[str] = set()  # nodes whose /24 has no free address left
+    cursor: dict[str, int] = {}  # per node: the host number to look from next
     for pod in sorted(pods, key=lambda p: (_namespace_of(p), p["metadata"]["name"])):
         # `spec: null` / `status: null` are absent fields in YAML as in the API (shapes.py allows them)
         if pod.get("spec") is None:
@@ -277,16 +280,45 @@ def assign_addresses(pods: Sequence[dict[str, Any]], nodes: Sequence[str], famil
         if spec.get("hostNetwork"):
             continue
         if not status.get("podIP") and not status.get("podIPs"):
-            for host in range(2, 255):  # .1 is the node's gateway address
-                ips = _host_addresses(index[node], host, family)
-                if not used[node] & set(ips):
-                    status["podIP"] = ips[0]
-                    status["podIPs"] = [{"ip": ip} for ip in ips]
-                    used[node] |= set(ips)
-                    break
+            found = None if node in full else _free_in_range(index[node], family, used[node], cursor.get(node, 2))
+            if found is None:
+                full.add(node)
+                ips, spill = _spill_address(spill, family, used)
             else:
-                raise ValueError(f"node {node}: pod range {node_pod_cidr(index[node])} is full")
+                ips, cursor[node] = found[0], found[1] + 1
+            status["podIP"] = ips[0]
+            status["podIPs"] = [{"ip": ip} for ip in ips]
+            used[node] |= set(ips)
         status.setdefault("phase", "Running")
+
+
+# Where pods go once their node's /24 is full or a node has no /24 (the 256th node on): one pool
+# for all nodes, so any number of pods fits on any number of nodes (the engine keys on IPs, not
+# on which range an address came from).
+SPILL_V4 = ipaddress.IPv4Network("10.128.0.0/9")
+SPILL_V6 = ipaddress.IPv6Network("fd00:10:245::/64")
+
+
+def _free_in_range(index: int, family: str, used: set[str], start: int) -> tuple[list[str], int] | None:
+    """The first free host from ``start`` on (hosts below it were taken already) and its number."""
+    if index > 254:
+        return None
+    for host in range(start, 255):  # .1 is the node's gateway address
+        ips = _host_addresses(index, host, family)
+        if not used & set(ips):
+            return ips, host
+    return None
+
+
+def _spill_address(k: int, family: str, used: Mapping[str, set[str]]) -> tuple[list[str], int]:
+    """The first spill-pool address from number ``k`` on that no pod holds, and the next number."""
+    while k < SPILL_V4.num_addresses - 2:
+        k += 1
+        v4, v6 = str(SPILL_V4.network_address + k), str(SPILL_V6.network_address + k)
+        ips = {"ipv4": [v4], "ipv6": [v6], "dual": [v4, v6]}[family]
+        if not any(ip in u for u in used.values() for ip in ips):
+            return ips, k
+    raise ValueError(f"more pods than the {SPILL_V4.num_addresses:,} addresses of the spill range {SPILL_V4}")
 
 
 def declared_ports(pod: Mapping[str, Any]) -> list[tuple[int, str]]:

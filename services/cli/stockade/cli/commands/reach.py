@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import operator
 import sys
 from collections import defaultdict
+from typing import Protocol as TypingProtocol
+from typing import TextIO, cast
 
-from stockade.brain.admin.reachability import Probe, reach
+from stockade.brain.admin.reachability import Probe
 from stockade.cli.offline import compile_checked
+from stockade.cli.reach_classes import Classes
 from stockade.manifests import IP_FAMILIES, ManifestError
 from stockade.model import Protocol
 
@@ -30,7 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "-f", "--filename", action="append", required=True, metavar="PATH", help="file or folder; repeatable"
+        "-f",
+        "--filename",
+        action="append",
+        required=True,
+        metavar="PATH",
+        help="file or folder (- for standard input); repeatable",
     )
     p.add_argument("--ports", help="comma-separated ports to check (default: each destination's declared ports)")
     p.add_argument(
@@ -84,21 +93,96 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     families = [4 if f == "ipv4" else 6 for f in args.family or ()]
-    results = reach(engine, ports or None, protocols or None, families or None)
+    classes = Classes(engine, families or None)
     warnings = [str(w) for w in engine.lint()]
     rejections = [str(r) for r in engine.rejections()]
     if args.output == "json":
-        doc = {"results": [r.as_json() for r in results], "warnings": warnings, "rejected": rejections}
-        json.dump(doc, sys.stdout, indent=2)
-        print()
+        sys.stdout.flush()
+        out: ByteSink = getattr(sys.stdout, "buffer", None) or _TextSink(sys.stdout)  # a StringIO has no buffer
+        write_json(classes, ports or None, protocols or None, warnings, rejections, out)
+        out.flush()
     else:
-        print(render_table(results))
+        print(render_table(classes.probes(ports or None, protocols or None)))
         for title, lines in (("Rejected (not enforced)", rejections), ("Lint warnings", warnings)):
             if lines:
                 print(f"\n{title}:")
                 for line in lines:
                     print(f"  - {line}")
     return 0
+
+
+class ByteSink(TypingProtocol):
+    def write(self, b: bytes | memoryview, /) -> object: ...
+
+    def flush(self) -> object: ...
+
+
+class _TextSink:
+    """Bytes written to a text stream (stdout replaced by one in-process)."""
+
+    def __init__(self, text: TextIO) -> None:
+        self.text = text
+
+    def write(self, b: bytes | memoryview, /) -> int:
+        return self.text.write(bytes(b).decode())
+
+    def flush(self) -> None:
+        self.text.flush()
+
+
+def write_json(
+    classes: Classes,
+    ports: list[int] | None,
+    protocols: list[Protocol] | None,
+    warnings: list[str],
+    rejections: list[str],
+    out: ByteSink,
+) -> None:
+    """The UTF-8 text `json.dump({"results": [...], "warnings": ..., "rejected": ...}, indent=2)`
+    gives, written a destination at a time (as bytes: 10,000 pods make gigabytes) so memory stays
+    flat however many pairs there are."""
+    heads = [f'    {{\n      "from": {json.dumps(p.key)},\n      "to": '.encode() for p in classes.pods]
+    tails = {ok: f'",\n      "allowed": {"true" if ok else "false"}\n    }}' for ok in (True, False)}
+    out.write(b'{\n  "results": [')
+    first = True
+    for row in classes.rows(ports, protocols):
+        mid = (
+            f'{json.dumps(row.dst.key)},\n      "port": {row.port},\n      "protocol": '
+            f'{json.dumps(row.protocol.value)},\n      "family": "'
+        )
+        per_class = [[(mid + fam + tails[ok]).encode() for fam, ok in e] for e in row.by_class]
+        own = [(mid + fam + tails[ok]).encode() for fam, ok in row.own]
+        text = _row_text(heads, classes.of, row.index, per_class, own)
+        if text:
+            out.write(b"\n" if first else b",\n")
+            out.write(memoryview(text)[: -len(SEP)])
+            first = False
+    out.write(b"]" if first else b"\n  ]")
+    # The rest as json.dump would write it: the same object's text after its opening brace.
+    out.write(b"," + json.dumps({"warnings": warnings, "rejected": rejections}, indent=2)[1:].encode() + b"\n")
+
+
+SEP = b",\n"
+
+
+def _row_text(heads: list[bytes], of: list[int], index: int, per_class: list[list[bytes]], own: list[bytes]) -> bytes:
+    """One row's probes, each followed by SEP: each source's head before each suffix of its class
+    (``own`` for the destination itself). With one probe per source (the common case) heads and
+    suffixes are interleaved by slice assignment and joined once, all in C."""
+    singles = [p[0] + SEP if len(p) == 1 else None for p in per_class]
+    picks = list(operator.itemgetter(*of)(singles)) if len(of) > 1 else [singles[c] for c in of]
+    picks[index] = b"".join(s + SEP + (heads[index] if k < len(own) - 1 else b"") for k, s in enumerate(own))
+    if None not in picks:
+        pieces: list[bytes | None] = [b""] * (2 * len(of))
+        pieces[0::2] = heads
+        pieces[1::2] = picks
+        if not own:
+            pieces[2 * index] = b""
+        return b"".join(cast(list[bytes], pieces))
+    general: list[bytes] = []
+    for i, c in enumerate(of):
+        general.extend(heads[i] + s + SEP for s in (own if i == index else per_class[c]))
+    return b"".join(general)
 
 
 def render_table(results: list[Probe]) -> str:

@@ -1,0 +1,190 @@
+"""`stockade reach` at scale: verdicts per equivalence class of pods, not per pair.
+
+Two pods are in one class when the compiled models cannot tell them apart: same declared
+ports, same IP families in the same order, and for each of their addresses the same chains in
+their node's dispatch and membership in the same sets (which is all `decide` reads). Sets and
+chains are compared by content, not by node and id, so pods of one deployment on different
+nodes share a class when their nodes' models say the same about them (else 100 nodes would make
+nearly every pod a class of its own). The verdict is `decide`'s, read with those memberships (a set lookup, not
+a scan of every element of the set: the scan is what made 10,000 pods slow). One pair of
+representatives gives the verdict for every pair of members, so the work is classes squared
+times ports, while the output stays one probe per pod pair, in the order of
+`reachability.reach` (destination, then port, then source, then family).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from stockade.brain.admin.reachability import Probe
+from stockade.brain.engine import Engine
+from stockade.brain.engine.objects import PodInfo
+from stockade.model import Direction, Protocol, Rule
+from stockade.model.evaluate import FAMILY_NAMES, ip_version
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class _Membership:
+    """Which sets hold an address: exact elements by lookup, prefixes by scan."""
+
+    def __init__(self, sets: dict[frozenset[str], int]) -> None:
+        self.exact: dict[Address, list[int]] = defaultdict(list)
+        self.prefixes: list[tuple[Network, int]] = []
+        for elements, sid in sets.items():
+            for element in elements:
+                net = ipaddress.ip_network(element, strict=False)
+                if net.prefixlen == net.max_prefixlen:
+                    self.exact[net.network_address].append(sid)
+                else:
+                    self.prefixes.append((net, sid))
+
+    def of(self, ip: str) -> frozenset[int]:
+        addr = ipaddress.ip_address(ip)
+        found = set(self.exact.get(addr, ()))
+        found.update(sid for net, sid in self.prefixes if net.version == addr.version and addr in net)
+        return frozenset(found)
+
+
+NO_SET = -1  # a rule naming a set its model lacks: `in_set` finds nothing in it
+CanonChain = tuple[tuple[int | None, Rule], ...]
+
+
+@dataclass
+class Row:
+    """The probes towards one destination (``pods[index]``) on one port: a source of class ``c``
+    gets ``by_class[c]``, a list of (family, allowed) in the order the pair's families are
+    checked; the destination itself gets ``own`` (self-traffic is never filtered)."""
+
+    dst: PodInfo
+    index: int
+    port: int
+    protocol: Protocol
+    by_class: list[list[tuple[str, bool]]]
+    own: list[tuple[str, bool]]
+
+
+class Classes:
+    def __init__(self, engine: Engine, families: Iterable[int] | None = None) -> None:
+        self.engine = engine
+        self.models = {n: engine.model(n) for n in engine.nodes()}
+        self.pods = [ep for p in engine.pods() if (ep := engine.endpoint(p.namespace, p.name)) is not None and ep.node]
+        self.wanted = set(families) if families else {4, 6}
+        canon: dict[frozenset[str], int] = {}
+        self.set_id: dict[tuple[str, str], int] = {}  # (node, set) -> the id of its content
+        for node, model in self.models.items():
+            for sid, elements in model.sets.items():
+                self.set_id[(node, sid)] = canon.setdefault(frozenset(elements), len(canon))
+        self.chains: dict[tuple[str, str], CanonChain] = {}  # (node, chain) -> its rules, sets by content
+        chain_ids: dict[tuple[object, ...], int] = {}
+        self.chain_id: dict[tuple[str, str], int] = {}
+        for node, model in self.models.items():
+            for chain_name, chain in model.chains.items():
+                rules = tuple(
+                    (None if r.peer is None else self.set_id.get((node, r.peer), NO_SET), r) for r in chain.rules
+                )
+                self.chains[(node, chain_name)] = rules
+                self.chain_id[(node, chain_name)] = chain_ids.setdefault(
+                    tuple((p, r.ports) for p, r in rules), len(chain_ids)
+                )
+        member = _Membership(canon)
+        ids: dict[tuple[object, ...], int] = {}
+        self.member = member
+        self._sets: dict[str, frozenset[int]] = {}
+        self.of: list[int] = []  # class id of each pod
+        self.members: list[list[int]] = []
+        for i, ep in enumerate(self.pods):
+            key = self._key(ep, member)
+            cid = ids.setdefault(key, len(ids))
+            if cid == len(self.members):
+                self.members.append([])
+            self.members[cid].append(i)
+            self.of.append(cid)
+        self._cache: dict[tuple[int, int, int, Protocol], list[tuple[str, bool]]] = {}
+
+    def _in_sets(self, ip: str) -> frozenset[int]:
+        if ip not in self._sets:
+            self._sets[ip] = self.member.of(ip)
+        return self._sets[ip]
+
+    def _decide(self, node: str, direction: Direction, pod_ip: str, peer_ip: str, proto: Protocol, port: int) -> bool:
+        """`evaluate.decide(...).allowed`, with the peer's set memberships looked up."""
+        cid = self.models[node].dispatch(direction).get(pod_ip)
+        if cid is None:
+            return True
+        peer_sets = self._in_sets(peer_ip)
+        return any(
+            r.matches_port(proto, port) and (peer is None or peer in peer_sets) for peer, r in self.chains[(node, cid)]
+        )
+
+    def _allowed(self, src: PodInfo, dst: PodInfo, proto: Protocol, port: int, v: int) -> bool:
+        """`reachability.connection_allowed` for two different pods: egress, then ingress."""
+        src_ip, dst_ip = src.address(v), dst.address(v)
+        assert src_ip and dst_ip and src.node and dst.node
+        return self._decide(src.node, Direction.EGRESS, src_ip, dst_ip, proto, port) and self._decide(
+            dst.node, Direction.INGRESS, dst_ip, src_ip, proto, port
+        )
+
+    def _key(self, ep: PodInfo, member: _Membership) -> tuple[object, ...]:
+        assert ep.node
+        model = self.models[ep.node]
+        ingress, egress = model.dispatch(Direction.INGRESS), model.dispatch(Direction.EGRESS)
+        versions = tuple(ip_version(ip) for ip in ep.ips)
+        per_address = []
+        for v in dict.fromkeys(versions):
+            ip = ep.address(v)
+            assert ip
+            chains = [None if (c := d.get(ip)) is None else self.chain_id[(ep.node, c)] for d in (ingress, egress)]
+            self._sets[ip] = member.of(ip)
+            per_address.append((v, *chains, self._sets[ip]))
+        return (tuple(ep.ports), versions, tuple(per_address))
+
+    def _entries(self, s: int, d: int, port: int, proto: Protocol) -> list[tuple[str, bool]]:
+        """(family, verdict) for any source of class ``s`` to another pod of class ``d``."""
+        key = (s, d, port, proto)
+        if key not in self._cache:
+            src = self.pods[self.members[s][0]]
+            others = [i for i in self.members[d] if i != self.members[s][0]]
+            dst = self.pods[others[0]] if others else None
+            out = []
+            if dst is not None:
+                mine = {ip_version(ip) for ip in src.ips}
+                for v in (ip_version(ip) for ip in dst.ips):
+                    if v in mine and v in self.wanted:
+                        ok = self._allowed(src, dst, proto, port, v)
+                        out.append((FAMILY_NAMES[v], ok))
+            self._cache[key] = out
+        return self._cache[key]
+
+    def _self_entries(self, ep: PodInfo) -> list[tuple[str, bool]]:
+        vs = [ip_version(ip) for ip in ep.ips]
+        return [(FAMILY_NAMES[v], True) for v in vs if v in self.wanted]
+
+    def rows(self, ports: Iterable[int] | None = None, protocols: Iterable[Protocol] | None = None) -> Iterator[Row]:
+        protos = list(protocols) if protocols else None
+        port_list = list(ports) if ports else None
+        rows: dict[tuple[int, int, Protocol], list[list[tuple[str, bool]]]] = {}
+        for j, dst in enumerate(self.pods):
+            if port_list is not None:
+                targets = [(port, proto) for port in port_list for proto in (protos or [Protocol.TCP])]
+            else:
+                targets = [(port, proto) for port, proto in dst.ports if protos is None or proto in protos]
+            d = self.of[j]
+            for port, proto in targets:
+                key = (d, port, proto)
+                if key not in rows:
+                    rows[key] = [self._entries(s, d, port, proto) for s in range(len(self.members))]
+                yield Row(dst, j, port, proto, rows[key], self._self_entries(dst))
+
+    def probes(self, ports: Iterable[int] | None = None, protocols: Iterable[Protocol] | None = None) -> list[Probe]:
+        """The same list `reachability.reach` returns."""
+        return [
+            Probe(self.pods[i].key, row.dst.key, row.port, row.protocol, ok, fam)
+            for row in self.rows(ports, protocols)
+            for i, c in enumerate(self.of)
+            for fam, ok in (row.own if i == row.index else row.by_class[c])
+        ]
