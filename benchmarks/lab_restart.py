@@ -12,7 +12,6 @@ lab's supervisor restarts the brains (backoff 0.2 s for a process that ran ≥ 1
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import statistics
@@ -25,40 +24,12 @@ from lab_common import lab, lab_env, report
 from stockade.lab import config, state
 from stockade.lab import lab as labcmd
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from lab.lab_ops import drill_cluster, drill_only_from  # type: ignore[import-not-found]
+
 TARGET = 5.0
 NODES = 2
 SRV = [f"drill/srv-{i}" for i in range(1, NODES + 1)]
-
-
-def cluster() -> str:
-    docs: list[dict[str, object]] = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "drill"}}]
-    pods = [(f"srv-{i}", f"node-{i}", {"app": "srv"}) for i in range(1, NODES + 1)]
-    pods += [("cli", "node-1", {"role": "client"}), ("other", f"node-{NODES}", {"role": "other"})]
-    for name, node, labels in pods:
-        docs.append(
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": name, "namespace": "drill", "labels": labels},
-                "spec": {"nodeName": node, "containers": [{"name": "c", "ports": [{"containerPort": 80}]}]},
-            }
-        )
-    return "\n---\n".join(json.dumps(d) for d in docs)
-
-
-def policy(role: str) -> str:
-    return json.dumps(
-        {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "NetworkPolicy",
-            "metadata": {"name": "srv-ingress", "namespace": "drill"},
-            "spec": {
-                "podSelector": {"matchLabels": {"app": "srv"}},
-                "policyTypes": ["Ingress"],
-                "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": role}}}]}],
-            },
-        }
-    )
 
 
 def enforces(cfg: config.LabConfig, allowed: str, blocked: str) -> bool:
@@ -89,10 +60,10 @@ def main(rounds: int) -> None:
     cfg = config.LabConfig(Path(env["STOCKADE_LAB_DIR"]), env["STOCKADE_LAB_PREFIX"], ports)
     work = Path(env["STOCKADE_LAB_DIR"]).parent / f"{cfg.prefix}files"
     work.mkdir(exist_ok=True)
-    (work / "c.yaml").write_text(cluster())
+    (work / "c.yaml").write_text(drill_cluster(NODES))
     files = {}
     for role in ("client", "other"):
-        (work / f"{role}.yaml").write_text(policy(role))
+        (work / f"{role}.yaml").write_text(drill_only_from(role))
         files[{"client": "cli", "other": "other"}[role]] = str(work / f"{role}.yaml")
     print(f"nproc {os.cpu_count()}; {rounds} rounds; 2 brains, {NODES} nodes")
     try:
