@@ -14,8 +14,9 @@ from stockade.lab.apiserver import schema
 from stockade.lab.apiserver.resources import RESOURCES
 from stockade.lab.apiserver.schema.model import Definition, Type
 
-# Definitions with no generated model (the lab serves NetworkPolicy under extensions/v1beta1 too).
-NO_MODEL = "io.k8s.api.extensions.v1beta1."
+# Definitions with no generated model (the lab serves NetworkPolicy under extensions/v1beta1 too,
+# and ClusterNetworkPolicy, a custom resource).
+NO_MODEL = ("io.k8s.api.extensions.v1beta1.", "io.k8s.networking.policy.v1alpha2.")
 _MODEL_NAME = re.compile(r"(?:V\d\w*?|CoreV\d|DiscoveryV\d|AuthenticationV\d)([A-Z]\w*)")
 
 

@@ -33,6 +33,8 @@ from .render import (
 )
 
 NAMESPACE = "stockade-system"
+# The kinds of the base that live outside any namespace (the CRD: deploy/crds/).
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
 # The oldest Kubernetes release we claim to support, and the newest the validator knows.
 K8S_VERSIONS = ["1.28", kubernetes_validate.latest_version()]
 
@@ -78,7 +80,7 @@ def test_objects_are_unique_and_namespaced(objects: list[Obj]) -> None:
     assert [k for k, n in keys.items() if n > 1] == []
     find(objects, "Namespace", NAMESPACE)
     for obj in objects:
-        if obj["kind"] in {"Namespace", "ClusterRole", "ClusterRoleBinding"}:
+        if obj["kind"] in CLUSTER_SCOPED:
             assert "namespace" not in obj["metadata"], ident(obj)
         else:
             assert obj["metadata"]["namespace"] == NAMESPACE, ident(obj)
@@ -90,7 +92,7 @@ def test_files_set_the_namespace_themselves() -> None:
         if path.name == "kustomization.yaml":
             continue
         for doc in load_yaml_docs(path):
-            if is_manifest(doc) and doc["kind"] not in {"Namespace", "ClusterRole", "ClusterRoleBinding"}:
+            if is_manifest(doc) and doc["kind"] not in CLUSTER_SCOPED:
                 assert doc["metadata"].get("namespace") == NAMESPACE, f"{path.name}: {ident(doc)}"
 
 

@@ -67,7 +67,8 @@ async def test_several_agents_aggregate_exactly(grpc_brain: Brain, redis_client:
     samples = [s for m in registry.collect() if m.name == "stockade_brain_blocked_connections" for s in m.samples
                if s.name == "stockade_brain_blocked_connections_total"]  # fmt: skip
     assert sum(s.value for s in samples) == 12_000
-    assert all(set(s.labels) == {"protocol", "dport", "direction", "namespace"} for s in samples)
+    assert all(set(s.labels) == {"protocol", "dport", "direction", "namespace", "tier"} for s in samples)
+    assert {s.labels["tier"] for s in samples} == {"netpol"}  # NetworkPolicy drops (no tier rule)
     assert {s.labels["namespace"] for s in samples} == {"prod", "dev", "external"}
     assert _val(registry, "stockade_brain_drop_events_dropped_total", {"reason": "agent_buffer_full"}) == 0
     for r in reporters:

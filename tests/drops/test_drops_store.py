@@ -60,7 +60,7 @@ async def test_counts_are_exact_and_expire(redis_client: Redis) -> None:
         for e in events
         if e.protocol == "TCP" and e.dport == 80 and e.direction is Direction.INGRESS and e.dst in prod
     )
-    labels = {"protocol": "TCP", "dport": "80", "direction": "ingress", "namespace": "prod"}
+    labels = {"protocol": "TCP", "dport": "80", "direction": "ingress", "namespace": "prod", "tier": "netpol"}
     assert _sample(registry, "stockade_brain_blocked_connections_total", labels) == prod_tcp_80_in
     # 31337 is no port prod's pods declare: "other"
     assert _sample(registry, "stockade_brain_blocked_connections_total", {**labels, "dport": "other"}) > 0

@@ -18,6 +18,7 @@ def test_flow_key_round_trip() -> None:
         "direction": "ingress", "protocol": "TCP", "dport": "5432", "dst_namespace": "prod",
         "dst_pod": "db-0", "src_namespace": "", "src": "192.0.2.7",
     }  # fmt: skip
+    assert f.encode().count("|") == 6  # a NetworkPolicy drop's key is as before tiers
 
 
 def test_windows() -> None:

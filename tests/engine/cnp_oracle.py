@@ -182,12 +182,13 @@ class CNPOracle:
                 return Decision(rule.action == Action.ACCEPT, tier.value, cnp.name, rule.index, tuple(passed))
         return None
 
-    def egress(self, src: Obj, dst_ip: str, protocol: str, port: int) -> Decision:
-        """The source pod's egress verdict for a new connection to ``dst_ip``."""
+    def egress(self, src: Obj, dst_ip: str, protocol: str, port: int, exempt_self: bool = True) -> Decision:
+        """The source pod's egress verdict for a new connection to ``dst_ip`` (``exempt_self``
+        False: a pod reaching itself is judged like any connection, as a Service hairpin is)."""
         if not is_endpoint(src):
             return Decision(True, "not a subject")
         dst = self.endpoint_at(dst_ip)
-        if dst is not None and key_of(dst) == key_of(src):
+        if exempt_self and dst is not None and key_of(dst) == key_of(src):
             return Decision(True, "self")
         passed: list[str] = []
         found = self._tier(Tier.ADMIN, "egress", src, dst_ip, dst, dst, protocol, port, passed)
@@ -199,12 +200,12 @@ class CNPOracle:
         found = self._tier(Tier.BASELINE, "egress", src, dst_ip, dst, dst, protocol, port, passed)
         return found if found is not None else Decision(True, "default", passed=tuple(passed))
 
-    def ingress(self, dst: Obj, src_ip: str, protocol: str, port: int) -> Decision:
+    def ingress(self, dst: Obj, src_ip: str, protocol: str, port: int, exempt_self: bool = True) -> Decision:
         """The destination pod's ingress verdict for a new connection from ``src_ip``."""
         if not is_endpoint(dst):
             return Decision(True, "not a subject")
         src = self.endpoint_at(src_ip)
-        if src is not None and key_of(src) == key_of(dst):
+        if exempt_self and src is not None and key_of(src) == key_of(dst):
             return Decision(True, "self")
         passed: list[str] = []
         found = self._tier(Tier.ADMIN, "ingress", dst, src_ip, src, dst, protocol, port, passed)

@@ -36,6 +36,7 @@ from typing import Any
 
 import pytest
 import yaml
+from engine.cnp_oracle import CNPOracle  # type: ignore[import-not-found]
 from engine.spec_oracle import Oracle  # type: ignore[import-not-found]
 
 from stockade.lab import kubeapi, manifests, state
@@ -161,6 +162,60 @@ CASES: dict[str, list[Obj]] = {
         )
     ],
 }
+
+
+def cnp(name: str, tier: str, priority: int, subject: Obj, **rules: Any) -> Obj:
+    spec = {"tier": tier, "priority": priority, "subject": subject, **rules}
+    return {"apiVersion": CNP_API, "kind": "ClusterNetworkPolicy", "metadata": {"name": name}, "spec": spec}
+
+
+CNP_API = "policy.networking.k8s.io/v1alpha2"
+NS_X = {"namespaces": {"matchLabels": {"ns": "x"}}}
+NS_Y = {"namespaces": {"matchLabels": {"ns": "y"}}}
+NS_Z = {"namespaces": {"matchLabels": {"ns": "z"}}}
+TCP_80 = [{"tcp": {"destinationPort": {"number": 80}}}]
+XA = {"pods": {"namespaceSelector": NS_X["namespaces"], "podSelector": POD_A}}
+# ClusterNetworkPolicy (judged by tests/engine/cnp_oracle.py, which also runs the v1 tier):
+CNP_CASES: dict[str, list[Obj]] = {
+    # An Admin Deny that no namespace policy can reopen; an Admin Accept that overrides one.
+    "cnp-admin-deny-beats-network-policy": [
+        cnp("protect-x", "Admin", 10, NS_X, ingress=[{"name": "not-from-y", "action": "Deny", "from": [NS_Y]}]),
+        cnp("z-out", "Admin", 20, NS_Z, egress=[{"name": "z-may-reach-x", "action": "Accept", "to": [NS_X]}]),
+        pol("allow-all-in", {"podSelector": {}, "ingress": [{}]}),
+        pol("z-deny-out", {"podSelector": {}, "policyTypes": ["Egress"]}, ns="z"),
+    ],
+    # Pass hands on to the NetworkPolicy tier; a later Admin Deny never sees what was passed;
+    # the Baseline default-deny applies where no NetworkPolicy selects a pod.
+    "cnp-pass-then-network-policy-then-baseline": [
+        cnp("pass-y", "Admin", 1, NS_X, ingress=[{"action": "Pass", "from": [NS_Y]}]),
+        cnp("deny-rest", "Admin", 2, NS_X, ingress=[{"action": "Deny", "from": [{"namespaces": {}}]}]),
+        pol("y-to-a-only", {"podSelector": POD_A, "ingress": [{"from": [{"namespaceSelector": NS_Y["namespaces"]}]}]}),
+        cnp("baseline-z", "Baseline", 5, NS_Z, ingress=[{"action": "Deny", "from": [NS_X]}]),
+    ],
+    # Ports and rule order: TCP/80 from x is denied first, the rest of x accepted; egress from y
+    # to x's pod=a by TCP/80 denied (the sender times out, never refused).
+    "cnp-ports-and-order": [
+        cnp(
+            "order",
+            "Admin",
+            3,
+            NS_Z,
+            ingress=[
+                {"action": "Deny", "from": [NS_X], "protocols": TCP_80},
+                {"action": "Accept", "from": [NS_X]},
+                {"action": "Deny", "from": [{"namespaces": {}}]},
+            ],
+        ),
+        cnp(
+            "y-no-web-to-xa",
+            "Admin",
+            4,
+            NS_Y,
+            egress=[{"action": "Deny", "to": [XA], "protocols": TCP_80}],
+        ),
+    ],
+}
+CASES.update(CNP_CASES)
 SCENARIOS = ("label-updates-and-policy-deletion", "beta-default-deny-annotation")  # see test_e2e.py
 
 
@@ -196,6 +251,7 @@ MODES = {
             "egress-ip-block-dual-with-except",
             "external-only-dual",
             "label-updates-and-policy-deletion",
+            "cnp-ports-and-order",
         ),
     ),
     "bridge": Mode(
@@ -245,10 +301,11 @@ def delete(lab: Lab, path: str) -> None:
     labcmd.delete(_cfg(lab), [path], True, lambda _: None)
 
 
-def _objects(lab: Lab) -> tuple[list[Obj], list[Obj], list[Obj]]:
+def _objects(lab: Lab) -> tuple[list[Obj], list[Obj], list[Obj], list[Obj]]:
     st = state.load(lab.dir / "state.json")
     assert st is not None
-    return list(st.namespaces.values()), list(st.pods.values()), list(st.policies.values())
+    cnps = list(st.cluster_policies.values())
+    return list(st.namespaces.values()), list(st.pods.values()), list(st.policies.values()), cnps
 
 
 Cell = tuple[str, str, str, str, int]  # family, from, to, protocol, port
@@ -271,13 +328,19 @@ class Judge:
 
 
 def judges(lab: Lab, external: Obj, families: set[str]) -> dict[str, Judge]:
-    namespaces, pods, policies = _objects(lab)
+    namespaces, pods, policies, cnps = _objects(lab)
+    nodes = kubeapi.Client(_api_url(lab)).list("Node") if cnps else []
     out = {}
     for family in families:
         seen = [_as_family(p, family) for p in pods]
         ext_ip = next(ip for ip in external["ips"] if (":" in ip) == (family == "ipv6"))
         by_key = {f"{p['metadata']['namespace']}/{p['metadata']['name']}": p for p in seen}
-        out[family] = Judge(Oracle(namespaces, seen, policies, beta=True), by_key, ext_ip)
+        oracle: Any = (
+            CNPOracle(namespaces, seen, nodes, policies, cnps, beta=True)
+            if cnps
+            else Oracle(namespaces, seen, policies, beta=True)
+        )
+        out[family] = Judge(oracle, by_key, ext_ip)
     return out
 
 
@@ -332,6 +395,9 @@ def _pair(j: Judge, src: str, dst: str, protocol: str, port: int) -> bool:
     if src != dst:
         return bool(j.oracle.allowed(s, d, protocol, port))
     ip = s["status"]["podIP"]  # the address of the family probed (see _as_family)
+    if isinstance(j.oracle, CNPOracle):  # the tiers too, without the API's self exemption
+        out = j.oracle.egress(s, ip, protocol, port, exempt_self=False)
+        return bool(out.allowed and j.oracle.ingress(d, ip, protocol, port, exempt_self=False).allowed)
     return bool(j.oracle.egress_allows(s, ip, d, protocol, port) and j.oracle.ingress_allows(d, ip, s, protocol, port))
 
 

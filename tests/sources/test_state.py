@@ -69,4 +69,5 @@ def test_rbac_rules_cover_the_watched_kinds() -> None:
         ("", "pods", ("get", "list", "watch")),
         ("", "services", ("get", "list", "watch")),
         ("networking.k8s.io", "networkpolicies", ("get", "list", "watch")),
+        ("policy.networking.k8s.io", "clusternetworkpolicies", ("get", "list", "watch")),
     ]

@@ -134,6 +134,7 @@ async def test_blocked_connections_counted_without_redis_with_declared_ports(
 
     def key(protocol: str, dport: str, direction: str, namespace: str) -> tuple[tuple[str, str], ...]:
         labels = {"protocol": protocol, "dport": dport, "direction": direction, "namespace": namespace}
+        labels["tier"] = "netpol"  # NetworkPolicy drops: no tier rule
         return tuple(sorted(labels.items()))
 
     got = samples(await scrape(brain), "stockade_brain_blocked_connections")

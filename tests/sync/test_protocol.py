@@ -104,7 +104,7 @@ def old_hello(node: str) -> bytes:
 async def test_an_old_agent_is_refused_clearly_and_its_node_shows_refused(  # type: ignore[no-untyped-def]
     server_tls, client_tls, capsys
 ) -> None:
-    assert PROTOCOL == MIN_PEER == 2
+    assert PROTOCOL == MIN_PEER == 3
     nodes = ["node-1", "node-2"]
     engine = Engine()
     engine.load(**cluster_objects(nodes))
@@ -117,7 +117,7 @@ async def test_an_old_agent_is_refused_clearly_and_its_node_shows_refused(  # ty
 
         code, details, got = await exchange(brain.address, client_tls("node-2").credentials(), [old_hello("node-2")])
         assert code == grpc.StatusCode.FAILED_PRECONDITION and not got  # not one rule sent to it
-        for text in ("node node-2", "stockade-agent/0.1", "sync protocol 1 (IPv4-only model)", "sync protocol 2"):
+        for text in ("node node-2", "stockade-agent/0.1", "sync protocol 1 (IPv4-only model)", "sync protocol 3"):
             assert text in details, details
         assert "upgrade the agent on node node-2" in details
         st = brain.fanout.node_status("node-2")
@@ -222,7 +222,7 @@ async def test_the_agent_refuses_an_old_brain_keeps_its_rules_and_retries(  # ty
             assert agent.dataplane.model == held and agent.dataplane.transactions == transactions
             st = agent.status
             assert st.brain_refused is not None and not st.connected and st.fail_static
-            for text in ("sync protocol 1 (IPv4-only model)", "sync protocol 2", "upgrade the brain"):
+            for text in ("sync protocol 1 (IPv4-only model)", "sync protocol 3", "upgrade the brain"):
                 assert text in st.brain_refused
             assert agent.client.backoff.attempt >= 3  # backing off: a refused brain does not reset it
             assert any("refusing the brain" in r.message and "fail static" in r.message for r in caplog.records)

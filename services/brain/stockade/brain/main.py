@@ -428,7 +428,7 @@ class Brain:
             wanted = {
                 k: int(v)
                 for k, v in request.query.items()
-                if k in ("Namespace", "Pod", "NetworkPolicy", "Node", "Service")
+                if k in ("Namespace", "Pod", "NetworkPolicy", "Node", "Service", "ClusterNetworkPolicy")
             }
         except ValueError:
             return web.json_response({"error": "resourceVersion, kinds and timeout must be numbers"}, status=400)

@@ -17,7 +17,7 @@ from stockade.brain.engine import Engine
 
 log = logging.getLogger(__name__)
 
-ORDER = ("Namespace", "Node", "Service", "Pod", "NetworkPolicy")
+ORDER = ("Namespace", "Node", "Service", "Pod", "NetworkPolicy", "ClusterNetworkPolicy")
 
 
 def cold_start(engine: Engine, by_kind: Mapping[str, Sequence[Mapping[str, Any]]]) -> int:
@@ -30,6 +30,7 @@ def cold_start(engine: Engine, by_kind: Mapping[str, Sequence[Mapping[str, Any]]
             by_kind.get("NetworkPolicy", []),
             by_kind.get("Node", []),
             services=by_kind.get("Service", []),  # for lint only
+            cluster_policies=by_kind.get("ClusterNetworkPolicy", []),
         )
         return 0
     except Exception:

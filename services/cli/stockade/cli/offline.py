@@ -14,7 +14,9 @@ from typing import Any, BinaryIO
 import yaml
 
 from stockade.brain.admin.explain import ExplainError, explain
+from stockade.brain.admin.reachability import load_cluster
 from stockade.brain.engine import Engine
+from stockade.brain.engine.cnp_parse import parse_cnp
 from stockade.brain.engine.errors import PolicyError
 from stockade.brain.engine.policy import parse_policy
 from stockade.manifests import (
@@ -65,13 +67,16 @@ def read_manifests(paths: Sequence[str], stdin: BinaryIO | None = None) -> list[
 
 
 def check_policies(docs: Sequence[Document]) -> None:
-    """A malformed NetworkPolicy is an error of the manifest offline (the brain would reject it)."""
+    """A malformed NetworkPolicy or ClusterNetworkPolicy is an error of the manifest offline (the
+    brain would reject it)."""
     for d in docs:
-        if d.obj["kind"] == "NetworkPolicy":
+        kind = d.obj["kind"]
+        if kind in ("NetworkPolicy", "ClusterNetworkPolicy"):
             try:
-                parse_policy(d.obj)
+                parse_policy(d.obj) if kind == "NetworkPolicy" else parse_cnp(d.obj)
             except PolicyError as e:
-                raise ManifestError(f"{d.source} ({_describe(d)}): {e}") from None
+                what = _describe(d) if kind == "NetworkPolicy" else f"{kind} {d.obj['metadata']['name']}"
+                raise ManifestError(f"{d.source} ({what}): {e}") from None
 
 
 def compile_checked(paths: Sequence[str], nodes: int = 3, ip_family: str = "ipv4") -> Engine:
@@ -83,9 +88,7 @@ def compile_checked(paths: Sequence[str], nodes: int = 3, ip_family: str = "ipv4
         assign_addresses(cluster.pods, node_names(nodes), ip_family)
     except ValueError as e:
         raise ManifestError(str(e)) from None
-    engine = Engine()
-    engine.load(cluster.namespaces, cluster.pods, cluster.policies, services=cluster.services)
-    return engine
+    return load_cluster(cluster, nodes, ip_family)
 
 
 # -- `stockade lint -f` and `stockade explain -f`: the online commands' output, from manifests -----

@@ -19,10 +19,10 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from stockade.brain.admin.reachability import Probe
+from stockade.brain.admin.reachability import Probe, reach_pods
 from stockade.brain.engine import Engine
 from stockade.brain.engine.objects import PodInfo
-from stockade.model import Direction, Protocol, Rule
+from stockade.model import TIERS, Action, Direction, Protocol, Rule, Tier
 from stockade.model.evaluate import FAMILY_NAMES, ip_version
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -58,7 +58,8 @@ CanonChain = tuple[tuple[int | None, Rule], ...]
 class Row:
     """The probes towards one destination (``pods[index]``) on one port: a source of class ``c``
     gets ``by_class[c]``, a list of (family, allowed) in the order the pair's families are
-    checked; the destination itself gets ``own`` (self-traffic is never filtered)."""
+    checked; the destination itself gets ``own`` (self-traffic is never filtered). ``host``:
+    the destination is a host-network pod."""
 
     dst: PodInfo
     index: int
@@ -66,13 +67,14 @@ class Row:
     protocol: Protocol
     by_class: list[list[tuple[str, bool]]]
     own: list[tuple[str, bool]]
+    host: bool = False
 
 
 class Classes:
     def __init__(self, engine: Engine, families: Iterable[int] | None = None) -> None:
         self.engine = engine
         self.models = {n: engine.model(n) for n in engine.nodes()}
-        self.pods = [ep for p in engine.pods() if (ep := engine.endpoint(p.namespace, p.name)) is not None and ep.node]
+        self.pods = reach_pods(engine)  # endpoints and host-network pods
         self.wanted = set(families) if families else {4, 6}
         canon: dict[frozenset[str], int] = {}
         self.set_id: dict[tuple[str, str], int] = {}  # (node, set) -> the id of its content
@@ -89,7 +91,7 @@ class Classes:
                 )
                 self.chains[(node, chain_name)] = rules
                 self.chain_id[(node, chain_name)] = chain_ids.setdefault(
-                    tuple((p, r.ports) for p, r in rules), len(chain_ids)
+                    (chain.tier, tuple((p, r.ports, r.action) for p, r in rules)), len(chain_ids)
                 )
         member = _Membership(canon)
         ids: dict[tuple[object, ...], int] = {}
@@ -97,11 +99,13 @@ class Classes:
         self._sets: dict[str, frozenset[int]] = {}
         self.of: list[int] = []  # class id of each pod
         self.members: list[list[int]] = []
+        self.class_host: list[bool] = []  # per class: host-network pods (their own classes)
         for i, ep in enumerate(self.pods):
             key = self._key(ep, member)
             cid = ids.setdefault(key, len(ids))
             if cid == len(self.members):
                 self.members.append([])
+                self.class_host.append(ep.host_network)
             self.members[cid].append(i)
             self.of.append(cid)
         self._cache: dict[tuple[int, int, int, Protocol], list[tuple[str, bool]]] = {}
@@ -112,14 +116,27 @@ class Classes:
         return self._sets[ip]
 
     def _decide(self, node: str, direction: Direction, pod_ip: str, peer_ip: str, proto: Protocol, port: int) -> bool:
-        """`evaluate.decide(...).allowed`, with the peer's set memberships looked up."""
-        cid = self.models[node].dispatch(direction).get(pod_ip)
-        if cid is None:
+        """`evaluate.decide(...).allowed`, with the peer's set memberships looked up: the tiers
+        in order, the first matching rule of a tier chain deciding (Pass: the next tier)."""
+        model = self.models.get(node)
+        if model is None:
             return True
-        peer_sets = self._in_sets(peer_ip)
-        return any(
-            r.matches_port(proto, port) and (peer is None or peer in peer_sets) for peer, r in self.chains[(node, cid)]
-        )
+        peer_sets: frozenset[int] | None = None
+        for tier in TIERS:
+            cid = model.dispatch(direction, tier).get(pod_ip)
+            if cid is None:
+                continue
+            if peer_sets is None:
+                peer_sets = self._in_sets(peer_ip)
+            rules = self.chains[(node, cid)]
+            if tier is Tier.NETPOL:
+                return any(r.matches_port(proto, port) and (peer is None or peer in peer_sets) for peer, r in rules)
+            for peer, r in rules:
+                if r.matches_port(proto, port) and (peer is None or peer in peer_sets):
+                    if r.action is Action.PASS:
+                        break
+                    return r.action is Action.ACCEPT
+        return True
 
     def _allowed(self, src: PodInfo, dst: PodInfo, proto: Protocol, port: int, v: int) -> bool:
         """`reachability.connection_allowed` for two different pods: egress, then ingress."""
@@ -131,17 +148,17 @@ class Classes:
 
     def _key(self, ep: PodInfo, member: _Membership) -> tuple[object, ...]:
         assert ep.node
-        model = self.models[ep.node]
-        ingress, egress = model.dispatch(Direction.INGRESS), model.dispatch(Direction.EGRESS)
+        model = self.models.get(ep.node)
+        tables = [t for _, _, t in model.tier_tables()] if model is not None else []
         versions = tuple(ip_version(ip) for ip in ep.ips)
         per_address = []
         for v in dict.fromkeys(versions):
             ip = ep.address(v)
             assert ip
-            chains = [None if (c := d.get(ip)) is None else self.chain_id[(ep.node, c)] for d in (ingress, egress)]
+            chains = [None if (c := d.get(ip)) is None else self.chain_id[(ep.node, c)] for d in tables]
             self._sets[ip] = member.of(ip)
             per_address.append((v, *chains, self._sets[ip]))
-        return (tuple(ep.ports), versions, tuple(per_address))
+        return (tuple(ep.ports), versions, tuple(per_address), ep.host_network)
 
     def _entries(self, s: int, d: int, port: int, proto: Protocol) -> list[tuple[str, bool]]:
         """(family, verdict) for any source of class ``s`` to another pod of class ``d``."""
@@ -178,12 +195,12 @@ class Classes:
                 key = (d, port, proto)
                 if key not in rows:
                     rows[key] = [self._entries(s, d, port, proto) for s in range(len(self.members))]
-                yield Row(dst, j, port, proto, rows[key], self._self_entries(dst))
+                yield Row(dst, j, port, proto, rows[key], self._self_entries(dst), dst.host_network)
 
     def probes(self, ports: Iterable[int] | None = None, protocols: Iterable[Protocol] | None = None) -> list[Probe]:
         """The same list `reachability.reach` returns."""
         return [
-            Probe(self.pods[i].key, row.dst.key, row.port, row.protocol, ok, fam)
+            Probe(self.pods[i].key, row.dst.key, row.port, row.protocol, ok, fam, row.host or self.class_host[c])
             for row in self.rows(ports, protocols)
             for i, c in enumerate(self.of)
             for fam, ok in (row.own if i == row.index else row.by_class[c])

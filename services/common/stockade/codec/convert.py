@@ -21,13 +21,24 @@ from stockade.codec.validate import (
     check_node_name,
     check_set_id,
 )
-from stockade.model import Chain, Direction, NodeDelta, NodeModel, PortMatch, Protocol, Rule
+from stockade.model import Action, Chain, Direction, NodeDelta, NodeModel, PortMatch, Protocol, Rule, Tier
 from stockade.v1 import model_pb2 as pb
 
 _PROTO_TO_PB = {Protocol.TCP: pb.PROTOCOL_TCP, Protocol.UDP: pb.PROTOCOL_UDP, Protocol.SCTP: pb.PROTOCOL_SCTP}
 _PB_TO_PROTO = {v: k for k, v in _PROTO_TO_PB.items()}
 _DIR_TO_PB = {Direction.INGRESS: pb.DIRECTION_INGRESS, Direction.EGRESS: pb.DIRECTION_EGRESS}
 _PB_TO_DIR = {v: k for k, v in _DIR_TO_PB.items()}
+_TIER_TO_PB = {Tier.NETPOL: pb.TIER_NETWORK_POLICY, Tier.ADMIN: pb.TIER_ADMIN, Tier.BASELINE: pb.TIER_BASELINE}
+_PB_TO_TIER = {v: k for k, v in _TIER_TO_PB.items()}
+_ACTION_TO_PB = {Action.ACCEPT: pb.ACTION_ACCEPT, Action.DENY: pb.ACTION_DENY, Action.PASS: pb.ACTION_PASS}
+_PB_TO_ACTION = {v: k for k, v in _ACTION_TO_PB.items()}
+# The tiers' dispatch fields, named alike in the model and its messages.
+_TIER_FIELDS = {
+    (Tier.ADMIN, Direction.INGRESS): "admin_ingress",
+    (Tier.ADMIN, Direction.EGRESS): "admin_egress",
+    (Tier.BASELINE, Direction.INGRESS): "baseline_ingress",
+    (Tier.BASELINE, Direction.EGRESS): "baseline_egress",
+}
 
 
 # ---- to protobuf -------------------------------------------------------------------------
@@ -44,6 +55,8 @@ def _port_to_proto(p: PortMatch) -> pb.PortMatch:
 
 def _rule_to_proto(r: Rule) -> pb.Rule:
     msg = pb.Rule(all_ports=r.ports is None)
+    if r.action is not Action.ACCEPT:
+        msg.action = _ACTION_TO_PB[r.action]
     if r.peer is not None:
         msg.peer = r.peer
     if r.ports is not None:
@@ -52,7 +65,10 @@ def _rule_to_proto(r: Rule) -> pb.Rule:
 
 
 def _chain_to_proto(cid: str, c: Chain) -> pb.Chain:
-    return pb.Chain(id=cid, direction=_DIR_TO_PB[c.direction], rules=[_rule_to_proto(r) for r in c.rules])
+    msg = pb.Chain(id=cid, direction=_DIR_TO_PB[c.direction], rules=[_rule_to_proto(r) for r in c.rules])
+    if c.tier is not Tier.NETPOL:
+        msg.tier = _TIER_TO_PB[c.tier]
+    return msg
 
 
 def _add_sets(field: Any, sets: Mapping[str, frozenset[str]]) -> None:
@@ -67,6 +83,10 @@ def _add_chains(field: Any, chains: Mapping[str, Chain]) -> None:
 
 def model_to_proto(model: NodeModel) -> pb.NodeModel:
     msg = pb.NodeModel(node=model.node, ingress=model.ingress, egress=model.egress)
+    for (tier, direction), name in _TIER_FIELDS.items():
+        table = model.dispatch(direction, tier)
+        if table:
+            getattr(msg, name).update(table)
     _add_sets(msg.sets, model.sets)
     _add_chains(msg.chains, model.chains)
     return msg
@@ -97,6 +117,12 @@ def fill_delta(msg: pb.NodeDelta, delta: NodeDelta) -> pb.NodeDelta:
         msg.removed_chains.extend(sorted(delta.removed_chains))
     if delta.removed_sets:
         msg.removed_sets.extend(sorted(delta.removed_sets))
+    for (tier, direction), name in _TIER_FIELDS.items():
+        upserts, removed = delta.dispatch_set(direction, tier), delta.dispatch_removed(direction, tier)
+        if upserts:
+            getattr(msg, f"{name}_set").update(upserts)
+        if removed:
+            getattr(msg, f"{name}_removed").extend(sorted(removed))
     return msg
 
 
@@ -125,12 +151,15 @@ def _port_from_proto(msg: pb.PortMatch, field: str) -> PortMatch:
 
 def _rule_from_proto(msg: pb.Rule, field: str, limits: Limits) -> Rule:
     peer = check_set_id(msg.peer, f"{field}.peer") if msg.HasField("peer") else None
+    action = _PB_TO_ACTION.get(msg.action)
+    if action is None:
+        raise ValidationError(f"{field}.action: unknown action {msg.action}")
     if msg.all_ports:
         if msg.ports:
             raise ValidationError(f"{field}: all_ports together with a list of ports")
-        return Rule(peer, None)
+        return Rule(peer, None, action)
     check_count(len(msg.ports), limits.max_ports_per_rule, f"{field}.ports")
-    return Rule(peer, tuple(_port_from_proto(p, f"{field}.ports[{i}]") for i, p in enumerate(msg.ports)))
+    return Rule(peer, tuple(_port_from_proto(p, f"{field}.ports[{i}]") for i, p in enumerate(msg.ports)), action)
 
 
 def _chains_from_proto(msgs: Iterable[pb.Chain], field: str, limits: Limits) -> dict[str, Chain]:
@@ -145,9 +174,14 @@ def _chains_from_proto(msgs: Iterable[pb.Chain], field: str, limits: Limits) -> 
             raise ValidationError(f"{f}: chain {cid} has direction {direction}, against its id")
         if cid in chains:
             raise ValidationError(f"{f}.id: chain {cid} appears twice")
+        tier = _PB_TO_TIER.get(msg.tier)
+        if tier is None:
+            raise ValidationError(f"{f}.tier: unknown tier {msg.tier}")
         check_count(len(msg.rules), limits.max_rules_per_chain, f"{f}.rules")
         rules = tuple(_rule_from_proto(r, f"{f}.rules[{j}]", limits) for j, r in enumerate(msg.rules))
-        chains[cid] = Chain(direction, rules)
+        if tier is Tier.NETPOL and any(r.action is not Action.ACCEPT for r in rules):
+            raise ValidationError(f"{f}: a NetworkPolicy chain with a rule that does not accept")
+        chains[cid] = Chain(direction, rules, tier)
     check_count(len(chains), limits.max_chains, field)
     return chains
 
@@ -187,6 +221,8 @@ def model_from_proto(msg: pb.NodeModel, limits: Limits = DEFAULT_LIMITS) -> Node
         ingress=_dispatch_from_proto(msg.ingress, "model.ingress", limits),
         egress=_dispatch_from_proto(msg.egress, "model.egress", limits),
     )
+    for (tier, direction), name in _TIER_FIELDS.items():
+        model.dispatch(direction, tier).update(_dispatch_from_proto(getattr(msg, name), f"model.{name}", limits))
     problems = model.check()
     if problems:
         raise ValidationError(f"model for {model.node} is inconsistent: {'; '.join(problems[:5])}")
@@ -195,7 +231,7 @@ def model_from_proto(msg: pb.NodeModel, limits: Limits = DEFAULT_LIMITS) -> Node
 
 def delta_from_proto(msg: pb.NodeDelta, limits: Limits = DEFAULT_LIMITS) -> NodeDelta:
     """A validated delta (its references are checked against a model by whoever applies it)."""
-    return NodeDelta(
+    delta = NodeDelta(
         node=check_node_name(msg.node, "delta.node"),
         new_sets=_sets_from_proto(msg.new_sets, "delta.new_sets", limits),
         set_added=_sets_from_proto(msg.set_added, "delta.set_added", limits),
@@ -212,6 +248,14 @@ def delta_from_proto(msg: pb.NodeDelta, limits: Limits = DEFAULT_LIMITS) -> Node
             check_set_id(s, "delta.removed_sets") for s in _limit(msg.removed_sets, limits.max_sets)
         ),
     )
+    for (tier, direction), name in _TIER_FIELDS.items():
+        delta.set_dispatch(
+            direction,
+            tier,
+            _dispatch_from_proto(getattr(msg, f"{name}_set"), f"delta.{name}_set", limits),
+            _ip_list(getattr(msg, f"{name}_removed"), f"delta.{name}_removed", limits),
+        )
+    return delta
 
 
 def _limit(values: Iterable[str], limit: int) -> list[str]:

@@ -4,6 +4,8 @@
     addresses, so on a dual-stack cluster every policy would be bypassed over IPv6, silently.
 2   the dual-stack model (addresses of both families everywhere) and the node's readiness
     (`Status`) on the stream.
+3   the ClusterNetworkPolicy tiers (Admin and Baseline dispatch, Deny and Pass rules): an agent
+    of protocol 2 would drop those fields unread and enforce none of the administrator's rules.
 
 A peer that sends no version (the field is absent, read as 0) speaks protocol 1. Each side
 refuses a peer older than ``MIN_PEER`` with a message naming both versions and what to
@@ -12,10 +14,10 @@ upgrade; a newer peer is accepted (it is the newer side's job to speak down or r
 
 from __future__ import annotations
 
-PROTOCOL = 2
-MIN_PEER = 2
+PROTOCOL = 3
+MIN_PEER = 3
 
-_MEANING = {1: "IPv4-only model", 2: "dual-stack model"}
+_MEANING = {1: "IPv4-only model", 2: "dual-stack model", 3: "tiered model"}
 
 
 def spoken(value: int) -> int:
@@ -36,8 +38,8 @@ def agent_too_old(node: str, value: int, agent_version: str = "") -> str:
     who = f" ({agent_version[:64]})" if agent_version else ""
     return (
         f"the agent on node {node}{who} speaks {describe(spoken(value))}; this brain speaks {describe(PROTOCOL)} "
-        f"and needs agents of sync protocol {MIN_PEER} or newer (an older agent would skip IPv6 rules "
-        f"silently): upgrade the agent on node {node} to this brain's release"
+        f"and needs agents of sync protocol {MIN_PEER} or newer (an older agent would skip IPv6 or "
+        f"ClusterNetworkPolicy rules silently): upgrade the agent on node {node} to this brain's release"
     )
 
 
@@ -45,7 +47,8 @@ def brain_too_old(address: str, value: int) -> str:
     """Why an agent refuses a brain's stream (it then keeps its rules and retries)."""
     return (
         f"the brain at {address} speaks {describe(spoken(value))}; this agent speaks {describe(PROTOCOL)} "
-        f"and needs a brain of sync protocol {MIN_PEER} or newer (an older brain would send no IPv6 rules): "
+        f"and needs a brain of sync protocol {MIN_PEER} or newer (an older brain would send no IPv6 or "
+        f"ClusterNetworkPolicy rules): "
         f"upgrade the brain to this agent's release"
     )
 

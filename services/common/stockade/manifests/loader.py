@@ -15,7 +15,7 @@ import yaml
 
 from stockade.manifests import bounded_yaml, shapes
 
-POLICY_KINDS = {"Namespace", "Pod", "Deployment", "NetworkPolicy"}
+POLICY_KINDS = {"Namespace", "Pod", "Deployment", "NetworkPolicy", "ClusterNetworkPolicy", "Node"}
 # Read for lint (a policy naming a Service's port instead of the container port) and the lab's
 # kube-proxy; they change no rule.
 SERVICE_KINDS = {"Service"}
@@ -28,7 +28,7 @@ IGNORED_KINDS = {
 }  # fmt: skip
 WORKLOAD_KINDS = {"StatefulSet", "ReplicaSet", "DaemonSet", "ReplicationController"}
 CLUSTER_SCOPED = {"Namespace", "Node", "ClusterRole", "ClusterRoleBinding", "PersistentVolume", "StorageClass",
-                  "CustomResourceDefinition"}  # fmt: skip
+                  "CustomResourceDefinition", "ClusterNetworkPolicy"}  # fmt: skip
 
 
 class ManifestError(ValueError):
@@ -140,6 +140,8 @@ class Cluster:
     policies: list[dict[str, Any]]
     ignored: list[str]
     services: list[dict[str, Any]] = field(default_factory=list)  # namespace set ("default" if none)
+    cluster_policies: list[dict[str, Any]] = field(default_factory=list)  # ClusterNetworkPolicies
+    nodes: list[dict[str, Any]] = field(default_factory=list)  # Node objects the manifests hold
 
     def objects(self) -> list[dict[str, Any]]:
         """What the policy engine compiles (Services are separate: they change no rule)."""
@@ -182,6 +184,8 @@ def build_cluster(docs: Sequence[Document]) -> Cluster:
     pods: dict[str, dict[str, Any]] = {}
     policies: dict[str, dict[str, Any]] = {}
     services: dict[str, dict[str, Any]] = {}
+    cnps: dict[str, dict[str, Any]] = {}
+    nodes: dict[str, dict[str, Any]] = {}
     ignored: list[str] = []
     for d in docs:
         kind = d.obj["kind"]
@@ -201,6 +205,10 @@ def build_cluster(docs: Sequence[Document]) -> Cluster:
             svc = copy.deepcopy(d.obj)
             svc.setdefault("metadata", {}).setdefault("namespace", "default")
             services[f"{_namespace_of(svc)}/{svc['metadata']['name']}"] = svc
+        elif kind == "ClusterNetworkPolicy":
+            cnps[d.obj["metadata"]["name"]] = copy.deepcopy(d.obj)
+        elif kind == "Node":
+            nodes[d.obj["metadata"]["name"]] = copy.deepcopy(d.obj)
         else:
             ignored.append(f"{kind} {d.obj['metadata']['name']}")
     # Pods in namespaces that have no Namespace document still need one.
@@ -211,12 +219,62 @@ def build_cluster(docs: Sequence[Document]) -> Cluster:
         ns = _namespace_of(pol)
         namespaces.setdefault(ns, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
     return Cluster(
-        list(namespaces.values()), list(pods.values()), list(policies.values()), ignored, list(services.values())
+        list(namespaces.values()),
+        list(pods.values()),
+        list(policies.values()),
+        ignored,
+        list(services.values()),
+        list(cnps.values()),
+        list(nodes.values()),
     )
 
 
 def node_names(count: int) -> list[str]:
     return [f"node-{i + 1}" for i in range(count)]
+
+
+def node_address(index: int, version: int) -> str:
+    """The index-th node's own address (0-based), outside every pod range: 192.168.0.<index+1>
+    (past 254 nodes: 192.168.<hi>.<lo>), fd00:192:168::<index+1>."""
+    if version == 6:
+        return str(ipaddress.IPv6Address("fd00:192:168::") + index + 1)
+    return str(ipaddress.IPv4Address("192.168.0.0") + index + 1 + (index + 1) // 255)
+
+
+def complete_nodes(
+    nodes: Sequence[dict[str, Any]], names: Sequence[str], pods: Sequence[dict[str, Any]], family: str = "ipv4"
+) -> list[dict[str, Any]]:
+    """Node objects for ``names`` and every node a pod names, the manifests' own (``nodes``) kept
+    as written; one made up has the ``kubernetes.io/hostname`` label and an InternalIP per family
+    of ``family`` (`node_address`). Host-network pods without addresses get their node's."""
+    by_name = {n["metadata"]["name"]: n for n in nodes}
+    wanted = list(dict.fromkeys([*by_name, *names, *((p.get("spec") or {}).get("nodeName") for p in pods)]))
+    versions = {"ipv4": (4,), "ipv6": (6,), "dual": (4, 6)}[family]
+    out = []
+    for i, name in enumerate(n for n in wanted if n):
+        node = by_name.get(name)
+        if node is None:
+            node = {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+                "status": {"addresses": [{"type": "InternalIP", "address": node_address(i, v)} for v in versions]},
+            }
+        out.append(node)
+    addresses = {
+        n["metadata"]["name"]: [
+            a["address"] for a in (n.get("status") or {}).get("addresses") or () if a.get("type") != "Hostname"
+        ]
+        for n in out
+    }
+    for pod in pods:
+        spec, status = pod.get("spec") or {}, pod.setdefault("status", {})
+        ips = addresses.get(spec.get("nodeName") or "", [])
+        if spec.get("hostNetwork") and ips and not status.get("podIP") and not status.get("podIPs"):
+            status["podIP"] = ips[0]
+            status["podIPs"] = [{"ip": ip} for ip in ips]
+            status.setdefault("phase", "Running")
+    return out
 
 
 IP_FAMILIES = ("ipv4", "ipv6", "dual")

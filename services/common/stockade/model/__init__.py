@@ -1,6 +1,9 @@
 """The rule model shared by the brain (which computes it) and the node agent (which enforces it)."""
 
 from stockade.model.rules import (
+    CNP_TIERS,
+    TIERS,
+    Action,
     Chain,
     Direction,
     NodeDelta,
@@ -8,12 +11,16 @@ from stockade.model.rules import (
     PortMatch,
     Protocol,
     Rule,
+    Tier,
     apply,
     chain_id,
     diff,
 )
 
 __all__ = [
+    "CNP_TIERS",
+    "TIERS",
+    "Action",
     "Chain",
     "Direction",
     "NodeDelta",
@@ -21,6 +28,7 @@ __all__ = [
     "PortMatch",
     "Protocol",
     "Rule",
+    "Tier",
     "apply",
     "chain_id",
     "diff",

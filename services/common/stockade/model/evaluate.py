@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
-from stockade.model.rules import Direction, NodeModel, Protocol, Rule
+from stockade.model.rules import Action, Chain, Direction, NodeModel, Protocol, Rule, Tier
 
 
 @lru_cache(maxsize=65536)
@@ -40,22 +40,58 @@ def in_set(model: NodeModel, set_id: str, ip: str) -> bool:
 
 @dataclass(frozen=True)
 class Verdict:
-    """What a node's model decides for one direction: not isolated, allowed by rules, or denied."""
+    """What a node's model decides for one direction, and what decided it.
+
+    ``tier``: the tier whose chain decided (None: no chain did, the default allow). For the
+    NetworkPolicy tier ``chain`` is the pod's chain and ``matched`` every rule of it that
+    allows; for a tier chain ``chain`` is that chain, ``rule`` the index of the rule that
+    decided and ``matched`` that rule. ``passed``: (chain id, rule index) of each Pass that
+    handed on. ``isolated``: whether a NetworkPolicy chain isolates the pod in this direction."""
 
     isolated: bool
     allowed: bool
     chain: str | None = None
     matched: tuple[Rule, ...] = ()
+    tier: Tier | None = None
+    rule: int = -1
+    passed: tuple[tuple[str, int], ...] = ()
+
+
+def rule_matches(model: NodeModel, rule: Rule, peer_ip: str, protocol: Protocol, port: int) -> bool:
+    return rule.matches_port(protocol, port) and (rule.peer is None or in_set(model, rule.peer, peer_ip))
+
+
+def first_match(model: NodeModel, chain: Chain, peer_ip: str, protocol: Protocol, port: int) -> int:
+    """The index of the first rule of a tier chain that matches, or -1."""
+    for i, rule in enumerate(chain.rules):
+        if rule_matches(model, rule, peer_ip, protocol, port):
+            return i
+    return -1
 
 
 def decide(model: NodeModel, direction: Direction, pod_ip: str, peer_ip: str, protocol: Protocol, port: int) -> Verdict:
     """The verdict for ``pod_ip`` talking to (egress) or from (ingress) ``peer_ip``, both of one
-    family (the model's dispatch and sets hold both families; a rule without peer matches both)."""
-    cid = model.dispatch(direction).get(pod_ip)
-    if cid is None:
-        return Verdict(isolated=False, allowed=True)
-    chain = model.chains[cid]
-    matched = tuple(
-        r for r in chain.rules if r.matches_port(protocol, port) and (r.peer is None or in_set(model, r.peer, peer_ip))
-    )
-    return Verdict(isolated=True, allowed=bool(matched), chain=cid, matched=matched)
+    family (the model's dispatch and sets hold both families; a rule without peer matches both),
+    through the tiers in order (see `stockade.model.rules`)."""
+    passed: list[tuple[str, int]] = []
+    np_cid = model.dispatch(direction).get(pod_ip)
+    for tier in (Tier.ADMIN, Tier.NETPOL, Tier.BASELINE):
+        if tier is Tier.NETPOL:
+            if np_cid is None:
+                continue
+            chain = model.chains[np_cid]
+            matched = tuple(r for r in chain.rules if rule_matches(model, r, peer_ip, protocol, port))
+            return Verdict(True, bool(matched), np_cid, matched, Tier.NETPOL, passed=tuple(passed))
+        cid = model.dispatch(direction, tier).get(pod_ip)
+        if cid is None:
+            continue
+        chain = model.chains[cid]
+        i = first_match(model, chain, peer_ip, protocol, port)
+        if i < 0:
+            continue
+        rule = chain.rules[i]
+        if rule.action is Action.PASS:
+            passed.append((cid, i))
+            continue
+        return Verdict(np_cid is not None, rule.action is Action.ACCEPT, cid, (rule,), tier, i, tuple(passed))
+    return Verdict(isolated=False, allowed=True, passed=tuple(passed))

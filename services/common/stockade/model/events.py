@@ -12,7 +12,9 @@ class BlockedEvent:
     """One denied new connection (a TCP connection counts once, a UDP flow once per conntrack flow).
 
     ``chain`` is the id of the pod chain that denied it (see `stockade.model.rules.Chain.id`);
-    ``node`` the node whose agent saw it. ``time`` is seconds since the epoch.
+    ``rule`` the index of the DENY rule in it when that chain is a ClusterNetworkPolicy tier
+    chain (None: a NetworkPolicy chain's deny tail); ``node`` the node whose agent saw it.
+    ``time`` is seconds since the epoch.
     """
 
     time: float
@@ -24,3 +26,4 @@ class BlockedEvent:
     sport: int
     dport: int
     chain: str
+    rule: int | None = None

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17stockade/v1/drops.proto\x12\x0bstockade.v1\"\xa1\x01\n\tDropEvent\x12\x0c\n\x04time\x18\x01 \x01(\x01\x12-\n\tdirection\x18\x02 \x01(\x0e\x32\x1a.stockade.v1.DropDirection\x12\x0b\n\x03src\x18\x03 \x01(\t\x12\x0b\n\x03\x64st\x18\x04 \x01(\t\x12\x10\n\x08protocol\x18\x05 \x01(\t\x12\r\n\x05sport\x18\x06 \x01(\r\x12\r\n\x05\x64port\x18\x07 \x01(\r\x12\r\n\x05\x63hain\x18\x08 \x01(\t\"\xbd\x01\n\tDropBatch\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12&\n\x06\x65vents\x18\x04 \x03(\x0b\x32\x16.stockade.v1.DropEvent\x12.\n\x04shed\x18\x05 \x03(\x0b\x32 .stockade.v1.DropBatch.ShedEntry\x1a+\n\tShedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"a\n\x07\x44ropAck\x12\x10\n\x08last_seq\x18\x01 \x01(\x04\x12\x0f\n\x07\x62\x61tches\x18\x02 \x01(\x04\x12\x0e\n\x06\x65vents\x18\x03 \x01(\x04\x12\r\n\x05\x62rain\x18\x04 \x01(\t\x12\x14\n\x0c\x61\x63\x63\x65pted_seq\x18\x05 \x01(\x04*f\n\rDropDirection\x12\x1e\n\x1a\x44ROP_DIRECTION_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44ROP_DIRECTION_INGRESS\x10\x01\x12\x19\n\x15\x44ROP_DIRECTION_EGRESS\x10\x02\x32L\n\x0b\x44ropService\x12=\n\x0bReportDrops\x12\x16.stockade.v1.DropBatch\x1a\x14.stockade.v1.DropAck(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17stockade/v1/drops.proto\x12\x0bstockade.v1\"\xbd\x01\n\tDropEvent\x12\x0c\n\x04time\x18\x01 \x01(\x01\x12-\n\tdirection\x18\x02 \x01(\x0e\x32\x1a.stockade.v1.DropDirection\x12\x0b\n\x03src\x18\x03 \x01(\t\x12\x0b\n\x03\x64st\x18\x04 \x01(\t\x12\x10\n\x08protocol\x18\x05 \x01(\t\x12\r\n\x05sport\x18\x06 \x01(\r\x12\r\n\x05\x64port\x18\x07 \x01(\r\x12\r\n\x05\x63hain\x18\x08 \x01(\t\x12\x11\n\x04rule\x18\t \x01(\rH\x00\x88\x01\x01\x42\x07\n\x05_rule\"\xbd\x01\n\tDropBatch\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12&\n\x06\x65vents\x18\x04 \x03(\x0b\x32\x16.stockade.v1.DropEvent\x12.\n\x04shed\x18\x05 \x03(\x0b\x32 .stockade.v1.DropBatch.ShedEntry\x1a+\n\tShedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"a\n\x07\x44ropAck\x12\x10\n\x08last_seq\x18\x01 \x01(\x04\x12\x0f\n\x07\x62\x61tches\x18\x02 \x01(\x04\x12\x0e\n\x06\x65vents\x18\x03 \x01(\x04\x12\r\n\x05\x62rain\x18\x04 \x01(\t\x12\x14\n\x0c\x61\x63\x63\x65pted_seq\x18\x05 \x01(\x04*f\n\rDropDirection\x12\x1e\n\x1a\x44ROP_DIRECTION_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44ROP_DIRECTION_INGRESS\x10\x01\x12\x19\n\x15\x44ROP_DIRECTION_EGRESS\x10\x02\x32L\n\x0b\x44ropService\x12=\n\x0bReportDrops\x12\x16.stockade.v1.DropBatch\x1a\x14.stockade.v1.DropAck(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,16 +33,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DROPBATCH_SHEDENTRY']._loaded_options = None
   _globals['_DROPBATCH_SHEDENTRY']._serialized_options = b'8\001'
-  _globals['_DROPDIRECTION']._serialized_start=495
-  _globals['_DROPDIRECTION']._serialized_end=597
+  _globals['_DROPDIRECTION']._serialized_start=523
+  _globals['_DROPDIRECTION']._serialized_end=625
   _globals['_DROPEVENT']._serialized_start=41
-  _globals['_DROPEVENT']._serialized_end=202
-  _globals['_DROPBATCH']._serialized_start=205
-  _globals['_DROPBATCH']._serialized_end=394
-  _globals['_DROPBATCH_SHEDENTRY']._serialized_start=351
-  _globals['_DROPBATCH_SHEDENTRY']._serialized_end=394
-  _globals['_DROPACK']._serialized_start=396
-  _globals['_DROPACK']._serialized_end=493
-  _globals['_DROPSERVICE']._serialized_start=599
-  _globals['_DROPSERVICE']._serialized_end=675
+  _globals['_DROPEVENT']._serialized_end=230
+  _globals['_DROPBATCH']._serialized_start=233
+  _globals['_DROPBATCH']._serialized_end=422
+  _globals['_DROPBATCH_SHEDENTRY']._serialized_start=379
+  _globals['_DROPBATCH_SHEDENTRY']._serialized_end=422
+  _globals['_DROPACK']._serialized_start=424
+  _globals['_DROPACK']._serialized_end=521
+  _globals['_DROPSERVICE']._serialized_start=627
+  _globals['_DROPSERVICE']._serialized_end=703
 # @@protoc_insertion_point(module_scope)

@@ -17,7 +17,7 @@ DROP_DIRECTION_INGRESS: DropDirection
 DROP_DIRECTION_EGRESS: DropDirection
 
 class DropEvent(_message.Message):
-    __slots__ = ("time", "direction", "src", "dst", "protocol", "sport", "dport", "chain")
+    __slots__ = ("time", "direction", "src", "dst", "protocol", "sport", "dport", "chain", "rule")
     TIME_FIELD_NUMBER: _ClassVar[int]
     DIRECTION_FIELD_NUMBER: _ClassVar[int]
     SRC_FIELD_NUMBER: _ClassVar[int]
@@ -26,6 +26,7 @@ class DropEvent(_message.Message):
     SPORT_FIELD_NUMBER: _ClassVar[int]
     DPORT_FIELD_NUMBER: _ClassVar[int]
     CHAIN_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
     time: float
     direction: DropDirection
     src: str
@@ -34,7 +35,8 @@ class DropEvent(_message.Message):
     sport: int
     dport: int
     chain: str
-    def __init__(self, time: _Optional[float] = ..., direction: _Optional[_Union[DropDirection, str]] = ..., src: _Optional[str] = ..., dst: _Optional[str] = ..., protocol: _Optional[str] = ..., sport: _Optional[int] = ..., dport: _Optional[int] = ..., chain: _Optional[str] = ...) -> None: ...
+    rule: int
+    def __init__(self, time: _Optional[float] = ..., direction: _Optional[_Union[DropDirection, str]] = ..., src: _Optional[str] = ..., dst: _Optional[str] = ..., protocol: _Optional[str] = ..., sport: _Optional[int] = ..., dport: _Optional[int] = ..., chain: _Optional[str] = ..., rule: _Optional[int] = ...) -> None: ...
 
 class DropBatch(_message.Message):
     __slots__ = ("node", "instance", "seq", "events", "shed")

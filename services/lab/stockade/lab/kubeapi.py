@@ -16,6 +16,7 @@ _PATHS = {  # kind -> (prefix, plural, namespaced)
     "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies", True),
     "Service": ("/api/v1", "services", True),
     "EndpointSlice": ("/apis/discovery.k8s.io/v1", "endpointslices", True),
+    "ClusterNetworkPolicy": ("/apis/policy.networking.k8s.io/v1alpha2", "clusternetworkpolicies", False),
 }
 
 

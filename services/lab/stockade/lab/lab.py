@@ -136,6 +136,8 @@ def _record_objects(st: LabState, objs: manifests.Objects, placed: dict[str, Pod
         st.pods[key] = running_pod(pod, placed[key], st.plan)
     for pol in objs.policies:
         st.policies[manifests.key(pol)] = pol
+    for cnp in objs.cluster_policies:
+        st.cluster_policies[manifests.key(cnp)] = cnp
     for key in [*st.pods, *st.policies, *map(manifests.key, objs.services)]:  # their namespaces exist
         ns = key.split("/", 1)[0]
         st.namespaces.setdefault(ns, namespace_object(ns))
@@ -394,6 +396,7 @@ def apply(cfg: LabConfig, paths: list[str], wait: bool, say: Say, timeout: float
                 *(n for n in implied if n["metadata"]["name"] not in declared),
                 *(st.pods[manifests.key(p)] for p in objs.pods),
                 *objs.policies,
+                *objs.cluster_policies,
                 *objs.services,
             ],
             say,
@@ -459,6 +462,7 @@ def delete(cfg: LabConfig, paths: list[str], wait: bool, say: Say, timeout: floa
         since: dict[str, int] = {}
         for kind, keys in (
             ("NetworkPolicy", [manifests.key(p) for p in objs.policies]),
+            ("ClusterNetworkPolicy", [manifests.key(p) for p in objs.cluster_policies]),
             ("Service", [manifests.key(s) for s in objs.services]),
             ("Pod", sorted(pod_keys)),
             ("Namespace", sorted(gone_ns)),
@@ -469,6 +473,7 @@ def delete(cfg: LabConfig, paths: list[str], wait: bool, say: Say, timeout: floa
                 _note_rv(since, kind, gone)
                 store = {
                     "NetworkPolicy": st.policies,
+                    "ClusterNetworkPolicy": st.cluster_policies,
                     "Pod": st.pods,
                     "Namespace": st.namespaces,
                     "Service": st.services,

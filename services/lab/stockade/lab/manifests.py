@@ -1,7 +1,7 @@
 """The manifests a lab is built from, read with the shared loader (`stockade.manifests`):
 Namespaces, Pods, Deployments and other workloads (one pod per replica, named as `stockade
-reach` names them), NetworkPolicies and Services (the lab's kube-proxy serves them). Other kinds
-are counted and set aside."""
+reach` names them), NetworkPolicies, ClusterNetworkPolicies and Services (the lab's kube-proxy
+serves them). Other kinds (Nodes included: the lab makes its own) are counted and set aside."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ class Objects:
     pods: list[Obj] = field(default_factory=list)
     policies: list[Obj] = field(default_factory=list)
     services: list[Obj] = field(default_factory=list)
+    cluster_policies: list[Obj] = field(default_factory=list)  # ClusterNetworkPolicies
     skipped: dict[str, int] = field(default_factory=dict)  # kind -> count
 
 
@@ -56,7 +57,9 @@ def load_files(paths: Iterable[str | Path]) -> Objects:
         skipped[kind] = skipped.get(kind, 0) + 1
     namespaces = [n for n in cluster.namespaces if n["metadata"]["name"] in declared]
     policies = [as_v1_policy(p) for p in cluster.policies]
-    return Objects(namespaces, cluster.pods, policies, cluster.services, skipped)
+    if cluster.nodes:
+        skipped["Node"] = len(cluster.nodes)
+    return Objects(namespaces, cluster.pods, policies, cluster.services, cluster.cluster_policies, skipped)
 
 
 def container_ports(pod: Obj) -> list[tuple[str, int]]:

@@ -32,6 +32,7 @@ def cluster_objects(st: LabState) -> list[dict[str, Any]]:
         + [node_object(n) for n in st.plan.nodes]
         + [*st.pods.values()]
         + [*st.policies.values()]
+        + [*st.cluster_policies.values()]
     )
 
 

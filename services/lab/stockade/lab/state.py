@@ -33,6 +33,7 @@ class LabState:
     namespaces: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> Namespace object
     pods: dict[str, dict[str, Any]] = field(default_factory=dict)  # ns/name -> Pod object (with status)
     policies: dict[str, dict[str, Any]] = field(default_factory=dict)  # ns/name -> NetworkPolicy
+    cluster_policies: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> ClusterNetworkPolicy
     ports: dict[str, int] = field(default_factory=dict)  # apiserver, brain_grpc, brain_http, redis, ...
     processes: dict[str, list[int]] = field(default_factory=dict)  # name -> [pid, start time]
     redis_url: str | None = None

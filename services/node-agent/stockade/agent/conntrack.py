@@ -3,8 +3,8 @@
 The nftables/iptables rules accept ``ct state established,related`` first, so tightening a
 policy alone would leave running connections untouched. After an apply that can forbid
 something (`may_forbid`), the agent lists the node's conntrack table and deletes the entries
-whose flow the new model denies; the next packet of such a connection is then judged as new by
-the pod chains and dropped.
+whose flow the new model denies (through every tier: Admin, NetworkPolicy, Baseline); the next
+packet of such a connection is then judged as new by the pod chains and dropped.
 
 `flows_to_end` is the pure decision. The I/O speaks ctnetlink directly (dump, then batched
 deletes) in the node's network namespace: pyroute2's NFCTSocket decodes ~400 entries/s here, so
@@ -26,7 +26,7 @@ from typing import NamedTuple
 from pyroute2 import netns as pr_netns
 
 from stockade.model.evaluate import decide
-from stockade.model.rules import Direction, NodeDelta, NodeModel, Protocol
+from stockade.model.rules import CNP_TIERS, Action, Direction, NodeDelta, NodeModel, Protocol, Tier
 
 _PROTOCOLS = {socket.IPPROTO_TCP: Protocol.TCP, socket.IPPROTO_UDP: Protocol.UDP, 132: Protocol.SCTP}
 
@@ -67,8 +67,8 @@ def flow_verdict(model: NodeModel, local_pods: Collection[str], flow: TrackedFlo
     """The chain that now denies ``flow`` (``None``: allowed, or not ours to judge).
 
     Ingress is judged on the destination pod if it is local, egress on the source pod if it is
-    local; a flow touching no local isolated pod is left alone, as are protocols the model has
-    no rules for (ICMP and the like).
+    local (through every tier: `evaluate.decide`); a flow touching no local pod that some chain
+    judges is left alone, as are protocols the model has no rules for (ICMP and the like).
     """
     protocol = _PROTOCOLS.get(flow.protocol)
     if protocol is None:
@@ -99,11 +99,44 @@ def flows_to_end(model: NodeModel, local_pods: Collection[str], flows: Iterable[
     return out
 
 
-def may_forbid(delta: NodeDelta) -> bool:
-    """Can ``delta`` deny a flow its predecessor allowed? Elements leaving a set, sets going,
-    and pods newly isolated or switched to another chain can; added elements and pods no longer
-    isolated only allow more."""
-    return bool(any(delta.set_removed.values()) or delta.removed_sets or delta.ingress_set or delta.egress_set)
+def may_forbid(delta: NodeDelta, model: NodeModel | None = None) -> bool:
+    """Can ``delta`` deny a flow its predecessor allowed? (``model``: the model it produced.)
+
+    Elements leaving a set and sets going can (an Accept matches less). So can any pod put in a
+    dispatch of the NetworkPolicy tier (newly isolated, or another chain), of the Admin tier (a
+    new Deny, or Accepts that no longer cover a NetworkPolicy deny), of the Baseline tier (a new
+    Deny), and a pod taken out of an Admin dispatch (its Accepts go: a NetworkPolicy or Baseline
+    deny it covered now decides). A pod taken out of a NetworkPolicy or Baseline dispatch only
+    allows more (the invariant keeps a pod out of both in one direction, so a pod leaving the
+    NetworkPolicy dispatch for the Baseline one is in the Baseline upserts).
+
+    Elements joining a set allow more, except through a tier rule that then matches more: a
+    Deny, or an Admin Pass (it hands the flow to the tiers below, past the Admin Accepts after
+    it). Those rules are in ``model``; without it, joining elements are taken to allow more, as
+    before tiers (right for a model without tier chains)."""
+    if any(delta.set_removed.values()) or delta.removed_sets:
+        return True
+    for direction in Direction:
+        if delta.dispatch_set(direction) or delta.dispatch_removed(direction, Tier.ADMIN):
+            return True
+        if any(delta.dispatch_set(direction, tier) for tier in CNP_TIERS):
+            return True
+    joined = {sid for sid, elems in delta.set_added.items() if elems}
+    return bool(joined and model is not None and joined & _sets_that_can_forbid(model))
+
+
+def _sets_that_can_forbid(model: NodeModel) -> set[str]:
+    """The sets whose new elements can forbid a flow: peers of tier rules that deny, or pass in
+    the Admin tier."""
+    out: set[str] = set()
+    for chain in model.chains.values():
+        if chain.tier is Tier.NETPOL:
+            continue
+        for rule in chain.rules:
+            forbids = rule.action is Action.DENY or (rule.action is Action.PASS and chain.tier is Tier.ADMIN)
+            if forbids and rule.peer is not None:
+                out.add(rule.peer)
+    return out
 
 
 def _canonical(ips: Collection[str]) -> frozenset[str]:

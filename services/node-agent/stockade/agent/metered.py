@@ -43,8 +43,9 @@ def conntrack_end_flows(netns: str | None = None) -> EndFlows:
 
 
 def local_pods(model: NodeModel) -> set[str]:
-    """The node's pods the model judges: only isolated pods can have a flow forbidden."""
-    return set(model.ingress) | set(model.egress)
+    """The node's pods the model judges: only a pod some chain (of any tier) judges can have a
+    flow forbidden."""
+    return {ip for _, _, table in model.tier_tables() for ip in table}
 
 
 class MeteredDataplane:
@@ -71,12 +72,12 @@ class MeteredDataplane:
             prev = self.model
             self._timed(self.inner.apply_snapshot, model)
             # The first snapshot after start-up follows rules of unknown age: always clean up.
-            self._applied(model, "snapshot", prev is None or may_forbid(diff(prev, model)))
+            self._applied(model, "snapshot", prev is None or may_forbid(diff(prev, model), model))
 
     def apply_delta(self, delta: NodeDelta, model: NodeModel) -> None:
         with self.lock:
             self._timed(self.inner.apply_delta, delta, model)
-            self._applied(model, "delta", may_forbid(delta))
+            self._applied(model, "delta", may_forbid(delta, model))
 
     def verify(self, model: NodeModel) -> list[str]:
         with self.lock:

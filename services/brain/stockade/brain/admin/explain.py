@@ -17,9 +17,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from stockade.brain.engine import Engine
+from stockade.brain.engine.api import RuleOrigin
 from stockade.brain.engine.objects import BETA_ANNOTATION, PodInfo
-from stockade.model import Direction, Protocol
-from stockade.model.evaluate import FAMILY_NAMES, decide, ip_version
+from stockade.model import Action, Direction, Protocol, Tier
+from stockade.model.evaluate import FAMILY_NAMES, Verdict, decide, ip_version
+
+TIER_NAMES = {Tier.ADMIN: "Admin", Tier.NETPOL: "NetworkPolicy", Tier.BASELINE: "Baseline"}
 
 
 class ExplainError(ValueError):
@@ -41,8 +44,26 @@ class Side:
     # limit): the node denies, and saying "no rule allows it" would send the operator astray.
     not_realized: list[str] = field(default_factory=list)
     refused: str = ""  # "field: message" when the brain refused the pod (all its traffic is denied)
+    # ClusterNetworkPolicy tiers: the tier that decided ("" none: the default), the rule that did
+    # (a tier's), what it did (a rule that fails closed denies whatever it says), the Passes before.
+    tier: str = ""
+    decided_by: RuleOrigin | None = None
+    decided_action: str = ""
+    passed: list[RuleOrigin] = field(default_factory=list)
+
+    def tiered(self) -> bool:
+        return self.decided_by is not None or bool(self.passed) or self.tier in ("Admin", "Baseline")
 
     def as_json(self) -> dict[str, Any]:
+        out = self._np_json()
+        if self.tiered():
+            out["tier"] = self.tier or "default"
+            if self.decided_by is not None:
+                out["decidedBy"] = {**_origin_json(self.decided_by), "effect": self.decided_action}
+            out["passedBy"] = [_origin_json(o) for o in self.passed]
+        return out
+
+    def _np_json(self) -> dict[str, Any]:
         return {
             "direction": self.direction.value,
             "pod": self.pod,
@@ -107,6 +128,22 @@ class Explanation:
             lines.append("  hints:")
             lines.extend(f"    * {h}" for h in self.hints)
         return "\n".join(lines)
+
+
+def _origin_json(o: RuleOrigin) -> dict[str, Any]:
+    return {
+        "policy": o.policy,
+        "tier": o.tier,
+        "priority": o.priority,
+        "rule": o.rule,
+        "name": o.name,
+        "action": o.action,
+    }
+
+
+def _rule_words(o: RuleOrigin) -> str:
+    label = f"rule {o.name!r}" if o.name else f"rule {o.direction}[{o.rule}]"
+    return f"ClusterNetworkPolicy {o.policy} (priority {o.priority}) {label}"
 
 
 def _find_pod(engine: Engine, ref: str) -> PodInfo:
@@ -228,15 +265,44 @@ def _side(
         by = {p for p, _ in allowing}
         left_out = [str(r) for r in engine.not_realized() if r.node == pod.node and r.policy in by]
     refused = pod.problem if pod.deny_all else ""
-    return Side(direction, pod.key, verdict.isolated, verdict.allowed, policies, beta, allowing, left_out, refused)
+    side = Side(direction, pod.key, verdict.isolated, verdict.allowed, policies, beta, allowing, left_out, refused)
+    _tiers(engine, pod.node, verdict, side)
+    return side
+
+
+def _tiers(engine: Engine, node: str, verdict: Verdict, side: Side) -> None:
+    """The tier part of a side: who decided, and the Passes that handed it on."""
+    for cid, i in verdict.passed:
+        origin = engine.rule_origin(node, cid, i)
+        if origin is not None:
+            side.passed.append(origin)
+    if verdict.tier is None:
+        return
+    side.tier = TIER_NAMES[verdict.tier]
+    if verdict.tier is not Tier.NETPOL and verdict.chain is not None:
+        side.decided_by = engine.rule_origin(node, verdict.chain, verdict.rule)
+        side.decided_action = "Accept" if verdict.matched and verdict.matched[0].action is Action.ACCEPT else "Deny"
 
 
 def _side_text(side: Side, src: str, dst: str, protocol: Protocol, port: int) -> str:
     what = f"egress from {side.pod}" if side.direction is Direction.EGRESS else f"ingress to {side.pod}"
     if side.refused:
         return f"{what}: isolated: the brain refused the pod ({side.refused}), so all its traffic is denied"
+    passed = "".join(f"{_rule_words(o)} passed it on from the {o.tier} tier; " for o in side.passed)
+    if side.tier in ("Admin", "Baseline"):
+        verb = "allowed" if side.allowed else "blocked"
+        by = _rule_words(side.decided_by) if side.decided_by is not None else "a ClusterNetworkPolicy rule"
+        written = side.decided_by.action if side.decided_by is not None else side.decided_action
+        effect = side.decided_action if written == side.decided_action else f"{written}, failing closed as Deny"
+        final = "final: no NetworkPolicy can change it" if side.tier == "Admin" else "no NetworkPolicy selects the pod"
+        return f"{what}: {passed}{verb} at the {side.tier} tier by {by} ({effect}; {final})"
     if not side.isolated:
-        return f"{what}: not isolated (no policy selects it for {side.direction.value}), so it is allowed"
+        return f"{what}: {passed}not isolated (no policy selects it for {side.direction.value}), so it is allowed"
+    return f"{what}: {passed}" + _np_text(side, src, dst, protocol, port)[len(what) + 2 :]
+
+
+def _np_text(side: Side, src: str, dst: str, protocol: Protocol, port: int) -> str:
+    what = f"egress from {side.pod}" if side.direction is Direction.EGRESS else f"ingress to {side.pod}"
     why = []
     if side.isolating_policies:
         why.append("policies " + ", ".join(side.isolating_policies))

@@ -14,7 +14,7 @@ from typing import Any
 
 from stockade.brain.engine import Engine
 from stockade.brain.engine.objects import PodInfo
-from stockade.manifests import assign_addresses, build_cluster, node_names, read_documents
+from stockade.manifests import Cluster, assign_addresses, build_cluster, complete_nodes, node_names, read_documents
 from stockade.model import Direction, NodeModel, Protocol
 from stockade.model.evaluate import FAMILY_NAMES, decide, ip_version
 
@@ -27,9 +27,10 @@ class Probe:
     protocol: Protocol
     allowed: bool
     family: str = "ipv4"  # the address family of the pair: ipv4 or ipv6
+    host_network: bool = False  # either end is a host-network pod (at its node's address)
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "from": self.src,
             "to": self.dst,
             "port": self.port,
@@ -37,6 +38,9 @@ class Probe:
             "family": self.family,
             "allowed": self.allowed,
         }
+        if self.host_network:
+            out["hostNetwork"] = True
+        return out
 
 
 def compile_manifests(paths: Sequence[str], nodes: int = 3, ip_family: str = "ipv4") -> Engine:
@@ -44,8 +48,22 @@ def compile_manifests(paths: Sequence[str], nodes: int = 3, ip_family: str = "ip
     their node's range in ``ip_family`` (ipv4, ipv6 or dual)."""
     cluster = build_cluster(read_documents(paths))
     assign_addresses(cluster.pods, node_names(nodes), ip_family)
+    return load_cluster(cluster, nodes, ip_family)
+
+
+def load_cluster(cluster: Cluster, nodes: int, ip_family: str) -> Engine:
+    """An engine holding ``cluster`` (addresses assigned), with Node objects for the cluster's own
+    nodes and ``nodes`` more (`complete_nodes`): what `reach`, `lint -f` and `explain -f` judge."""
+    node_objects = complete_nodes(cluster.nodes, node_names(nodes), cluster.pods, ip_family)
     engine = Engine()
-    engine.load(cluster.namespaces, cluster.pods, cluster.policies, services=cluster.services)
+    engine.load(
+        cluster.namespaces,
+        cluster.pods,
+        cluster.policies,
+        nodes=node_objects,
+        services=cluster.services,
+        cluster_policies=cluster.cluster_policies,
+    )
     return engine
 
 
@@ -65,17 +83,25 @@ def connection_allowed(
     version: int | None = None,
 ) -> bool:
     """A new connection from ``src`` to ``dst`` over IP ``version`` (None: the first family both
-    have), as the compiled models decide it. ``src`` and ``dst`` are endpoints (`Engine.endpoint`)."""
+    have), as the compiled models decide it. ``src`` and ``dst`` are endpoints (`Engine.endpoint`)
+    or host-network pods (at their node's addresses: never dispatched, so never filtered there)."""
     if src.key == dst.key:
         return True  # self-traffic is never filtered
     if version is None:
         version = shared_versions(src, dst)[0]
     src_ip, dst_ip = src.address(version), dst.address(version)
     assert src_ip and dst_ip and src.node and dst.node, f"{src.key} -> {dst.key}: no IPv{version} pair"
-    out = decide(models[src.node], Direction.EGRESS, src_ip, dst_ip, protocol, port)
+    none = NodeModel("")
+    out = decide(models.get(src.node, none), Direction.EGRESS, src_ip, dst_ip, protocol, port)
     if not out.allowed:
         return False
-    return decide(models[dst.node], Direction.INGRESS, dst_ip, src_ip, protocol, port).allowed
+    return decide(models.get(dst.node, none), Direction.INGRESS, dst_ip, src_ip, protocol, port).allowed
+
+
+def reach_pods(engine: Engine) -> list[PodInfo]:
+    """The pods `reach` judges, by key: endpoints and host-network pods."""
+    pods = [ep for p in engine.pods() if (ep := engine.endpoint(p.namespace, p.name)) is not None and ep.node]
+    return sorted([*pods, *engine.host_network_pods()], key=lambda p: p.key)
 
 
 def reach(
@@ -87,7 +113,7 @@ def reach(
     """Every endpoint pair on the given (or declared) ports, once per IP family both have
     (``families``: only those versions, 4 and/or 6)."""
     models = {n: engine.model(n) for n in engine.nodes()}  # every node hosting an endpoint pod
-    pods = [ep for p in engine.pods() if (ep := engine.endpoint(p.namespace, p.name)) is not None and ep.node]
+    pods = reach_pods(engine)
     protos = list(protocols) if protocols else None
     port_list = list(ports) if ports else None
     wanted = set(families) if families else {4, 6}
@@ -102,5 +128,6 @@ def reach(
                 for v in shared_versions(src, dst):
                     if v in wanted:
                         ok = connection_allowed(engine, models, src, dst, proto, port, v)
-                        results.append(Probe(src.key, dst.key, port, proto, ok, FAMILY_NAMES[v]))
+                        host = src.host_network or dst.host_network
+                        results.append(Probe(src.key, dst.key, port, proto, ok, FAMILY_NAMES[v], host))
     return results

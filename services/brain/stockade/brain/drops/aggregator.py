@@ -21,6 +21,10 @@ quotas (`quota`): an invalid one, or one over its node's quota of new Redis coun
 refused and counted per node (``stockade_drop_events_refused_total``, and in Redis for
 ``stockade drops top``); the rest of its batch is kept.
 
+A drop by a ClusterNetworkPolicy tier rule (an event with a ``rule`` index) is attributed to
+that rule (`resolve.Attributor`): its flow key names it (`flows`: the ``policy`` field), and the
+blocked counter's ``tier`` label says which tier dropped it ("netpol" for NetworkPolicy drops).
+
 The stream of recent events gets the newest ``recent_per_flush`` events of each flush interval
 (all of them below 10,000 events/s with the defaults): the counts are exact, the stream of
 details is a sample at high rates, which keeps the brain's cost per event low.
@@ -55,7 +59,7 @@ from stockade.brain.drops.metrics import (
 )
 from stockade.brain.drops.nostore import NoStore
 from stockade.brain.drops.quota import QuotaConfig, Quotas
-from stockade.brain.drops.resolve import PodRef, Resolver
+from stockade.brain.drops.resolve import Attributor, PodRef, Resolver
 from stockade.brain.drops.store import FlushBatch, Piece, RedisStore, record_text
 from stockade.model.events import BlockedEvent
 from stockade.model.rules import Direction
@@ -66,8 +70,9 @@ _NOWHERE = ("", "")
 _UNSET = object()
 
 # One counted event, resolved: (time, node, direction, protocol, src, sport, dst, dport,
-# src_namespace, src_pod, dst_namespace, dst_pod, chain); pod fields are "" for non-pods.
-RecentRow = tuple[float, str, str, str, str, int, str, int, str, str, str, str, str]
+# src_namespace, src_pod, dst_namespace, dst_pod, chain, policy); pod fields are "" for non-pods,
+# policy "" unless a tier rule dropped it (`resolve.rule_text`).
+RecentRow = tuple[float, str, str, str, str, int, str, int, str, str, str, str, str, str]
 
 # Errors after which Redis is "away" (retry the same flush later), as opposed to a rejection.
 OUTAGE: tuple[type[BaseException], ...] = (
@@ -117,6 +122,7 @@ class Aggregator:
     ) -> None:
         self.store = store
         self.resolver = resolver
+        self.attribute = Attributor(resolver)
         self.metrics = metrics
         self.writer_id = uuid.uuid4().hex[:16]
         self._max_entries = max_pending_entries
@@ -234,6 +240,9 @@ class Aggregator:
         oldest = now - self.store.retention
         resolve = self.resolver.resolve_ip
         clean = validate.clean_event
+        clean_rule = validate.clean_rule
+        attribute = self.attribute
+        attribute.reset()
         ok_refs = self._ok_refs
         check_ref = self._check_ref
         quotas = self._quotas
@@ -250,7 +259,7 @@ class Aggregator:
             counts = piece.counts
         by_node = pending.by_node
         recent = self._recent
-        blocked: Counter[tuple[str, int, str, str, str]] = Counter()
+        blocked: Counter[tuple[str, int, str, str, str, str]] = Counter()
         refused: Counter[tuple[str, str]] = Counter()
         room = self._max_entries - self.buffered_entries  # new (minute, flow) pairs we may add
         shared = not self.redis_up  # while Redis is away, the buffer is shared between nodes
@@ -269,7 +278,8 @@ class Aggregator:
                 q = quotas.node(n, now)
                 node_room = self._node_room(n) if shared else room
             c = clean(ev, now) if n != "?" else None
-            if c is None:
+            rule = clean_rule(ev) if c is not None else None
+            if c is None or rule == validate.INVALID_RULE:
                 bad += 1
                 refused[(n, REFUSED_INVALID)] += 1
                 continue
@@ -286,6 +296,9 @@ class Aggregator:
             dst_ns, dst_pod = d if d else _NOWHERE
             src_ns, src_pod = s if s else _NOWHERE
             key = f"{direction}|{proto}|{dport}|{dst_ns}|{dst_pod or dst}|{src_ns}|{src_pod or src}"
+            tier, policy = attribute(n, chain, rule)
+            if policy:  # a tier rule's drop: its key names the rule (`flows`)
+                key = f"{key}|{policy}"
             minute = int(t // 60)
             bucket = counts.get(minute)
             if bucket is None:
@@ -314,8 +327,8 @@ class Aggregator:
                 pending.entries += 1
                 by_node[n] += 1
             counted += 1
-            blocked[(proto, dport, direction, dst_ns, dst_pod)] += 1
-            row = (t, n, direction, proto, src, sport, dst, dport, src_ns, src_pod, dst_ns, dst_pod, chain)
+            blocked[(proto, dport, direction, dst_ns, dst_pod, tier)] += 1
+            row = (t, n, direction, proto, src, sport, dst, dport, src_ns, src_pod, dst_ns, dst_pod, chain, policy)
             recent.append(row)
             if rows is not None:
                 rows.append(row)
@@ -328,10 +341,10 @@ class Aggregator:
             del counts[m]  # buckets created only to be shed into
         labels: Counter[LabelKey] = Counter()
         metrics = self.metrics
-        for (proto, dport, direction, ns, pod), k in blocked.items():
+        for (proto, dport, direction, ns, pod, tier), k in blocked.items():
             ns_label = metrics.namespace_label(ns) if ns else "external"
             port = metrics.dport_label(proto, dport, ns, pod)  # its number if the pod declares it
-            labels[(validate.protocol_label(proto), port, direction, ns_label)] += k
+            labels[(validate.protocol_label(proto), port, direction, ns_label, tier)] += k
         metrics.add_blocked(labels)
         metrics.add_dropped(REASON_TOO_OLD, too_old)
         metrics.add_dropped(REASON_INVALID, bad)
@@ -380,10 +393,11 @@ class Aggregator:
         """The recent events waiting for the stream, as `store.RECORD_FIELDS` lines."""
         cache: dict[tuple[str, str, str], str] = {}
         out = []
-        for t, node, direction, proto, src, sport, dst, dport, src_ns, src_pod, dst_ns, dst_pod, chain in self._recent:
+        for row in self._recent:
+            t, node, direction, proto, src, sport, dst, dport, src_ns, src_pod, dst_ns, dst_pod, chain, policy = row
             side = (dst_ns, dst_pod) if direction == "ingress" else (src_ns, src_pod)
-            policies = ""
-            if side[1]:
+            policies = record_text(policy)  # a tier rule's drop: that rule, not the isolating policies
+            if not policy and side[1]:
                 pk = (side[0], side[1], direction)
                 cached = cache.get(pk)
                 if cached is None:

@@ -33,12 +33,12 @@ class FeedListener:
     def __call__(self, rows: list[RecentRow]) -> None:
         cache: dict[tuple[str, str, str], list[str]] = {}
         out = []
-        for t, node, direction, proto, src, sport, dst, dport, src_ns, src_pod, dst_ns, dst_pod, _ in rows[
-            -self._max :
-        ]:
+        for row in rows[-self._max :]:
+            t, node, direction, proto, src, sport, dst, dport, src_ns, src_pod, dst_ns, dst_pod, _, policy = row
             ns, pod = (dst_ns, dst_pod) if direction == "ingress" else (src_ns, src_pod)
-            policies: list[str] = []
-            if pod:
+            # a tier rule's drop names that rule; a NetworkPolicy drop the isolating policies
+            policies: list[str] = [policy] if policy else []
+            if pod and not policy:
                 key = (ns, pod, direction)
                 if key not in cache:
                     cache[key] = self._resolver.isolating_policies(ns, pod, Direction(direction))

@@ -10,7 +10,9 @@ declares it (a ``containerPort`` of that protocol in one of its containers; at m
 `MAX_DPORTS` distinct numbers), "none" for protocols without ports, "other" for the rest;
 ``namespace`` is the destination's namespace as the engine knows it ("external" when the
 destination is no known pod; at most `MAX_NAMESPACES` distinct ones, then "other");
-``direction`` is ingress or egress; ``node`` is an authenticated node name (at most
+``direction`` is ingress or egress; ``tier`` the tier whose chain dropped it: admin, baseline
+(a ClusterNetworkPolicy rule), netpol (a NetworkPolicy chain), or unknown (a tier rule of a
+chain the brain could not place, see `resolve.Attributor`); ``node`` is an authenticated node name (at most
 `MAX_NODES`, then "other"); ``reason`` comes from a fixed set plus agent reasons matching
 ``agent_[a-z_]+`` (at most `MAX_AGENT_REASONS`, then "agent_other").
 """
@@ -44,7 +46,7 @@ MAX_NAMESPACES = 1000
 MAX_NODES = 2000
 _AGENT_REASON = re.compile(r"agent_[a-z_]{1,40}")
 
-LabelKey = tuple[str, str, str, str]  # protocol, dport label, direction, namespace
+LabelKey = tuple[str, str, str, str, str]  # protocol, dport label, direction, namespace, tier
 # (namespace, pod) -> the (port, protocol) pairs its containers declare
 DeclaredPorts = Callable[[str, str], Iterable[tuple[int, str]]]
 
@@ -59,7 +61,7 @@ class DropMetrics:
         self.blocked = PromCounter(
             "stockade_brain_blocked_connections_total",
             "Blocked new connections reported by the node agents (the brain's count, by destination).",
-            ["protocol", "dport", "direction", "namespace"],
+            ["protocol", "dport", "direction", "namespace", "tier"],
             registry=registry,
         )
         self.dropped = PromCounter(

@@ -247,13 +247,15 @@ class RedisStore:
         limit: int = 10,
         where: Mapping[str, str] | None = None,
         now: float,
+        policy_of: flows.PolicyOf | None = None,
     ) -> list[dict[str, object]]:
         """The ``limit`` biggest groups of blocked attempts in the window ending at ``now``.
 
-        ``group_by`` is any subset of `flows.FIELDS` (empty: one group, the total)."""
+        ``group_by`` is any subset of `flows.GROUP_FIELDS` (empty: one group, the total);
+        ``policy_of`` names NetworkPolicy drops by policy (see `flows.group_counts`)."""
         keys = flows.check_group_by(group_by)
         hashes = await self.minute_hashes(flows.window_buckets(window, now))
-        return flows.top(flows.group_counts(hashes, keys, where), keys, limit)
+        return flows.top(flows.group_counts(hashes, keys, where, policy_of), keys, limit)
 
     async def top(self, window: str, group_by: list[str], limit: int) -> list[dict[str, Any]]:
         """`top_flows` ending now: the admin API's `DropsSource`."""

@@ -28,6 +28,10 @@ LABEL_PROTOCOLS: frozenset[str] = PORTED_PROTOCOLS | {"1", "58"}  # + ICMP, ICMP
 MAX_FUTURE = 600.0  # seconds an event may be ahead of the brain's clock (agents' clocks drift)
 MAX_ADDRESS = 45  # the longest textual IPv6 address with an embedded IPv4 part
 MAX_INSTANCE = 64
+# A tier rule's index in its chain (`DropEvent.rule`): the agent's NFLOG prefix allows no more
+# (`stockade.agent.nflog.reader.MAX_RULE_INDEX`), and no chain has that many rules.
+MAX_RULE_INDEX = 65535
+INVALID_RULE = -1  # what `clean_rule` says of a rule index that is out of bounds or mistyped
 # Full matches only (a pattern ending in `$` also matches before a final newline).
 _CHAIN_ID = re.compile(r"(in|out)_[0-9a-f]{1,64}")
 _NODE_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
@@ -130,6 +134,25 @@ def clean_event(ev: Any, now: float) -> CleanEvent | None:
     except (AttributeError, TypeError):
         return None
     return (float(t), direction, s, d, proto, sport, dport, chain)
+
+
+def clean_rule(ev: Any) -> int | None:
+    """The event's tier rule index (None: none, a NetworkPolicy deny) or `INVALID_RULE`.
+
+    A wire ``DropEvent`` carries it as an optional field (unset reads as 0, so presence is asked
+    for); a `BlockedEvent` as ``rule`` (None or int); anything else has none. Never raises."""
+    try:
+        has = getattr(ev, "HasField", None)
+        if has is not None and not has("rule"):
+            return None
+        rule = getattr(ev, "rule", None)
+    except (AttributeError, TypeError, ValueError):
+        return None  # a message type without the field: an older agent's
+    if rule is None:
+        return None
+    if type(rule) is not int or not 0 <= rule <= MAX_RULE_INDEX:
+        return INVALID_RULE
+    return rule
 
 
 def valid_node(name: Any) -> bool:

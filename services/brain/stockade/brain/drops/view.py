@@ -20,6 +20,7 @@ from typing import Any
 from stockade.brain.drops import flows
 from stockade.brain.drops.aggregator import OUTAGE, Aggregator
 from stockade.brain.drops.store import RedisStore
+from stockade.model.rules import Direction
 
 
 @dataclass(frozen=True)
@@ -72,21 +73,28 @@ class DropsView:
         keys = flows.check_group_by(group_by)
         now = self._clock()
         minutes = flows.window_buckets(window, now)
+        policy_of = self._policy_of if "policy" in keys else None
         if self.redis is not None and self.agg.redis_up:
             try:
                 async with asyncio.timeout(self._timeout):
-                    rows = await self.redis.top_flows(window, keys, limit=limit, now=now)
+                    rows = await self.redis.top_flows(window, keys, limit=limit, now=now, policy_of=policy_of)
                     refused = await self.redis.refused(window, now=now)
                 return TopAnswer(rows, refused, self.state("redis"))
             except OUTAGE as e:
                 self.agg.note_outage(e)
-        counts = flows.group_counts(self.agg.memory_hashes(minutes), keys)
+        counts = flows.group_counts(self.agg.memory_hashes(minutes), keys, policy_of=policy_of)
         ranked = sorted(self.agg.memory_refused(minutes).items(), key=lambda kv: (-kv[1], kv[0]))
         return TopAnswer(
             flows.top(counts, keys, limit),
             [{"node": node, "reason": reason, "count": n} for (node, reason), n in ranked],
             self.state("memory"),
         )
+
+    def _policy_of(self, direction: str, namespace: str, pod: str) -> str:
+        """A NetworkPolicy drop by policy: the policies isolating the denying pod, now (the
+        count does not say which policies there were; a tier drop's key names its rule)."""
+        names = self.agg.resolver.isolating_policies(namespace, pod, Direction(direction))
+        return flows.netpol_text(names)
 
     # --- the plain `DropsSource` of the admin service ---
 

@@ -55,3 +55,21 @@ class NotRealized:
 
     def __str__(self) -> str:
         return f"NetworkPolicy {self.policy}: not realized on node {self.node}: {self.message}"
+
+
+@dataclass(frozen=True)
+class RuleOrigin:
+    """The ClusterNetworkPolicy rule behind one rule of a tier chain (for drop attribution and
+    explain): `EngineView.rule_origin`."""
+
+    policy: str  # the ClusterNetworkPolicy's name
+    tier: str  # "Admin" | "Baseline"
+    priority: int
+    direction: str  # "ingress" | "egress"
+    rule: int  # index in spec.ingress / spec.egress
+    name: str  # the rule's name ("" when unnamed)
+    action: str  # "Accept" | "Deny" | "Pass"
+
+    def __str__(self) -> str:
+        label = f"{self.name!r}" if self.name else f"spec.{self.direction}[{self.rule}]"
+        return f"ClusterNetworkPolicy {self.policy} ({self.tier} tier, priority {self.priority}) rule {label}"

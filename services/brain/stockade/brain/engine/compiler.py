@@ -24,21 +24,25 @@ from stockade.brain.engine import validate
 from stockade.brain.engine.api import Deltas, LintWarning, Rejection
 from stockade.brain.engine.applied import AppliedTo
 from stockade.brain.engine.chains import ChainCompiler
+from stockade.brain.engine.cnp_parse import parse_cnp
 from stockade.brain.engine.errors import PolicyError
 from stockade.brain.engine.groups import AddressGroups, Named
 from stockade.brain.engine.journal import Journal
 from stockade.brain.engine.lint import lint
-from stockade.brain.engine.objects import NamespaceInfo, PodInfo, implicit_namespace, parse_namespace
+from stockade.brain.engine.objects import NamespaceInfo, PodInfo, implicit_namespace, parse_namespace, parse_node
 from stockade.brain.engine.policy import Policy, parse_policy
 from stockade.brain.engine.services import parse_service
 from stockade.brain.engine.sets import SetTable
-from stockade.brain.engine.span import LeftOut, Placement, Span
+from stockade.brain.engine.span import NO_TIERS, TIER_SLOTS, LeftOut, Placement, Span, TierIds
 from stockade.brain.engine.store import Store
+from stockade.brain.engine.tiers import DENY_ALL, TierCompiler, named_key
 from stockade.brain.engine.view import EngineView
 from stockade.model import Chain, Direction
 from stockade.model.limits import NODE_LIMITS, NodeLimits
 
 __all__ = ["Engine"]
+
+KIND_CNP = "ClusterNetworkPolicy"
 
 
 class Engine(EngineView):
@@ -50,7 +54,8 @@ class Engine(EngineView):
         self._groups = AddressGroups(store, sets, self._named_changed)
         applied = AppliedTo()
         chains = ChainCompiler(store, self._groups, applied, limits, self.beta_isolated)
-        super().__init__(store, applied, chains, sets, Span(sets), beta_default_deny)
+        tiers = TierCompiler(store, self._groups, limits)
+        super().__init__(store, applied, chains, sets, Span(sets), beta_default_deny, tiers)
 
     def lint(self) -> list[LintWarning]:
         return lint(self)
@@ -64,6 +69,7 @@ class Engine(EngineView):
         policies: Iterable[Mapping[str, Any]] = (),
         nodes: Iterable[Mapping[str, Any]] = (),
         services: Iterable[Mapping[str, Any]] = (),
+        cluster_policies: Iterable[Mapping[str, Any]] = (),
     ) -> None:
         """Bulk load and compute every model at once (the cold start). Records no deltas."""
         store = self._store
@@ -89,6 +95,8 @@ class Engine(EngineView):
         for obj in policies:
             if store.admit(obj, "NetworkPolicy"):
                 self._set_policy(obj, loading=True)
+        for obj in cluster_policies:
+            self._set_cnp(obj, loading=True)
         self._chains.invalidate()
         for key in sorted(store.pods):
             self._refresh_pod(key)
@@ -108,6 +116,8 @@ class Engine(EngineView):
             return self.upsert_node(obj)
         if kind == "Service":
             return self.upsert_service(obj)
+        if kind == KIND_CNP:
+            return self.upsert_cnp(obj)
         raise ValueError(f"the engine does not handle kind {kind!r}")
 
     def delete(self, kind: str, namespace: str | None, name: str) -> Deltas:
@@ -121,6 +131,8 @@ class Engine(EngineView):
             return self.delete_node(name)
         if kind == "Service":
             return self.delete_service(namespace or "default", name)
+        if kind == KIND_CNP:
+            return self.delete_cnp(name)
         raise ValueError(f"the engine does not handle kind {kind!r}")
 
     def upsert_pod(self, obj: Mapping[str, Any]) -> Deltas:
@@ -155,18 +167,38 @@ class Engine(EngineView):
         return self._change(lambda: self._remove_policy(f"{namespace}/{name}", invalidate=True))
 
     def upsert_node(self, obj: Mapping[str, Any]) -> Deltas:
-        if self._store.admit(obj, "Node"):
-            self._store.node_objects.add(str(obj["metadata"]["name"]))
+        store = self._store
+        if store.admit(obj, "Node"):
+            info = parse_node(obj)
+            store.node_objects.add(info.name)
+            if store.node_info.get(info.name) == info:
+                return {}
+            store.node_info[info.name] = info
         else:
             name = validate.describe(obj, "Node").split(" ", 1)[1]
-            self._store.node_objects.discard(name)
-        return {}
+            store.node_objects.discard(name)
+            if store.node_info.pop(name, None) is None:
+                return {}
+        return self._change(self._nodes_changed)
 
     def delete_node(self, name: str) -> Deltas:
         self._store.refused.pop(f"Node {name}", None)
         # Pods on a deleted node are deleted by Kubernetes in turn; their events empty the model.
         self._store.node_objects.discard(name)
-        return {}
+        if self._store.node_info.pop(name, None) is None:
+            return {}
+        return self._change(self._nodes_changed)
+
+    def _nodes_changed(self) -> set[str]:
+        self._groups.nodes_changed()  # nodes peers' sets; no chain changes
+        return set()
+
+    def upsert_cnp(self, obj: Mapping[str, Any]) -> Deltas:
+        """Add or replace a ClusterNetworkPolicy; a bad one is refused alone (`rejections`)."""
+        return self._change(lambda: self._set_cnp(obj))
+
+    def delete_cnp(self, name: str) -> Deltas:
+        return self._change(lambda: self._remove_cnp(name))
 
     def upsert_service(self, obj: Mapping[str, Any]) -> Deltas:
         if not self._store.admit(obj, "Service"):
@@ -225,6 +257,9 @@ class Engine(EngineView):
         touched = self._groups.namespace_put(info)
         if old is None or old.beta_default_deny != info.beta_default_deny:
             touched |= self._store.pods_by_ns.get(info.name, set())
+        if self._store.cnps and (old is None or old.labels != info.labels):
+            self._tiers.namespace_changed(info.name)  # subjects select by namespace labels
+            touched |= self._store.pods_by_ns.get(info.name, set())
         return touched
 
     def _ensure_namespace(self, name: str) -> None:
@@ -248,6 +283,11 @@ class Engine(EngineView):
             pol = self._store.policies.get(pkey)
             if pol is not None:
                 touched |= self._selected(pol)
+        cnps = [c for c in self._store.cnps.values() if named_key(c) in named.policies]
+        if cnps:
+            self._tiers.invalidate()
+            for cnp in cnps:
+                touched |= self._tiers.selected(cnp)
         return touched
 
     # ---------------------------------------------------------------- policies
@@ -295,6 +335,40 @@ class Engine(EngineView):
     def _selected(self, pol: Policy) -> set[str]:
         return self._store.pods_matching(pol.namespace, pol.pod_selector)
 
+    # ---------------------------------------------------------------- ClusterNetworkPolicies
+
+    def _set_cnp(self, obj: Mapping[str, Any], loading: bool = False) -> set[str]:
+        store = self._store
+        meta = obj.get("metadata") if isinstance(obj, Mapping) else None
+        name = meta.get("name") if isinstance(meta, Mapping) else None
+        if not isinstance(name, str) or not name:
+            name = ""  # refused under no name: nothing else can be keyed by it
+        try:
+            cnp = parse_cnp(obj)
+            clash = self._tiers.clash(cnp)
+            if clash is not None:
+                raise PolicyError(*clash)
+        except PolicyError as e:
+            touched = self._remove_cnp(name, loading)
+            store.cnp_rejected[name] = Rejection(f"{KIND_CNP} {name or '(no name)'}", e.field, e.message)
+            return touched
+        self._tiers.add(cnp)  # the new version's groups before the old one's are released
+        before = store.cnps.get(name)
+        touched = self._remove_cnp(name, loading, reindex=False)
+        store.cnps[name] = cnp
+        self._tiers.replaced(name, before, cnp)
+        return touched if loading else touched | self._tiers.selected(cnp)  # loading: every pod after
+
+    def _remove_cnp(self, name: str, loading: bool = False, reindex: bool = True) -> set[str]:
+        self._store.cnp_rejected.pop(name, None)
+        cnp = self._store.cnps.pop(name, None)
+        if cnp is None:
+            return set()
+        self._tiers.remove(cnp)
+        if reindex:
+            self._tiers.replaced(name, cnp, None)
+        return set() if loading else self._tiers.selected(cnp)
+
     # ---------------------------------------------------------------- compiling and placing one pod
 
     def _refresh_pod(self, key: str) -> None:
@@ -310,6 +384,7 @@ class Engine(EngineView):
                 refused.ips,
                 span.intern(node, span.deny_all(node, Direction.INGRESS)),
                 span.intern(node, span.deny_all(node, Direction.EGRESS)),
+                NO_TIERS,
             )
         elif pod is not None and pod.node:
             in_chain, eg_chain, leaving = self._chains.pod_chains(pod)
@@ -321,8 +396,30 @@ class Engine(EngineView):
                 )
             in_chain = self._collision_free(pod, Direction.INGRESS, in_chain, left_out)
             eg_chain = self._collision_free(pod, Direction.EGRESS, eg_chain, left_out)
-            desired = (pod.node, pod.ips, span.intern(pod.node, in_chain), span.intern(pod.node, eg_chain))
+            tiers = self._tier_ids(pod, in_chain is not None, eg_chain is not None)
+            desired = (pod.node, pod.ips, span.intern(pod.node, in_chain), span.intern(pod.node, eg_chain), tiers)
         span.place(key, desired, left_out)
+
+    def _tier_ids(self, pod: PodInfo, np_ingress: bool, np_egress: bool) -> TierIds:
+        """The pod's tier chains interned on its node, in `TIER_SLOTS` order."""
+        if not self._store.cnps:
+            return NO_TIERS
+        found = self._tiers.pod_chains(pod, np_ingress, np_egress)
+        if not found:
+            return NO_TIERS
+        node = pod.node or ""
+        span = self._span
+        ids: list[str | None] = []
+        for slot in TIER_SLOTS:
+            chain = found.get(slot)
+            if chain is not None:
+                held = span.held(node, chain.id)
+                if held is not None and held is not chain and held != chain:  # another content: fail closed
+                    chain = Chain.ordered(slot[1], slot[0], (DENY_ALL,))
+                ids.append(span.intern(node, chain))
+            else:
+                ids.append(None)
+        return (ids[0], ids[1], ids[2], ids[3])
 
     def _collision_free(
         self, pod: PodInfo, direction: Direction, chain: Chain | None, left_out: LeftOut

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stockade.brain.engine.objects import NamespaceInfo, PodInfo
-from stockade.brain.engine.policy import IPBlockPeer, Peer, Policy, PolicyRule, set_id
+from stockade.brain.engine.policy import IPBlockPeer, NodePeer, Peer, Policy, PolicyRule, set_id
 from stockade.brain.engine.selectors import Selector, SelectorIndex
 from stockade.brain.engine.sets import SetTable
 from stockade.brain.engine.store import EndpointChange, Store
@@ -120,6 +120,7 @@ class AddressGroups:
         self._ns_group_index = SelectorIndex()  # groups with a namespaceSelector
         self._ns_matching: dict[str, set[str]] = {}  # ns -> ns-selector groups matching it
         self._global: set[str] = set()  # "all" and "ipmembers" groups
+        self._node_groups: dict[str, tuple[NodePeer, int]] = {}  # nodes peers: sid -> (peer, refs)
 
     # ---------------------------------------------------------------- membership
 
@@ -434,6 +435,52 @@ class AddressGroups:
             del base.named[(name, protocol)]
             for num in named.by_number:
                 self._sets.elems.pop(named.sid(num), None)
+
+    # ---------------------------------------------------------------- ClusterNetworkPolicy peers
+
+    def peer_clash(self, peer: Peer) -> bool:
+        """Whether ``peer``'s set id already names a different definition's set (see `clash`)."""
+        g = self.groups.get(peer.sid)
+        return g is not None and _group_definition(g) != _peer_definition(peer)
+
+    def ref_peer(self, peer: Peer | NodePeer) -> None:
+        if isinstance(peer, NodePeer):
+            peer_held = self._node_groups.get(peer.sid)
+            refs = peer_held[1] if peer_held is not None else 0
+            self._node_groups[peer.sid] = (peer, refs + 1)
+            if refs == 0:
+                self._sets.put(peer.sid, self._node_elems(peer))
+            return
+        self._ref_group(peer)
+
+    def unref_peer(self, peer: Peer | NodePeer) -> None:
+        if isinstance(peer, NodePeer):
+            held, refs = self._node_groups[peer.sid]
+            if refs > 1:
+                self._node_groups[peer.sid] = (held, refs - 1)
+            else:
+                del self._node_groups[peer.sid]
+                self._sets.drop(peer.sid)
+            return
+        self._unref_group(peer.sid)
+
+    def ref_named_peer(self, peer: Peer, name: str, protocol: Protocol, key: str) -> None:
+        """A named port resolved on ``peer``'s pods (its group referenced by `ref_peer` first)."""
+        self._ref_named(self.groups[peer.sid], name, protocol, key)
+
+    def unref_named_peer(self, peer: Peer, name: str, protocol: Protocol, key: str) -> None:
+        self._unref_named(self.groups[peer.sid], name, protocol, key)
+
+    def _node_elems(self, peer: NodePeer) -> frozenset[str]:
+        sel = peer.node_selector
+        return frozenset(e for n in self._store.node_info.values() if sel.matches(n.labels) for e in n.elems())
+
+    def nodes_changed(self) -> None:
+        """A node came, went or changed its labels or addresses: the nodes peers follow."""
+        for sid, (peer, _) in self._node_groups.items():
+            elems = self._node_elems(peer)
+            if self._sets.get(sid) != elems:
+                self._sets.put(sid, elems)
 
     # ---------------------------------------------------------------- queries
 

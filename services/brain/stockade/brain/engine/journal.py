@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from stockade.brain.engine.api import Deltas
-from stockade.model import NodeDelta, NodeModel
+from stockade.model import TIERS, Direction, NodeDelta, NodeModel, Tier
 
 MISSING: Any = object()  # "absent before the change" (None is a value some tables hold)
 
@@ -22,6 +22,10 @@ class Journal:
         self.chains: dict[str, dict[str, Any]] = {}
         self.ingress: dict[str, dict[str, Any]] = {}
         self.egress: dict[str, dict[str, Any]] = {}
+        self.admin_ingress: dict[str, dict[str, Any]] = {}
+        self.admin_egress: dict[str, dict[str, Any]] = {}
+        self.baseline_ingress: dict[str, dict[str, Any]] = {}
+        self.baseline_egress: dict[str, dict[str, Any]] = {}
 
     def record(self, kind: str, node: str, key: str, current: Mapping[str, Any]) -> None:
         """Remember ``current[key]`` as it was before this change first touched it."""
@@ -32,7 +36,15 @@ class Journal:
 
     def nodes(self) -> set[str]:
         """The nodes whose models this change touched."""
-        return set(self.sets) | set(self.chains) | set(self.ingress) | set(self.egress)
+        out = set(self.sets) | set(self.chains)
+        for tier in TIERS:
+            for direction in Direction:
+                out |= set(self._book(tier, direction))
+        return out
+
+    def _book(self, tier: Tier, direction: Direction) -> dict[str, dict[str, Any]]:
+        name = direction.value if tier is Tier.NETPOL else f"{tier.value}_{direction.value}"
+        return getattr(self, name)
 
     def deltas(self, models: Mapping[str, NodeModel]) -> Deltas:
         out: Deltas = {}
@@ -56,18 +68,21 @@ class Journal:
                     d.new_chains[cid] = model.chains[cid]
                 elif old is not MISSING and not present:
                     d.removed_chains |= {cid}
-            for ip, old in self.ingress.get(node, {}).items():
-                new = model.ingress.get(ip, MISSING)
-                if new is MISSING and old is not MISSING:
-                    d.ingress_removed |= {ip}
-                elif new is not MISSING and new != old:
-                    d.ingress_set[ip] = new
-            for ip, old in self.egress.get(node, {}).items():
-                new = model.egress.get(ip, MISSING)
-                if new is MISSING and old is not MISSING:
-                    d.egress_removed |= {ip}
-                elif new is not MISSING and new != old:
-                    d.egress_set[ip] = new
+            for tier in TIERS:
+                for direction in Direction:
+                    entries = self._book(tier, direction).get(node)
+                    if not entries:
+                        continue
+                    table = model.dispatch(direction, tier)
+                    upserts: dict[str, str] = {}
+                    removed: set[str] = set()
+                    for ip, old in entries.items():
+                        new = table.get(ip, MISSING)
+                        if new is MISSING and old is not MISSING:
+                            removed.add(ip)
+                        elif new is not MISSING and new != old:
+                            upserts[ip] = new
+                    d.set_dispatch(direction, tier, upserts, frozenset(removed))
             if not d.is_empty():
                 out[node] = d
         return out

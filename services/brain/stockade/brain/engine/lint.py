@@ -4,7 +4,8 @@
   you mean" when a label value or key is close);
 - a rule port that is a Service's ``port`` rather than a container port of the pods behind it:
   policies are enforced after kube-proxy's DNAT, on the container port, so "port 80" on a Service
-  80 → 8079 admits nothing sent through the Service.
+  80 → 8079 admits nothing sent through the Service;
+- ClusterNetworkPolicy rules that can never match, and same-priority overlaps (`lint_tiers`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from stockade.brain.engine.api import LintWarning
+from stockade.brain.engine.lint_tiers import lint_tiers
 from stockade.brain.engine.objects import PodInfo
 from stockade.brain.engine.policy import PodPeer, PolicyRule, PortDef
 from stockade.brain.engine.selectors import Selector
@@ -80,7 +82,7 @@ def lint(engine: EngineView) -> list[LintWarning]:
                                 + _did_you_mean(peer.pod_selector, [p.labels for p in cands]),
                             )
                         )
-    return warnings
+    return warnings + lint_tiers(engine)
 
 
 def _peer_pods(

@@ -38,6 +38,7 @@ class PodInfo:
     # Refused by the shape checks, yet its addresses and node can be read: its traffic is
     # dispatched to deny-all chains (fails closed) and it is never a peer (see `refused_pod`).
     deny_all: bool = False
+    host_network: bool = False  # spec.hostNetwork: its addresses are its node's; never an endpoint
 
     @property
     def key(self) -> str:
@@ -121,6 +122,7 @@ def parse_pod(obj: Mapping[str, Any]) -> PodInfo:
         ips=ips,
         elems=elems,
         problem=problem,
+        host_network=spec.get("hostNetwork") is True,
     )
 
 
@@ -288,3 +290,30 @@ def beta_isolation(value: Any) -> bool:
     if isolation != "DefaultDeny":
         raise PolicyError(field, f'unknown ingress isolation {isolation!r}; the only value is "DefaultDeny"')
     return True
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """What ClusterNetworkPolicy ``nodes`` peers read of a Node: its labels and addresses."""
+
+    name: str
+    labels: Mapping[str, str]
+    addresses: tuple[str, ...]  # canonical IPs of status.addresses (Hostname entries left out)
+
+    def elems(self) -> tuple[str, ...]:
+        return tuple(f"{ip}/128" if ":" in ip else f"{ip}/32" for ip in self.addresses)
+
+
+def parse_node(obj: Mapping[str, Any]) -> NodeInfo:
+    """A Node the shape checks admitted; addresses that are no IP (a Hostname) are skipped."""
+    meta = _meta(obj)
+    status = obj.get("status") or {}
+    ips: list[str] = []
+    for entry in status.get("addresses") or ():
+        try:
+            ip = canonical_ip(entry.get("address"), "status.addresses")
+        except ValueError:
+            continue
+        if ip not in ips:
+            ips.append(ip)
+    return NodeInfo(str(meta.get("name") or ""), _labels(meta), tuple(ips))

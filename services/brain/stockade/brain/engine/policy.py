@@ -67,6 +67,20 @@ class PodPeer:
 
 
 @dataclass(frozen=True)
+class NodePeer:
+    """The addresses of the nodes a selector matches (ClusterNetworkPolicy ``nodes`` peers)."""
+
+    node_selector: Selector
+    sid: str = field(default="", compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sid", set_id("nodes", self.node_selector.canon))
+
+    def describe(self) -> str:
+        return f"nodes matching {self.node_selector}"
+
+
+@dataclass(frozen=True)
 class IPBlockPeer:
     cidr: str
     excepts: tuple[str, ...]

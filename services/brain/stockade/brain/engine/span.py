@@ -13,10 +13,21 @@ from typing import Any
 
 from stockade.brain.engine.journal import Journal
 from stockade.brain.engine.sets import SetTable
-from stockade.model import Chain, Direction, NodeModel
+from stockade.model import CNP_TIERS, Chain, Direction, NodeModel, Tier
 
-# Where a pod is dispatched: (node, its addresses, ingress chain id, egress chain id).
-Placement = tuple[str, tuple[str, ...], str | None, str | None]
+# The tier dispatch a pod has: (admin ingress, admin egress, baseline ingress, baseline egress)
+# chain ids (None: none), in `TIER_SLOTS` order.
+TierIds = tuple[str | None, str | None, str | None, str | None]
+TIER_SLOTS: tuple[tuple[Tier, Direction], ...] = tuple((t, d) for t in CNP_TIERS for d in Direction)
+NO_TIERS: TierIds = (None, None, None, None)
+# The journal's book of each dispatch table.
+_BOOK = {
+    (t, d): d.value if t is Tier.NETPOL else f"{t.value}_{d.value}"
+    for t in (Tier.NETPOL, *CNP_TIERS)
+    for d in Direction
+}
+# Where a pod is dispatched: (node, its addresses, ingress chain id, egress chain id, tier chain ids).
+Placement = tuple[str, tuple[str, ...], str | None, str | None, TierIds]
 # Accepted policies left out of a pod's chains: policy key -> (limit, why).
 LeftOut = dict[str, tuple[str, str]]
 # Chains up to this long are scanned for their sets each time (cheaper than remembering them).
@@ -32,7 +43,7 @@ class Span:
         self.journal: Journal | None = None  # set while a change is under way
         self._chain_refs: dict[str, dict[str, int]] = {}
         self._set_refs: dict[str, dict[str, int]] = {}
-        self._dispatch_owner: dict[tuple[str, str, Direction], str] = {}
+        self._dispatch_owner: dict[tuple[str, str, Direction, Tier], str] = {}
         # Chain id -> (the chain, its set ids, nodes holding it): a long chain shared by many nodes
         # is scanned for its sets once, not once per node (10,000 rules on 100 nodes).
         self._chain_sets: dict[str, tuple[Chain, frozenset[str], int]] = {}
@@ -85,20 +96,34 @@ class Span:
                 # intern took references for the chains; give back the extra ones.
                 self._release(desired[0], desired[2])
                 self._release(desired[0], desired[3])
+                if desired[4] is not NO_TIERS:
+                    for cid in desired[4]:
+                        self._release(desired[0], cid)
             return
         if current is not None:
-            node, ips, ic, ec = current
+            node, ips, ic, ec, tiers = current
             for ip in ips:
                 self._set_dispatch(node, Direction.INGRESS, ip, None, key)
                 self._set_dispatch(node, Direction.EGRESS, ip, None, key)
+                if tiers is not NO_TIERS:
+                    for (tier, direction), tid in zip(TIER_SLOTS, tiers, strict=True):
+                        if tid is not None:
+                            self._set_dispatch(node, direction, ip, None, key, tier)
             self._release(node, ic)
             self._release(node, ec)
+            if tiers is not NO_TIERS:
+                for cid in tiers:
+                    self._release(node, cid)
             del self.placement[key]
         if desired is not None:
-            node, ips, ic, ec = desired
+            node, ips, ic, ec, tiers = desired
             for ip in ips:  # every address of the pod dispatches to the same chains
                 self._set_dispatch(node, Direction.INGRESS, ip, ic, key)
                 self._set_dispatch(node, Direction.EGRESS, ip, ec, key)
+                if tiers is not NO_TIERS:
+                    for (tier, direction), tid in zip(TIER_SLOTS, tiers, strict=True):
+                        if tid is not None:
+                            self._set_dispatch(node, direction, ip, tid, key, tier)
             self.placement[key] = desired
 
     def flush_sets(self) -> None:
@@ -122,7 +147,7 @@ class Span:
         that goes away leaves nothing behind."""
         for node in nodes:
             m = self.models.get(node)
-            if m is not None and not (m.chains or m.sets or m.ingress or m.egress):
+            if m is not None and not (m.chains or m.sets or m.ingress or m.egress or m.has_tiers()):
                 del self.models[node], self._chain_refs[node], self._set_refs[node]
 
     def _node(self, node: str) -> NodeModel:
@@ -190,11 +215,13 @@ class Span:
             del self._chain_sets[chain.id]
         return held[1]
 
-    def _set_dispatch(self, node: str, direction: Direction, ip: str, cid: str | None, owner: str) -> None:
+    def _set_dispatch(
+        self, node: str, direction: Direction, ip: str, cid: str | None, owner: str, tier: Tier = Tier.NETPOL
+    ) -> None:
         model = self._node(node)
-        table = model.dispatch(direction)
-        okey = (node, ip, direction)
-        kind = "ingress" if direction is Direction.INGRESS else "egress"
+        table = model.dispatch(direction, tier)
+        okey = (node, ip, direction, tier)
+        kind = _BOOK[tier, direction]
         if cid is None:
             if self._dispatch_owner.get(okey) == owner:
                 self._record(kind, node, ip, table)

@@ -12,7 +12,8 @@ from typing import Any
 
 from stockade.brain.engine import validate
 from stockade.brain.engine.api import Rejection
-from stockade.brain.engine.objects import NamespaceInfo, PodInfo, implicit_namespace, parse_pod, refused_pod
+from stockade.brain.engine.cnp import ClusterNetworkPolicy
+from stockade.brain.engine.objects import NamespaceInfo, NodeInfo, PodInfo, implicit_namespace, parse_pod, refused_pod
 from stockade.brain.engine.policy import Policy
 from stockade.brain.engine.selectors import LabelIndex, Selector
 from stockade.brain.engine.services import ServiceInfo
@@ -44,6 +45,9 @@ class Store:
         # Objects refused by the shape checks (engine/validate.py), by "Kind namespace/name".
         self.refused: dict[str, Rejection] = {}
         self.node_objects: set[str] = set()
+        self.node_info: dict[str, NodeInfo] = {}  # labels and addresses, for nodes peers
+        self.cnps: dict[str, ClusterNetworkPolicy] = {}  # ClusterNetworkPolicies by name
+        self.cnp_rejected: dict[str, Rejection] = {}
         self.services: dict[str, ServiceInfo] = {}  # for lint only: they change no rule
 
     # ---------------------------------------------------------------- admission

@@ -6,15 +6,17 @@ Nothing here changes state. `Engine` is a view with the changes added; code that
 
 from __future__ import annotations
 
-from stockade.brain.engine.api import NotRealized, Rejection
+from stockade.brain.engine.api import NotRealized, Rejection, RuleOrigin
 from stockade.brain.engine.applied import AppliedTo
 from stockade.brain.engine.chains import ChainCompiler
+from stockade.brain.engine.cnp import ClusterNetworkPolicy
 from stockade.brain.engine.objects import NamespaceInfo, PodInfo, canonical_ip
 from stockade.brain.engine.policy import Policy
 from stockade.brain.engine.services import ServiceInfo
 from stockade.brain.engine.sets import SetTable
 from stockade.brain.engine.span import Span
 from stockade.brain.engine.store import Store
+from stockade.brain.engine.tiers import TierCompiler
 from stockade.model import Direction, NodeModel, Protocol
 from stockade.model.evaluate import ip_in
 
@@ -28,8 +30,10 @@ class EngineView:
         sets: SetTable,
         span: Span,
         beta_default_deny: bool,
+        tiers: TierCompiler,
     ) -> None:
         self.beta_default_deny = beta_default_deny
+        self._tiers = tiers
         self._store = store
         self._applied = applied
         self._chains = chains
@@ -47,7 +51,7 @@ class EngineView:
 
     def nodes(self) -> list[str]:
         hosting = {place[0] for place in self._span.placement.values()}
-        held = {n for n, m in self._span.models.items() if m.ingress or m.egress}
+        held = {n for n, m in self._span.models.items() if m.ingress or m.egress or m.has_tiers()}
         return sorted(self._store.node_objects | hosting | held)
 
     def not_realized(self) -> list[NotRealized]:
@@ -77,9 +81,27 @@ class EngineView:
         s = self._store
         return (
             [s.rejected[k] for k in sorted(s.rejected)]
+            + [s.cnp_rejected[k] for k in sorted(s.cnp_rejected)]
             + [s.ns_errors[k] for k in sorted(s.ns_errors)]
             + [s.refused[k] for k in sorted(s.refused)]
         )
+
+    def cluster_policy(self, name: str) -> ClusterNetworkPolicy | None:
+        return self._store.cnps.get(name)
+
+    def cluster_policy_names(self) -> list[str]:
+        return sorted(self._store.cnps)
+
+    def cluster_policy_pods(self, name: str) -> list[str]:
+        """The endpoint pods a ClusterNetworkPolicy's subject selects."""
+        cnp = self._store.cnps.get(name)
+        return sorted(self._tiers.selected(cnp)) if cnp is not None else []
+
+    def rule_origin(self, node: str, chain_id: str, index: int) -> RuleOrigin | None:
+        """The ClusterNetworkPolicy rule behind rule ``index`` of tier chain ``chain_id``
+        (``node``: whose model holds it; None when unknown, e.g. a chain since replaced)."""
+        del node  # tier chains are named by content: one id means the same rules on every node
+        return self._tiers.origin(chain_id, index)
 
     def policy(self, namespace: str, name: str) -> Policy | None:
         return self._store.policies.get(f"{namespace}/{name}")
@@ -122,6 +144,16 @@ class EngineView:
     def pods(self) -> list[PodInfo]:
         pods = self._store.pods
         return [pods[k] for k in sorted(pods)]
+
+    def host_network_pods(self) -> list[PodInfo]:
+        """Running host-network pods with addresses (their node's) and a node: never subjects,
+        but peers (``nodes`` and ``networks`` match their addresses)."""
+        pods = self._store.pods
+        return [
+            p
+            for k in sorted(pods)
+            if (p := pods[k]).host_network and p.ips and p.node and not p.deny_all and p.problem == ""
+        ]
 
     def is_endpoint(self, namespace: str, name: str) -> bool:
         return f"{namespace}/{name}" in self._store.endpoint

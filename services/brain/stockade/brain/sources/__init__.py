@@ -1,5 +1,5 @@
-"""The brain's view of the Kubernetes API: list-then-watch Namespaces, Pods, NetworkPolicies, Nodes
-and Services (the last for lint only).
+"""The brain's view of the Kubernetes API: list-then-watch Namespaces, Pods, NetworkPolicies, Nodes,
+Services (the last for lint only) and ClusterNetworkPolicies (a custom resource, optional).
 
 ``Sources(client, sink)`` runs one list-then-watch loop per kind (``watcher.py``) with the real
 kubernetes-asyncio client and hands the consumer ``SourceEvent``s: ``upsert`` / ``delete`` with the
@@ -15,6 +15,10 @@ kind's first list is in. Guarantees, whatever the API server or the network does
   retried at once); 429 (and 503 with Retry-After) waits what Retry-After says; 410s again and
   again right after a list (a lagging replica) back off too;
 - lists are paged (``limit``/``continue``, one snapshot); objects are never turned into models;
+- a custom resource whose CRD is not installed (404) does not hold the others up: it counts as
+  listed and empty, is looked for again every few seconds (backoff up to 10 s), and is listed and
+  watched once it is served (a log line each way); if its CRD goes, its objects are passed on as
+  deleted;
 - with ``slim`` (``slim.slim`` for the brain) only an allow-list of each kind's fields is held
   and passed on, so memory follows what policy reads, not what the workloads carry.
 
@@ -28,11 +32,12 @@ watches, paging, in-cluster config with TLS and a token).
 
 from .backoff import Backoff, parse_retry_after
 from .events import SYNCED, SourceEvent
-from .kinds import KINDS, RBAC_RULES, WatchedKind
+from .kinds import CLUSTER_NETWORK_POLICY, KINDS, RBAC_RULES, WatchedKind
 from .sources import Sources, api_client
 from .watcher import KindWatcher
 
 __all__ = [
+    "CLUSTER_NETWORK_POLICY",
     "KINDS",
     "RBAC_RULES",
     "SYNCED",

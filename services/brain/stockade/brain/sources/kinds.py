@@ -14,6 +14,15 @@ class WatchedKind:
     namespaced: bool
     api_class: str  # the kubernetes_asyncio.client class holding the list method
     list_method: str  # lists every object of the kind (all namespaces); also watches with watch=True
+    # A custom resource: the API may not serve it (its CRD not installed, 404). The other kinds do
+    # not wait for it; it is looked for again until it is served (see watcher.py).
+    optional: bool = False
+    custom: bool = False  # listed by CustomObjectsApi, which takes (group, version, plural) first
+
+    @property
+    def list_args(self) -> tuple[str, ...]:
+        """The positional arguments of the list method."""
+        return (self.group, self.version, self.plural) if self.custom else ()
 
     @property
     def api_version(self) -> str:
@@ -35,7 +44,20 @@ NODE = WatchedKind("Node", "", "v1", "nodes", False, "CoreV1Api", "list_node")
 # For lint (a policy naming a Service's port instead of its pods' container port); no rule depends on it.
 SERVICE = WatchedKind("Service", "", "v1", "services", True, "CoreV1Api", "list_service_for_all_namespaces")
 
-KINDS: tuple[WatchedKind, ...] = (NAMESPACE, POD, NETWORK_POLICY, NODE, SERVICE)
+# network-policy-api's ClusterNetworkPolicy (deploy/crds/): cluster-scoped, CRD-backed, optional.
+CLUSTER_NETWORK_POLICY = WatchedKind(
+    "ClusterNetworkPolicy",
+    "policy.networking.k8s.io",
+    "v1alpha2",
+    "clusternetworkpolicies",
+    False,
+    "CustomObjectsApi",
+    "list_cluster_custom_object",
+    optional=True,
+    custom=True,
+)
+
+KINDS: tuple[WatchedKind, ...] = (NAMESPACE, POD, NETWORK_POLICY, NODE, SERVICE, CLUSTER_NETWORK_POLICY)
 
 # What the sources need from the API server, as (apiGroup, resource, verbs): the deploy helper's RBAC
 # must grant at least this, and its test checks that it does. The code lists and watches; "get" is

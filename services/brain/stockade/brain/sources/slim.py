@@ -15,7 +15,8 @@ workloads carry. What is kept, and who reads it:
   ``status.podIPs`` (the engine, the drops' IP history, tokens' node binding);
 - Node: ``spec.taints`` (the startup taint), ``status.addresses``;
 - Service: ``spec.selector``, ``spec.ports``, ``spec.clusterIP(s)``, ``spec.type`` (lint);
-- NetworkPolicy: the whole ``spec``; Namespace: metadata only.
+- NetworkPolicy and ClusterNetworkPolicy: the whole ``spec`` (not a CNP's ``status``); Namespace:
+  metadata only.
 
 A field the engine validates is kept exactly as served when it has the wrong shape (a ``spec``
 that is a list, ``containers`` that is a map...), so a malformed object is refused with the same
@@ -221,6 +222,7 @@ _BY_KIND: dict[str, Callable[[Obj], Obj]] = {
     "Node": slim_node,
     "Service": slim_service,
     "NetworkPolicy": slim_policy,
+    "ClusterNetworkPolicy": slim_policy,
     "Namespace": _common,
 }
 

@@ -38,7 +38,9 @@ class Sources:
     The sink is an asyncio.Queue or an async callback; the callback is never called concurrently,
     and a kind's events reach it in the order the API server made them. Each object's events come
     exactly once however the watches break (see `watcher.py`); after the first list of every kind
-    comes one `SYNCED` event. ``slim(kind, obj)``: what is held and passed on of each object
+    comes one `SYNCED` event; an optional kind the API does not serve (ClusterNetworkPolicy without
+    its CRD) counts as listed and empty, and is looked for again every ``absent_backoff()`` delay
+    (a few seconds) until it is served. ``slim(kind, obj)``: what is held and passed on of each object
     (`slim.slim` keeps what the brain reads); None keeps objects whole.
     """
 
@@ -52,6 +54,7 @@ class Sources:
         watch_timeout: float = 300.0,
         request_timeout: float = 60.0,
         backoff: Callable[[], Backoff] = Backoff,
+        absent_backoff: Callable[[], Backoff] | None = None,
         slim: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None,
     ):
         self._client = client
@@ -68,6 +71,7 @@ class Sources:
                 watch_timeout=watch_timeout,
                 request_timeout=request_timeout,
                 backoff=backoff(),
+                absent_backoff=absent_backoff() if absent_backoff else None,
                 on_listed=self._listed,
                 slim=slim,
             )

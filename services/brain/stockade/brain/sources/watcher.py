@@ -6,6 +6,12 @@ stream ends or says nothing for `inactivity_timeout` seconds, watch again from t
 seen (an event's or a bookmark's); on 410 Gone (the server forgot that version) list again; on
 429 wait what Retry-After says; on any other error back off with jitter.
 
+An optional kind (a custom resource, ``WatchedKind.optional``) may not be served at all (404: its
+CRD is not installed, or was deleted). Then it counts as listed and empty, so the other kinds'
+sync does not wait for it; what was held is passed on as deleted (deleting a CRD deletes its
+objects); and it is listed again after ``absent_backoff`` (a few seconds, growing to
+``ABSENT_RETRY_CAP``) until it is served. One log line when it goes, one when it comes.
+
 The library's own `Watch` retries a 410 once and then raises, and builds a model object for every
 event; this loop asks the generated list method for the raw response (`_preload_content=False`) and
 reads the newline-delimited JSON itself, so objects stay plain dicts and a silent stream is
@@ -15,6 +21,7 @@ noticed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import random
@@ -37,11 +44,16 @@ log = logging.getLogger(__name__)
 Emit = Callable[[SourceEvent], Awaitable[None]]
 
 LIST_PAGE = 500
+ABSENT_RETRY_CAP = 10.0  # seconds between two looks for an optional kind that is not served
 YIELD_EVERY = 200  # events handed on from a list between two turns of the event loop
 
 
 class Gone(Exception):
     """410: the version we asked for is no longer in the server's history."""
+
+
+class NotServed(Exception):
+    """404 on the collection: the API does not serve the kind (a custom resource without its CRD)."""
 
 
 class TooManyRequests(Exception):
@@ -61,6 +73,8 @@ class ConsumerError(Exception):
 def _failure(status: int, message: str, retry_after: str | None) -> Exception:
     if status == 410:
         return Gone(message)
+    if status == 404:
+        return NotServed(message)
     if status == 429 or (status == 503 and retry_after):  # an overloaded server says when to return
         return TooManyRequests(parse_retry_after(retry_after))
     return ApiFailure(f"{status}: {message}")
@@ -88,18 +102,23 @@ class KindWatcher:
         watch_timeout: float = 300.0,
         request_timeout: float = 60.0,
         backoff: Backoff | None = None,
+        absent_backoff: Backoff | None = None,
         on_listed: Callable[[WatchedKind], Awaitable[None]] | None = None,
         slim: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None,
     ):
         self.kind = kind
         # What is kept of each object (slim.py), applied before it is held or passed on; None: whole.
         self._slim = slim
-        self._list = getattr(getattr(k8s, kind.api_class)(api_client), kind.list_method)
+        self._list = functools.partial(
+            getattr(getattr(k8s, kind.api_class)(api_client), kind.list_method), *kind.list_args
+        )
         self._emit = emit
         self.inactivity_timeout = inactivity_timeout
         self.watch_timeout = watch_timeout
         self.request_timeout = request_timeout
         self.backoff = backoff or Backoff()
+        self.absent_backoff = absent_backoff or Backoff(base=1.0, cap=ABSENT_RETRY_CAP)
+        self.served: bool | None = None  # whether the API serves the kind (None: not known yet)
         self._on_listed = on_listed
         self.held: Held = {}
         self.rv: str = ""  # where the next watch starts
@@ -144,6 +163,13 @@ class KindWatcher:
                     await asyncio.sleep(random.uniform(0, 0.1))  # replicas should not re-list in step
                 else:  # listed, watched, and gone again at once: a lagging server; don't hammer it
                     await asyncio.sleep(gone_backoff.next())
+            except NotServed as e:
+                if not self.kind.optional:
+                    await self._failed(e)
+                    continue
+                need_list = True
+                await self._not_served(e)
+                await asyncio.sleep(self.absent_backoff.next())
             except TooManyRequests as e:
                 self.stats["throttled"] += 1
                 delay = e.retry_after if e.retry_after is not None else self.backoff.next()
@@ -159,12 +185,35 @@ class KindWatcher:
                 KeyError,
                 TypeError,
             ) as e:
-                self.stats["errors"] += 1
-                if self._progressed:  # a long watch that broke is not a failing server: retry soon
-                    self.backoff.reset()
-                delay = self.backoff.next()
-                log.warning("%s: %s: %s; retrying in %.1fs", self.kind.plural, type(e).__name__, e, delay)
-                await asyncio.sleep(delay)
+                await self._failed(e)
+
+    async def _failed(self, e: Exception) -> None:
+        self.stats["errors"] += 1
+        if self._progressed:  # a long watch that broke is not a failing server: retry soon
+            self.backoff.reset()
+        delay = self.backoff.next()
+        log.warning("%s: %s: %s; retrying in %.1fs", self.kind.plural, type(e).__name__, e, delay)
+        await asyncio.sleep(delay)
+
+    async def _not_served(self, e: NotServed) -> None:
+        """An optional kind the API does not serve: empty, and listed as far as the sync goes."""
+        self.stats["absent"] += 1
+        if self.served is not False:
+            log.warning(
+                "%s: not served by the API server (%s): its CRD is not installed; going on without it, "
+                "looking again every few seconds",
+                self.kind.plural,
+                e,
+            )
+        self.served = False
+        for ev in relist_diff(self.held, self.kind, []):  # a deleted CRD takes its objects along
+            self.stats["events"] += 1
+            await self._send(ev)
+        self.rv = self.seen = ""
+        if not self.listed:
+            self.listed = True
+            if self._on_listed is not None:
+                await self._on_listed(self.kind)
 
     async def relist(self) -> None:
         """List every object (all pages) and pass on the difference against what we hold."""
@@ -201,6 +250,10 @@ class KindWatcher:
             if not cont:
                 break
         self.stats["lists"] += 1
+        if self.kind.optional and self.served is False:
+            log.warning("%s: now served by the API server; watching it", self.kind.plural)
+            self.absent_backoff.reset()
+        self.served = True
         for i, ev in enumerate(relist_diff(self.held, self.kind, items)):
             self.stats["events"] += 1
             await self._send(ev)

@@ -411,7 +411,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--window", default="15m", choices=["1m", "15m", "1h", "24h"])
     q.add_argument(
         "--by", default="dst_namespace,dst_pod,protocol,dport",
-        help="comma-separated fields: dst_namespace, dst_pod, src, protocol, dport, direction",
+        help="comma-separated fields: dst_namespace, dst_pod, src, protocol, dport, direction, policy "
+        "(the NetworkPolicies, or the ClusterNetworkPolicy rule, that dropped it)",
     )  # fmt: skip
     q.add_argument("--limit", type=int, default=20)
     add_list_args(q, namespaced=False, labels=False)  # rows are counts, not labelled objects

@@ -23,10 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "reach",
         help="offline reachability of manifests (no cluster needed)",
-        description="Read manifests (Namespace, Pod, Deployment, Service, NetworkPolicy v1 and "
-        "extensions/v1beta1; "
+        description="Read manifests (Namespace, Pod, Deployment, Service, Node, NetworkPolicy v1 and "
+        "extensions/v1beta1, ClusterNetworkPolicy policy.networking.k8s.io/v1alpha2; "
         "files or folders; multi-document YAML), compile them with the policy engine, and show for every "
-        "pod pair and port whether a new connection is allowed. Pods without IPs get them (--ip-family); "
+        "pod pair and port whether a new connection is allowed. Host-network pods are listed at their "
+        'node\'s addresses (JSON: "hostNetwork": true on their entries); nodes the manifests do not '
+        "define get 192.168.0.N / fd00:192:168::N. Pods without IPs get them (--ip-family); "
         "pods without a node are spread over --nodes nodes. A dual-stack pair is checked once per IP "
         "family: an ipBlock of one family can allow one and not the other.",
         epilog="examples:\n  stockade reach -f examples/sock-shop/ --ports 80 -o json\n"
@@ -142,7 +144,14 @@ def write_json(
     gives, written a destination at a time (as bytes: 10,000 pods make gigabytes) so memory stays
     flat however many pairs there are."""
     heads = [f'    {{\n      "from": {json.dumps(p.key)},\n      "to": '.encode() for p in classes.pods]
-    tails = {ok: f'",\n      "allowed": {"true" if ok else "false"}\n    }}' for ok in (True, False)}
+    # (allowed, either end a host-network pod) -> the entry's end
+    tails = {
+        (ok, host): f'",\n      "allowed": {"true" if ok else "false"}'
+        + (',\n      "hostNetwork": true' if host else "")
+        + "\n    }"
+        for ok in (True, False)
+        for host in (True, False)
+    }
     out.write(b'{\n  "results": [')
     first = True
     for row in classes.rows(ports, protocols):
@@ -150,8 +159,11 @@ def write_json(
             f'{json.dumps(row.dst.key)},\n      "port": {row.port},\n      "protocol": '
             f'{json.dumps(row.protocol.value)},\n      "family": "'
         )
-        per_class = [[(mid + fam + tails[ok]).encode() for fam, ok in e] for e in row.by_class]
-        own = [(mid + fam + tails[ok]).encode() for fam, ok in row.own]
+        per_class = [
+            [(mid + fam + tails[ok, row.host or classes.class_host[c]]).encode() for fam, ok in e]
+            for c, e in enumerate(row.by_class)
+        ]
+        own = [(mid + fam + tails[ok, row.host]).encode() for fam, ok in row.own]
         text = _row_text(heads, classes.of, row.index, per_class, own)
         if text:
             out.write(b"\n" if first else b",\n")

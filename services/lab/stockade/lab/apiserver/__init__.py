@@ -6,6 +6,16 @@ It speaks the real REST and watch protocol, so the brain's kubernetes-asyncio co
 - namespaces, pods, nodes, services (``/api/v1``), networkpolicies (``/apis/networking.k8s.io/v1``;
   also readable and writable under ``/apis/extensions/v1beta1``, the seed article's API, same
   objects) and endpointslices (``/apis/discovery.k8s.io/v1``);
+- clusternetworkpolicies (``/apis/policy.networking.k8s.io/v1alpha2``, short name ``cnp``), served
+  like a CRD-backed resource (``kinds/clusternetworkpolicies.py``): validated by the brain's own
+  parser (``cnp_parse``; 422 naming the field), ``metadata.generation`` bumped by spec changes only,
+  status written only through ``/status`` (a create or main update leaves it), JSON merge and JSON
+  patches (a strategic-merge patch is 415, as for any custom resource), ``kubectl get cnp`` columns
+  NAME TIER PRIORITY AGE; and its CRD under ``/apis/apiextensions.k8s.io/v1/customresourcedefinitions``
+  (``kinds/crds.py``, the object deploy/crds/ holds). ``ApiServer(crds=False)`` (``--without-crds``)
+  starts without it: the resource is absent from discovery, OpenAPI and its URLs (404) until the CRD
+  is created (POST, ``kubectl apply -f deploy/crds/``); deleting the CRD deletes its objects and ends
+  their watches. Only the CRDs the lab knows are accepted (422 otherwise);
 - Services as the real server stores them (``kinds/services.py``): cluster IPs from
   ``service_cidrs`` (default ``10.96.0.0/16`` and ``fd00:10:96::/112``; ``ipFamilyPolicy``,
   ``ipFamilies`` and ``clusterIPs`` defaulted and validated), node ports from ``node_port_range``

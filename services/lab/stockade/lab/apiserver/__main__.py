@@ -1,6 +1,6 @@
 """python -m stockade.lab.apiserver --port N [--data FILE.yaml ...] [--kubeconfig PATH]
 [--service-cluster-ip-range CIDR[,CIDR]] [--service-node-port-range FIRST-LAST]
-[--enable-fault-injection]
+[--enable-fault-injection] [--without-crds]
 
 Fault injection (for tests only) is off unless asked for with the flag or with
 STOCKADE_APISERVER_FAULT_INJECTION=1 in the environment (how a test reaches the API server of a lab
@@ -24,8 +24,8 @@ from .store import ApiError
 
 FAULT_INJECTION_ENV = "STOCKADE_APISERVER_FAULT_INJECTION"
 
-# Namespaces first, so the objects inside them can be created.
-_ORDER = {"Namespace": 0, "Node": 1}
+# Namespaces and CRDs first, so the objects inside them (or served by them) can be created.
+_ORDER = {"Namespace": 0, "CustomResourceDefinition": 0, "Node": 1}
 
 
 def load_manifests(paths: list[str]) -> list[dict[str, Any]]:
@@ -76,6 +76,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="where NodePort and LoadBalancer Services' node ports come from (default %(default)s)",
     )
     ap.add_argument(
+        "--without-crds",
+        action="store_true",
+        help="start without the CRDs of the custom resources the lab serves (ClusterNetworkPolicy): each is "
+        "served once its CRD is created (kubectl apply -f deploy/crds/)",
+    )
+    ap.add_argument(
         "--enable-fault-injection",
         action="store_true",
         default=os.environ.get(FAULT_INJECTION_ENV) == "1",
@@ -97,6 +103,7 @@ async def serve(args: argparse.Namespace) -> int:
             service_cidrs=args.service_cluster_ip_range.split(","),
             node_port_range=args.service_node_port_range,
             fault_injection=args.enable_fault_injection,
+            crds=not args.without_crds,
         )
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

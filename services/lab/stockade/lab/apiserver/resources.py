@@ -19,6 +19,12 @@ class Resource:
     short_names: tuple[str, ...] = ()
     has_status: bool = True  # a /status subresource
     categories: tuple[str, ...] = ()  # e.g. "all", for `kubectl get all`
+    # A custom resource: the name of the CustomResourceDefinition that serves it (served only
+    # while that object is stored, as a real server serves a CRD's resource once it is created).
+    crd: str = ""
+    # The status is written only through /status: a create or a main-resource update leaves it be
+    # (a CRD with the status subresource, and CRDs themselves).
+    status_apart: bool = False
 
     @property
     def api_version(self) -> str:
@@ -48,7 +54,34 @@ RESOURCES: tuple[Resource, ...] = (
     # Leader election (the brain's Lease) and the Events it writes (kinds/leases.py, kinds/events.py).
     Resource("coordination.k8s.io", "v1", "leases", "Lease", True, "leases", has_status=False),
     Resource("", "v1", "events", "Event", True, "events", ("ev",), has_status=False),
+    # CustomResourceDefinitions (kinds/crds.py): only the ones the lab knows how to serve, below.
+    Resource(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        False,
+        "customresourcedefinitions",
+        ("crd", "crds"),
+        status_apart=True,
+    ),
+    # ClusterNetworkPolicy (network-policy-api v0.2.0), CRD-backed (kinds/clusternetworkpolicies.py).
+    Resource(
+        "policy.networking.k8s.io",
+        "v1alpha2",
+        "clusternetworkpolicies",
+        "ClusterNetworkPolicy",
+        False,
+        "clusternetworkpolicies",
+        ("cnp",),
+        crd="clusternetworkpolicies.policy.networking.k8s.io",
+        status_apart=True,
+    ),
 )
+# The storages of custom resources, by the name of the CRD that serves them.
+CRD_STORAGE: dict[str, str] = {r.crd: r.storage for r in RESOURCES if r.crd}
+# Storages a server does not serve now (custom resources whose CRD is absent).
+Hidden = frozenset[str]
 
 # The view objects are stored as (and watch events are first serialised as).
 STORAGE_VIEW: dict[str, Resource] = {}
@@ -58,8 +91,9 @@ for _r in RESOURCES:
 BY_PATH: dict[tuple[str, str, str], Resource] = {(r.group, r.version, r.plural): r for r in RESOURCES}
 
 
-def find(group: str, version: str, plural: str) -> Resource | None:
-    return BY_PATH.get((group, version, plural))
+def find(group: str, version: str, plural: str, hidden: Hidden = frozenset()) -> Resource | None:
+    r = BY_PATH.get((group, version, plural))
+    return None if r is None or r.storage in hidden else r
 
 
 def by_kind(kind: str, api_version: str | None = None) -> Resource:
@@ -70,10 +104,12 @@ def by_kind(kind: str, api_version: str | None = None) -> Resource:
     raise KeyError(f"unknown kind {kind!r} (apiVersion {api_version!r})")
 
 
-def group_versions() -> dict[str, list[str]]:
+def group_versions(hidden: Hidden = frozenset()) -> dict[str, list[str]]:
     """Group name → its versions, in the order they are declared ("" is the core group)."""
     out: dict[str, list[str]] = {}
     for r in RESOURCES:
+        if r.storage in hidden:
+            continue
         versions = out.setdefault(r.group, [])
         if r.version not in versions:
             versions.append(r.version)
@@ -94,21 +130,21 @@ def _group_doc(group: str, versions: list[str]) -> dict[str, Any]:
     return {"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": gvs, "preferredVersion": gvs[0]}
 
 
-def api_group_list_doc() -> dict[str, Any]:
+def api_group_list_doc(hidden: Hidden = frozenset()) -> dict[str, Any]:
     """GET /apis"""
-    groups = [_group_doc(g, vs) for g, vs in group_versions().items() if g]
+    groups = [_group_doc(g, vs) for g, vs in group_versions(hidden).items() if g]
     return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
 
 
-def api_group_doc(group: str) -> dict[str, Any] | None:
+def api_group_doc(group: str, hidden: Hidden = frozenset()) -> dict[str, Any] | None:
     """GET /apis/{group}"""
-    versions = group_versions().get(group)
+    versions = group_versions(hidden).get(group)
     return _group_doc(group, versions) if group and versions else None
 
 
-def resource_list_doc(group: str, version: str) -> dict[str, Any] | None:
+def resource_list_doc(group: str, version: str, hidden: Hidden = frozenset()) -> dict[str, Any] | None:
     """GET /api/v1 or /apis/{group}/{version}"""
-    found = [r for r in RESOURCES if r.group == group and r.version == version]
+    found = [r for r in RESOURCES if r.group == group and r.version == version and r.storage not in hidden]
     if not found:
         return None
     items: list[dict[str, Any]] = []

@@ -25,6 +25,7 @@ from .decoding import DecodeError
 from .fielderrors import InvalidError, invalid
 from .kinds import DEFAULT_NODE_PORTS, DEFAULT_SERVICE_CIDRS, KindBehaviour, behaviours
 from .kinds.base import Cell, Column
+from .kinds.crds import builtin_crds
 from .openapi.serve import openapi
 from .patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 from .resources import Resource
@@ -83,8 +84,9 @@ class Route:
     watch_path: bool
 
 
-def _parse_path(path: str) -> Route | Obj | None:
-    """A resource route, or the discovery document the path names, or None (404)."""
+def _parse_path(path: str, hidden: R.Hidden = frozenset()) -> Route | Obj | None:
+    """A resource route, or the discovery document the path names, or None (404). ``hidden``:
+    the storages not served now (custom resources without their CRD)."""
     parts = [p for p in path.split("/") if p]
     if not parts or parts[0] not in ("api", "apis"):
         return None
@@ -94,21 +96,21 @@ def _parse_path(path: str) -> Route | Obj | None:
         group, version, rest = "", parts[1], parts[2:]
     else:
         if len(parts) == 1:
-            return R.api_group_list_doc()
+            return R.api_group_list_doc(hidden)
         if len(parts) == 2:
-            return R.api_group_doc(parts[1])
+            return R.api_group_doc(parts[1], hidden)
         group, version, rest = parts[1], parts[2], parts[3:]
     if not rest:
-        return R.resource_list_doc(group, version)
+        return R.resource_list_doc(group, version, hidden)
     watch_path = rest[0] == "watch"
     if watch_path:
         rest = rest[1:]
     namespace = ""
     if len(rest) >= 3 and rest[0] == "namespaces":
-        inner = R.find(group, version, rest[2])
+        inner = R.find(group, version, rest[2], hidden)
         if inner is not None and inner.namespaced:
             namespace, rest = rest[1], rest[2:]
-    res = R.find(group, version, rest[0]) if rest else None
+    res = R.find(group, version, rest[0], hidden) if rest else None
     if res is None or len(rest) > 3 or (len(rest) == 3 and (rest[2] != "status" or not res.has_status)):
         return None
     if not namespace and res.namespaced and len(rest) > 1:
@@ -160,7 +162,10 @@ class ApiServer:
         service_cidrs: Sequence[str] = DEFAULT_SERVICE_CIDRS,
         node_port_range: str = DEFAULT_NODE_PORTS,
         fault_injection: bool = False,
+        crds: bool = True,
     ):
+        """``crds``: install the CRDs of the custom resources the lab serves at start (False: they
+        are served once their CRD is created, e.g. by ``kubectl apply -f deploy/crds/``)."""
         self.behaviours: dict[str, KindBehaviour] = behaviours(service_cidrs, node_port_range)
         self.store = Store(history_size=history_size, behaviours=self.behaviours)
         self.endpoint_slices = EndpointSliceController(self.store)
@@ -179,6 +184,8 @@ class ApiServer:
         self._runner: web.AppRunner | None = None
         self.host = ""
         self.port = 0
+        if crds:
+            self.install_crds()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -253,6 +260,15 @@ class ApiServer:
 
     def list_objects(self, kind: str) -> list[Obj]:
         return copy.deepcopy(self.store.list(R.by_kind(kind).storage)[0])
+
+    def install_crds(self) -> list[Obj]:
+        """Create (or replace) the CRD of every custom resource the lab serves (``kinds/crds.py``)."""
+        return [self.put_object(crd) for crd in builtin_crds()]
+
+    def hidden(self) -> R.Hidden:
+        """The storages not served now: custom resources whose CRD is not stored."""
+        crds = self.store.objects["customresourcedefinitions"]
+        return frozenset(storage for name, storage in R.CRD_STORAGE.items() if ("", name) not in crds)
 
     @property
     def resource_version(self) -> int:
@@ -353,7 +369,7 @@ class ApiServer:
         if not self._authorized(request):
             return _error(ApiError(401, "Unauthorized", "Unauthorized"))
         if path.startswith("/openapi/") and request.method == "GET":
-            served = openapi(request)
+            served = openapi(request, self.hidden())
             if served is not None:
                 return served
             return _error(ApiError(404, "NotFound", "the server could not find the requested resource"))
@@ -366,7 +382,8 @@ class ApiServer:
                 return _json(self.inject_object(await self._body(request)), 201)
             except ApiError as e:
                 return _error(e)
-        route = _parse_path(path)
+        hidden = self.hidden()
+        route = _parse_path(path, hidden)
         if route is None:
             return _error(ApiError(404, "NotFound", "the server could not find the requested resource"))
         if not isinstance(route, Route):
@@ -509,8 +526,15 @@ class ApiServer:
                 patched = json_patch(current, body)
             elif ctype == "application/merge-patch+json":
                 patched = merge_patch(copy.deepcopy(current), body)
-            elif ctype == "application/strategic-merge-patch+json":
+            elif ctype == "application/strategic-merge-patch+json" and not res.crd:
                 patched = strategic_merge_patch(copy.deepcopy(current), body, self._merge_keys(res))
+            elif res.crd:  # the real server's words for a custom resource's patch types
+                raise ApiError(
+                    415,
+                    "UnsupportedMediaType",
+                    "the body of the request was in an unknown format - accepted media types include: "
+                    "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+                )
             else:
                 raise ApiError(415, "UnsupportedMediaType", f"the patch type {ctype!r} is not supported")
         except PatchError as e:

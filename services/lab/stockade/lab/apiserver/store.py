@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from .decoding import check_types
 from .errors import ApiError, not_found
-from .resources import STORAGE_VIEW
+from .resources import CRD_STORAGE, STORAGE_VIEW
 from .validation import check_metadata
 
 if TYPE_CHECKING:
@@ -193,6 +193,8 @@ class Store:
         if (namespace, name) in self.objects[storage]:
             raise ApiError(409, "AlreadyExists", f'{storage} "{name}" already exists', {"name": name, "kind": storage})
         self._stamp(storage, obj, namespace)
+        if STORAGE_VIEW[storage].status_apart:
+            obj.pop("status", None)  # as for a CRD's objects: a create sets no status
         self._hook(storage, dry_run, lambda b: b.on_create(obj))  # defaults, validates, allocates; raises to refuse
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
         meta.pop("deletionTimestamp", None)
@@ -229,6 +231,10 @@ class Store:
         else:
             check_metadata(storage, obj)
             self._stamp(storage, obj, key[0])
+            if STORAGE_VIEW[storage].status_apart:  # only /status writes it: keep what is stored
+                obj.pop("status", None)
+                if "status" in old:
+                    obj["status"] = old["status"]
             if (storage, key) in self.injected:
                 new = obj
                 self._hook(storage, dry_run, lambda b: b.on_create(new))  # injected: never went through it
@@ -259,6 +265,13 @@ class Store:
                 if STORAGE_VIEW[other].namespaced:
                     for key in [k for k in self.objects[other] if k[0] == name]:
                         self.delete(other, *key)
+        served = CRD_STORAGE.get(name) if storage == "customresourcedefinitions" else None
+        if served is not None:  # a CRD's objects go with it, as the real server deletes them
+            for key in list(self.objects[served]):
+                self.delete(served, *key)
+            for w in list(self.watchers):  # and its watches end: the resource is not served any more
+                if w.storage == served:
+                    w.drop()
         gone = {**old, "metadata": {**old["metadata"], "deletionTimestamp": _now()}}
         behaviour = self.behaviours.get(storage)
         if behaviour is not None and (storage, (namespace, name)) not in self.injected:

@@ -41,6 +41,20 @@ def kernel_has_ipv6() -> bool:
     return os.path.exists("/proc/net/if_inet6")
 
 
+
+NO_TIERS_YET = (
+    "the iptables backend does not enforce ClusterNetworkPolicy tiers yet, and this node's model has "
+    "Admin or Baseline rules: nothing of it is applied (the node keeps its last rules); run this node's "
+    "agent with --backend nftables, or remove the ClusterNetworkPolicies selecting its pods"
+)
+
+
+def refuse_tiers(model: NodeModel) -> None:
+    """A model with tier chains is refused loudly (an apply error the brain reports for the node),
+    never applied without them: its Deny rules would be missing, silently."""
+    if model.has_tiers():  # a tier chain no pod is dispatched to is inert: only dispatch matters
+        raise ApplyError(NO_TIERS_YET)
+
 class IptablesBackend:
     """`Dataplane` over iptables and ip6tables (-nft or -legacy: ``variant``) and ipset."""
 
@@ -142,6 +156,7 @@ class IptablesBackend:
         pass  # fail static
 
     def apply_delta(self, delta: NodeDelta, model: NodeModel) -> None:
+        refuse_tiers(model)
         self._check(delta)  # refuse before anything reaches the kernel
         if delta.new_sets or delta.new_chains:  # only new ids can collide with the model's
             names.check_ipt_names(model.sets, model.chains)
@@ -236,6 +251,7 @@ class IptablesBackend:
     def _reconcile(self, model: NodeModel, view: ipt_readback.IptView | None = None) -> bool:
         """Make the kernel hold ``model``, touching only what differs (from ``view``, read now
         when not given); True when anything changed."""
+        refuse_tiers(model)
         names.check_ipt_names(model.sets, model.chains)  # two ids sharing a kernel name: refuse all
         want = self._desired(model)  # raises before any kernel I/O on an address we cannot place
         view = view if view is not None else self.read_view()

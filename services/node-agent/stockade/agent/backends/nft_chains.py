@@ -14,12 +14,14 @@ from collections.abc import Collection
 from stockade.agent.backends import names
 from stockade.agent.backends.nft_render import (
     FORWARD,
-    FORWARD_RULES,
     ONCE,
     TABLE,
+    TIER_CHAINS,
     NftConfig,
     add_chain_cmds,
     add_port_chain_cmds,
+    forward_rules,
+    is_tiered,
     layout,
     once_lines,
     port_chains,
@@ -42,12 +44,17 @@ def rewrite_chains(model: NodeModel, cfg: NftConfig, chains: Collection[str]) ->
     once = {name: direction for direction, name in ONCE.items()}
     ports: dict[str, tuple[str, ...]] | None = None
     families = layout(model)
+    tiered = is_tiered(model)
     out: list[str] = []
     for name in sorted(chains):
         if name in pods:
             out += add_chain_cmds(pods[name], model.chains[pods[name]], cfg, families, model.sets)
         elif name == FORWARD:
-            out += _fixed(FORWARD, f" {FORWARD_SPEC}", FORWARD_RULES)
+            out += _fixed(FORWARD, f" {FORWARD_SPEC}", forward_rules(tiered))
+        elif name in TIER_CHAINS:
+            if not tiered:
+                return None  # left over from a table with tiers: a full repair replaces the table
+            out += _fixed(name, "", TIER_CHAINS[name])
         elif name in once:
             out += _fixed(name, "", once_lines(once[name], cfg))
         else:

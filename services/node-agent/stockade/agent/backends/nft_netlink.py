@@ -37,7 +37,7 @@ NLM_F_REQUEST, NLM_F_ACK, NLM_F_CREATE = 0x1, 0x4, 0x400
 NLMSG_ERROR = 2
 NLA_F_NESTED = 0x8000
 NFPROTO_INET = 1
-NFT_JUMP = -3
+NFT_JUMP, NFT_GOTO = -3, -4
 NFT_SET_ELEM_INTERVAL_END = 1
 # attribute numbers (linux/netfilter/nf_tables.h)
 LIST_TABLE, LIST_SET, LIST_ELEMENTS = 1, 2, 3
@@ -56,10 +56,10 @@ def _str(kind: int, text: str) -> bytes:
     return _attr(kind, text.encode() + b"\0")
 
 
-def _element(key: bytes, flags: int = 0, jump: str | None = None) -> bytes:
+def _element(key: bytes, flags: int = 0, jump: str | None = None, code: int = NFT_JUMP) -> bytes:
     body = _attr(ELEM_KEY, _attr(DATA_VALUE, key), nested=True)
     if jump is not None:
-        verdict = _attr(VERDICT_CODE, struct.pack("!i", NFT_JUMP)) + _str(VERDICT_CHAIN, jump)
+        verdict = _attr(VERDICT_CODE, struct.pack("!i", code)) + _str(VERDICT_CHAIN, jump)
         body += _attr(ELEM_DATA, _attr(DATA_VERDICT, verdict, nested=True), nested=True)
     if flags:
         body += _attr(ELEM_FLAGS, struct.pack("!I", flags))
@@ -99,8 +99,10 @@ def tagged_elements(items: Iterable[str]) -> list[bytes]:
     return out
 
 
-def verdict_elements(entries: Iterable[tuple[str, str]]) -> list[bytes]:
-    return [_element(_packed(ip), jump=chain) for ip, chain in entries]
+def verdict_elements(entries: Iterable[tuple[str, str]], goto: bool = False) -> list[bytes]:
+    """Verdict map elements ``ip -> jump chain`` (``goto``: ``ip -> goto chain``)."""
+    code = NFT_GOTO if goto else NFT_JUMP
+    return [_element(_packed(ip), jump=chain, code=code) for ip, chain in entries]
 
 
 @dataclass

@@ -21,6 +21,7 @@ from stockade.agent.backends import elements, names
 from stockade.agent.backends.nft_canon import kernel_rule, rendered_rule
 from stockade.agent.backends.nft_render import (
     DENY_COMMENT,
+    EGRESS_TIERS,
     FORWARD,
     FORWARD_RULES,
     HOSTS,
@@ -29,19 +30,25 @@ from stockade.agent.backends.nft_render import (
     MAPS,
     ONCE,
     SEEN,
+    TIER_CHAINS,
+    TIER_MAPS,
     NftConfig,
     Tag,
+    chain_has_deny,
     chain_lines,
     deny_comment,
+    forward_rules,
     is_hash,
+    is_tiered,
     layout,
+    map_verb,
     once_lines,
     port_chains,
     set_forms,
     split_dispatch,
     tag_owners,
 )
-from stockade.model import Direction, NodeModel
+from stockade.model import CNP_TIERS, Direction, NodeModel, Tier
 
 PORT_CHAIN = "p_"  # names.nft_ports
 
@@ -66,9 +73,15 @@ class KernelView:
     once_rules: dict[str, int] = field(default_factory=dict)
     fixed_rules: dict[str, list[str]] = field(default_factory=dict)  # forward, once_*: canonical texts
     handles: dict[str, int] = field(default_factory=dict)  # "table", "set NAME", "chain NAME" -> handle
-    denied: dict[str, int] = field(default_factory=dict)  # log prefix (chain id) -> deny counter
+    # log prefix -> deny counter: a chain id (a NetworkPolicy chain's tail), "<chain id>/<rule
+    # index>" (a tier chain's Deny rule)
+    denied: dict[str, int] = field(default_factory=dict)
+    # the tier maps: (tier, direction) -> pod IP -> "jump <chain>" / "goto <chain>"
+    tiers: dict[tuple[Tier, Direction], dict[str, str]] = field(default_factory=dict)
 
-    def dispatch(self, direction: Direction) -> dict[str, str]:
+    def dispatch(self, direction: Direction, tier: Tier = Tier.NETPOL) -> dict[str, str]:
+        if tier is not Tier.NETPOL:
+            return self.tiers.setdefault((tier, direction), {})
         return self.ingress if direction is Direction.INGRESS else self.egress
 
 
@@ -127,13 +140,19 @@ def parse(text: str) -> KernelView:
                 target = view.dispatch(MAPS[m["name"]][0])
                 for key, verdict in m.get("elem", []):
                     target[key] = next(iter(verdict.values()))["target"]
+            elif m["name"] in TIER_MAPS:
+                tier, direction, _ = TIER_MAPS[m["name"]]
+                target = view.dispatch(direction, tier)
+                for key, verdict in m.get("elem", []):  # the verb too: jump and goto differ
+                    ((verb, body),) = verdict.items()
+                    target[key] = f"{verb} {body['target']}"
         elif "chain" in obj:
             c = obj["chain"]
             view.handles[f"chain {c['name']}"] = c["handle"]
             if c["name"] == FORWARD:
                 if c.get("hook") == "forward" and c.get("policy") == "accept":
                     view.fixed.add(FORWARD)
-            elif c["name"] in ONCE.values():
+            elif c["name"] in ONCE.values() or c["name"] in TIER_CHAINS:
                 view.fixed.add(c["name"])
             elif c["name"].startswith(PORT_CHAIN):
                 view.ports[c["name"]] = 0
@@ -148,7 +167,7 @@ def parse(text: str) -> KernelView:
                 view.forward_rules += 1
                 view.fixed_rules.setdefault(chain, []).append(kernel_rule(r))
                 continue
-            if chain in ONCE.values():
+            if chain in ONCE.values() or chain in TIER_CHAINS:
                 view.once_rules[chain] = view.once_rules.get(chain, 0) + 1
                 view.fixed_rules.setdefault(chain, []).append(kernel_rule(r))
                 continue
@@ -161,9 +180,12 @@ def parse(text: str) -> KernelView:
                 if "log" in expr and "prefix" in expr["log"]:
                     prefix_of[chain] = expr["log"]["prefix"]
                 if "counter" in expr and r.get("comment", "").startswith(DENY_COMMENT):
-                    deny_of[chain] = expr["counter"]["packets"]
+                    # Under the prefix of the log before it (this rule's, or with log_rate the
+                    # rule before): a tier chain has a counted drop per Deny rule (and match).
+                    key = prefix_of.get(chain, chain)
+                    deny_of[key] = deny_of.get(key, 0) + expr["counter"]["packets"]
                     view.settings[chain] = r["comment"]
-    view.denied = {prefix_of.get(c, c): n for c, n in deny_of.items()}
+    view.denied = deny_of
     return view
 
 
@@ -193,6 +215,19 @@ class Desired:
     # would live with a CIDR): a set that moved between its own set and the hosts set
     set_ids: dict[str, str] = field(default_factory=dict)
     fixed: Reference | None = None  # the fixed chains' rules; None: compared by count only
+    tiered: bool = False  # whether the table must have the tier objects (`nft_render.is_tiered`)
+    # the tier maps: (tier, direction) -> pod IP -> "jump <chain>" / "goto <chain>"
+    tiers: dict[tuple[Tier, Direction], dict[str, str]] = field(default_factory=dict)
+    no_deny: set[str] = field(default_factory=set)  # pod chains without a deny rule (tier chains)
+
+    def dispatch(self, direction: Direction, tier: Tier = Tier.NETPOL) -> dict[str, str]:
+        if tier is not Tier.NETPOL:
+            return self.tiers.get((tier, direction), {})
+        return self.ingress if direction is Direction.INGRESS else self.egress
+
+    def comment_of(self, name: str) -> str | None:
+        """The deny comment a pod chain's rules carry (None: it has no deny rule)."""
+        return None if name in self.no_deny else self.comment
 
 
 def desired(model: NodeModel, cfg: NftConfig, fixed: Reference | None = None) -> Desired:
@@ -225,6 +260,17 @@ def desired(model: NodeModel, cfg: NftConfig, fixed: Reference | None = None) ->
         d: {ip: names.nft_chain(c) for by_v in split_dispatch(model.dispatch(d), d).values() for ip, c in by_v.items()}
         for d in Direction
     }
+    tiered = is_tiered(model)
+    tiers = {
+        (t, d): {
+            ip: f"{map_verb(t, d)} {names.nft_chain(c)}"
+            for by_v in split_dispatch(model.dispatch(d, t), d).values()
+            for ip, c in by_v.items()
+        }
+        for t in CNP_TIERS
+        for d in Direction
+    }
+    no_deny = {names.nft_chain(c) for c, ch in model.chains.items() if not chain_has_deny(ch)} if tiered else set()
     return Desired(
         sets=sets,
         families=families,
@@ -239,6 +285,9 @@ def desired(model: NodeModel, cfg: NftConfig, fixed: Reference | None = None) ->
         owners=owners,
         set_ids=set_ids,
         fixed=fixed,
+        tiered=tiered,
+        tiers=tiers,
+        no_deny=no_deny,
     )
 
 
@@ -278,36 +327,59 @@ def same_coverage(a: frozenset[str], b: frozenset[str]) -> bool:
 
 
 FIXED = {*MAPS, *SEEN.values(), *HOSTS.values(), *ONCE.values(), FORWARD}
+TIER_FIXED = {*TIER_MAPS, *TIER_CHAINS}  # beside FIXED in a table with tiers (`nft_render.is_tiered`)
 FORWARD_RULE_COUNT = len(FORWARD_RULES)
+# The reference's key for the forward rules of a table with tiers; the scratch table holds the
+# forward rules without them in a chain of this name (`NftablesBackend.fixed_reference`).
+TIER_FORWARD = "forward+tiers"
+REF_FORWARD = "ref_forward"
 
 
 def reference_from(view: KernelView) -> Reference:
-    """The fixed chains' rules of a table written from `nft_render` (the scratch table)."""
-    return {name: tuple(view.fixed_rules.get(name, ())) for name in (FORWARD, *ONCE.values())}
+    """The fixed chains' rules of a table written from `nft_render` (the scratch table); when
+    it has the tier objects, theirs too (and the forward rules of both kinds of table)."""
+    out = {name: tuple(view.fixed_rules.get(name, ())) for name in (FORWARD, *ONCE.values())}
+    if EGRESS_TIERS in view.fixed:
+        out[TIER_FORWARD] = out.pop(FORWARD)
+        out.update((name, tuple(view.fixed_rules.get(name, ()))) for name in TIER_CHAINS)
+        if REF_FORWARD in view.rules:
+            out[FORWARD] = tuple(view.rules[REF_FORWARD])
+    return out
 
 
-def fixed_problems(view: KernelView, fixed: Reference) -> list[str]:
+def fixed_problems(view: KernelView, fixed: Reference, tiered: bool = False) -> list[str]:
     """The fixed chains' rules that differ from the reference (counts compared already)."""
     out = []
-    for name, wanted in sorted(fixed.items()):
+    names_of = {FORWARD: TIER_FORWARD if tiered else FORWARD, **{n: n for n in ONCE.values()}}
+    if tiered:
+        names_of.update((n, n) for n in TIER_CHAINS)
+    for name, key in sorted(names_of.items()):
+        wanted = fixed.get(key)
         have = view.fixed_rules.get(name, [])
-        if name in view.fixed and len(have) == len(wanted) and tuple(have) != wanted:
+        if wanted is not None and name in view.fixed and len(have) == len(wanted) and tuple(have) != wanted:
             i = next(i for i, (a, b) in enumerate(zip(have, wanted, strict=True)) if a != b)
             out.append(f"chain {name} rule {i + 1} differs: {have[i]!r}, expected {wanted[i]!r}")
     return out
 
 
-def structure_problems(view: KernelView, fixed: Reference | None = None) -> list[str]:
-    """Our fixed objects missing or changed (any of these: the table is replaced)."""
-    out = [f"missing {name}" for name in sorted(FIXED - view.fixed)]
-    if FORWARD in view.fixed and view.forward_rules != FORWARD_RULE_COUNT:
-        out.append(f"chain {FORWARD} has {view.forward_rules} rules, expected {FORWARD_RULE_COUNT}")
+def structure_problems(view: KernelView, fixed: Reference | None = None, tiered: bool = False) -> list[str]:
+    """Our fixed objects missing, changed or (the tier objects of a table without tiers) extra:
+    any of these, the table is replaced."""
+    expected = FIXED | TIER_FIXED if tiered else FIXED
+    out = [f"missing {name}" for name in sorted(expected - view.fixed)]
+    out += [f"extra {name}" for name in sorted((TIER_FIXED - expected) & view.fixed)]
+    want_forward = len(forward_rules(tiered))
+    if FORWARD in view.fixed and view.forward_rules != want_forward:
+        out.append(f"chain {FORWARD} has {view.forward_rules} rules, expected {want_forward}")
     for direction, name in ONCE.items():
         want = len(once_lines(direction, NftConfig()))  # the count does not depend on settings
         if name in view.fixed and view.once_rules.get(name, 0) != want:
             out.append(f"chain {name} has {view.once_rules.get(name, 0)} rules, expected {want}")
+    for name, lines in TIER_CHAINS.items() if tiered else ():
+        if name in view.fixed and view.once_rules.get(name, 0) != len(lines):
+            out.append(f"chain {name} has {view.once_rules.get(name, 0)} rules, expected {len(lines)}")
     if fixed is not None and not out:
-        out += fixed_problems(view, fixed)
+        out += fixed_problems(view, fixed, tiered)
     return out
 
 
@@ -341,7 +413,7 @@ def chain_outdated(view: KernelView, want: Desired, name: str) -> bool:
     a rule that does something else."""
     return (
         view.chains.get(name) != want.chains[name]
-        or view.settings.get(name) != want.comment
+        or view.settings.get(name) != want.comment_of(name)
         or bool(rule_problems(view, want, name))
     )
 
@@ -354,7 +426,7 @@ def differences(view: KernelView | None, want: Desired) -> list[str]:
     """What the kernel lacks or holds beyond ``want`` (empty when in sync)."""
     if view is None:
         return ["table inet stockade is missing"]
-    out = structure_problems(view, want.fixed)
+    out = structure_problems(view, want.fixed, want.tiered)
     for name, elems in sorted(want.sets.items()):
         have = view.sets.get(name)
         if have is None:
@@ -371,8 +443,9 @@ def differences(view: KernelView | None, want: Desired) -> list[str]:
             out.append(f"missing chain {name}")
         elif have_count != count:
             out.append(f"chain {name} has {have_count} rules, expected {count}")
-        elif view.settings.get(name) != want.comment:
-            out.append(f"chain {name} built with other settings ({view.settings.get(name)!r}, want {want.comment!r})")
+        elif view.settings.get(name) != want.comment_of(name):
+            wanted_comment = want.comment_of(name)
+            out.append(f"chain {name} built with other settings ({view.settings.get(name)!r}, want {wanted_comment!r})")
         else:
             out += rule_problems(view, want, name)
     out += [f"extra chain {n}" for n in sorted(view.chains.keys() - want.chains.keys())]
@@ -393,4 +466,19 @@ def differences(view: KernelView | None, want: Desired) -> list[str]:
                 out.append(f"{direction} dispatch {ip} -> {have_map[ip]}, expected {chain}")
         wanted = want.ingress if direction is Direction.INGRESS else want.egress
         out += [f"extra {direction} dispatch {ip}" for ip in sorted(have_map.keys() - wanted.keys())]
+    for tier in CNP_TIERS:
+        for direction in Direction:
+            out += _tier_map_problems(
+                view.tiers.get((tier, direction), {}), want.dispatch(direction, tier), tier, direction
+            )
     return out
+
+
+def _tier_map_problems(have: dict[str, str], wanted: dict[str, str], tier: Tier, direction: Direction) -> list[str]:
+    out = []
+    for ip, target in sorted(wanted.items()):
+        if ip not in have:
+            out.append(f"missing {tier} {direction} dispatch {ip} -> {target}")
+        elif have[ip] != target:
+            out.append(f"{tier} {direction} dispatch {ip} -> {have[ip]}, expected {target}")
+    return out + [f"extra {tier} {direction} dispatch {ip}" for ip in sorted(have.keys() - wanted.keys())]

@@ -59,6 +59,34 @@ so the limit thins the NFLOG events, never the counter.)
 A dropped SYN leaves no confirmed conntrack entry, so without ``seen`` every retransmit would
 count again. If ``seen`` is full the ``add`` fails and retransmits of that flow count again
 (over-count, never under-count). NFLOG loss = ``deny`` counter minus NFLOG events received.
+
+Tiers (ClusterNetworkPolicy, `stockade.model.evaluate.decide`). Only a model with a tier chain
+(`is_tiered`) has these; one without renders exactly as before tiers existed. A delta that
+brings the first tier chain (or takes the last) creates (deletes) them and rewrites the forward
+chain in its one transaction (`render_delta`), keeping counters and seen sets::
+
+    map admin_ingress_dispatch(6) / baseline_ingress_dispatch(6)   pod IP -> jump <chain>
+    map admin_egress_dispatch(6)                                   pod IP -> goto <chain>
+    map baseline_egress_dispatch(6)                                pod IP -> jump <chain>
+    chain egress_tiers         admin egress vmap, NetworkPolicy egress vmap, baseline egress vmap
+    chain egress_after_admin   NetworkPolicy egress vmap, baseline egress vmap
+    chain forward              ..., jump egress_tiers, admin ingress vmap, NetworkPolicy
+                               ingress vmap, baseline ingress vmap
+
+Ingress: an Admin chain's Accept ``accept``s, its Pass (or no match) ``return``s to the forward
+chain, on to the NetworkPolicy map (its chain is final) and the Baseline map (only pods that
+no NetworkPolicy isolates are in it). Egress must go on to the ingress dispatch after an
+allow, so it runs in ``egress_tiers``: an Admin chain is entered by ``goto``, so its Accept's
+``return`` goes straight back to the forward chain (past the other egress tiers); its Pass
+and its end ``goto egress_after_admin``. A NetworkPolicy egress allow ``return``s into
+``egress_tiers`` (or ``egress_after_admin``) and meets the Baseline map, which never holds
+that pod (`NodeModel.check`); a Baseline chain's Accept, Pass and end all ``return``.
+
+A tier chain's rules stay in order (first match wins, `tier_rule_lines`); a Deny repeats its
+match on the `deny_lines` (``jump once_*``, then ``log ... prefix "<chain id>/<rule index>"
+counter drop``), so it is counted once per connection, logged under its rule and dropped
+silently. Per packet without tiers: nothing more than before; with them, one jump and four
+more map lookups per family in the forward path, then only the pod's own chains.
 """
 
 from __future__ import annotations
@@ -71,7 +99,7 @@ from collections.abc import Callable, Collection, Container, Iterable, Mapping
 from dataclasses import dataclass
 
 from stockade.agent.backends import elements, names
-from stockade.model import Chain, Direction, NodeDelta, NodeModel, PortMatch, Protocol, Rule
+from stockade.model import CNP_TIERS, Action, Chain, Direction, NodeDelta, NodeModel, PortMatch, Protocol, Rule, Tier
 
 TABLE = "inet stockade"
 FORWARD = "forward"
@@ -83,11 +111,34 @@ DISPATCH = {Direction.INGRESS: "ingress_dispatch", Direction.EGRESS: "egress_dis
 DISPATCH6 = {Direction.INGRESS: "ingress_dispatch6", Direction.EGRESS: "egress_dispatch6"}
 
 
-def dispatch_map(direction: Direction, version: int) -> str:
-    return (DISPATCH6 if version == 6 else DISPATCH)[direction]
+# The ClusterNetworkPolicy tiers' maps (see "Tiers" in the module docstring), "6" for IPv6.
+TIER_DISPATCH = {(t, d): f"{t.value}_{d.value}_dispatch" for t in CNP_TIERS for d in Direction}
+
+
+def dispatch_map(direction: Direction, version: int, tier: Tier = Tier.NETPOL) -> str:
+    if tier is Tier.NETPOL:
+        return (DISPATCH6 if version == 6 else DISPATCH)[direction]
+    return TIER_DISPATCH[tier, direction] + ("6" if version == 6 else "")
 
 
 MAPS = {dispatch_map(d, v): (d, v) for d in Direction for v in FAMILIES}
+TIER_MAPS = {dispatch_map(d, v, t): (t, d, v) for t in CNP_TIERS for d in Direction for v in FAMILIES}
+EGRESS_TIERS = "egress_tiers"  # forward jumps here for egress when the table has tiers
+EGRESS_AFTER_ADMIN = "egress_after_admin"  # an Admin egress chain's Pass (or end) goes on here
+
+
+def map_verb(tier: Tier, direction: Direction) -> str:
+    """How a dispatch map enters its chains: ``goto`` for Admin egress (its Accept ``return``s
+    past the egress tiers, straight to the forward chain), ``jump`` for every other."""
+    return "goto" if (tier, direction) == (Tier.ADMIN, Direction.EGRESS) else "jump"
+
+
+def is_tiered(model: NodeModel) -> bool:
+    """Whether the table has the tier objects (maps, egress chains, forward lines): when the
+    model has a tier chain. A model without one renders exactly as before tiers existed."""
+    return any(c.tier is not Tier.NETPOL for c in model.chains.values())
+
+
 IPV4_ONLY = (4,)  # the layout of a model that dispatches no IPv6 address
 
 
@@ -98,7 +149,7 @@ def layout_of(pod_ips: Iterable[str]) -> tuple[int, ...]:
 
 
 def layout(model: NodeModel) -> tuple[int, ...]:
-    return layout_of(ip for d in Direction for ip in model.dispatch(d))  # every map: (direction, family)
+    return layout_of(ip for _, _, table in model.tier_tables() for ip in table)  # every map, every tier
 
 
 SEEN = {
@@ -203,8 +254,12 @@ def port_chain(rule: Rule, direction: Direction) -> tuple[str, tuple[str, ...]] 
     a chain shared by every rule with the same ports. Ingress only: an ingress allow is
     ``accept``, final wherever it is. An egress allow is ``return`` to the forward chain (for
     the destination's ingress check), and a ``return`` in a jumped chain would only return to
-    the pod chain, which would go on to its deny tail; so egress keeps its port lines inline."""
+    the pod chain, which would go on to its deny tail; so egress keeps its port lines inline.
+    Likewise a tier rule's Pass (``return`` / ``goto``) and Deny (two lines per match, see
+    `tier_rule_lines`) stay inline: only an Accept (``accept``, final) may be shared."""
     if direction is not Direction.INGRESS or rule.peer is None or rule.ports is None:
+        return None
+    if rule.action is not Action.ACCEPT:
         return None
     bodies = _bodies(rule.ports, "accept")
     return (names.nft_ports("\n".join(bodies)), bodies) if len(bodies) > 1 else None
@@ -253,6 +308,20 @@ def rule_lines(
     return [f"{peer_match(rule.peer, v, field, sets)} {body}" for v in families for body in bodies]
 
 
+def deny_lines(prefix: str, direction: Direction, cfg: NftConfig) -> list[str]:
+    """A deny's statements, one rule each: once per flow (`ONCE`), NFLOG under ``prefix``, the
+    counted drop (silent: never a reject)."""
+    log = f"log group {cfg.nflog_group} prefix {_quote(prefix)}"
+    deny = f"counter drop comment {_quote(deny_comment(cfg))}"
+    lines = [f"jump {ONCE[direction]}"]
+    if cfg.log_rate:
+        # The limit must not stop the counter: log in a rule of its own, count in the next.
+        lines += [f"limit rate {cfg.log_rate}/second burst {cfg.log_rate} packets {log}", deny]
+    else:
+        lines.append(f"{log} {deny}")
+    return lines
+
+
 def chain_lines(
     chain_id: str,
     chain: Chain,
@@ -260,17 +329,73 @@ def chain_lines(
     families: tuple[int, ...] = FAMILIES,
     sets: Mapping[str, frozenset[str]] = NO_SETS,
 ) -> list[str]:
-    """Every rule of one pod chain, allow rules then the deny tail."""
+    """Every rule of one pod chain: allow rules then the deny tail (a NetworkPolicy chain), or
+    a tier chain's rules in order (`tier_chain_lines`)."""
+    if chain.tier is not Tier.NETPOL:
+        return tier_chain_lines(chain_id, chain, cfg, families, sets)
     lines = [line for rule in chain.rules for line in rule_lines(rule, chain.direction, families, sets)]
-    log = f"log group {cfg.nflog_group} prefix {_quote(chain_id)}"
-    deny = f"counter drop comment {_quote(deny_comment(cfg))}"
-    lines.append(f"jump {ONCE[chain.direction]}")
-    if cfg.log_rate:
-        # The limit must not stop the counter: log in a rule of its own, count in the next.
-        lines += [f"limit rate {cfg.log_rate}/second burst {cfg.log_rate} packets {log}", deny]
+    return lines + deny_lines(chain_id, chain.direction, cfg)
+
+
+def _matches(rule: Rule, field: str, families: tuple[int, ...], sets: Mapping[str, frozenset[str]]) -> list[str]:
+    """A rule's matches, one per (peer family, port line): "" matches everything."""
+    ports = [""] if rule.ports is None else [b.rstrip() for b in _bodies(rule.ports, "")]
+    if rule.peer is None:
+        return ports
+    peers = [peer_match(rule.peer, v, field, sets) for v in families]
+    return [f"{peer} {port}".rstrip() for peer in peers for port in ports]
+
+
+def tier_rule_lines(
+    chain_id: str,
+    index: int,
+    chain: Chain,
+    cfg: NftConfig,
+    families: tuple[int, ...] = FAMILIES,
+    sets: Mapping[str, frozenset[str]] = NO_SETS,
+) -> list[str]:
+    """One rule of a tier chain: first match wins, so every verdict is final for the chain.
+
+    Accept: as a NetworkPolicy allow (ingress ``accept``; egress ``return``: from an Admin chain,
+    entered by ``goto``, straight to the forward chain, past the other egress tiers). Pass: leave
+    the tier (``return``; Admin egress: ``goto`` `EGRESS_AFTER_ADMIN`). Deny: per match, the
+    `deny_lines` each repeating the match (the first notes the flow, drops a repeat; the next
+    log and count the first packet), NFLOG prefix ``<chain id>/<index>``."""
+    rule = chain.rules[index]
+    direction = chain.direction
+    if rule.action is Action.ACCEPT:
+        return rule_lines(rule, direction, families, sets)
+    field = "saddr" if direction is Direction.INGRESS else "daddr"
+    if rule.action is Action.PASS:
+        verdicts = [_pass_verdict(chain)]
     else:
-        lines.append(f"{log} {deny}")
+        verdicts = deny_lines(f"{chain_id}/{index}", direction, cfg)
+    return [f"{match} {v}".lstrip() for match in _matches(rule, field, families, sets) for v in verdicts]
+
+
+def _pass_verdict(chain: Chain) -> str:
+    egress_admin = (chain.tier, chain.direction) == (Tier.ADMIN, Direction.EGRESS)
+    return f"goto {EGRESS_AFTER_ADMIN}" if egress_admin else "return"
+
+
+def tier_chain_lines(
+    chain_id: str,
+    chain: Chain,
+    cfg: NftConfig,
+    families: tuple[int, ...] = FAMILIES,
+    sets: Mapping[str, frozenset[str]] = NO_SETS,
+) -> list[str]:
+    """A tier chain's rules in order, then what no match does (as a Pass): an Admin egress chain
+    goes on to the NetworkPolicy and Baseline egress dispatch, every other returns."""
+    lines = [line for i in range(len(chain.rules)) for line in tier_rule_lines(chain_id, i, chain, cfg, families, sets)]
+    if (chain.tier, chain.direction) == (Tier.ADMIN, Direction.EGRESS):
+        lines.append(_pass_verdict(chain))
     return lines
+
+
+def chain_has_deny(chain: Chain) -> bool:
+    """Whether the chain's rules carry the deny comment (every NetworkPolicy chain's tail does)."""
+    return chain.tier is Tier.NETPOL or any(r.action is Action.DENY for r in chain.rules)
 
 
 def set_forms(sid: str, elems: Iterable[str]) -> dict[int, frozenset[str]]:
@@ -484,6 +609,43 @@ FORWARD_RULES = [
 ]
 
 
+def _vmaps(tier: Tier, direction: Direction) -> list[str]:
+    field = "daddr" if direction is Direction.INGRESS else "saddr"
+    return [f"{IP[v]} {field} vmap @{dispatch_map(direction, v, tier)}" for v in FAMILIES]
+
+
+# With tiers (`is_tiered`): egress through its own chain (`EGRESS_TIERS`), so that an Admin
+# Accept can skip the other egress tiers and still reach the ingress dispatch; ingress Admin
+# before the NetworkPolicy dispatch (an Admin Pass or no match returns here), Baseline after
+# (a NetworkPolicy ingress chain is final, so only pods it does not isolate get there).
+TIER_FORWARD_RULES = [
+    *FORWARD_RULES[:3],
+    f"jump {EGRESS_TIERS}",
+    *_vmaps(Tier.ADMIN, Direction.INGRESS),
+    *FORWARD_RULES[5:],
+    *_vmaps(Tier.BASELINE, Direction.INGRESS),
+]
+assert FORWARD_RULES[3:5] == _vmaps(Tier.NETPOL, Direction.EGRESS)  # the egress lines moved
+# Admin egress enters its chain by ``goto``: its Accept ``return``s to the forward chain, its
+# Pass (and its end) ``goto``s `EGRESS_AFTER_ADMIN`. A NetworkPolicy egress allow ``return``s
+# here, and the Baseline map after it never holds that pod (`NodeModel.check`).
+_EGRESS_AFTER_ADMIN = [*FORWARD_RULES[3:5], *_vmaps(Tier.BASELINE, Direction.EGRESS)]
+TIER_CHAINS = {
+    EGRESS_TIERS: [*_vmaps(Tier.ADMIN, Direction.EGRESS), *_EGRESS_AFTER_ADMIN],
+    EGRESS_AFTER_ADMIN: _EGRESS_AFTER_ADMIN,
+}
+
+
+def forward_rules(tiered: bool) -> list[str]:
+    return TIER_FORWARD_RULES if tiered else FORWARD_RULES
+
+
+def map_decl(name: str, version: int, entries: Iterable[str] = ()) -> str:
+    body = ", ".join(entries)
+    elems = f" elements = {{ {body} }};" if body else ""
+    return f"map {name} {{ type {ADDR_TYPE[version]} : verdict;{elems} }}"
+
+
 def set_order(model: NodeModel) -> list[str]:
     """Set ids, the most named by rules first (ties: the model's order).
 
@@ -506,12 +668,14 @@ def render_snapshot(model: NodeModel, cfg: NftConfig) -> str:
     out += [f"  {_seen_decl(d, v, cfg)}" for d in Direction for v in FAMILIES]
     # The maps before the address sets: every element change walks the set list to its map or
     # set, and the maps are what most deltas change.
-    for direction in Direction:
-        by_family = split_dispatch(model.dispatch(direction), direction)
-        for v in FAMILIES:
-            entries = [f"{ip} : jump {names.nft_chain(cid)}" for ip, cid in by_family[v].items()]
-            body = f" elements = {{ {', '.join(entries)} }};" if entries else ""
-            out.append(f"  map {dispatch_map(direction, v)} {{ type {ADDR_TYPE[v]} : verdict;{body} }}")
+    tiered = is_tiered(model)
+    for tier in (Tier.NETPOL, *CNP_TIERS) if tiered else (Tier.NETPOL,):
+        for direction in Direction:
+            verb = map_verb(tier, direction)
+            by_family = split_dispatch(model.dispatch(direction, tier), direction)
+            for v in FAMILIES:
+                entries = [f"{ip} : {verb} {names.nft_chain(cid)}" for ip, cid in by_family[v].items()]
+                out.append(f"  {map_decl(dispatch_map(direction, v, tier), v, entries)}")
     tag_owners(model.sets)
     own: list[str] = []
     hosts: dict[int, list[str]] = {4: [], 6: []}
@@ -534,13 +698,15 @@ def render_snapshot(model: NodeModel, cfg: NftConfig) -> str:
         out.append("  }")
     for name, lines in port_chains(model.chains.values()).items():
         out += [f"  chain {name} {{", *(f"    {line}" for line in lines), "  }"]
+    for name, fixed in TIER_CHAINS.items() if tiered else ():
+        out += [f"  chain {name} {{", *(f"    {line}" for line in fixed), "  }"]
     for cid, chain in model.chains.items():
         out.append(f"  chain {names.nft_chain(cid)} {{")
         out += [f"    {line}" for line in chain_lines(cid, chain, cfg, families, model.sets)]
         out.append("  }")
     out.append(f"  chain {FORWARD} {{")
     out.append("    type filter hook forward priority filter; policy accept;")
-    out += [f"    {line}" for line in FORWARD_RULES]
+    out += [f"    {line}" for line in forward_rules(tiered)]
     out += ["  }", "}"]
     return "\n".join(out) + "\n"
 
@@ -617,24 +783,38 @@ def _set_element_ops(
     return out
 
 
+# Pod IPs dispatched in the kernel per (tier, direction) of the tier maps (the NetworkPolicy
+# ones are passed as ``had_ingress`` / ``had_egress``); absent: none.
+HadTiers = Mapping[tuple[Tier, Direction], Container[str]]
+NO_TIERS: HadTiers = {}
+
+
 def _dispatch_ops(
-    delta: NodeDelta, had_ingress: Container[str], had_egress: Container[str], jump: str
+    delta: NodeDelta, had_ingress: Container[str], had_egress: Container[str], script: bool, had_tiers: HadTiers
 ) -> list[ElementOp]:
-    """Dispatch changes per map: a map refuses to overwrite, so a replaced entry is deleted first."""
+    """Dispatch changes per map: a map refuses to overwrite, so a replaced entry is deleted
+    first. ``script``: entries as ``"ip : jump chain"`` (else ``"ip : chain"``, netlink's form)."""
     out: list[ElementOp] = []
-    for direction, had in ((Direction.INGRESS, had_ingress), (Direction.EGRESS, had_egress)):
-        upserts = split_dispatch(delta.dispatch_set(direction), direction)
+    todo: list[tuple[Tier, Direction, Container[str]]] = [
+        (Tier.NETPOL, Direction.INGRESS, had_ingress),
+        (Tier.NETPOL, Direction.EGRESS, had_egress),
+    ]
+    if delta.has_tiers():
+        todo += [(t, d, had_tiers.get((t, d), EMPTY)) for t in CNP_TIERS for d in Direction]
+    for tier, direction, had in todo:
+        upserts = split_dispatch(delta.dispatch_set(direction, tier), direction)
         gone: dict[int, list[str]] = {4: [], 6: []}
-        for ip in delta.dispatch_removed(direction):
+        for ip in delta.dispatch_removed(direction, tier):
             if ip in had:
                 gone[_ip_family(ip, direction)].append(ip)
+        verb = f"{map_verb(tier, direction)} " if script else ""
         for v in FAMILIES:
             gone[v] += [ip for ip in upserts[v] if ip in had]
-            vmap = dispatch_map(direction, v)
+            vmap = dispatch_map(direction, v, tier)
             if gone[v]:
                 out.append(("delete", vmap, sorted(gone[v])))
             if upserts[v]:
-                entries = [f"{ip} : {jump}{names.nft_chain(c)}" for ip, c in sorted(upserts[v].items())]
+                entries = [f"{ip} : {verb}{names.nft_chain(c)}" for ip, c in sorted(upserts[v].items())]
                 out.append(("add", vmap, entries))
     return out
 
@@ -694,9 +874,15 @@ def render_delta(
     had_ports: Collection[str] | None = None,
     interval: Container[str] | None = None,
     gone: Mapping[str, frozenset[str]] = NO_SETS,
+    had_tiers: HadTiers = NO_TIERS,
+    tiers: tuple[bool, bool] | None = None,
 ) -> str:
     """One transaction for ``delta``; ``model`` is the result, ``had_*`` the pod IPs dispatched
-    before, ``had_ports`` the port chains in the kernel (`port_changes`).
+    before (``had_tiers``: of the tier maps), ``had_ports`` the port chains in the kernel
+    (`port_changes`). ``tiers``: whether the table has the tier objects (`is_tiered`) before
+    and after ``delta``; when they differ, the tier objects are created (before the new chains,
+    which may name them) or deleted (after the chains that used them), and the forward chain
+    is rewritten, in the same transaction (None: unchanged).
 
     ``families``: the layout, ``layout(model)`` (which the caller may know without scanning the
     model); it must be the table's (a change of layout is a snapshot, `NftablesBackend`).
@@ -728,12 +914,22 @@ def render_delta(
     create_ports, delete_ports = port_changes(delta, model, had_ports)
     for name, lines in create_ports.items():
         out += add_port_chain_cmds(name, lines)
+    before, after = tiers if tiers is not None else (False, False)
+    if after and not before:
+        out += tier_objects_cmds()
     for cid, chain in delta.new_chains.items():
         out += add_chain_cmds(cid, chain, cfg, families, model.sets)
-    out += _op_cmds(_dispatch_ops(delta, had_ingress, had_egress, "jump "))
+    out += _op_cmds(_dispatch_ops(delta, had_ingress, had_egress, True, had_tiers))
+    if before != after:
+        out += [f"flush chain {TABLE} {FORWARD}"] + [f"add rule {TABLE} {FORWARD} {r}" for r in forward_rules(after)]
+    if before and not after:
+        out += [f"flush chain {TABLE} {EGRESS_TIERS}", f"delete chain {TABLE} {EGRESS_TIERS}"]
     for cid in delta.removed_chains:
         name = names.nft_chain(cid)
         out += [f"flush chain {TABLE} {name}", f"delete chain {TABLE} {name}"]
+    if before and not after:
+        out += [f"flush chain {TABLE} {EGRESS_AFTER_ADMIN}", f"delete chain {TABLE} {EGRESS_AFTER_ADMIN}"]
+        out += [f"delete map {TABLE} {name}" for name in TIER_MAPS]
     for name in delete_ports:
         out += [f"flush chain {TABLE} {name}", f"delete chain {TABLE} {name}"]
     for sid in sorted(delta.removed_sets):
@@ -745,6 +941,18 @@ def render_delta(
             else:
                 out += _set_cmds("delete", HOSTS[v], tagged(forms[v], names.nft_tag(sid)))
     return "\n".join(out) + ("\n" if out else "")
+
+
+def tier_objects_cmds() -> list[str]:
+    """Create the tier objects in a table without them (the forward chain is rewritten apart):
+    the maps, then `EGRESS_AFTER_ADMIN` before `EGRESS_TIERS` (each names what is before it)."""
+    out = [
+        f"add {map_decl(name, version).replace('map ', f'map {TABLE} ', 1)}"
+        for name, (_, _, version) in TIER_MAPS.items()
+    ]
+    for name in (EGRESS_AFTER_ADMIN, EGRESS_TIERS):
+        out += [f"add chain {TABLE} {name}"] + [f"add rule {TABLE} {name} {line}" for line in TIER_CHAINS[name]]
+    return out
 
 
 def expected_rule_counts(model: NodeModel, cfg: NftConfig) -> dict[str, int]:
@@ -765,6 +973,7 @@ def element_ops(
     had_egress: Container[str],
     families: tuple[int, ...] | None = None,
     interval: Container[str] | None = None,
+    had_tiers: HadTiers = NO_TIERS,
 ) -> list[ElementOp]:
     """The element changes of an element-only ``delta``, in the order `render_delta` uses
     (dispatch entries as ``"ip : chain"``, the netlink encoder's form); ``families`` and
@@ -772,4 +981,5 @@ def element_ops(
     families = families or layout(model)
     if interval is None:
         interval = kinds_before(delta, model, families)
-    return _set_element_ops(delta, model, families, interval) + _dispatch_ops(delta, had_ingress, had_egress, "")
+    ops = _set_element_ops(delta, model, families, interval)
+    return ops + _dispatch_ops(delta, had_ingress, had_egress, False, had_tiers)

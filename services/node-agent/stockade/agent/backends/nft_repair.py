@@ -26,12 +26,13 @@ from stockade.agent.backends.nft_render import (
     add_chain_cmds,
     add_port_chain_cmds,
     dispatch_map,
+    is_tiered,
     layout,
     render_snapshot,
     set_decl,
     tagged,
 )
-from stockade.model import Direction, NodeModel
+from stockade.model import CNP_TIERS, Direction, NodeModel
 
 
 def _elem_cmd(verb: str, name: str, items: list[str]) -> list[str]:
@@ -46,7 +47,7 @@ def render_reconcile(view: KernelView | None, model: NodeModel, cfg: NftConfig, 
     the twins it lacks are added first, the chains rewritten, the twins it no longer needs
     deleted last. Likewise a set that moved between the hosts set and a set of its own (its own
     set created first, the chains naming it rewritten, its old form removed)."""
-    if view is None or structure_problems(view, fixed):
+    if view is None or structure_problems(view, fixed, is_tiered(model)):
         return render_snapshot(model, cfg)
     want = desired(model, cfg)
     if kind_problems(view, want):
@@ -89,6 +90,16 @@ def render_reconcile(view: KernelView | None, model: NodeModel, cfg: NftConfig, 
             out += _elem_cmd("delete", vmap, [ip for ip in stale if elements.ip_family(ip) == version])
             add = [f"{ip} : jump {wanted[ip]}" for ip in fresh if elements.ip_family(ip) == version]
             out += _elem_cmd("add", vmap, add)
+    for tier in CNP_TIERS:  # their entries read "jump <chain>" / "goto <chain>" (`desired`)
+        for direction in Direction:
+            have_map, wanted = view.dispatch(direction, tier), want.dispatch(direction, tier)
+            stale = [ip for ip, c in have_map.items() if wanted.get(ip) != c]
+            fresh = [ip for ip, c in wanted.items() if have_map.get(ip) != c]
+            for version in FAMILIES:
+                vmap = dispatch_map(direction, version, tier)
+                out += _elem_cmd("delete", vmap, [ip for ip in stale if elements.ip_family(ip) == version])
+                add = [f"{ip} : {wanted[ip]}" for ip in fresh if elements.ip_family(ip) == version]
+                out += _elem_cmd("add", vmap, add)
     for name in view.chains.keys() - want.chains.keys():
         out += [f"flush chain {TABLE} {name}", f"delete chain {TABLE} {name}"]
     for name in view.ports.keys() - want.ports.keys():  # after the pod chains that jumped to them

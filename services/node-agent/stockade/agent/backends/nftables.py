@@ -15,7 +15,7 @@ from stockade.agent.backends import names, nft_chains, nft_netlink, nft_readback
 from stockade.agent.backends.base import ApplyError
 from stockade.agent.backends.nft_repair import render_reconcile
 from stockade.agent.backends.nftlib import NftRunner
-from stockade.model import Direction, NodeDelta, NodeModel
+from stockade.model import TIERS, Chain, Direction, NodeDelta, NodeModel, Tier
 
 log = logging.getLogger(__name__)
 REF_TABLE = "inet stockade_ref"  # a scratch table: no base chain, never enforces anything
@@ -35,9 +35,14 @@ class NftablesBackend:
         # so the plain `nft -f` path stays measurable.
         self._netlink = nft_netlink.NftNetlink(netns) if use_library else None
         self.config = config or nft_render.NftConfig()
-        # Pod IPs dispatched in the kernel (a verdict map refuses to overwrite an element, so a
-        # delta must know which upserts replace one). None until read back or snapshotted.
-        self._dispatched: dict[Direction, set[str]] | None = None
+        # Pod IPs dispatched in the kernel per (tier, direction) (a verdict map refuses to
+        # overwrite an element, so a delta must know which upserts replace one). None until
+        # read back or snapshotted.
+        self._dispatched: dict[tuple[Tier, Direction], set[str]] | None = None
+        # The tier chains (ids) the kernel holds, and whether the table has the tier objects
+        # (nft_render.is_tiered): a delta that changes the latter is a snapshot.
+        self._tier_chains: set[str] = set()
+        self._tiered = False
         self._ipv6 = 0  # how many of them are IPv6: the table's layout (nft_render.layout)
         self._ports: set[str] = set()  # the shared port chains in the kernel (nft_render.port_chain)
         # The address sets in the kernel that are interval sets of their own; the others live
@@ -73,12 +78,13 @@ class NftablesBackend:
         assert self._netlink is not None
         batch = nft_netlink.ElementBatch(nft_render.TABLE.split()[1])
         for verb, name, items in ops:
-            if name in nft_render.MAPS:
+            if name in nft_render.MAPS or name in nft_render.TIER_MAPS:
                 pairs = [(ip, chain) for ip, _, chain in (item.partition(" : ") for item in items)]
+                tier, direction, _ = nft_render.TIER_MAPS.get(name, (Tier.NETPOL, Direction.INGRESS, 4))
                 encoded = (
                     nft_netlink.host_elements(ip for ip, _ in pairs)
                     if verb == "delete"
-                    else nft_netlink.verdict_elements(pairs)
+                    else nft_netlink.verdict_elements(pairs, nft_render.map_verb(tier, direction) == "goto")
                 )
             elif name in nft_render.HOSTS_FAMILY:
                 encoded = nft_netlink.tagged_elements(items)
@@ -112,9 +118,20 @@ class NftablesBackend:
         table written once from the renderer, listed and deleted (three small calls, once per
         backend). None when that fails: those chains are then compared by rule count only."""
         if self._reference is None:
-            snapshot = nft_render.render_snapshot(NodeModel("reference"), self.config)
+            # With the tier objects, and the forward rules without them in a chain of their own.
+            snapshot = nft_render.render_snapshot(_reference_model(), self.config)
+            plain = [f"add chain {REF_TABLE} {nft_readback.REF_FORWARD}"] + [
+                f"add rule {REF_TABLE} {nft_readback.REF_FORWARD} {line}" for line in nft_render.FORWARD_RULES
+            ]
             script = "\n".join(
-                line.replace(nft_render.TABLE, REF_TABLE) for line in snapshot.splitlines() if " hook " not in line
+                [
+                    *(
+                        line.replace(nft_render.TABLE, REF_TABLE)
+                        for line in snapshot.splitlines()
+                        if " hook " not in line
+                    ),
+                    *plain,
+                ]
             )
             ok, _, err = self._nft.run(script + "\n")
             if ok:
@@ -134,8 +151,10 @@ class NftablesBackend:
     def apply_delta(self, delta: NodeDelta, model: NodeModel) -> None:
         if self._dispatched is None or self._sets is None:
             view = self.read_view()
-            self._dispatched = {d: set(view.dispatch(d)) if view else set() for d in Direction}
+            self._dispatched = {(t, d): set(view.dispatch(d, t)) if view else set() for t in TIERS for d in Direction}
             self._ipv6 = _count_ipv6(self._dispatched)
+            self._tiered = view is not None and nft_render.EGRESS_TIERS in view.fixed
+            self._tier_chains = {cid for cid, c in model.chains.items() if c.tier is not Tier.NETPOL}
             self._ports = set(view.ports) if view else set()
             self._interval = set(view.interval) if view else set()
             # What the kernel holds of the sets this delta removes; the others are the model's.
@@ -143,6 +162,7 @@ class NftablesBackend:
         had = self._dispatched
         v6 = self._ipv6_after(delta)
         families = nft_render.FAMILIES if v6 else nft_render.IPV4_ONLY
+        tier_chains = _tier_chains_after(self._tier_chains, delta)
         if families != self.layout or nft_render.kind_changes(delta, model, self._interval, families):
             # The first IPv6 pod address dispatched (or the last one gone): the pod chains gain
             # (or lose) their IPv6 rules and sets, so the whole table is replaced in one
@@ -152,11 +172,11 @@ class NftablesBackend:
             self.run_script(nft_render.render_snapshot(model, self.config))
             self._remember(model)
             return
-        ins, eg = had[Direction.INGRESS], had[Direction.EGRESS]
+        ins, eg = had[Tier.NETPOL, Direction.INGRESS], had[Tier.NETPOL, Direction.EGRESS]
         sets = self._sets
         assert sets is not None
         if nft_render.is_element_only(delta) and self._netlink is not None:
-            self._send_elements(nft_render.element_ops(delta, model, ins, eg, families, self._interval))
+            self._send_elements(nft_render.element_ops(delta, model, ins, eg, families, self._interval, had))
         else:
             unknown = sorted(delta.removed_sets - sets.keys())
             if unknown:
@@ -169,8 +189,11 @@ class NftablesBackend:
                 )
             create, delete = nft_render.port_changes(delta, model, self._ports)
             gone = {sid: sets[sid] for sid in delta.removed_sets}
+            # The first tier chain (or the last one gone): the tier objects come (or go) and the
+            # forward chain is rewritten in the same transaction (`nft_render.render_delta`).
+            tiers = (self._tiered, bool(tier_chains))
             script = nft_render.render_delta(
-                delta, model, self.config, ins, eg, families, self._ports, self._interval, gone
+                delta, model, self.config, ins, eg, families, self._ports, self._interval, gone, had, tiers
             )
             self.run_script(script)
             self._ports = (self._ports | create.keys()) - set(delete)
@@ -180,10 +203,12 @@ class NftablesBackend:
             sets.pop(sid, None)
         for sid in delta.new_sets.keys() | delta.set_added.keys() | delta.set_removed.keys():
             sets[sid] = model.sets.get(sid, frozenset())
-        for d in Direction:
-            had[d].difference_update(delta.dispatch_removed(d))
-            had[d].update(delta.dispatch_set(d))
+        for (t, d), ips in had.items():
+            ips.difference_update(delta.dispatch_removed(d, t))
+            ips.update(delta.dispatch_set(d, t))
         self._ipv6 = v6
+        self._tier_chains = tier_chains
+        self._tiered = bool(tier_chains)
 
     def verify(self, model: NodeModel) -> list[str]:
         fixed = self.fixed_reference()
@@ -246,19 +271,34 @@ class NftablesBackend:
         so a delta costs nothing per pod of the node)."""
         assert self._dispatched is not None
         n = self._ipv6
-        for d in Direction:
-            had = self._dispatched[d]
-            n -= sum(1 for ip in delta.dispatch_removed(d) if ":" in ip and ip in had)
-            n += sum(1 for ip in delta.dispatch_set(d) if ":" in ip and ip not in had)
+        for (t, d), had in self._dispatched.items():
+            n -= sum(1 for ip in delta.dispatch_removed(d, t) if ":" in ip and ip in had)
+            n += sum(1 for ip in delta.dispatch_set(d, t) if ":" in ip and ip not in had)
         return n
 
     def _remember(self, model: NodeModel) -> None:
-        self._dispatched = {d: set(model.dispatch(d)) for d in Direction}
+        self._dispatched = {(t, d): set(table) for t, d, table in model.tier_tables()}
         self._ipv6 = _count_ipv6(self._dispatched)
+        self._tier_chains = {cid for cid, c in model.chains.items() if c.tier is not Tier.NETPOL}
+        self._tiered = bool(self._tier_chains)
         self._ports = set(nft_render.port_chains(model.chains.values()))
         self._interval = nft_render.interval_sets(model.sets, self.layout)
         self._sets = dict(model.sets)
 
 
-def _count_ipv6(dispatched: dict[Direction, set[str]]) -> int:
+def _count_ipv6(dispatched: dict[tuple[Tier, Direction], set[str]]) -> int:
     return sum(1 for ips in dispatched.values() for ip in ips if ":" in ip)
+
+
+def _tier_chains_after(held: set[str], delta: NodeDelta) -> set[str]:
+    """The tier chains once ``delta`` is applied (from the delta alone)."""
+    new = {cid for cid, c in delta.new_chains.items() if c.tier is not Tier.NETPOL}
+    if not new and not (delta.removed_chains & held):
+        return held
+    return (held - delta.removed_chains) | new
+
+
+def _reference_model() -> NodeModel:
+    """The smallest model with the tier objects (`nft_render.is_tiered`): one empty tier chain."""
+    chain = Chain.ordered(Direction.EGRESS, Tier.ADMIN, [])
+    return NodeModel("reference", chains={chain.id: chain})

@@ -1,9 +1,11 @@
 """Read blocked connections from an NFLOG group over netlink, as `BlockedEvent`s.
 
 The backends log a denied new connection to group G with the denying chain's id as prefix
-(``in_<hex>`` / ``out_<hex>``). We bind that group in the node's network namespace, ask for the
-first ``copy_range`` bytes of each packet and for per-instance sequence numbers, so every
-message the kernel built but could not deliver (socket overrun) shows up as a gap: ``lost``.
+(``in_<hex>`` / ``out_<hex>``: a NetworkPolicy chain's deny tail), or with ``<chain id>/<rule
+index>`` when a DENY rule of a ClusterNetworkPolicy tier chain dropped it (`parse_prefix`).
+We bind that group in the node's network namespace, ask for the first ``copy_range`` bytes of
+each packet and for per-instance sequence numbers, so every message the kernel built but could
+not deliver (socket overrun) shows up as a gap: ``lost``.
 
 Usable synchronously (`read_batch`) and from asyncio (`attach`: ``loop.add_reader``).
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -28,6 +31,11 @@ from stockade.model.rules import Direction
 
 _SO_RCVBUFFORCE = 33
 _SEQ_MOD = 1 << 32
+# A tier rule's prefix: a chain id as the codec allows them, "/", a rule index in decimal
+# without leading zeros. Bounded: NFLOG prefixes are short (the kernel caps them at 127 bytes),
+# and an index past MAX_RULE_INDEX is no rule a chain can have (the codec caps rules per chain).
+_TIER_PREFIX = re.compile(r"((?:in|out)_[0-9a-f]{1,64})/(0|[1-9][0-9]{0,5})")
+MAX_RULE_INDEX = 65535
 
 
 class NflogError(Exception):
@@ -41,7 +49,7 @@ class NflogStats:
     messages: int = 0  # packet messages received
     events: int = 0  # events returned (after folding duplicates)
     duplicates: int = 0  # messages folded into an event already returned (same flow, in the window)
-    ignored: int = 0  # messages without one of our prefixes or without readable headers
+    ignored: int = 0  # messages without one of our (well-formed) prefixes or without readable headers
     lost: int = 0  # sequence-number gaps (exact count of undelivered messages)
     overruns: int = 0  # ENOBUFS reports: the socket's receive queue overflowed
 
@@ -52,6 +60,41 @@ def direction_of(prefix: str) -> Direction | None:
     if prefix[:4] == "out_":
         return Direction.EGRESS
     return None
+
+
+def parse_prefix(prefix: str) -> tuple[Direction, str, int | None] | None:
+    """(direction, chain id, rule index) of one of our prefixes, or None for a foreign or
+    malformed one. ``<chain id>`` alone (rule None) is a NetworkPolicy deny tail, checked no
+    further than before tiers (the brain validates the id); ``<chain id>/<index>`` is a tier
+    DENY rule and must be well formed throughout."""
+    direction = direction_of(prefix)
+    if direction is None:
+        return None
+    if "/" not in prefix:
+        return direction, prefix, None
+    m = _TIER_PREFIX.fullmatch(prefix)
+    if m is None:
+        return None
+    index = int(m.group(2))
+    if index > MAX_RULE_INDEX:
+        return None
+    return direction, m.group(1), index
+
+
+_prefixes: dict[str, tuple[Direction, str, int | None] | None] = {}
+
+
+def _prefix(prefix: str) -> tuple[Direction, str, int | None] | None:
+    """`parse_prefix`, remembered: a node has a bounded number of chains and rules, so the same
+    prefixes come again and again (the cache starts over should a flood of distinct ones come)."""
+    try:
+        return _prefixes[prefix]
+    except KeyError:
+        pass
+    if len(_prefixes) >= 4096:
+        _prefixes.clear()
+    parsed = _prefixes[prefix] = parse_prefix(prefix)
+    return parsed
 
 
 class _Window:
@@ -207,14 +250,15 @@ class NflogReader:
             if gap < _SEQ_MOD // 2:
                 self.stats.lost += gap
                 self._next_seq = (msg.seq + 1) % _SEQ_MOD
-        direction = direction_of(msg.prefix)
+        parsed = _prefix(msg.prefix)
         flow = flow_key(msg.payload)
-        if direction is None or flow is None:
+        if parsed is None or flow is None:
             self.stats.ignored += 1
             return None
         if self._window.seen((msg.prefix, *flow), now):
             self.stats.duplicates += 1
             return None
+        direction, chain, rule = parsed
         src, dst, protocol, sport, dport = flow
         return BlockedEvent(
             time=msg.timestamp if msg.timestamp is not None else now,
@@ -225,7 +269,8 @@ class NflogReader:
             protocol=protocol,
             sport=sport,
             dport=dport,
-            chain=msg.prefix,
+            chain=chain,
+            rule=rule,
         )
 
     # -- asyncio -----------------------------------------------------------------------------

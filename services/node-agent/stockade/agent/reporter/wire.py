@@ -20,7 +20,7 @@ def encode_batch(
     batch = drops_pb2.DropBatch(node=node, instance=instance, seq=seq, shed=dict(shed))
     add = batch.events.add
     for e in events:
-        add(
+        msg = add(
             time=e.time,
             direction=_DIRECTIONS[e.direction],
             src=e.src,
@@ -30,4 +30,6 @@ def encode_batch(
             dport=e.dport,
             chain=e.chain,
         )
+        if e.rule is not None:  # a tier DENY rule; unset for a NetworkPolicy deny, as before tiers
+            msg.rule = e.rule
     return batch

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 from .allocators import IPAllocator, PortAllocator, parse_cidrs, parse_port_range
 from .base import KindBehaviour
+from .clusternetworkpolicies import ClusterNetworkPolicyBehaviour
+from .crds import CustomResourceDefinitionBehaviour
 from .endpointslices import EndpointSliceBehaviour
 from .events import EventBehaviour
 from .leases import LeaseBehaviour
@@ -38,12 +40,16 @@ def behaviours(
         "networkpolicies": NetworkPolicyBehaviour(),
         "nodes": NodeBehaviour(),
         "namespaces": NamespaceBehaviour(),
+        "customresourcedefinitions": CustomResourceDefinitionBehaviour(),
+        "clusternetworkpolicies": ClusterNetworkPolicyBehaviour(),
     }
 
 
 __all__ = [
     "DEFAULT_NODE_PORTS",
     "DEFAULT_SERVICE_CIDRS",
+    "ClusterNetworkPolicyBehaviour",
+    "CustomResourceDefinitionBehaviour",
     "EndpointSliceBehaviour",
     "EventBehaviour",
     "IPAllocator",

@@ -101,10 +101,12 @@ def digest(body: bytes) -> str:
     return hashlib.sha512(body).hexdigest().upper()
 
 
-def v3_index() -> bytes:
+def v3_index(hidden: frozenset[tuple[str, str]] = frozenset()) -> bytes:
+    """The v3 index; ``hidden``: group-versions not served now (a custom resource without its CRD)."""
     paths = {
         gv_path(g, v): {"serverRelativeURL": f"/openapi/v3/{gv_path(g, v)}?hash={v3_hash(g, v)}"}
         for g, v in GROUP_VERSIONS
+        if (g, v) not in hidden
     }
     return json.dumps({"paths": paths}, sort_keys=True, separators=(",", ":")).encode()
 
@@ -133,10 +135,12 @@ def _v2_operation(op: Operation, kind: str) -> Obj:
 
 
 @cache
-def v2_object() -> Obj:
+def v2_object(hidden: frozenset[tuple[str, str]] = frozenset()) -> Obj:
     paths: Obj = {}
     refs: set[str] = set()
     for g, v in GROUP_VERSIONS:
+        if (g, v) in hidden:
+            continue
         items = group_version_paths(g, v)
         refs |= _refs(items)
         for p in items:
@@ -161,5 +165,5 @@ def v2_object() -> Obj:
 
 
 @cache
-def v2_json() -> bytes:
-    return json.dumps(v2_object(), sort_keys=True, separators=(",", ":")).encode()
+def v2_json(hidden: frozenset[tuple[str, str]] = frozenset()) -> bytes:
+    return json.dumps(v2_object(hidden), sort_keys=True, separators=(",", ":")).encode()

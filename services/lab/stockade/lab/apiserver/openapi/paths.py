@@ -62,6 +62,9 @@ PATCH_TYPES = (
     "application/merge-patch+json",
     "application/strategic-merge-patch+json",
 )
+# A custom resource has no Go type to take patch strategies from: no strategic-merge patches (so
+# kubectl apply sends a JSON merge patch, as to a real CRD's objects).
+CUSTOM_PATCH_TYPES = tuple(t for t in PATCH_TYPES if "strategic" not in t)
 META = "io.k8s.apimachinery.pkg.apis.meta.v1."
 
 
@@ -171,7 +174,7 @@ def resource_paths(res: Resource) -> list[PathItem]:
             f"partially update the specified {kind}",
             query=(*WRITE_QUERY, "force"),
             body=META + "Patch",
-            consumes=PATCH_TYPES,
+            consumes=CUSTOM_PATCH_TYPES if res.crd else PATCH_TYPES,
             responses=ok_created,
         ),
         op(

@@ -146,5 +146,5 @@ def document(doc: Obj) -> bytes:
 
 
 @cache
-def v2_protobuf() -> bytes:
-    return document(v2_object())
+def v2_protobuf(hidden: frozenset[tuple[str, str]] = frozenset()) -> bytes:
+    return document(v2_object(hidden))

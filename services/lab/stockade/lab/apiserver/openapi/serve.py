@@ -13,7 +13,8 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
-from ..schema import GROUP_VERSIONS
+from ..resources import Hidden
+from ..schema import DOCUMENTED, GROUP_VERSIONS
 from .documents import JSON, digest, gv_path, v2_json, v3_document, v3_hash, v3_index
 from .protobuf import v2_protobuf
 
@@ -31,21 +32,33 @@ def _answer(request: web.Request, body: bytes, content_type: str, etag: str, cac
     return web.Response(body=body, content_type=content_type, headers=headers)
 
 
-def openapi(request: web.Request) -> web.StreamResponse | None:
-    """The answer to an /openapi/... GET, or None when the path is not one of them (404)."""
+def hidden_group_versions(hidden: Hidden) -> frozenset[tuple[str, str]]:
+    """The group-versions every documented resource of which is hidden (custom resources without their CRD)."""
+    out = set()
+    for g, v in GROUP_VERSIONS:
+        served = [r for r in DOCUMENTED if (r.group, r.version) == (g, v)]
+        if served and all(r.storage in hidden for r in served):
+            out.add((g, v))
+    return frozenset(out)
+
+
+def openapi(request: web.Request, hidden: Hidden = frozenset()) -> web.StreamResponse | None:
+    """The answer to an /openapi/... GET, or None when the path is not one of them (404).
+    ``hidden``: the storages not served now, left out of the documents."""
     path = request.path.rstrip("/")
+    gone = hidden_group_versions(hidden)
     if path == "/openapi/v2":
         if "protobuf" in request.headers.get("Accept", ""):
-            body = v2_protobuf()
+            body = v2_protobuf(gone)
             return _answer(request, body, PROTOBUF_V2, digest(body), "no-cache, private")
-        body = v2_json()
+        body = v2_json(gone)
         return _answer(request, body, JSON, digest(body), "no-cache, private")
     if path == "/openapi/v3":
-        body = v3_index()
+        body = v3_index(gone)
         return _answer(request, body, JSON, digest(body), "no-cache, private")
     if path.startswith("/openapi/v3/"):
         gv = _BY_PATH.get(path[len("/openapi/v3/") :])
-        if gv is None:
+        if gv is None or gv in gone:
             return None
         current = v3_hash(*gv)
         asked = request.query.get("hash")
