@@ -30,7 +30,7 @@ def test_a_model_with_tiers_is_refused_and_the_last_rules_stay(topology: Topolog
     plain = policy_model()
     backend.apply_snapshot(plain)
     assert backend.verify(plain) == []
-    with pytest.raises(ApplyError, match="does not enforce ClusterNetworkPolicy tiers yet.*--backend nftables"):
+    with pytest.raises(ApplyError, match=r"does not enforce ClusterNetworkPolicy tiers yet.*--backend nftables"):
         backend.apply_snapshot(tiered(plain))
     with pytest.raises(ApplyError, match="does not enforce ClusterNetworkPolicy tiers yet"):
         backend.apply_delta(diff(plain, tiered(plain)), tiered(plain))

@@ -41,7 +41,6 @@ def kernel_has_ipv6() -> bool:
     return os.path.exists("/proc/net/if_inet6")
 
 
-
 NO_TIERS_YET = (
     "the iptables backend does not enforce ClusterNetworkPolicy tiers yet, and this node's model has "
     "Admin or Baseline rules: nothing of it is applied (the node keeps its last rules); run this node's "
@@ -54,6 +53,7 @@ def refuse_tiers(model: NodeModel) -> None:
     never applied without them: its Deny rules would be missing, silently."""
     if model.has_tiers():  # a tier chain no pod is dispatched to is inert: only dispatch matters
         raise ApplyError(NO_TIERS_YET)
+
 
 class IptablesBackend:
     """`Dataplane` over iptables and ip6tables (-nft or -legacy: ``variant``) and ipset."""
