@@ -6,9 +6,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from engine.kube import namespace, pod, policy  # type: ignore[import-not-found]
+
 from stockade.brain.admin.explain import explain
 from stockade.brain.engine import Engine
-from tests.engine.kube import namespace, pod, policy
 
 Obj = dict[str, Any]
 X = {"namespaces": {"matchLabels": {"team": "x"}}}

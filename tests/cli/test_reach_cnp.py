@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 import yaml
+from engine.cnp_conformance import Replay, load  # type: ignore[import-not-found]
 
 from stockade.brain.admin.reachability import reach
 from stockade.cli.commands.reach import write_json
 from stockade.cli.offline import compile_checked
 from stockade.cli.reach_classes import Classes
 from stockade.model import Protocol
-from tests.engine.cnp_conformance import Replay, load
 
 DATA = load()
 TESTS = {t["name"]: t for t in DATA["tests"]}
