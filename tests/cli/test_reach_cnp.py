@@ -62,8 +62,9 @@ def test_classes_and_pairs_agree_with_cnps(tmp_path: Path) -> None:
     f.write_text(yaml.safe_dump_all(replay.objects))
     engine = compile_checked([str(f)])
     ports, protos = [80, 53, 34345, 34347], [Protocol.TCP, Protocol.UDP]
-    assert Classes(engine).probes(ports, protos) == reach(engine, ports, protos)
-    assert any(p.host_network for p in reach(engine, ports, protos))
+    assert Classes(engine).probes(ports, protos) == reach(engine, ports, protos, host_network=True)
+    assert any(p.host_network for p in reach(engine, ports, protos, host_network=True))
+    assert not any(p.host_network for p in reach(engine, ports, protos))  # dry-run's: endpoints only
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

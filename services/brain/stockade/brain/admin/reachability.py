@@ -98,10 +98,10 @@ def connection_allowed(
     return decide(models.get(dst.node, none), Direction.INGRESS, dst_ip, src_ip, protocol, port).allowed
 
 
-def reach_pods(engine: Engine) -> list[PodInfo]:
-    """The pods `reach` judges, by key: endpoints and host-network pods."""
+def reach_pods(engine: Engine, host_network: bool = True) -> list[PodInfo]:
+    """The pods `reach` judges, by key: endpoints, and host-network pods (``host_network``)."""
     pods = [ep for p in engine.pods() if (ep := engine.endpoint(p.namespace, p.name)) is not None and ep.node]
-    return sorted([*pods, *engine.host_network_pods()], key=lambda p: p.key)
+    return sorted([*pods, *(engine.host_network_pods() if host_network else ())], key=lambda p: p.key)
 
 
 def reach(
@@ -109,11 +109,13 @@ def reach(
     ports: Iterable[int] | None = None,
     protocols: Iterable[Protocol] | None = None,
     families: Iterable[int] | None = None,
+    host_network: bool = False,
 ) -> list[Probe]:
     """Every endpoint pair on the given (or declared) ports, once per IP family both have
-    (``families``: only those versions, 4 and/or 6)."""
+    (``families``: only those versions, 4 and/or 6); ``host_network``: host-network pods too, as
+    `stockade reach` lists them (dry-run compares endpoints only)."""
     models = {n: engine.model(n) for n in engine.nodes()}  # every node hosting an endpoint pod
-    pods = reach_pods(engine)
+    pods = reach_pods(engine, host_network)
     protos = list(protocols) if protocols else None
     port_list = list(ports) if ports else None
     wanted = set(families) if families else {4, 6}
