@@ -44,6 +44,7 @@ from stockade.brain.engine.cnp import (
 from stockade.brain.engine.groups import AddressGroups
 from stockade.brain.engine.objects import PodInfo
 from stockade.brain.engine.policy import IPBlockPeer, NodePeer, PodPeer
+from stockade.brain.engine.selectors import Selector
 from stockade.brain.engine.store import Store
 from stockade.model import Action, Chain, Direction, PortMatch, Protocol, Rule, Tier
 from stockade.model.limits import NodeLimits
@@ -163,15 +164,10 @@ class TierCompiler:
         index = self._ns_match
         if index is None:
             return
-        store = self._store
         for cnp, present in ((old, False), (new, True)):
             if cnp is None:
                 continue
-            sel = cnp.subject.namespace_selector
-            for ns in list(store.ns_labels.candidates(sel)):
-                info = store.ns.get(ns)
-                if info is None or not sel.matches(info.labels):
-                    continue
+            for ns in self._namespaces_of(cnp.subject.namespace_selector):
                 names = set(index.get(ns, ()))
                 if present:
                     names.add(name)
@@ -182,13 +178,8 @@ class TierCompiler:
     def namespace_changed(self, name: str) -> None:
         """A namespace came or changed its labels: which subjects it is in (the chains and the
         per-labels selections are functions of their keys, so they stay)."""
-        if self._ns_match is None:
-            return
-        store = self._store
-        labels = store.namespace_info(name).labels
-        self._ns_match[name] = frozenset(
-            c.name for c in store.cnps.values() if c.subject.namespace_selector.matches(labels)
-        )
+        if self._ns_match is not None:
+            self._ns_match[name] = self._unindexed(name)
 
     def _namespaces_matching(self) -> dict[str, frozenset[str]]:
         """namespace -> policies whose namespaceSelector matches it: one index lookup per
@@ -200,10 +191,8 @@ class TierCompiler:
                 by_selector.setdefault(cnp.subject.namespace_selector, []).append(cnp.name)
             found: dict[str, set[str]] = {}
             for sel, names in by_selector.items():
-                for ns in store.ns_labels.candidates(sel):
-                    info = store.ns.get(ns)
-                    if info is not None and sel.matches(info.labels):
-                        found.setdefault(ns, set()).update(names)
+                for ns in self._namespaces_of(sel):
+                    found.setdefault(ns, set()).update(names)
             self._ns_match = {ns: frozenset(v) for ns, v in found.items()}
         return self._ns_match
 
@@ -213,11 +202,8 @@ class TierCompiler:
         """The endpoint pods the policy's subject selects (host-network pods never are)."""
         store = self._store
         out = set()
-        sel = cnp.subject.namespace_selector
-        for ns in list(store.ns_labels.candidates(sel)):
-            ns_labels = store.namespace_info(ns).labels
-            if not sel.matches(ns_labels):
-                continue
+        for ns in self._namespaces_of(cnp.subject.namespace_selector):
+            ns_labels = store.ns[ns].labels
             for k in store.pods_by_ns.get(ns, ()):
                 if k in store.endpoint and subject_selects(cnp.subject, ns_labels, store.pods[k].labels):
                     out.add(k)
@@ -240,8 +226,14 @@ class TierCompiler:
             self._subjects[key] = found
         return key, found
 
+    def _namespaces_of(self, sel: Selector) -> list[str]:
+        """The namespaces ``sel`` matches: the label index's candidates, each tested."""
+        store = self._store
+        return [ns for ns in store.ns_labels.candidates(sel) if (i := store.ns.get(ns)) and sel.matches(i.labels)]
+
     def _unindexed(self, ns: str) -> frozenset[str]:
-        """A namespace the label index does not hold (only its pods name it): tested directly."""
+        """The policies whose namespaceSelector matches namespace ``ns``, tested one by one (a
+        namespace the index does not hold yet, or one whose labels just changed)."""
         labels = self._store.namespace_info(ns).labels
         return frozenset(c.name for c in self._store.cnps.values() if c.subject.namespace_selector.matches(labels))
 
