@@ -12,12 +12,18 @@ whose Deny rules do not match each other: each SYN walks both Admin chains to th
 rule tests), then the NetworkPolicy chains that allow it. Configurations alternate round by
 round (a full snapshot each time) so machine noise hits them alike; medians per CPU-second of
 the client workers are the figure (see `dataplane_packets.Load.rate`).
-Run as root: `.venv/bin/python benchmarks/dataplane_tiers.py`.
+
+``--backend iptables``: the same on the iptables backend, with the IPv4 model (as
+`dataplane_packets.py`'s iptables phase) and IPv4 traffic; it also times one change on the
+tiered node (a pod moving to another team's Admin chains) against a NetworkPolicy-only change on
+the node without tiers.
+Run as root: `.venv/bin/python benchmarks/dataplane_tiers.py [--backend iptables]`.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -36,8 +42,10 @@ from dataplane_packets import (
     warm_up,
 )
 
+from stockade.agent.backends.base import Dataplane
+from stockade.agent.backends.iptables import IptablesBackend
 from stockade.agent.backends.nftables import NftablesBackend
-from stockade.model import Action, Chain, Direction, NodeModel, Rule, Tier
+from stockade.model import Action, Chain, Direction, NodeModel, Rule, Tier, diff
 
 TARGET = 0.90
 TEAMS, PER_TEAM = 100, 5  # 500 Admin CNPs
@@ -49,8 +57,9 @@ def tiered(model: NodeModel) -> NodeModel:
     m = model.copy()
     ips = sorted({*m.ingress, *m.egress})
     teams = {ip: i % TEAMS for i, ip in enumerate(ips)}
-    teams[SERVER_IP] = teams[SERVER_IP6] = 0
-    teams[CLIENT_IP] = teams[CLIENT_IP6] = 1
+    for ip, team in ((SERVER_IP, 0), (SERVER_IP6, 0), (CLIENT_IP, 1), (CLIENT_IP6, 1)):
+        if ip in teams:  # the IPv6 ones only in a dual-stack model
+            teams[ip] = team
     for t in range(TEAMS):
         sid = f"cnp-team-{t}"
         # Another team's pods: never the client's or the server's own team, so nothing matches them.
@@ -77,14 +86,18 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=11)
     ap.add_argument("--seconds", type=float, default=1.0)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--backend", choices=("nftables", "iptables"), default="nftables")
+    ap.add_argument("--deltas", type=int, default=9, help="changes timed per configuration (iptables)")
     args = ap.parse_args()
-    plain = loaded_model()
+    ipt = args.backend == "iptables"
+    plain = loaded_model(dual=not ipt)
     tier = tiered(plain)
+    families = ["ipv4"] if ipt else list(SERVERS)
     tier_chains = sum(1 for c in tier.chains.values() if c.tier is Tier.ADMIN)
     print(f"loaded node: {len(plain.ingress)} dispatch entries per direction; + Admin tier: {tier_chains} chains")
     build()
     load = Load(args.workers)
-    nft = NftablesBackend(NODE)
+    backend: Dataplane = IptablesBackend(NODE) if ipt else NftablesBackend(NODE)
     try:
         warm_up(load)
         per_cpu: dict[str, list[float]] = {"no tiers": [], "500 Admin CNPs": []}
@@ -93,10 +106,10 @@ def main() -> None:
             order = list(per_cpu) if r % 2 == 0 else list(reversed(per_cpu))
             for name in order:
                 t0 = time.perf_counter()
-                nft.apply_snapshot(tier if name != "no tiers" else plain)
+                backend.apply_snapshot(tier if name != "no tiers" else plain)
                 took = time.perf_counter() - t0
                 time.sleep(0.2)
-                for f in SERVERS:
+                for f in families:
                     w, c = load.rate(args.seconds, f)
                     wall[name].append(w)
                     per_cpu[name].append(c)
@@ -117,9 +130,51 @@ def main() -> None:
                 "with 500 Admin CNPs / without, wall clock", medw["500 Admin CNPs"] / medw["no tiers"], TARGET, False
             )
         )
+        if ipt:
+            delta_costs(backend, plain, tier, args.deltas)
     finally:
         load.close()
         teardown()
+
+
+def delta_costs(backend: Dataplane, plain: NodeModel, tier: NodeModel, count: int) -> None:
+    """Median CPU-seconds (the agent and the iptables/ipset processes it runs) and wall seconds of
+    one change: a pod moving to another team's Admin chains on the tiered node (what a change of a
+    CNP's subject does), and a pod moving to another NetworkPolicy ingress chain on the node
+    without tiers; each change and its undo applied as deltas, the change timed."""
+
+    def moved(m: NodeModel, i: int, tiered: bool) -> NodeModel:
+        out = m.copy()
+        tables = [out.admin_ingress, out.admin_egress] if tiered else [out.ingress]
+        ips = sorted(tables[0])
+        ip = ips[(7 * i) % len(ips)]
+        other = next(o for o in ips[(7 * i + 1) % len(ips) :] + ips if tables[0][o] != tables[0][ip])
+        for table in tables:
+            table[ip] = table[other]
+        assert not out.check()
+        return out
+
+    def cpu() -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    for name, model, tiered in (
+        ("tiered node, Admin dispatch change", tier, True),
+        ("no tiers, NetworkPolicy dispatch change", plain, False),
+    ):
+        backend.apply_snapshot(model)
+        cpus, walls = [], []
+        for i in range(count):
+            new = moved(model, i, tiered)
+            c0, w0 = cpu(), time.perf_counter()
+            backend.apply_delta(diff(model, new), new)
+            cpus.append(cpu() - c0)
+            walls.append(time.perf_counter() - w0)
+            backend.apply_delta(diff(new, model), model)
+        print(
+            f"one change, {name}: median {statistics.median(cpus) * 1000:.0f} ms CPU, "
+            f"{statistics.median(walls) * 1000:.0f} ms wall"
+        )
 
 
 if __name__ == "__main__":

@@ -386,7 +386,7 @@ async def test_the_cli_with_an_operator_certificate_over_mtls(running: Running) 
         _stockade, "nodes", "--brain", f"127.0.0.1:{running.brain.admin_mtls_port}", *cert, *base
     )
     assert out.returncode == 0, out.stderr
-    assert [n["name"] for n in json.loads(out.stdout)["nodes"]] == ["node-1"]
+    assert [n["name"] for n in json.loads(out.stdout)["items"]] == ["node-1"]
     node = ["--cert", str(running.certs / "nodes/node-1.crt"), "--key", str(running.certs / "nodes/node-1.key")]
     out = await asyncio.to_thread(
         _stockade, "nodes", "--brain", f"127.0.0.1:{running.brain.admin_mtls_port}", *node, *base

@@ -246,7 +246,7 @@ class Stack:
 
     def node_status(self) -> dict[str, Any]:
         """This node's entry in `stockade nodes -o json`."""
-        nodes: list[dict[str, Any]] = self.cli("nodes")["nodes"]
+        nodes: list[dict[str, Any]] = self.cli("nodes")["items"]
         return next(n for n in nodes if n["name"] == NODE)
 
     def kernel_problems(self, model: NodeModel | None = None) -> list[str]:

@@ -6,7 +6,6 @@ topology) and as pure renders. Every expectation is checked against the model's 
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,20 +20,31 @@ from conftest import (
     UDP,
     Topology,
     dual_policy_model,
-    fresh_ports,
     policy_model,
     run_matrix,
     settled_count,
     syn_burst,
     udp_burst,
 )
+from tier_cases import (
+    P1_ADMIN_OUT,
+    P1_BASE_IN,
+    P2_ADMIN_IN,
+    P3_BASE_OUT,
+    TIER_MATRIX,
+    move_and_back,
+    ports,
+    reference,
+    run_tiers,
+    tcp_outcome,
+    tiered_model,
+    udp_ok,
+)
 
 from stockade.agent import netns as ns
 from stockade.agent.backends import names, nft_chains, nft_readback, nft_render
 from stockade.agent.backends.nftables import NftablesBackend
-from stockade.model import Action, Chain, Direction, NodeModel, PortMatch, Rule, Tier, diff
-from stockade.model import Protocol as L4
-from stockade.model.evaluate import decide
+from stockade.model import Action, Chain, Direction, NodeModel, Rule, Tier, diff
 
 CFG = nft_render.NftConfig()
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,180 +54,11 @@ A, D, PS = Action.ACCEPT, Action.DENY, Action.PASS
 IN, OUT = Direction.INGRESS, Direction.EGRESS
 
 
-def ports(*specs: tuple[L4, int] | tuple[L4, int, int] | L4) -> tuple[PortMatch, ...]:
-    out = []
-    for spec in specs:
-        if isinstance(spec, L4):
-            out.append(PortMatch(spec))
-        else:
-            out.append(PortMatch(*spec))
-    return tuple(out)
-
-
-# p2's Admin ingress: order matters (r0 before r1, r2 before r3).
-P2_ADMIN_IN = Chain.ordered(
-    IN,
-    Tier.ADMIN,
-    [
-        Rule("p3", ports((TCP, 20080)), A),  # beats p2's NetworkPolicy, which denies p3
-        Rule(None, ports((TCP, 20080)), D),  # beats the NetworkPolicy's allow of p1 (web)
-        Rule("blk", ports((TCP, 20505)), PS),  # hands q1 to the NetworkPolicy (which allows)
-        Rule(None, ports((TCP, 20500, 20510)), D),  # the rest of the range: denied, though NP allows
-    ],
-)
-# p1's Admin egress.
-P1_ADMIN_OUT = Chain.ordered(
-    OUT,
-    Tier.ADMIN,
-    [
-        Rule("p3", ports((TCP, 20443)), A),  # beats p1's NetworkPolicy egress, which denies it
-        Rule("p2", ports((TCP, 20443)), A),  # allowed out, but p2's ingress denies it
-        Rule(None, ports((TCP, 20080)), PS),  # to the NetworkPolicy (any peer, tcp/20080)
-        Rule("blk", ports((TCP, 20443)), D),  # beats the NetworkPolicy's allow of blk
-        Rule(None, ports((TCP, 20080)), D),  # never reached for tcp/20080: the Pass came first
-    ],
-)
-# p1's Baseline ingress (p1 has no NetworkPolicy ingress).
-P1_BASE_IN = Chain.ordered(
-    IN,
-    Tier.BASELINE,
-    [
-        Rule("p3", ports((TCP, 20505)), A),
-        Rule(None, ports((UDP, 20053)), PS),
-        Rule(None, None, D),
-    ],
-)
-# p3's Baseline egress (p3 has no NetworkPolicy egress).
-P3_BASE_OUT = Chain.ordered(
-    OUT,
-    Tier.BASELINE,
-    [Rule("p2", ports(UDP), A), Rule(None, ports((UDP, 20054)), D)],
-)
-TIER_CHAINS = (P2_ADMIN_IN, P1_ADMIN_OUT, P1_BASE_IN, P3_BASE_OUT)
-
-
-def tiered_model(dual: bool = False) -> NodeModel:
-    """`policy_model` (or its dual-stack twin) with the tier chains above dispatched."""
-    m = dual_policy_model() if dual else policy_model()
-    m.sets["p3"] = frozenset({"10.201.3.2/32", *([f"{PODS6['p3']}/128"] if dual else [])})
-    for chain in TIER_CHAINS:
-        m.chains[chain.id] = chain
-    for pod, table, chain in (
-        ("p2", m.admin_ingress, P2_ADMIN_IN),
-        ("p1", m.admin_egress, P1_ADMIN_OUT),
-        ("p1", m.baseline_ingress, P1_BASE_IN),
-        ("p3", m.baseline_egress, P3_BASE_OUT),
-    ):
-        table[PODS[pod]] = chain.id
-        if dual:
-            table[PODS6[pod]] = chain.id
-    assert m.check() == []
-    return m
-
-
-# (source, destination, protocol, port, allowed?): what the tiers change against `MATRIX`.
-TIER_MATRIX: list[tuple[str, str, str, int, bool]] = [
-    ("p3", "p2", "tcp", 20080, True),  # Admin ingress Accept beats the NetworkPolicy's deny
-    ("p1", "p2", "tcp", 20080, False),  # Admin ingress Deny beats the NetworkPolicy's allow
-    ("q1", "p2", "tcp", 20505, True),  # Admin Pass: the NetworkPolicy allows
-    ("q1", "p2", "tcp", 20506, False),  # the next Admin rule denies what the NetworkPolicy allows
-    ("q1", "p2", "tcp", 20080, False),  # Admin Deny (no NetworkPolicy allow either)
-    ("p3", "p2", "udp", 20053, True),  # no Admin match: the NetworkPolicy allows
-    ("p1", "p3", "tcp", 20443, True),  # Admin egress Accept beats the NetworkPolicy egress deny
-    ("p1", "q1", "tcp", 20443, False),  # Admin egress Deny beats the NetworkPolicy egress allow
-    ("p1", "p2", "tcp", 20443, False),  # Admin egress Accept, then p2's ingress denies
-    ("p1", "p3", "tcp", 20080, True),  # Admin egress Pass, the NetworkPolicy allows (r4 not reached)
-    ("p1", "q1", "udp", 20053, True),  # no Admin egress match (its end): the NetworkPolicy allows
-    ("p1", "p3", "udp", 20053, False),  # no Admin egress match, the NetworkPolicy denies
-    ("p1", "p2", "udp", 20054, True),  # both NetworkPolicies allow (web udp, p2 udp)
-    ("p3", "p1", "tcp", 20505, True),  # Baseline Accept
-    ("q1", "p1", "tcp", 20505, False),  # Baseline Deny (match-all), p1 has no NetworkPolicy
-    ("p3", "p1", "udp", 20053, True),  # Baseline Pass: allowed
-    ("p3", "p1", "udp", 20054, False),
-    ("p3", "p1", "tcp", 20443, False),  # allowed without tiers (MATRIX)
-    ("p3", "q1", "udp", 20054, False),  # Baseline egress Deny
-    ("p3", "q1", "udp", 20053, True),  # no Baseline egress match: allowed
-    ("p3", "p2", "tcp", 20080, True),  # Baseline egress no match, then p2's Admin ingress Accept
-    ("p3", "p2", "udp", 20054, False),  # Baseline egress Accept (p2), then p2's NetworkPolicy denies
-]
-NODE1 = ("p1", "p2", "p3")
-
-
-def reference(model: NodeModel, src: str, dst: str, proto: str, port: int, family: str) -> bool:
-    """`decide` for both directions that node 1 enforces (q1 is on the other node)."""
-    addrs = PODS6 if family == "ipv6" else PODS
-    l4 = L4.TCP if proto == "tcp" else L4.UDP
-    ok = True
-    if src in NODE1:
-        ok &= decide(model, OUT, addrs[src], addrs[dst], l4, port).allowed
-    if dst in NODE1:
-        ok &= decide(model, IN, addrs[dst], addrs[src], l4, port).allowed
-    return ok
-
-
 def test_expectations_agree_with_the_reference() -> None:
     for dual, family in ((False, "ipv4"), (True, "ipv4"), (True, "ipv6")):
         m = tiered_model(dual)
         for src, dst, proto, port, allowed in TIER_MATRIX:
             assert reference(m, src, dst, proto, port, family) is allowed, (family, src, dst, proto, port)
-
-
-# -- clients on fresh source ports (a denied 5-tuple is remembered: never reuse one) --------
-
-
-def _client(netns: str, kind: int, dst: str) -> socket.socket:
-    with ns.entered(netns):
-        s = socket.socket(socket.AF_INET6 if ":" in dst else socket.AF_INET, kind)
-    s.bind(("::" if ":" in dst else "0.0.0.0", fresh_ports(1)[0]))
-    return s
-
-
-def tcp_outcome(netns: str, dst: str, port: int, timeout: float) -> str:
-    """ "ok", "refused" (a reset or ICMP error came back) or "timeout" (silence)."""
-    s = _client(netns, socket.SOCK_STREAM, dst)
-    s.settimeout(timeout)
-    try:
-        s.connect((dst, port))
-        s.settimeout(max(timeout, ALLOWED_WAIT))
-        return "ok" if s.recv(2) == b"ok" else "closed"
-    except TimeoutError:
-        return "timeout"
-    except OSError:
-        return "refused"
-    finally:
-        s.close()
-
-
-def udp_ok(netns: str, dst: str, port: int, timeout: float) -> bool:
-    s = _client(netns, socket.SOCK_DGRAM, dst)
-    s.settimeout(timeout)
-    try:
-        s.sendto(b"hi", (dst, port))
-        return s.recv(16) == b"ok"
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-
-def attempt(topo: Topology, src: str, dst: str, proto: str, port: int, expect: bool, family: str) -> bool:
-    addr = (topo.pods6 if family == "ipv6" else topo.pods)[dst]
-    wait = ALLOWED_WAIT if expect else DENIED_WAIT
-    if proto == "tcp":
-        return tcp_outcome(topo.netns(src), addr, port, wait) == "ok"
-    return udp_ok(topo.netns(src), addr, port, wait)
-
-
-def run_tiers(topo: Topology, family: str = "ipv4") -> list[str]:
-    """The rows of `TIER_MATRIX` whose real attempt disagrees (an allowed one gets retries:
-    the machine may be busy; a denied one once, answered at once were it wrongly allowed)."""
-    wrong = []
-    for src, dst, proto, port, allowed in TIER_MATRIX:
-        tries = 3 if allowed else 1
-        got = any(attempt(topo, src, dst, proto, port, allowed, family) for _ in range(tries))
-        if got != allowed:
-            wrong.append(f"{family} {src}->{dst} {proto}/{port}: {'allowed' if got else 'denied'}, expected not")
-    return wrong
 
 
 def nft(*args: str) -> None:
@@ -362,18 +203,7 @@ def test_deltas_within_a_table_with_tiers(topology: Topology, backend: NftablesB
     assert backend.verify(m) == []
     for family in families:
         assert run_tiers(topology, family) == []
-    # a replaced entry: p2's Admin ingress moves to a chain that accepts everything
-    open_all = Chain.ordered(IN, Tier.ADMIN, [Rule(None, None, A)])
-    moved = m.copy()
-    moved.chains[open_all.id] = open_all
-    moved.admin_ingress[PODS["p2"]] = open_all.id
-    backend.apply_delta(diff(m, moved), moved)
-    assert backend.verify(moved) == []
-    assert tcp_outcome(topology.netns("p1"), PODS["p2"], 20080, ALLOWED_WAIT) == "ok"
-    assert tcp_outcome(topology.netns("q1"), PODS["p2"], 20511, ALLOWED_WAIT) == "ok"  # NP would deny
-    backend.apply_delta(diff(moved, m), m)
-    assert backend.verify(m) == []
-    assert tcp_outcome(topology.netns("p1"), PODS["p2"], 20080, DENIED_WAIT) == "timeout"
+    move_and_back(topology, backend, m)  # p2's Admin ingress to a chain that accepts everything
 
 
 WRECKS = {

@@ -77,15 +77,15 @@ def test_a_bridge_without_bridge_netfilter_is_not_ready_and_says_what_to_enable(
     # The problems come with the hello, the ack of the snapshot after it: both are awaited.
     def reported() -> bool:
         node = stack.node_status()
-        return bool(node.get("problems")) and node.get("applied_generation") == node.get("desired_generation")
+        return bool(node.get("problems")) and node["appliedGeneration"] == node["desiredGeneration"]
 
     eventually(reported, what="the problems and the ack in stockade nodes")
     node = stack.node_status()
-    assert node["connected"] is True and node.get("ready", False) is False
+    assert node["connected"] is True and node["ready"] is False
     assert any(f"{IPT} is 0" in p and f"sysctl -w {IPT}=1" in p for p in node["problems"])
-    assert node["applied_generation"] == node["desired_generation"]  # acked, and still not enforcing
-    (policy,) = stack.cli("policies")["policies"]
-    assert policy.get("nodes_applied", 0) == 0 and policy["nodes_pending"] == [NODE]
+    assert node["appliedGeneration"] == node["desiredGeneration"]  # acked, and still not enforcing
+    (policy,) = stack.cli("policies")["items"]
+    assert policy["nodesApplied"] == 0 and policy["nodesPending"] == [NODE]
 
 
 @pytest.mark.root
@@ -96,8 +96,8 @@ def test_fixed_by_hand_the_node_becomes_ready_by_itself(stack: Stack) -> None:
     assert stack.metric("stockade_agent_not_ready", reason="bridge_sysctl") == 0
     eventually(lambda: stack.node_status().get("ready") is True, what="stockade nodes to say ready")
     assert not stack.node_status().get("problems")
-    (policy,) = stack.cli("policies")["policies"]
-    assert policy["nodes_applied"] == 1 and not policy.get("nodes_pending")
+    (policy,) = stack.cli("policies")["items"]
+    assert policy["nodesApplied"] == 1 and policy["nodesPending"] == []
     # and now the bridge's traffic meets the rules
     assert connect("other", WEB_PORT) is None
     s = connect("client", WEB_PORT)

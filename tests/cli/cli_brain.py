@@ -17,11 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import yaml
 
 from stockade.brain.main import Brain, BrainConfig
+from stockade.codec.version import PROTOCOL
 from stockade.lab.apiserver import ApiServer
 from stockade.tls import write_bundle
+from stockade.v1 import sync_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV_PATH = ":".join(str(ROOT / "services" / s) for s in ("common", "brain", "node-agent", "lab", "cli"))
@@ -210,3 +213,41 @@ def running_lab(tmp: Path) -> Iterator[Lab]:
 
 def tls(lab: Lab, address: str | None = None) -> list[str]:
     return ["--brain", address or lab.address, "--ca", str(lab.certs / "ca.crt"), "--server-name", "localhost"]
+
+
+def node_credentials(lab: Lab) -> grpc.ChannelCredentials:
+    """node-1's agent's TLS credentials (its client certificate), for the brain's sync port."""
+    return grpc.ssl_channel_credentials(
+        root_certificates=(lab.certs / "ca.crt").read_bytes(),
+        private_key=(lab.certs / "nodes/node-1.key").read_bytes(),
+        certificate_chain=(lab.certs / "nodes/node-1.crt").read_bytes(),
+    )
+
+
+@contextmanager
+def agent_of_node_1(lab: Lab, agent_version: str) -> Iterator[None]:
+    """node-1's agent, as far as the brain can tell: a Sync stream with its certificate and hello,
+    held until the block ends (the brain has sent it a snapshot when the block starts)."""
+    done = asyncio.Event()
+    accepted: asyncio.Future[bool] = lab.loop.loop.create_future()
+
+    async def hold() -> None:
+        async with grpc.aio.secure_channel(f"localhost:{lab.sync_port}", node_credentials(lab)) as ch:
+            call: Any = ch.stream_stream(
+                "/stockade.v1.Sync/Sync", request_serializer=None, response_deserializer=None
+            )()
+            hello = sync_pb2.Hello(node="node-1", protocol=PROTOCOL, agent_version=agent_version)
+            await call.write(sync_pb2.AgentMessage(hello=hello).SerializeToString())
+            async for _ in call:
+                accepted.set_result(True)  # a snapshot came: the brain took the agent
+                break
+            await done.wait()
+            call.cancel()
+
+    task = asyncio.run_coroutine_threadsafe(hold(), lab.loop.loop)
+    asyncio.run_coroutine_threadsafe(asyncio.wait_for(asyncio.shield(accepted), 30), lab.loop.loop).result(40)
+    try:
+        yield
+    finally:
+        lab.loop.loop.call_soon_threadsafe(done.set)
+        task.result(30)

@@ -55,7 +55,7 @@ def test_policies_by_namespace_and_label(lab: Lab) -> None:
     assert _run(lab, "policies", "-l", "team=nobody").stdout.strip() == "No policies."
     assert _run(lab, "policies", "-l", "team=nobody", "--no-headers").stdout == ""
     doc = json.loads(_run(lab, "policies", "-l", "team=sec", "-o", "json").stdout)
-    assert [p["name"] for p in doc["policies"]] == ["deny"] and doc["policies"][0]["labels"]["team"] == "sec"
+    assert [p["name"] for p in doc["items"]] == ["deny"] and doc["items"][0]["labels"]["team"] == "sec"
     assert yaml.safe_load(_run(lab, "policies", "-n", "locked", "-o", "yaml").stdout) == doc
     bad = stockade("policies", "-n", "open", "-A", *tls(lab), "--token", READ)
     assert bad.returncode == 2 and "cannot go together" in bad.stderr
@@ -85,7 +85,7 @@ def test_nodes_by_label_wide_name_and_no_headers(lab: Lab) -> None:
     wide = _run(lab, "nodes", "-o", "wide", "-l", "zone=a").stdout.splitlines()
     assert wide[0].split()[-3:] == ["AGENT", "PROTOCOL", "LABELS"] and wide[1].split()[-1] == "zone=a"
     doc = json.loads(_run(lab, "nodes", "-l", "zone=a", "-o", "json").stdout)
-    assert [n["name"] for n in doc["nodes"]] == ["node-1"] and doc["nodes"][0]["labels"] == {"zone": "a"}
+    assert [n["name"] for n in doc["items"]] == ["node-1"] and doc["items"][0]["labels"] == {"zone": "a"}
     assert stockade("nodes", "-n", "x", *tls(lab), "--token", READ).returncode == 2  # cluster-scoped
 
 

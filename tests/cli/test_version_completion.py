@@ -3,55 +3,25 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import subprocess
 from collections.abc import Iterator
 from typing import Any
 
-import grpc
 import pytest
 import yaml
-from cli_brain import READ, Lab, stockade, tls
+from cli_brain import READ, Lab, agent_of_node_1, stockade, tls
 
 from stockade.codec.version import MIN_PEER, PROTOCOL, release
-from stockade.v1 import sync_pb2
 
-SYNC = "/stockade.v1.Sync/Sync"
 AGENT = "stockade-agent/test-9.9"
 
 
 @pytest.fixture
 def agent(lab: Lab) -> Iterator[None]:
-    """node-1's agent, as far as the brain can tell: a Sync stream with its certificate and hello."""
-    done = asyncio.Event()
-    accepted: asyncio.Future[bool] = lab.loop.loop.create_future()
-
-    async def hold() -> None:
-        certs = lab.certs
-        creds = grpc.ssl_channel_credentials(
-            root_certificates=(certs / "ca.crt").read_bytes(),
-            private_key=(certs / "nodes/node-1.key").read_bytes(),
-            certificate_chain=(certs / "nodes/node-1.crt").read_bytes(),
-        )
-        async with grpc.aio.secure_channel(f"localhost:{lab.sync_port}", creds) as ch:
-            call: Any = ch.stream_stream(SYNC, request_serializer=None, response_deserializer=None)()
-            hello = sync_pb2.Hello(node="node-1", protocol=PROTOCOL, agent_version=AGENT)
-            await call.write(sync_pb2.AgentMessage(hello=hello).SerializeToString())
-            async for _ in call:
-                accepted.set_result(True)  # a snapshot came: the brain took the agent
-                break
-            await done.wait()
-            call.cancel()
-
-    task = asyncio.run_coroutine_threadsafe(hold(), lab.loop.loop)
-    asyncio.run_coroutine_threadsafe(asyncio.wait_for(asyncio.shield(accepted), 30), lab.loop.loop).result(40)
-    try:
+    with agent_of_node_1(lab, AGENT):
         yield
-    finally:
-        lab.loop.loop.call_soon_threadsafe(done.set)
-        task.result(30)
 
 
 def _version(lab: Lab, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -88,7 +58,9 @@ def test_version_without_a_brain_still_answers_for_the_cli(lab: Lab) -> None:
     text = stockade("version").stdout  # nothing named, no lab
     assert "CLI:    stockade" in text and "Brain:  not reachable: no brain to talk to" in text
     only = stockade("version", "--client", "-o", "json")
-    assert only.returncode == 0 and json.loads(only.stdout) == {"client": doc["client"]}
+    assert only.returncode == 0 and json.loads(only.stdout) == {
+        "apiVersion": "stockade.io/v1", "kind": "Version", "client": doc["client"], "brain": None,
+    }  # fmt: skip
     assert stockade("--version").stdout.strip() == f"stockade {release()}"
     assert stockade("version", "-o", "xml").returncode == 2
 

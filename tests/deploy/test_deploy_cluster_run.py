@@ -253,13 +253,11 @@ def test_manifests_run_and_sync(stack: Stack) -> None:
             "--ca", str(secrets["stockade-brain-tls"] / "ca.crt"), "--token", "x" * 24, "-o", "json",
         )  # fmt: skip
         assert nodes.returncode == 0, nodes.stderr
-        return {n["name"]: n for n in json.loads(nodes.stdout)["nodes"]}
+        return {n["name"]: n for n in json.loads(nodes.stdout)["items"]}
 
     def acked(rows: dict[str, Obj]) -> bool:
         return set(rows) == set(NODES) and all(
-            n.get("connected")
-            and n.get("desired_generation")
-            and n.get("applied_generation") == n["desired_generation"]
+            n["connected"] and n["desiredGeneration"] and n["appliedGeneration"] == n["desiredGeneration"]
             for n in rows.values()
         )
 
@@ -269,7 +267,7 @@ def test_manifests_run_and_sync(stack: Stack) -> None:
     assert set(status) == set(NODES)
     for node in status.values():
         assert node["connected"] is True
-        assert node["applied_generation"] == node["desired_generation"] != "0"
+        assert node["appliedGeneration"] == node["desiredGeneration"] > 0
 
 
 def test_expand_follows_kubernetes() -> None:

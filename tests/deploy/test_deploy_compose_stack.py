@@ -106,8 +106,8 @@ def test_compose_stack_syncs_both_agents(stack: Stack) -> None:
         "--token", "compose-dev-token-not-a-secret", "-o", "json",
     )  # fmt: skip
     assert nodes.returncode == 0, nodes.stderr
-    status = {n["name"]: n for n in json.loads(nodes.stdout)["nodes"]}
+    status = {n["name"]: n for n in json.loads(nodes.stdout)["items"]}
     assert set(status) == {"node-a", "node-b"}
     for node in status.values():
         assert node["connected"] is True
-        assert node["applied_generation"] == node["desired_generation"] != "0"
+        assert node["appliedGeneration"] == node["desiredGeneration"] > 0

@@ -167,7 +167,7 @@ class Hostile:
 
         lint = cli(self.lab, "lint", "-o", "json", timeout=30)
         pols = cli(self.lab, "policies", "-o", "json", timeout=30)
-        rejected = [str(p) for p in json.loads(pols.stdout or "{}").get("policies", []) if p.get("rejected")]
+        rejected = [str(p) for p in json.loads(pols.stdout or "{}").get("items", []) if p.get("rejected")]
         return lint.stdout + "\n" + "\n".join(rejected)
 
 

@@ -117,24 +117,24 @@ def test_explain_names_the_reason_in_words(shop: Lab) -> None:
 def test_policies_are_realized_on_every_node_that_needs_them(shop: Lab) -> None:
     pods = json.loads(shop.run("pods", "-o", "json").stdout)["pods"]
     node_of = {f"{p['namespace']}/{p['name']}": p["node"] for p in pods}
-    policies = _json(shop, "policies")["policies"]
+    policies = _json(shop, "policies")["items"]
     assert isinstance(policies, list)
     assert {f"{p['namespace']}/{p['name']}" for p in policies} == set(lab_state(shop).policies)
-    for p in policies:  # proto3 JSON leaves out zeros
-        assert not p.get("rejected"), p
-        hosts = {node_of[k] for k in p.get("selected_pods", [])}
-        assert p.get("nodes_needed", 0) == len(hosts), p
-        assert p.get("nodes_applied", 0) == p.get("nodes_needed", 0), p
-    assert max(p.get("nodes_needed", 0) for p in policies) == 3  # cortex-access selects the whole shop
+    for p in policies:  # every field there, zeros too
+        assert p["rejected"] == "", p
+        hosts = {node_of[k] for k in p["selectedPods"]}
+        assert p["nodesNeeded"] == len(hosts), p
+        assert p["nodesApplied"] == p["nodesNeeded"], p
+    assert max(p["nodesNeeded"] for p in policies) == 3  # cortex-access selects the whole shop
 
 
 def test_drops_top_lists_the_blocked_demo_flows(shop: Lab) -> None:
     want = Counter((dst, str(port)) for _, dst, port in BLOCKED)  # carts:80 twice (front-end, orders)
     deadline = time.monotonic() + 60  # the agents report in batches: a deadline for a busy machine
     while True:
-        rows = _json(shop, "drops", "top", "--window", "15m")["rows"]
+        rows = _json(shop, "drops", "top", "--window", "15m")["items"]
         assert isinstance(rows, list)
-        got = {(r["key"]["dst_pod"], r["key"]["dport"]): int(r["count"]) for r in rows}
+        got = {(r["key"]["dst_pod"], r["key"]["dport"]): r["count"] for r in rows}
         if got == want or time.monotonic() > deadline:
             break
         time.sleep(0.5)
@@ -172,7 +172,8 @@ def test_drops_follow_prints_a_blocked_attempt_as_it_happens(shop: Lab) -> None:
             follow.wait()
     assert follow.returncode == 0, err
     rec = json.loads(out.splitlines()[0])
-    assert rec["src_pod"] == "sock-shop/front-end" and rec["dst_pod"] == "sock-shop/session-db"
+    assert rec["kind"] == "Drop", rec
+    assert rec["srcPod"] == "sock-shop/front-end" and rec["dstPod"] == "sock-shop/session-db"
     assert (rec["protocol"], rec["dport"], rec["direction"]) == ("TCP", 6379, "ingress")
     assert rec["sport"] in sports  # one of ours, made after it started following
 
@@ -186,10 +187,10 @@ def _probe(shop: Lab) -> dict[tuple[str, str, str, int], bool]:
 def test_dry_run_lists_exactly_what_the_fix_opens_then_it_does(shop: Lab) -> None:
     fix = shop.write("fix-carts.yaml", FIX)
     dry = _json(shop, "dry-run", "-f", fix)
-    opened = dry.get("opened", [])
+    opened = dry["opened"]
     assert isinstance(opened, list)
     assert {(c["from"], c["to"], c["protocol"], c["port"]) for c in opened} == FIXED
-    assert not dry.get("closed") and not dry.get("rejected")
+    assert dry["closed"] == [] and dry["rejected"] == []
     before = _probe(shop)
     shop.run("apply", "-f", fix, "--wait")
     after = _probe(shop)

@@ -165,8 +165,8 @@ def _blocked_attempts_are_counted_exactly_per_family(lab: Lab) -> None:
 
     def top() -> dict[tuple[str, ...], int]:  # the operator's view: `stockade drops top -o json`
         by = ",".join(FIELDS)
-        rows = _json(lab, "drops", "top", "--window", "15m", "--by", by, "--limit", "1000").get("rows", [])
-        return {tuple(str(r["key"].get(f, "")) for f in FIELDS): int(r["count"]) for r in rows}
+        rows = _json(lab, "drops", "top", "--window", "15m", "--by", by, "--limit", "1000")["items"]
+        return {tuple(str(r["key"].get(f, "")) for f in FIELDS): r["count"] for r in rows}
 
     before_brain, before_redis, before_top = brain(), redis_top(st, FIELDS), top()
     before_agents = agent_totals(st)
@@ -286,9 +286,9 @@ def test_dry_run_lists_the_ipv6_connections_a_change_opens_and_closes_then_the_p
     lab = labs.get("nftables")
     change = lab.write("change.yaml", yaml.safe_dump_all(CHANGE))
     dry = _json(lab, "dry-run", "-f", change)
-    assert not dry.get("rejected"), dry
-    conn = lambda c: (c["from"], c["to"], c["protocol"], c["port"], c.get("family"))  # noqa: E731
-    opened, closed = {conn(c) for c in dry.get("opened", [])}, {conn(c) for c in dry.get("closed", [])}
+    assert dry["rejected"] == [], dry
+    conn = lambda c: (c["from"], c["to"], c["protocol"], c["port"], c["family"])  # noqa: E731
+    opened, closed = {conn(c) for c in dry["opened"]}, {conn(c) for c in dry["closed"]}
     others = [p for p in PODS if p != "y/b"]  # y/b opens nothing (no-egress-b)
     assert opened == {(p, "x/b", "TCP", 80, "ipv6") for p in others if p != "x/b"}
     assert closed == {
@@ -403,8 +403,8 @@ def test_a_node_with_ipv6_disabled_is_not_ready_and_says_why(labs: Labs) -> None
     st = lab_state(lab)
     assert st.plan is not None
     node = next(n for n in st.plan.nodes if n.name == "node-3")
-    nodes = {n["name"]: n for n in _json(lab, "nodes")["nodes"]}
-    assert nodes["node-3"].get("ready") is True, nodes["node-3"]
+    nodes = {n["name"]: n for n in _json(lab, "nodes")["items"]}
+    assert nodes["node-3"]["ready"] is True, nodes["node-3"]
     # z/c (on node-3) becomes isolated: node-3's model names its IPv6 address from now on.
     deny_zc = pol("deny-c", {"podSelector": {"matchLabels": {"pod": "c"}}, "policyTypes": ["Ingress"]}, ns="z")
     lab.run("apply", "-f", lab.write("deny-zc.yaml", yaml.safe_dump(deny_zc)), "--wait")
@@ -414,15 +414,15 @@ def test_a_node_with_ipv6_disabled_is_not_ready_and_says_why(labs: Labs) -> None
     _resync(lab, "node-3")
 
     def node3() -> dict[str, Any]:
-        return {n["name"]: n for n in _json(lab, "nodes")["nodes"]}["node-3"]
+        return {n["name"]: n for n in _json(lab, "nodes")["items"]}["node-3"]
 
-    got = poll(node3, lambda n: not n.get("ready") and bool(n.get("problems")), 30)
-    assert not got.get("ready"), got
+    got = poll(node3, lambda n: not n["ready"] and bool(n["problems"]), 30)
+    assert got["ready"] is False, got
     why = "; ".join(got["problems"])
     assert "refused" in why and "fd00:10:244:3::" in why and "IPv6 disabled" in why, why
     row = next(line for line in cli(lab, "nodes").stdout.splitlines() if line.startswith("node-3"))
     assert "NOT READY" in row and "IPv6 disabled" in row, row
-    assert all(n.get("ready") for n in _json(lab, "nodes")["nodes"] if n["name"] != "node-3")
+    assert all(n["ready"] for n in _json(lab, "nodes")["items"] if n["name"] != "node-3")
     # `lab apply --wait` does not call a change realized while node-3 enforces nothing, and says why.
     deny_yc = pol("deny-c", {"podSelector": {"matchLabels": {"pod": "c"}}, "policyTypes": ["Ingress"]}, ns="y")
     with pytest.raises(labcmd.LabError) as waited:  # it must fail: a short wait is enough

@@ -14,7 +14,7 @@ from collections.abc import Callable, Generator, Iterator
 
 import pytest
 
-from .e2e import CASES, CNP_CASES, MODES, XYZ, apply, check_matrix, delete, file, lab_for, pod
+from .e2e import CASES, MODES, XYZ, apply, check_matrix, delete, file, lab_for, pod
 from .labenv import Lab
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -119,14 +119,7 @@ SCENARIO_RUNS: dict[str, Callable[[Lab], None]] = {
 
 @pytest.mark.parametrize(
     ("backend", "mode", "case"),
-    [
-        (backend, mode, case)
-        for backend, mode in LABS
-        for case in MODES[mode].cases
-        # The iptables backend refuses models with ClusterNetworkPolicy tiers (not enforced there
-        # yet: tests/agent/test_ipt_tiers.py); its labs run the NetworkPolicy cases.
-        if backend == "nftables" or case not in CNP_CASES
-    ],
+    [(backend, mode, case) for backend, mode in LABS for case in MODES[mode].cases],
     ids=lambda v: str(v),
 )
 def test_e2e(labs: Labs, backend: str, mode: str, case: str) -> None:

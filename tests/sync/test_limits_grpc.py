@@ -147,11 +147,11 @@ async def test_big_policies_are_rejected_alone_and_a_full_chain_drops_only_the_o
 
         # 3. The operator sees both, with the real `stockade policies`.
         shown = await stockade_policies(admin_port)
-        by_name = {p["name"]: p for p in shown["json"]["policies"]}
+        by_name = {p["name"]: p for p in shown["json"]["items"]}
         assert by_name["many-ports"]["rejected"] == rejected["NetworkPolicy shop/many-ports"]
-        [gap] = by_name["db-2"]["not_realized"]
+        [gap] = by_name["db-2"]["notRealized"]
         assert gap.startswith(f"{NODES[0]}: its ingress rules would push the pod's chain over the limit of 10000")
-        assert "not_realized" not in by_name["db-1"]
+        assert by_name["db-1"]["notRealized"] == []
         assert "NOT REALIZED on node-1: its ingress rules would push" in shown["table"]
         assert "REJECTED: spec.ingress[0].ports: 1001 ports, over the limit of 1000 per rule" in shown["table"]
 

@@ -205,7 +205,7 @@ async def test_each_brain_answers_for_every_node(rig: Rig, capsys: pytest.Captur
     # `stockade nodes` on either brain: every node, connected, with the brain serving it.
     for brain in (a, b):
         answer = await cli_nodes(brain, capsys)
-        rows = {n["name"]: n for n in answer["nodes"]}
+        rows = {n["name"]: n for n in answer["items"]}
         assert sorted(rows) == NODES
         for node in NODES:
             assert rows[node]["connected"] is True and rows[node]["ready"] is True
@@ -268,9 +268,9 @@ async def test_a_dead_brains_nodes_expire_until_they_reconnect(
     assert realized_on(a, "deny") == (2, tuple(ON_B))
     code, body = await asyncio.to_thread(get, a, "/v1/realized?timeout=0.5")
     assert code == 504 and body["pending"] == ON_B
-    rows = {n["name"]: n for n in (await cli_nodes(a, capsys))["nodes"]}
-    assert [rows[n].get("connected", False) for n in ON_B] == [False, False]
-    assert all(not rows[n].get("brain") for n in ON_B)
+    rows = {n["name"]: n for n in (await cli_nodes(a, capsys))["items"]}
+    assert [rows[n]["connected"] for n in ON_B] == [False, False]
+    assert all(rows[n]["brain"] == "" for n in ON_B)
 
     # They reconnect to brain A (an agent's failover): counted again.
     for node in ON_B:
@@ -389,8 +389,8 @@ async def test_without_redis_each_brain_sees_its_own_agents(
         assert realized_on(a, "deny") == (2, tuple(ON_B))
         answer = await cli_nodes(a, capsys)
         assert "this brain's agents only" in answer["view"]
-        rows = {n["name"]: n for n in answer["nodes"]}
-        assert rows["node-1"]["brain"] == a.fanout.brain_id and not rows["node-3"].get("connected", False)
+        rows = {n["name"]: n for n in answer["items"]}
+        assert rows["node-1"]["brain"] == a.fanout.brain_id and rows["node-3"]["connected"] is False
     finally:
         await rig.close()
 

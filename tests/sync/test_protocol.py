@@ -131,8 +131,8 @@ async def test_an_old_agent_is_refused_clearly_and_its_node_shows_refused(  # ty
         row = next(line for line in table.splitlines() if line.startswith("node-2"))
         assert "REFUSED" in row and "upgrade the agent on node node-2" in row
         assert "READY" in table.splitlines()[0]
-        listed = {n["name"]: n for n in json.loads(await cli_nodes(stub, "json", capsys))["nodes"]}
-        assert listed["node-2"]["refused"] == details and listed["node-2"].get("ready", False) is False
+        listed = {n["name"]: n for n in json.loads(await cli_nodes(stub, "json", capsys))["items"]}
+        assert listed["node-2"]["refused"] == details and listed["node-2"]["ready"] is False
         assert listed["node-1"]["ready"] is True
 
         # Realization: the policy is applied on node-1 only; node-2 enforces nothing of it.

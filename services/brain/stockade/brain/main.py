@@ -29,6 +29,7 @@ from stockade.brain import metrics as brain_metrics
 from stockade.brain import servers, tokenauth
 from stockade.brain.admin.auth import Authorizer
 from stockade.brain.admin.service import AdminService, DropFeed
+from stockade.brain.cnp_status import CnpStatusWriter, PolicyState, states
 from stockade.brain.drops import (
     Aggregator,
     DropMetrics,
@@ -100,6 +101,8 @@ class BrainConfig:
     # (tests, a single replica), always the writer. `stockade brain` elects by default.
     election: ElectionConfig | None = None
     events: bool = True  # Kubernetes Events on refused and unrealized objects (stockade.brain.events)
+    cnp_status: bool = True  # ClusterNetworkPolicies' status.conditions (stockade.brain.cnp_status)
+    cnp_status_interval: float = 1.0  # seconds: changes within one are one write
 
 
 class Brain:
@@ -116,6 +119,13 @@ class Brain:
         identity = config.election.identity if config.election else default_identity()
         self.recorder = EventRecorder(self.is_leader, identity)
         self.object_events = ObjectEvents(self.recorder, self._objects_get)
+        # The leader writes ClusterNetworkPolicies' status.conditions (Accepted, Realized).
+        self.cnp_status = CnpStatusWriter(
+            self.is_leader,
+            self._cnp_states,
+            lambda name, nodes: self.fanout.policy_realization("", name, nodes),
+            interval=config.cnp_status_interval,
+        )
         if config.events:
             self.on_rejected = self.object_events.rejected
         self.registry = CollectorRegistry()
@@ -172,6 +182,10 @@ class Brain:
         for nr in self._not_realized.values():
             self.object_events.not_realized(nr)
 
+    async def _cnp_states(self) -> list[PolicyState]:
+        await self.worker.idle()  # then read with no await: between changes
+        return states(self.engine, self._objects_get)
+
     def _model_of(self, node: str) -> NodeModel:
         """A node's model for a feed that starts: called only between changes (connect and
         /v1/realized wait for the worker to be idle first)."""
@@ -204,6 +218,7 @@ class Brain:
                 self.taints.observe(ev.kind, ev.type == "delete", ev.obj)
             except Exception:
                 log.exception("startup taint: cannot read node %s", ev.name)
+        before = self._objects.get(key)
         if ev.type == "upsert":
             self._objects[key] = ev.obj
         else:
@@ -216,26 +231,37 @@ class Brain:
         if not self.ready:
             self._note_rv(ev.kind, ev.obj)
             return  # computed all at once when every kind is listed
+        if ev.kind == "ClusterNetworkPolicy" and ev.type == "upsert" and _same_but_version(before, ev.obj):
+            self._note_rv(ev.kind, ev.obj)  # its status written (cnp_status.py): the engine reads none of it
+            return
         seen = time.monotonic()  # for the realization delay (API change -> applied on the node)
         obj, kind, ns, name = ev.obj, ev.kind, ev.namespace or None, ev.name
-        policy = (ev.namespace, ev.name) if ev.kind == "NetworkPolicy" else None
+        # Realization follows the policy's own changes: a NetworkPolicy's by (namespace, name), a
+        # ClusterNetworkPolicy's by ("", name) (cluster-scoped: no NetworkPolicy has that key).
+        policy = (ev.namespace, ev.name) if ev.kind in ("NetworkPolicy", "ClusterNetworkPolicy") else None
 
         def apply(engine: Engine) -> Deltas:  # on the worker thread
             return engine.upsert(obj) if ev.type == "upsert" else engine.delete(kind, ns, name)
 
         def publish(deltas: Deltas) -> None:  # on the loop, before any reader sees the engine
             self.fanout.on_deltas(deltas, policy=policy, seen=seen)
-            if policy is not None and self.engine.policy(*policy) is None:
+            if policy is not None and not self._holds(ev.kind, *policy):
                 # Deleted (or refused): nothing asks its realization any more, and a policy made
                 # again under its name is tracked from its own changes.
                 self.fanout.forget_policy(*policy)
             self._report_rejections()
             self._report_not_realized()
+            self.cnp_status.engine_changed()
 
         try:
             await self.worker.change(apply, then=publish)
         finally:
             self._note_rv(ev.kind, ev.obj)  # also when the engine failed: waiters must not hang
+
+    def _holds(self, kind: str, namespace: str, name: str) -> bool:
+        if kind == "ClusterNetworkPolicy":
+            return self.engine.cluster_policy(name) is not None
+        return self.engine.policy(namespace, name) is not None
 
     def _report_rejections(self) -> None:
         """Log each object as it is refused (and when it is accepted again), count them by kind.
@@ -495,6 +521,9 @@ class Brain:
         client = self._client = await api_client(self.config.kubeconfig)
         self.recorder.attach(client)
         self._tasks.append(asyncio.create_task(self.recorder.run(), name="events"))
+        if self.config.cnp_status:
+            self.cnp_status.attach(client)
+            self._tasks.append(asyncio.create_task(self._cnp_status_after_start(), name="cnp-status"))
         if self.config.election is not None:
             self.elector = LeaderElector(client, self.config.election, on_started=self._on_leading)
             self._tasks.append(asyncio.create_task(self.elector.run(), name="leader-election"))
@@ -543,6 +572,12 @@ class Brain:
             self.config.http,
             self.http_port,
         )
+
+    async def _cnp_status_after_start(self) -> None:
+        """The status writer, once the cold start has computed every policy."""
+        while not self.ready:
+            await asyncio.sleep(0.1)
+        await self.cnp_status.run()
 
     async def stop(self, grace: float = STOP_GRACE) -> None:
         """Stop everything, within ``grace`` seconds whatever hangs (an API server, Redis, a
@@ -618,3 +653,16 @@ class Brain:
         for t in done:
             if t is waiter:
                 t.result()
+
+
+def _same_but_version(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> bool:
+    """Whether two states of an object differ in resourceVersion only (what is held of them)."""
+    if before is None:
+        return False
+    return bool(_unversioned(before) == _unversioned(after))
+
+
+def _unversioned(obj: Mapping[str, Any]) -> dict[str, Any]:
+    meta = obj.get("metadata")
+    meta = {k: v for k, v in meta.items() if k != "resourceVersion"} if isinstance(meta, Mapping) else meta
+    return {**obj, "metadata": meta}

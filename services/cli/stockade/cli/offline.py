@@ -4,14 +4,11 @@ compiled. Any malformed object is one ManifestError naming file, document, objec
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
-
-import yaml
 
 from stockade.brain.admin.explain import ExplainError, explain
 from stockade.brain.admin.reachability import load_cluster
@@ -19,6 +16,7 @@ from stockade.brain.engine import Engine
 from stockade.brain.engine.cnp_parse import parse_cnp
 from stockade.brain.engine.errors import PolicyError
 from stockade.brain.engine.policy import parse_policy
+from stockade.cli import jsonout
 from stockade.manifests import (
     IP_FAMILIES,
     Document,
@@ -119,12 +117,8 @@ def _compile(args: argparse.Namespace, command: str) -> Engine | int:
 
 
 def _emit(args: argparse.Namespace, doc: dict[str, Any], text: str) -> None:
-    if args.output == "json":
-        print(json.dumps(doc, indent=2))
-    elif args.output == "yaml":
-        print(yaml.safe_dump(doc, sort_keys=False), end="")
-    else:
-        print(text)
+    """As the online command writes it (the same kind and fields)."""
+    print(jsonout.render(args.output, doc) if jsonout.is_document(args.output) else text)
 
 
 def run_lint(args: argparse.Namespace) -> int:
@@ -135,7 +129,11 @@ def run_lint(args: argparse.Namespace) -> int:
     rejected = [str(r) for r in engine.rejections()]
     warnings = [str(w) for w in engine.lint()]
     lines = [f"REJECTED  {r}" for r in rejected] + [f"WARNING   {w}" for w in warnings]
-    _emit(args, {"rejected": rejected, "warnings": warnings}, "\n".join(lines) if lines else "No problems found.")
+    _emit(
+        args,
+        jsonout.envelope(jsonout.LINT_RESULT, {"warnings": warnings, "rejected": rejected}),
+        "\n".join(lines) if lines else "No problems found.",
+    )
     return 1 if rejected else 0
 
 
@@ -152,7 +150,7 @@ def run_explain(args: argparse.Namespace) -> int:
     except ExplainError as e:
         print(f"stockade explain: {e}", file=sys.stderr)
         return 5
-    _emit(args, ex.as_json(), ex.text())
+    _emit(args, jsonout.envelope(jsonout.EXPLANATION, ex.as_json()), ex.text())
     return 0 if ex.allowed else 1
 
 

@@ -7,14 +7,20 @@ connection to the backend pod, where the policies judge it (on the container por
 the namespace annotated DefaultDeny (everything into the shop is blocked); the published
 policies applied (some flows come back, some stay blocked: the policies have mistakes). For what
 stays blocked the demo shows what the node agents counted (Prometheus), what the drop records
-say, and why, in words (the engine's explanation and lint). Parts that need the brain and agents
-say so plainly when this build does not have them.
+say, and why, in words (the engine's explanation and lint). Then the administrator's tiers
+(`demo_tiers`): an Admin tier Deny that keeps every other namespace away from the shop's
+databases, whatever NetworkPolicy tries to reopen them, and a Baseline tier default deny in place
+of the beta annotation. Each step prints the kubectl command that does it in a cluster (the lab
+runs the same objects through `stockade lab apply`, which also wires new pods and waits until
+every agent applied them). Parts that need the brain and agents say so plainly when this build
+does not have them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -79,7 +85,20 @@ def shop_dir() -> Path:
 
 
 def _pod(name: str) -> str:
-    return name if name == "external" else f"{NS}/{name}"
+    """A pod of the shop by its name, or any other as "ns/name" (or "external")."""
+    return name if name == "external" or "/" in name else f"{NS}/{name}"
+
+
+def shown(path: Path | str) -> str:
+    """A path as the user would type it: relative to the current directory when under it."""
+    rel = os.path.relpath(path)
+    return str(path) if rel.startswith("..") else rel
+
+
+def kubectl(say: Say, *commands: list[str]) -> None:
+    """The kubectl commands that do this step in a cluster, ready to paste (`$ kubectl ...`)."""
+    for argv in commands:
+        say("   $ " + shlex.join(["kubectl", *argv]))
 
 
 def _target_port(svc: dict[str, Any], port: int, pod: dict[str, Any]) -> int:
@@ -140,6 +159,7 @@ def _engine(st: LabState) -> Any:
         pods=st.pods.values(),
         policies=st.policies.values(),
         nodes=[node_object(n) for n in st.plan.nodes],
+        cluster_policies=st.cluster_policies.values(),
     )
     return eng
 
@@ -153,8 +173,8 @@ def _explain(eng: Any, st: LabState, src: str, dst: str, port: int) -> Any:
     return explain(eng, st.plan.external.ip if src == "external" else src, dst, port)
 
 
-def check(st: LabState) -> list[Flow]:
-    todo = routes(st, SHOP_FLOWS)
+def check(st: LabState, flows: list[tuple[str, str, int]] = SHOP_FLOWS) -> list[Flow]:
+    todo = routes(st, flows)
     results = probe_flows(st, todo)
     eng = _engine(st)
     out = []
@@ -166,17 +186,17 @@ def check(st: LabState) -> list[Flow]:
     return out
 
 
-def flow_table(flows: list[Flow]) -> str:
-    lines = [f"  {'FROM':<14} {'TO':<14} {'THROUGH THE SERVICE AT':<22} {'PORT':>5}  RESULT"]
+def flow_table(flows: list[Flow], what: str = "the shop's connections") -> str:
+    lines = [f"  {'FROM':<17} {'TO':<14} {'THROUGH THE SERVICE AT':<22} {'PORT':>5}  RESULT"]
     for f in flows:
         src, dst = f.src.removeprefix(f"{NS}/"), f.dst.removeprefix(f"{NS}/")
         mark = "works  " if f.connected else "BLOCKED"
         note = ""
         if f.expected is not None and f.expected != f.connected:
             note = f"   (the policies say {'allowed' if f.expected else 'blocked'}: enforcement is not in effect)"
-        lines.append(f"  {src:<14} {dst:<14} {f.via:<22} {f.port:>5}  {mark}{note}")
+        lines.append(f"  {src:<17} {dst:<14} {f.via:<22} {f.port:>5}  {mark}{note}")
     ok = sum(f.connected for f in flows)
-    lines.append(f"  {ok} of {len(flows)} of the shop's connections work, {len(flows) - ok} are blocked")
+    lines.append(f"  {ok} of {len(flows)} of {what} work, {len(flows) - ok} are blocked")
     return "\n".join(lines)
 
 
@@ -230,7 +250,7 @@ def drop_records(st: LabState, limit: int = 10) -> list[dict[str, str]] | None:
         return None
 
 
-def _write(cfg: LabConfig, name: str, text: str) -> str:
+def write_state_file(cfg: LabConfig, name: str, text: str) -> str:
     path = cfg.state_dir / name
     path.write_text(text)
     return str(path)
@@ -244,7 +264,9 @@ its own namespace with its own IP, and every connection below is a real TCP hand
 way the shop makes it: to a Service. The external host dials front-end's NodePort; the services
 dial each other's ClusterIPs; the lab's kube-proxy (nftables DNAT, as kube-proxy's nftables mode
 does) sends each to the backend pod, and the node agents judge it there, on the container port
-(PORT below) that the policies name.
+(PORT below) that the policies name. Each step shows the kubectl command that does it in a
+cluster (`$ kubectl ...`); the lab runs the same objects through `stockade lab apply`, and with
+--keep its API server answers kubectl too.
 """
 
 
@@ -254,15 +276,32 @@ def run(cfg: LabConfig, keep: bool, say: Say) -> int:
         raise lab.LabError(f"the Sock Shop manifests are not in {shop}; set STOCKADE_SOCK_SHOP to their folder")
     say(INTRO)
     say("== 1. A 3-node lab running the Sock Shop (one pod per Deployment) and its Services")
+    say("   In a cluster (the lab serves the Deployments' pods, built by `stockade lab up --cluster`):")
+    kubectl(say, ["apply", "-f", shown(shop / "complete-demo.yaml")])
     lab.up(cfg, 3, [str(shop / "complete-demo.yaml")], "nftables", None, say)
     try:
         return _steps(cfg, shop, say)
     finally:
         if keep:
-            say(f"\nThe lab stays up (--keep): try `stockade lab probe --from {NS}`; `stockade lab down` removes it.")
+            _kept(cfg, say)
         else:
             say("\n== Tearing the lab down (--keep leaves it up)")
             lab.down(cfg, say)
+
+
+def _kept(cfg: LabConfig, say: Say) -> None:
+    say(
+        f"\nThe lab stays up (--keep): try `stockade lab probe --from {NS}`; `stockade lab down` removes it.\n"
+        "kubectl works against the lab's API server (namespaces, labels, policies: the brain enforces what it\n"
+        "stores; a new pod needs `stockade lab apply -f`, which also wires its network namespace):\n"
+        f"   $ export KUBECONFIG={cfg.state_dir.resolve() / 'kubeconfig'}"
+    )
+    kubectl(
+        say,
+        ["get", "pods,services", "-n", NS, "-o", "wide"],
+        ["get", "networkpolicies", "-A"],
+        ["get", "clusternetworkpolicies"],
+    )
 
 
 def _total(counts: dict[tuple[str, str], float] | None) -> float:
@@ -288,17 +327,19 @@ def _steps(cfg: LabConfig, shop: Path, say: Say) -> int:
             "and the table says where the policies would block it."
         )
     say("\n== 2. The shop's real traffic, with no policy yet: every connection works")
+    kubectl(say, ["get", "networkpolicies", "-n", NS])
     say(flow_table(check(st)))
 
     say(
         f"\n== 3. The article's first step: annotate the namespace DefaultDeny ({BETA_ANNOTATION}).\n"
         "   Now no pod of the shop accepts any connection, until a policy allows it."
     )
+    kubectl(say, ["annotate", "namespace", NS, f'{BETA_ANNOTATION}={{"ingress":{{"isolation":"DefaultDeny"}}}}'])
     ns_yaml = (
         f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NS}\n  annotations:\n"
         f'    {BETA_ANNOTATION}: \'{{"ingress":{{"isolation":"DefaultDeny"}}}}\'\n'
     )
-    lab.apply(cfg, [_write(cfg, "demo-default-deny.yaml", ns_yaml)], True, say)
+    lab.apply(cfg, [write_state_file(cfg, "demo-default-deny.yaml", ns_yaml)], True, say)
     denied = check(lab.current(cfg))
     say(flow_table(denied))
     before = _wait_counts(st, sum(not f.connected for f in denied))
@@ -307,6 +348,7 @@ def _steps(cfg: LabConfig, shop: Path, say: Say) -> int:
         f"\n== 4. The article's second step: apply the published policies ({shop / 'policies'}).\n"
         "   Each one lets one service's callers in. Some connections stay blocked: the policies have mistakes."
     )
+    kubectl(say, ["apply", "-f", shown(shop / "policies")])
     lab.apply(cfg, [str(shop / "policies")], True, say)
     st = lab.current(cfg)
     since = time.time()
@@ -329,6 +371,7 @@ def _steps(cfg: LabConfig, shop: Path, say: Say) -> int:
         say(f"  ({_total(after) - _total(before):.0f} in step 4; {_total(after):.0f} since the lab started)")
 
     say("\n== 6. The drop records of step 4 (the newest first, from Redis): who was blocked, where")
+    say("   $ stockade drops follow   # as they happen; `stockade drops top` counts them")
     records = drop_records(st, limit=50)
     if records is None:
         say("  (no brain in this lab: no records)")
@@ -340,6 +383,7 @@ def _steps(cfg: LabConfig, shop: Path, say: Say) -> int:
         )
 
     say("\n== 7. Why they are blocked, in words (the engine's explanation)")
+    say("   $ stockade explain sock-shop/front-end sock-shop/carts --port 80   # and `stockade lint`")
     eng = _engine(st)
     if eng is None:
         say("  (the engine is not available in this build)")
@@ -355,4 +399,7 @@ def _steps(cfg: LabConfig, shop: Path, say: Say) -> int:
         say("\n   What lint says about the shop's policies (the usual cause of such surprises):")
         for h in hints:
             say(f"   * {h}")
-    return 0
+
+    from stockade.lab import demo_tiers
+
+    return demo_tiers.run(cfg, shop, say)

@@ -15,8 +15,9 @@ workloads carry. What is kept, and who reads it:
   ``status.podIPs`` (the engine, the drops' IP history, tokens' node binding);
 - Node: ``spec.taints`` (the startup taint), ``status.addresses``;
 - Service: ``spec.selector``, ``spec.ports``, ``spec.clusterIP(s)``, ``spec.type`` (lint);
-- NetworkPolicy and ClusterNetworkPolicy: the whole ``spec`` (not a CNP's ``status``); Namespace:
-  metadata only.
+- NetworkPolicy and ClusterNetworkPolicy: the whole ``spec`` (not a CNP's ``status``), and a CNP's
+  ``metadata.generation`` (its status conditions' ``observedGeneration``, cnp_status.py);
+  Namespace: metadata only.
 
 A field the engine validates is kept exactly as served when it has the wrong shape (a ``spec``
 that is a list, ``containers`` that is a map...), so a malformed object is refused with the same
@@ -210,6 +211,14 @@ def slim_policy(obj: Obj) -> Obj:
     return out
 
 
+def slim_cluster_policy(obj: Obj) -> Obj:
+    out = slim_policy(obj)
+    meta, kept = obj.get("metadata"), out.get("metadata")
+    if isinstance(meta, dict) and isinstance(kept, dict) and "generation" in meta:
+        kept["generation"] = meta["generation"]
+    return out
+
+
 def _common(obj: Obj) -> Obj:
     out = _pick(obj, ("kind", "apiVersion"))
     if "metadata" in obj:
@@ -222,7 +231,7 @@ _BY_KIND: dict[str, Callable[[Obj], Obj]] = {
     "Node": slim_node,
     "Service": slim_service,
     "NetworkPolicy": slim_policy,
-    "ClusterNetworkPolicy": slim_policy,
+    "ClusterNetworkPolicy": slim_cluster_policy,
     "Namespace": _common,
 }
 

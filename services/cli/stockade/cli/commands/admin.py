@@ -17,9 +17,8 @@ from typing import Any
 
 import grpc
 import yaml
-from google.protobuf.json_format import MessageToDict
 
-from stockade.cli import exits
+from stockade.cli import exits, jsonout
 from stockade.cli.client import add_connection_args, metadata, resolve, rpc_error_exit, stub
 from stockade.cli.listing import LIST_OUTPUT, add_list_args, check_list_args, headless, no_headers, selected, watch
 from stockade.cli.offline import add_offline_args, offline_or, run_explain, run_lint
@@ -57,13 +56,8 @@ def _runner(call: Call) -> Callable[[argparse.Namespace], int]:
     return run
 
 
-def _emit(args: argparse.Namespace, msg: Any, table: Callable[[], str]) -> None:
-    if args.output == "json":
-        print(json.dumps(MessageToDict(msg, preserving_proto_field_name=True), indent=2))
-    elif args.output == "yaml":
-        print(yaml.safe_dump(MessageToDict(msg, preserving_proto_field_name=True), sort_keys=False), end="")
-    else:
-        print(table())
+def _emit(args: argparse.Namespace, doc: Callable[[], dict[str, Any]], table: Callable[[], str]) -> None:
+    print(jsonout.render(args.output, doc()) if jsonout.is_document(args.output) else table())
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -76,13 +70,12 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 # ---------------------------------------------------------------------------- commands
 
 
-def _doc(args: argparse.Namespace, msg: Any) -> str | None:
-    """``msg`` as -o json or yaml (without the final newline print adds), None for the other formats."""
-    if args.output == "json":
-        return json.dumps(MessageToDict(msg, preserving_proto_field_name=True), indent=2)
-    if args.output == "yaml":
-        return yaml.safe_dump(MessageToDict(msg, preserving_proto_field_name=True), sort_keys=False).rstrip("\n")
-    return None
+def _doc(args: argparse.Namespace, kind: str, msg: Any, items: str) -> str | None:
+    """The list ``msg`` (its repeated field ``items``) as -o json or yaml (without the final
+    newline print adds), None for the other formats."""
+    if not jsonout.is_document(args.output):
+        return None
+    return jsonout.render(args.output, jsonout.listing(kind, msg, items))
 
 
 def _labels(labels: Mapping[str, str]) -> str:
@@ -105,7 +98,7 @@ async def _policies(s: admin_pb2_grpc.AdminStub, md: list[tuple[str, str]], t: f
 def _policies_text(a: argparse.Namespace, resp: admin_pb2.ListPoliciesResponse) -> str:
     if a.output == "name":
         return "\n".join(f"policy/{p.namespace}/{p.name}" for p in resp.policies)
-    doc = _doc(a, resp)
+    doc = _doc(a, jsonout.POLICY_LIST, resp, "policies")
     if doc is not None:
         return doc
     wide = a.output == "wide"
@@ -142,7 +135,7 @@ async def _nodes(s: admin_pb2_grpc.AdminStub, md: list[tuple[str, str]], t: floa
 def _nodes_text(a: argparse.Namespace, resp: admin_pb2.ListNodesResponse) -> str:
     if a.output == "name":
         return "\n".join(f"node/{n.name}" for n in resp.nodes)
-    doc = _doc(a, resp)
+    doc = _doc(a, jsonout.NODE_LIST, resp, "nodes")
     if doc is not None:
         return doc
     wide = a.output == "wide"
@@ -186,12 +179,8 @@ async def _explain(s: admin_pb2_grpc.AdminStub, md: list[tuple[str, str]], t: fl
     req = admin_pb2.ExplainRequest(to=a.to, port=a.port, protocol=a.protocol.upper())
     setattr(req, "from", a.source)
     resp = await s.Explain(req, metadata=md, timeout=t)
-    if a.output == "json":
-        print(json.dumps(json.loads(resp.json), indent=2))
-    elif a.output == "yaml":
-        print(yaml.safe_dump(json.loads(resp.json), sort_keys=False), end="")
-    else:
-        print(resp.text)
+    # The brain's explanation (explain.py's as_json, the same document `explain -f` writes).
+    _emit(a, lambda: jsonout.envelope(jsonout.EXPLANATION, json.loads(resp.json)), lambda: resp.text)
     return exits.OK if resp.allowed else exits.BLOCKED
 
 
@@ -238,7 +227,7 @@ async def _dry_run(s: admin_pb2_grpc.AdminStub, md: list[tuple[str, str]], t: fl
                 lines.extend(f"  - {w}" for w in items)
         return "\n".join(lines)
 
-    _emit(a, resp, table)
+    _emit(a, lambda: jsonout.obj(jsonout.DRY_RUN_RESULT, resp), table)
     return 0
 
 
@@ -249,7 +238,7 @@ async def _lint(s: admin_pb2_grpc.AdminStub, md: list[tuple[str, str]], t: float
         lines = [f"REJECTED  {r}" for r in resp.rejected] + [f"WARNING   {w}" for w in resp.warnings]
         return "\n".join(lines) if lines else "No problems found."
 
-    _emit(a, resp, table)
+    _emit(a, lambda: jsonout.obj(jsonout.LINT_RESULT, resp), table)
     return 1 if resp.rejected else 0
 
 
@@ -267,7 +256,7 @@ async def _drops_top(s: admin_pb2_grpc.AdminStub, md: list[tuple[str, str]], t: 
 
 
 def _drops_text(a: argparse.Namespace, resp: admin_pb2.TopDropsResponse) -> str:
-    doc = _doc(a, resp)
+    doc = _doc(a, jsonout.DROP_COUNT_LIST, resp, "rows")
     if doc is not None:
         return doc
     keys = list(resp.rows[0].key.keys()) if resp.rows else []
@@ -326,6 +315,16 @@ def _follow_line(rec: admin_pb2.DropRecord) -> str:
     )
 
 
+def _follow_doc(rec: admin_pb2.DropRecord) -> dict[str, Any]:
+    """A followed record's line: a Drop (every field but ``store``) or a DropStoreNotice (when and
+    the store's state)."""
+    fields = jsonout.message_fields(rec)
+    store = fields.pop("store")
+    if rec.HasField("store"):
+        return jsonout.envelope(jsonout.DROP_STORE_NOTICE, {"time": fields["time"], "store": store})
+    return jsonout.envelope(jsonout.DROP, fields)
+
+
 async def _drops_follow(s: admin_pb2_grpc.AdminStub, md: list[tuple[str, str]], t: float, a: argparse.Namespace) -> int:
     req = admin_pb2.FollowDropsRequest(
         namespace=a.namespace or "", pod=a.pod or "", direction=a.direction or "", protocol=a.protocol or "",
@@ -336,7 +335,7 @@ async def _drops_follow(s: admin_pb2_grpc.AdminStub, md: list[tuple[str, str]], 
     try:
         async for rec in call:
             if a.output == "json":
-                print(json.dumps(MessageToDict(rec, preserving_proto_field_name=True)), flush=True)
+                print(jsonout.render("json", _follow_doc(rec), compact=True), flush=True)
             elif rec.HasField("store"):  # a notice: Redis unavailable, or back
                 print(f"-- {_clock(rec.time)} {_store_line(rec.store)}", flush=True)
             else:

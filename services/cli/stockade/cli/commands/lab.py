@@ -341,8 +341,18 @@ def register(sub: Any) -> None:
     blist.add_argument("-o", "--output", choices=["table", "json"], default="table")
     blist.set_defaults(handler=_guard(_brain_list))
 
-    demo = labsub.add_parser("demo", help="the Sock Shop, secured step by step, on a 3-node lab")
-    demo.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
+    demo = labsub.add_parser(
+        "demo",
+        help="the Sock Shop, secured step by step, on a 3-node lab",
+        description="The Sock Shop on a 3-node lab, secured as the seed article does (NetworkPolicy), then "
+        "with the administrator's ClusterNetworkPolicy tiers (Admin, Baseline); each step prints the kubectl "
+        "command that does it in a cluster.",
+    )
+    demo.add_argument(
+        "--keep",
+        action="store_true",
+        help="leave the lab up afterwards, with a kubeconfig for kubectl (printed as `export KUBECONFIG=...`)",
+    )
     demo.set_defaults(handler=_guard(_demo))
 
     down = labsub.add_parser("down", help="remove every namespace, process and file the lab made")

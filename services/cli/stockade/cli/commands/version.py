@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from typing import Any
 
 import grpc
-import yaml
 
-from stockade.cli import exits
+from stockade.cli import exits, jsonout
 from stockade.cli.client import add_connection_args, metadata, resolve, stub
 from stockade.cli.printable import printable
 from stockade.codec.version import MIN_PEER, PROTOCOL, release
@@ -28,21 +26,28 @@ def _client() -> dict[str, Any]:
     return {"version": release(), "protocol": PROTOCOL, "minProtocol": MIN_PEER}
 
 
+def _unreachable(address: str, error: str) -> dict[str, Any]:
+    """The brain's part when it cannot be asked: every field there, empty but ``error``."""
+    return {
+        "address": address, "reachable": False, "error": error, "version": "", "protocol": 0, "minProtocol": 0,
+        "agents": [],
+    }  # fmt: skip
+
+
 async def _ask(args: argparse.Namespace) -> dict[str, Any]:
     """The brain's part: reachable or not, and why not."""
     try:
         conn = resolve(args)
     except exits.CliError as e:
-        return {"reachable": False, "error": str(e)}
-    out: dict[str, Any] = {"address": conn.address}
+        return _unreachable("", str(e))
     try:
         ch, s = stub(conn)
     except exits.CliError as e:
-        return {**out, "reachable": False, "error": str(e)}
+        return _unreachable(conn.address, str(e))
     try:
         resp = await s.ListNodes(admin_pb2.ListNodesRequest(), metadata=metadata(conn), timeout=conn.timeout)
     except grpc.aio.AioRpcError as e:
-        return {**out, "reachable": False, "error": f"{e.code().name}: {e.details() or ''}"}
+        return _unreachable(conn.address, f"{e.code().name}: {e.details() or ''}")
     finally:
         await ch.close(None)
     agents = [
@@ -50,8 +55,9 @@ async def _ask(args: argparse.Namespace) -> dict[str, Any]:
         for n in resp.nodes
     ]
     return {
-        **out,
+        "address": conn.address,
         "reachable": True,
+        "error": "",
         # "" and 0: a brain older than these fields
         "version": resp.brain_version,
         "protocol": resp.brain_protocol,
@@ -63,11 +69,11 @@ async def _ask(args: argparse.Namespace) -> dict[str, Any]:
 def _text(doc: dict[str, Any]) -> str:
     c = doc["client"]
     lines = [f"CLI:    stockade {c['version']} (sync protocol {c['protocol']})"]
-    b = doc.get("brain")
+    b = doc["brain"]
     if b is None:
         return lines[0]
     if not b["reachable"]:
-        where = f" at {b['address']}" if b.get("address") else ""
+        where = f" at {b['address']}" if b["address"] else ""
         lines.append(f"Brain:  not reachable{where}: {printable(b['error'])}")
         return "\n".join(lines)
     version = printable(b["version"]) or "unknown (a brain older than this field)"
@@ -88,15 +94,13 @@ def _text(doc: dict[str, Any]) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    doc: dict[str, Any] = {"client": _client()}
-    if not args.client:
-        doc["brain"] = asyncio.run(_ask(args))
-    if args.output == "json":
-        print(json.dumps(doc, indent=2))
-    elif args.output == "yaml":
-        print(yaml.safe_dump(doc, sort_keys=False), end="")
-    else:
-        print(_text(doc))
+    # --client: the brain's part is null (not asked)
+    doc: dict[str, Any] = {"client": _client(), "brain": None if args.client else asyncio.run(_ask(args))}
+    print(
+        jsonout.render(args.output, jsonout.envelope(jsonout.VERSION, doc))
+        if jsonout.is_document(args.output)
+        else _text(doc)
+    )
     if not args.client and not doc["brain"]["reachable"]:
         print("stockade: the brain's and agents' versions are unknown (see above)", file=sys.stderr)
     return exits.OK

@@ -13,7 +13,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
-from stockade.agent.backends import elements, names
+from stockade.agent.backends import elements, ipt_tiers, names
 from stockade.agent.backends.ipt_render import (
     DENY_COMMENT,
     FAMILIES,
@@ -24,16 +24,16 @@ from stockade.agent.backends.ipt_render import (
     bucket_of,
     bucket_set,
     buckets,
-    chain_specs,
-    fwd_specs,
     host,
     ipset_elements,
     pod_set,
     set_family,
 )
-from stockade.model import Direction, NodeModel
+from stockade.model import NodeModel, Tier
 
-POD_SET_PREFIXES = tuple(f"STK-{t}{v}-" for t in ("PI", "PO", "BI", "BO") for v in ("", "6"))
+# Pod and bucket sets of every dispatch (NetworkPolicy, Admin, Baseline), both families.
+_POD_TAGS = ("PI", "PO", "AI", "AO", "LI", "LO", "BI", "BO", "BAI", "BAO", "BLI", "BLO")
+POD_SET_PREFIXES = tuple(f"STK-{t}{v}-" for t in _POD_TAGS for v in ("", "6"))
 _COUNTED = re.compile(r"^\[(\d+):(\d+)\] -A (\S+) (.*)$")
 
 
@@ -87,7 +87,7 @@ def parse_ipsets(ipset_save: str, view: IptView) -> None:
 
 def parse_rules(save: str) -> RulesView:
     view = RulesView()
-    prefix_of: dict[str, str] = {}
+    prefix_of: dict[str, str] = {}  # the chain's last NFLOG prefix so far
     deny_of: dict[str, int] = {}
     for line in save.splitlines():
         if line.startswith(":"):
@@ -112,8 +112,11 @@ def parse_rules(save: str) -> RulesView:
             if "--nflog-prefix" in words:
                 prefix_of[chain] = words[words.index("--nflog-prefix") + 1]
             if "--comment" in words and words[words.index("--comment") + 1] == DENY_COMMENT:
-                deny_of[chain] = packets
-    view.denied = {prefix_of.get(c, c): n for c, n in deny_of.items()}
+                # Under the prefix of the NFLOG line before it: a tier chain has a counted drop
+                # per Deny rule (and match), logged as "<chain id>/<rule index>".
+                key = prefix_of.get(chain, chain)
+                deny_of[key] = deny_of.get(key, 0) + packets
+    view.denied = deny_of
     return view
 
 
@@ -190,16 +193,17 @@ def desired(
     among them, or of neither, raises `elements.ElementError`)."""
     pods: dict[str, set[str]] = {}
     for f in families:
-        pods |= {pod_set(cid, ch.direction, f): set() for cid, ch in model.chains.items()}
-        for direction, b in buckets(model.chains):
-            pods[bucket_set(direction, b, f)] = set()
-    for direction in Direction:
-        for ip, cid in model.dispatch(direction).items():
+        pods |= {pod_set(cid, ch.direction, f, ch.tier): set() for cid, ch in model.chains.items()}
+        for tier in Tier:
+            for direction, b in buckets(model.chains, tier):
+                pods[bucket_set(direction, b, f, tier)] = set()
+    for tier, direction, table in model.tier_tables():
+        for ip, cid in table.items():
             f = dispatch_family(ip, families)
-            name = pod_set(cid, direction, f)
+            name = pod_set(cid, direction, f, tier)
             elem = host(str(ipaddress.ip_address(ip)) if f == 6 else ip, f)
             pods[name].add(elem)
-            pods[bucket_set(direction, bucket_of(name), f)].add(elem)
+            pods[bucket_set(direction, bucket_of(name), f, tier)].add(elem)
     sets: dict[str, frozenset[str]] = {}
     for s, e in model.sets.items():
         check_families(s, e, families)
@@ -209,14 +213,15 @@ def desired(
         pods={k: frozenset(v) for k, v in pods.items()},
         chains={
             f: bucket_chains(model.chains, f)
+            | ipt_tiers.layout_chains(model.chains, f)
             | {
-                names.ipt_chain(c): chain_specs(c, ch, nflog_group, log_rate, seen_timeout, f)
+                names.ipt_chain(c): ipt_tiers.chain_specs(c, ch, nflog_group, log_rate, seen_timeout, f)
                 for c, ch in model.chains.items()
             }
             for f in families
         },
         chain_ids={names.ipt_chain(c): c for c in model.chains},
-        fwd={f: fwd_specs(model.chains, f) for f in families},
+        fwd={f: ipt_tiers.fwd_specs(model.chains, f) for f in families},
     )
 
 

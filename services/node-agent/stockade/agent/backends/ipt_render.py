@@ -35,7 +35,7 @@ import ipaddress
 from collections.abc import Iterable
 
 from stockade.agent.backends import elements, names
-from stockade.model import Chain, Direction, PortMatch, Protocol, Rule
+from stockade.model import Chain, Direction, PortMatch, Protocol, Rule, Tier
 
 FWD = "STOCKADE-FWD"
 SEEN = {Direction.INGRESS: "stk-seen-in", Direction.EGRESS: "stk-seen-out"}  # hashlimit tables
@@ -90,9 +90,30 @@ def addr_set(set_id: str, family: int = 4) -> str:
     return tagged(names.ipset_set(set_id), family)
 
 
-def pod_set(chain_id: str, direction: Direction, family: int = 4) -> str:
-    # Direction in the name, so a read-back knows which dispatch a pod set belongs to.
-    tag = "PI" if direction is Direction.INGRESS else "PO"
+# The dispatch a pod or bucket set belongs to, in its name, so a read-back knows it: NetworkPolicy
+# pod sets "PI"/"PO" (bucket sets "BI"/"BO"), the tiers' "AI"/"AO" (Admin) and "LI"/"LO" (Baseline).
+_TAG = {
+    (Tier.NETPOL, Direction.INGRESS): "I",
+    (Tier.NETPOL, Direction.EGRESS): "O",
+    (Tier.ADMIN, Direction.INGRESS): "AI",
+    (Tier.ADMIN, Direction.EGRESS): "AO",
+    (Tier.BASELINE, Direction.INGRESS): "LI",
+    (Tier.BASELINE, Direction.EGRESS): "LO",
+}
+
+
+_POD_TAG = {(f"P{t}" if tier is Tier.NETPOL else t): (tier, d) for (tier, d), t in _TAG.items()}
+
+
+def pod_set_dispatch(name: str) -> tuple[Tier, Direction] | None:
+    """The dispatch (tier, direction) of one of our pod sets, from its name; None for any other
+    set (a bucket set, an address set)."""
+    return _POD_TAG.get(name.split("-", 2)[1].removesuffix("6"))
+
+
+def pod_set(chain_id: str, direction: Direction, family: int = 4, tier: Tier = Tier.NETPOL) -> str:
+    tag = _TAG[tier, direction]
+    tag = f"P{tag}" if tier is Tier.NETPOL else tag
     return tagged(names.ipset_pods(chain_id).replace("STK-P-", f"STK-{tag}-"), family)
 
 
@@ -143,36 +164,48 @@ def _chunks(specs: list[str]) -> list[list[str]]:
     return out
 
 
-def rule_specs(rule: Rule, direction: Direction, family: int = 4) -> list[str]:
+def rule_matches(rule: Rule, direction: Direction, family: int = 4) -> list[str]:
+    """A rule's matches, one per protocol and multiport chunk ("" matches everything)."""
     flag = "src" if direction is Direction.INGRESS else "dst"
     peer = f" -m set --match-set {addr_set(rule.peer, family)} {flag}" if rule.peer is not None else ""
     if rule.ports is None:
-        return [f"{peer.strip()} -j RETURN".strip()]
+        return [peer.strip()]
     out = []
     for proto, specs in sorted(_port_groups(rule.ports).items()):
         p = proto.value.lower()
         if specs is None:
-            out.append(f"-p {p}{peer} -j RETURN")
+            out.append(f"-p {p}{peer}")
         else:
-            out += [f"-p {p}{peer} -m multiport --dports {','.join(c)} -j RETURN" for c in _chunks(specs)]
+            out += [f"-p {p}{peer} -m multiport --dports {','.join(c)}" for c in _chunks(specs)]
     return out
+
+
+def rule_specs(rule: Rule, direction: Direction, family: int = 4) -> list[str]:
+    return [f"{m} -j RETURN".strip() for m in rule_matches(rule, direction, family)]
+
+
+def deny_specs(
+    prefix: str, direction: Direction, nflog_group: int, log_rate: int | None, seen_timeout: int
+) -> list[str]:
+    """The deny tail: drop a flow's repeats, log and count its first packet under ``prefix``."""
+    limit = f"-m limit --limit {log_rate}/sec --limit-burst {log_rate} " if log_rate else ""
+    shown = f'"{prefix}"' if "/" in prefix else prefix  # as iptables-save prints it back
+    return [
+        f"-m hashlimit --hashlimit-above 1/hour --hashlimit-burst 1 "
+        f"--hashlimit-mode srcip,srcport,dstip,dstport --hashlimit-name {SEEN[direction]} "
+        f"--hashlimit-htable-size 16384 --hashlimit-htable-max {SEEN_MAX} "
+        f"--hashlimit-htable-expire {seen_timeout * 1000} -j DROP",
+        f"{limit}-j NFLOG --nflog-group {nflog_group} --nflog-prefix {shown}",
+        f"-m comment --comment {DENY_COMMENT} -j DROP",
+    ]
 
 
 def chain_specs(
     chain_id: str, chain: Chain, nflog_group: int, log_rate: int | None, seen_timeout: int, family: int = 4
 ) -> list[str]:
-    seen = SEEN[chain.direction]
-    limit = f"-m limit --limit {log_rate}/sec --limit-burst {log_rate} " if log_rate else ""
+    """A NetworkPolicy chain: its allows, then the deny tail (tier chains: `ipt_tiers`)."""
     specs = [s for r in chain.rules for s in rule_specs(r, chain.direction, family)]
-    return [
-        *specs,
-        f"-m hashlimit --hashlimit-above 1/hour --hashlimit-burst 1 "
-        f"--hashlimit-mode srcip,srcport,dstip,dstport --hashlimit-name {seen} "
-        f"--hashlimit-htable-size 16384 --hashlimit-htable-max {SEEN_MAX} "
-        f"--hashlimit-htable-expire {seen_timeout * 1000} -j DROP",
-        f"{limit}-j NFLOG --nflog-group {nflog_group} --nflog-prefix {chain_id}",
-        f"-m comment --comment {DENY_COMMENT} -j DROP",
-    ]
+    return [*specs, *deny_specs(chain_id, chain.direction, nflog_group, log_rate, seen_timeout)]
 
 
 BUCKETS = 64
@@ -185,28 +218,27 @@ def bucket_of(pod_set_name: str) -> int:
     return int(pod_set_name[-4:], 16) % BUCKETS
 
 
-def bucket_set(direction: Direction, bucket: int, family: int = 4) -> str:
-    return tagged(f"STK-B{'I' if direction is Direction.INGRESS else 'O'}-{bucket:02d}", family)
+def bucket_set(direction: Direction, bucket: int, family: int = 4, tier: Tier = Tier.NETPOL) -> str:
+    return tagged(f"STK-B{_TAG[tier, direction]}-{bucket:02d}", family)
 
 
-def bucket_chain(direction: Direction, bucket: int) -> str:
-    return f"STK-D{'I' if direction is Direction.INGRESS else 'O'}-{bucket:02d}"
+def bucket_chain(direction: Direction, bucket: int, tier: Tier = Tier.NETPOL) -> str:
+    return f"STK-D{_TAG[tier, direction]}-{bucket:02d}"
 
 
-def buckets(chains: dict[str, Chain]) -> dict[tuple[Direction, int], list[str]]:
-    """Chain ids per (direction, bucket), sorted: the two-level dispatch tree (both families)."""
+def buckets(chains: dict[str, Chain], tier: Tier = Tier.NETPOL) -> dict[tuple[Direction, int], list[str]]:
+    """Chain ids of ``tier`` per (direction, bucket), sorted: the two-level dispatch tree (both
+    families)."""
     out: dict[tuple[Direction, int], list[str]] = {}
     for cid in sorted(chains):
-        direction = chains[cid].direction
-        out.setdefault((direction, bucket_of(pod_set(cid, direction))), []).append(cid)
+        chain = chains[cid]
+        if chain.tier is tier:
+            out.setdefault((chain.direction, bucket_of(pod_set(cid, chain.direction))), []).append(cid)
     return out
 
 
-def fwd_specs(chains: dict[str, Chain], family: int = 4) -> list[str]:
-    """STOCKADE-FWD: established first, then one test per non-empty bucket, egress before ingress.
-
-    Two levels (bucket set, then the chain's pod set inside the bucket chain) keep a new
-    connection's walk near 2 x sqrt(chains) set tests instead of one per chain."""
+def fwd_head(family: int = 4) -> list[str]:
+    """What STOCKADE-FWD does before any dispatch."""
     out = [
         "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN",
         # No mid-stream pickup of a connection conntrack clean-up ended (see the nftables backend).
@@ -214,26 +246,44 @@ def fwd_specs(chains: dict[str, Chain], family: int = 4) -> list[str]:
     ]
     if family == 6:
         out += [f"-p ipv6-icmp -m icmp6 --icmpv6-type {t} -m hl --hl-eq 255 -j RETURN" for t in ND_TYPES]
-    tree = buckets(chains)
-    for direction in (Direction.EGRESS, Direction.INGRESS):
-        for b in range(BUCKETS):
-            if (direction, b) in tree:
-                flag = _FLAG[direction]
-                out.append(
-                    f"-m set --match-set {bucket_set(direction, b, family)} {flag} -j {bucket_chain(direction, b)}"
-                )
     return out
 
 
-def bucket_specs(direction: Direction, chain_ids: list[str], family: int = 4) -> list[str]:
-    """One bucket chain: ``goto`` the pod's chain, whose RETURN goes back to STOCKADE-FWD."""
+def bucket_tests(
+    chains: dict[str, Chain], direction: Direction, family: int = 4, tier: Tier = Tier.NETPOL, verb: str = "-j"
+) -> list[str]:
+    """One test per non-empty bucket of ``tier`` and ``direction``: ``verb`` its bucket chain."""
+    tree = buckets(chains, tier)
     flag = _FLAG[direction]
     return [
-        f"-m set --match-set {pod_set(cid, direction, family)} {flag} -g {names.ipt_chain(cid)}" for cid in chain_ids
+        f"-m set --match-set {bucket_set(direction, b, family, tier)} {flag} {verb} {bucket_chain(direction, b, tier)}"
+        for b in range(BUCKETS)
+        if (direction, b) in tree
+    ]
+
+
+def fwd_specs(chains: dict[str, Chain], family: int = 4) -> list[str]:
+    """STOCKADE-FWD of a table without tiers: established first, then one test per non-empty
+    bucket, egress before ingress (with tiers: `ipt_tiers.fwd_specs`).
+
+    Two levels (bucket set, then the chain's pod set inside the bucket chain) keep a new
+    connection's walk near 2 x sqrt(chains) set tests instead of one per chain."""
+    tests = [t for d in (Direction.EGRESS, Direction.INGRESS) for t in bucket_tests(chains, d, family)]
+    return [*fwd_head(family), *tests]
+
+
+def bucket_specs(direction: Direction, chain_ids: list[str], family: int = 4, tier: Tier = Tier.NETPOL) -> list[str]:
+    """One bucket chain: ``goto`` the pod's chain, whose RETURN goes back to the chain that
+    jumped to the bucket chain."""
+    flag = _FLAG[direction]
+    return [
+        f"-m set --match-set {pod_set(cid, direction, family, tier)} {flag} -g {names.ipt_chain(cid)}"
+        for cid in chain_ids
     ]
 
 
 def bucket_chains(chains: dict[str, Chain], family: int = 4) -> dict[str, list[str]]:
+    """The NetworkPolicy bucket chains (the tiers': `ipt_tiers.tier_chains`)."""
     return {bucket_chain(d, b): bucket_specs(d, ids, family) for (d, b), ids in buckets(chains).items()}
 
 

@@ -19,6 +19,11 @@ chain are still in its pod set: stricter, not looser); the agent nacks, the brai
 snapshot, and `apply_snapshot` compares the kernel with it and rewrites what differs. A rollback
 would need the previous model's rules, which a delta does not carry.
 
+ClusterNetworkPolicy tiers (`ipt_tiers`): the Admin and Baseline dispatch trees are kept as the
+NetworkPolicy one is (pod sets named by their dispatch, so a read-back knows which is which); a
+delta that brings the first tier chain or takes the last also rewrites STOCKADE-FWD and creates
+or removes the fixed tier chains, in the same restore.
+
 A node whose kernel has no IPv6 (``ipv6.disable=1``) gets only the IPv4 side; a model naming an
 IPv6 address is then refused with an error, never loaded without it.
 """
@@ -29,30 +34,17 @@ import os
 import time
 
 from stockade.agent import netns as ns
-from stockade.agent.backends import elements, ipt_readback, ipt_render, names
+from stockade.agent.backends import elements, ipt_readback, ipt_render, ipt_tiers, names
 from stockade.agent.backends.base import ApplyError
-from stockade.model import Direction, NodeDelta, NodeModel
+from stockade.model import Direction, NodeDelta, NodeModel, Tier
 
 _TMP = "STK-T-swap"
+Dispatched = dict[tuple[Tier, Direction], dict[str, str]]
 
 
 def kernel_has_ipv6() -> bool:
     """False when the kernel runs without IPv6 (the module absent or ``ipv6.disable=1``)."""
     return os.path.exists("/proc/net/if_inet6")
-
-
-NO_TIERS_YET = (
-    "the iptables backend does not enforce ClusterNetworkPolicy tiers yet, and this node's model has "
-    "Admin or Baseline rules: nothing of it is applied (the node keeps its last rules); run this node's "
-    "agent with --backend nftables, or remove the ClusterNetworkPolicies selecting its pods"
-)
-
-
-def refuse_tiers(model: NodeModel) -> None:
-    """A model with tier chains is refused loudly (an apply error the brain reports for the node),
-    never applied without them: its Deny rules would be missing, silently."""
-    if model.has_tiers():  # a tier chain no pod is dispatched to is inert: only dispatch matters
-        raise ApplyError(NO_TIERS_YET)
 
 
 class IptablesBackend:
@@ -80,7 +72,9 @@ class IptablesBackend:
         # IP versions we program (4, 6), and the same as the agent's family names (`Backend`)
         self.versions: tuple[int, ...] = ipt_render.FAMILIES if has6 else (4,)
         self.families: tuple[str, ...] = tuple(f"ipv{v}" for v in self.versions)
-        self._dispatched: dict[Direction, dict[str, str]] | None = None  # pod IP -> pod set name
+        self._dispatched: Dispatched | None = None  # per (tier, direction): pod IP -> pod set name
+        self._held: set[str] = set()  # the pod sets we hold (both families)
+        self._tiered: bool | None = None  # whether the kernel holds the tier layout (None: unknown)
         # (model, what the last verify of it read), until anything is written
         self._verified: tuple[NodeModel, ipt_readback.IptView] | None = None
         self.transactions = 0
@@ -119,6 +113,7 @@ class IptablesBackend:
                 self._run(["ipset", "-exist", "restore"], "\n".join(ipset_b) + "\n")
         except ApplyError:
             self._dispatched = None  # what we believed the kernel holds may be wrong: re-read it
+            self._tiered = None
             raise
         self.last_apply_seconds = time.perf_counter() - start
         changed = bool(ipset_a or restores or ipset_b)
@@ -156,12 +151,18 @@ class IptablesBackend:
         pass  # fail static
 
     def apply_delta(self, delta: NodeDelta, model: NodeModel) -> None:
-        refuse_tiers(model)
         self._check(delta)  # refuse before anything reaches the kernel
         if delta.new_sets or delta.new_chains:  # only new ids can collide with the model's
             names.check_ipt_names(model.sets, model.chains)
-        if self._dispatched is None:
-            self._dispatched = self._dispatch_from(self.read_view())
+        if self._dispatched is None or self._tiered is None:
+            view = self.read_view()
+            self._dispatched = self._dispatch_from(view)
+            self._held = {n for n in view.pods if ipt_render.pod_set_dispatch(n)}
+            self._tiered = any(ipt_tiers.E_TIERS in r.chains for r in view.rules.values())
+        removed_tiers = {cid: self._tier_of(cid) for cid in delta.removed_chains}
+        if None in removed_tiers.values():  # a chain we cannot place: compare with the kernel instead
+            self._reconcile(model)
+            return
         fams = self.versions
         a: list[str] = []
         b: list[str] = []
@@ -179,50 +180,67 @@ class IptablesBackend:
                 for f in fams:
                     name = ipt_render.addr_set(sid, f)
                     a += [f"del {name} {e}" for e in sorted(ipt_render.ipset_elements(elems, f))]
-        touched: set[tuple[Direction, int]] = set()
+        touched: set[tuple[Tier, Direction, int]] = set()
         for cid, chain in delta.new_chains.items():
             bucket = ipt_render.bucket_of(ipt_render.pod_set(cid, chain.direction))
             for f in fams:
                 inet = ipt_render.INET[f]
-                a.append(f"create {ipt_render.pod_set(cid, chain.direction, f)} hash:ip family {inet}")
-                a.append(f"create {ipt_render.bucket_set(chain.direction, bucket, f)} hash:ip family {inet}")
-            touched.add((chain.direction, bucket))
-        for direction in Direction:
-            mirror = self._dispatched[direction]
-            for ip, cid in delta.dispatch_set(direction).items():
+                pods = ipt_render.pod_set(cid, chain.direction, f, chain.tier)
+                a.append(f"create {pods} hash:ip family {inet}")
+                bucket_set = ipt_render.bucket_set(chain.direction, bucket, f, chain.tier)
+                a.append(f"create {bucket_set} hash:ip family {inet}")
+                self._held.add(pods)
+            touched.add((chain.tier, chain.direction, bucket))
+        for tier, direction, _ in model.tier_tables():
+            mirror = self._dispatched[tier, direction]
+            for ip, cid in delta.dispatch_set(direction, tier).items():
                 f = ipt_readback.dispatch_family(ip, fams)
-                target = ipt_render.pod_set(cid, direction, f)
-                target_bucket = ipt_render.bucket_set(direction, ipt_render.bucket_of(target), f)
+                target = ipt_render.pod_set(cid, direction, f, tier)
+                target_bucket = ipt_render.bucket_set(direction, ipt_render.bucket_of(target), f, tier)
                 a += [f"add {target} {ip}", f"add {target_bucket} {ip}"]
                 old = mirror.get(ip)
                 if old is not None and old != target:
-                    b += self._leave(direction, old, ip, keep_bucket=target_bucket)
+                    b += self._leave(old, ip, keep_bucket=target_bucket)
                 mirror[ip] = target
-            for ip in delta.dispatch_removed(direction):
+            for ip in delta.dispatch_removed(direction, tier):
                 old = mirror.pop(ip, None)
                 if old is not None:
-                    b += self._leave(direction, old, ip)
+                    b += self._leave(old, ip)
         removed = [names.ipt_chain(c) for c in delta.removed_chains]
-        for cid in delta.removed_chains:
+        for cid, held_tier in removed_tiers.items():
+            assert held_tier is not None
+            tier = held_tier
             # Chain ids name their direction ("in_..." / "out_..."): see stockade.model.chain_id.
             direction = Direction.INGRESS if cid.startswith("in_") else Direction.EGRESS
-            b += [f"destroy {ipt_render.pod_set(cid, direction, f)}" for f in fams]
-            touched.add((direction, ipt_render.bucket_of(ipt_render.pod_set(cid, direction))))
+            for f in fams:
+                pods = ipt_render.pod_set(cid, direction, f, tier)
+                b.append(f"destroy {pods}")
+                self._held.discard(pods)
+            touched.add((tier, direction, ipt_render.bucket_of(ipt_render.pod_set(cid, direction))))
+        tiered = ipt_tiers.is_tiered(model.chains)
+        layout_changes = tiered != self._tiered
+        trees = {t: ipt_render.buckets(model.chains, t) for t in Tier}
+        gone = [(t, d, bk) for t, d, bk in sorted(touched) if (d, bk) not in trees[t]]  # emptied buckets
+        removed += [ipt_render.bucket_chain(d, bk, t) for t, d, bk in gone]
+        b += [f"destroy {ipt_render.bucket_set(d, bk, f, t)}" for t, d, bk in gone for f in fams]
+        if layout_changes and not tiered:
+            removed += ipt_tiers.FIXED
         restores: dict[int, str] = {}
-        tree = ipt_render.buckets(model.chains)
-        gone = [(d, bk) for d, bk in sorted(touched) if (d, bk) not in tree]  # emptied buckets
-        removed += [ipt_render.bucket_chain(d, bk) for d, bk in gone]
-        b += [f"destroy {ipt_render.bucket_set(d, bk, f)}" for d, bk in gone for f in fams]
         for f in fams:
             chains: dict[str, list[str]] = {}
-            if touched:
-                chains[ipt_render.FWD] = ipt_render.fwd_specs(model.chains, f)
-                for direction, bucket in sorted(touched):
-                    if (direction, bucket) in tree:
-                        name = ipt_render.bucket_chain(direction, bucket)
-                        chains[name] = ipt_render.bucket_specs(direction, tree[direction, bucket], f)
+            if touched or layout_changes:
+                if tiered:
+                    chains[ipt_render.FWD] = ipt_tiers.fwd_specs(model.chains, f)
+                    chains |= ipt_tiers.fixed_chains(model.chains, f)
+                else:
+                    chains[ipt_render.FWD] = ipt_render.fwd_specs(model.chains, f)
+                for tier, direction, bucket in sorted(touched):
+                    if (direction, bucket) in trees[tier]:
+                        name = ipt_render.bucket_chain(direction, bucket, tier)
+                        ids = trees[tier][direction, bucket]
+                        chains[name] = ipt_tiers.bucket_chain_specs(direction, tier, ids, f)
             for cid, chain in delta.new_chains.items():
-                chains[names.ipt_chain(cid)] = ipt_render.chain_specs(
+                chains[names.ipt_chain(cid)] = ipt_tiers.chain_specs(
                     cid, chain, self.nflog_group, self.log_rate, self.seen_timeout, f
                 )
             if chains or removed:
@@ -230,6 +248,7 @@ class IptablesBackend:
         for s in delta.removed_sets:
             b += [f"destroy {ipt_render.addr_set(s, f)}" for f in fams]
         self._apply(a, restores, b)
+        self._tiered = tiered
 
     # -- helpers ----------------------------------------------------------------------------
     def _check(self, delta: NodeDelta) -> None:
@@ -237,37 +256,58 @@ class IptablesBackend:
         for group in (delta.new_sets, delta.set_added, delta.set_removed):
             for sid, elems in group.items():
                 ipt_readback.check_families(sid, elems, self.versions)
-        for direction in Direction:
-            for ip in delta.dispatch_set(direction):
-                ipt_readback.dispatch_family(ip, self.versions)
+        for tier in Tier:
+            for direction in Direction:
+                for ip in delta.dispatch_set(direction, tier):
+                    ipt_readback.dispatch_family(ip, self.versions)
 
     @staticmethod
-    def _leave(direction: Direction, pod_set: str, ip: str, keep_bucket: str | None = None) -> list[str]:
+    def _leave(pod_set: str, ip: str, keep_bucket: str | None = None) -> list[str]:
         """ipset lines taking ``ip`` out of a chain's pod set (and its bucket, unless it stays there)."""
         family = ipt_render.set_family(pod_set)
-        bucket = ipt_render.bucket_set(direction, ipt_render.bucket_of(pod_set), family)
+        dispatch = ipt_render.pod_set_dispatch(pod_set)
+        assert dispatch is not None, pod_set
+        tier, direction = dispatch
+        bucket = ipt_render.bucket_set(direction, ipt_render.bucket_of(pod_set), family, tier)
         return [f"del {pod_set} {ip}"] + ([f"del {bucket} {ip}"] if bucket != keep_bucket else [])
+
+    def _tier_of(self, chain_id: str) -> Tier | None:
+        """The tier of a chain we hold, from the pod sets we hold (their names carry it)."""
+        direction = Direction.INGRESS if chain_id.startswith("in_") else Direction.EGRESS
+        return next(
+            (t for t in Tier for f in self.versions if ipt_render.pod_set(chain_id, direction, f, t) in self._held),
+            None,
+        )
 
     def _reconcile(self, model: NodeModel, view: ipt_readback.IptView | None = None) -> bool:
         """Make the kernel hold ``model``, touching only what differs (from ``view``, read now
         when not given); True when anything changed."""
-        refuse_tiers(model)
         names.check_ipt_names(model.sets, model.chains)  # two ids sharing a kernel name: refuse all
         want = self._desired(model)  # raises before any kernel I/O on an address we cannot place
         view = view if view is not None else self.read_view()
         a: list[str] = []
         b: list[str] = []
-        for kind, have, wanted in (("hash:net", view.sets, want.sets), ("hash:ip", view.pods, want.pods)):
-            for name, elems in wanted.items():
-                if have.get(name) == elems:
-                    continue
-                # Fill a temporary set and swap it in: atomic, and works for a missing set too.
-                f = ipt_render.set_family(name)
-                inet, tmp = ipt_render.INET[f], ipt_render.tagged(_TMP, f)
-                a += [f"create {name} {kind} family {inet}", f"create {tmp} {kind} family {inet}", f"flush {tmp}"]
-                a += [f"add {tmp} {e}" for e in sorted(elems)]
-                a += [f"swap {tmp} {name}", f"destroy {tmp}"]
-            b += [f"destroy {n}" for n in sorted(have.keys() - wanted.keys())]
+        for name, elems in want.sets.items():
+            if view.sets.get(name) == elems:
+                continue
+            # Fill a temporary set and swap it in: atomic, and works for a missing set too.
+            f = ipt_render.set_family(name)
+            inet, tmp = ipt_render.INET[f], ipt_render.tagged(_TMP, f)
+            a += [f"create {name} hash:net family {inet}", f"create {tmp} hash:net family {inet}", f"flush {tmp}"]
+            a += [f"add {tmp} {e}" for e in sorted(elems)]
+            a += [f"swap {tmp} {name}", f"destroy {tmp}"]
+        for name, elems in want.pods.items():
+            have = view.pods.get(name)
+            if have == elems:
+                continue
+            # Pods join before the rules change and leave after: a pod moving between chains is
+            # in both for a moment (the old chain or the new decides), never in neither.
+            if have is None:
+                a.append(f"create {name} hash:ip family {ipt_render.INET[ipt_render.set_family(name)]}")
+            a += [f"add {name} {e}" for e in sorted(elems - (have or frozenset()))]
+            b += [f"del {name} {e}" for e in sorted((have or frozenset()) - elems)]
+        for held, wanted in ((view.sets, want.sets), (view.pods, want.pods)):
+            b += [f"destroy {n}" for n in sorted(held.keys() - wanted.keys())]
         restores: dict[int, str] = {}
         for f in self.versions:
             rules = view.rules.get(f, ipt_readback.RulesView())
@@ -283,23 +323,24 @@ class IptablesBackend:
                 self._run([ipt_render.tool(f, "", self.variant), "-I", "FORWARD", "1", "-j", ipt_render.FWD])
                 changed = True
         self._dispatched = self._dispatch_from_model(model)
+        self._held = {n for n in want.pods if ipt_render.pod_set_dispatch(n)}
+        self._tiered = ipt_tiers.is_tiered(model.chains)
         return changed
 
     @staticmethod
-    def _dispatch_from_model(model: NodeModel) -> dict[Direction, dict[str, str]]:
+    def _dispatch_from_model(model: NodeModel) -> Dispatched:
         return {
-            d: {ip: ipt_render.pod_set(c, d, elements.ip_family(ip)) for ip, c in model.dispatch(d).items()}
-            for d in Direction
+            (t, d): {ip: ipt_render.pod_set(c, d, elements.ip_family(ip), t) for ip, c in table.items()}
+            for t, d, table in model.tier_tables()
         }
 
     @staticmethod
-    def _dispatch_from(view: ipt_readback.IptView) -> dict[Direction, dict[str, str]]:
-        out: dict[Direction, dict[str, str]] = {d: {} for d in Direction}
+    def _dispatch_from(view: ipt_readback.IptView) -> Dispatched:
+        out: Dispatched = {(t, d): {} for t in Tier for d in Direction}
         for name, ips in view.pods.items():
-            if not name.startswith(("STK-PI-", "STK-PO-", "STK-PI6-", "STK-PO6-")):
-                continue  # bucket sets follow from the pod sets
-            d = Direction.INGRESS if name.startswith("STK-PI") else Direction.EGRESS
-            out[d].update({ip.split("/")[0]: name for ip in ips})
+            dispatch = ipt_render.pod_set_dispatch(name)
+            if dispatch is not None:  # bucket sets follow from the pod sets
+                out[dispatch].update({ip.split("/")[0]: name for ip in ips})
         return out
 
     def denied_counts(self) -> dict[str, int]:
