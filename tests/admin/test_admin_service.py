@@ -177,3 +177,58 @@ def test_tokens_file_errors(tmp_path: Path) -> None:
         load_tokens(p)
     p.write_text(f"tokens: [{{name: ops, token: {ADMIN}, role: admin}}]")
     assert load_tokens(p)[ADMIN] == Caller("ops", "admin")
+
+
+CNPS = """
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: protect-carts-db}
+spec:
+  tier: Admin
+  priority: 5
+  subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {name: carts-db}}}}
+  ingress: [{name: only-carts, action: Deny, from: [{namespaces: {}}]}]
+---
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: by-dns}
+spec:
+  tier: Admin
+  priority: 6
+  subject: {namespaces: {}}
+  egress: [{action: Deny, to: [{domainNames: [example.com]}]}]
+"""
+
+
+async def test_cluster_policies_held_and_refused(tmp_path: Path) -> None:
+    """ListPolicies lists ClusterNetworkPolicies (kind, tier, priority, subject pods), a refused
+    one with why; a namespace's list has none (they are cluster-scoped)."""
+    (tmp_path / "cnps.yaml").write_text(CNPS)
+    paths = [str(SOCK_SHOP), str(tmp_path / "cnps.yaml")]
+    engine = compile_manifests(paths)
+    objects = build_cluster(read_documents(paths)).objects
+    svc = AdminService(engine, Authorizer({READ: Caller("viewer", "read")}), objects=objects)
+    server = grpc.aio.server()
+    admin_pb2_grpc.add_AdminServicer_to_server(svc, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = admin_pb2_grpc.AdminStub(channel)
+            md = [("authorization", f"Bearer {READ}")]
+            resp = await stub.ListPolicies(admin_pb2.ListPoliciesRequest(), metadata=md)
+            cnps = {p.name: p for p in resp.policies if p.kind == "ClusterNetworkPolicy"}
+            held = cnps["protect-carts-db"]
+            assert (held.namespace, held.tier, held.priority, list(held.policy_types)) == ("", "Admin", 5, ["Ingress"])
+            assert list(held.selected_pods) == ["sock-shop/carts-db"] and held.nodes_needed == 1
+            assert held.rejected == ""
+            refused = cnps["by-dns"]
+            assert "domainNames" in refused.rejected and list(refused.selected_pods) == []
+            assert [p.kind for p in resp.policies][:2] == ["ClusterNetworkPolicy"] * 2  # listed first
+            assert all(p.kind == "NetworkPolicy" for p in resp.policies if p.namespace)
+            one_ns = await stub.ListPolicies(admin_pb2.ListPoliciesRequest(namespace="sock-shop"), metadata=md)
+            assert one_ns.policies and all(p.kind == "NetworkPolicy" for p in one_ns.policies)
+            got = await stub.GetPolicy(admin_pb2.GetPolicyRequest(name="protect-carts-db"), metadata=md)
+            assert got.kind == "ClusterNetworkPolicy"
+    finally:
+        await server.stop(None)

@@ -35,7 +35,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "Policy": {
         "namespace": str, "name": str, "selectedPods": list, "nodesNeeded": int, "nodesApplied": int,
         "nodesPending": list, "rejected": str, "warnings": list, "policyTypes": list, "notRealized": list,
-        "labels": dict,
+        "labels": dict, "kind": str, "tier": str, "priority": int,
     },
     "PolicyList": {"items": list},
     "Node": {

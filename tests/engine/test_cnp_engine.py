@@ -284,6 +284,24 @@ def test_lint_finds_a_rule_an_earlier_rule_of_the_tier_decides() -> None:
     assert not [w for w in _lint(narrow, late) if "can never match" in w]
 
 
+def test_lint_says_a_deny_of_a_subject_pods_own_node_is_not_filtered() -> None:
+    """A pod's traffic to its own node never crosses the forward path the rules are in: an egress
+    Deny naming that node's address is said not to hold there, on the rule, naming the node."""
+    x = {"namespaces": {"matchLabels": {"team": "x"}}}  # pods a1, a2: on node-1 (192.168.0.1)
+    nodes = cnp("no-nodes", priority=1, subject=x, egress=[to("Deny", {"nodes": {}})])
+    cidr = cnp(
+        "no-net", priority=2, subject=x, egress=[to("Accept", ALL_NS), to("Deny", {"networks": ["192.168.0.0/31"]})]
+    )
+    other = cnp("no-node-2", priority=3, subject=x, egress=[to("Deny", {"networks": ["192.168.0.2/32"]})])
+    accept = cnp("to-nodes", priority=4, subject=x, egress=[to("Accept", {"nodes": {}})])
+    found = [w for w in _lint(nodes, cidr, other, accept) if "own node" in w]
+    assert [w.split(": ", 2)[:2] for w in found] == [
+        ["ClusterNetworkPolicy no-net", "spec.egress[1]"],
+        ["ClusterNetworkPolicy no-nodes", "spec.egress[0]"],
+    ], found
+    assert all("names the addresses of node-1, where pods it selects run" in w for w in found)
+
+
 def test_lint_names_same_priority_overlaps() -> None:
     a = cnp("a-first", priority=7, ingress=[r("Deny")])
     b = cnp("b-second", priority=7, ingress=[r("Accept")])

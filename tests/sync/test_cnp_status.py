@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from kubernetes_asyncio import client as k8s
+from prometheus_client import generate_latest
 from sync_helpers import eventually, start_agent
 
 from stockade.brain.leader import LEASE_NAME, ElectionConfig
@@ -191,6 +192,9 @@ async def test_accepted_and_realized_as_agents_ack(
         await eventually(lambda: brain.cnp_status.rounds >= rounds + 5, what="five more rounds")
         assert brain.cnp_status.writes == writes
         assert (await read(api, "guard"))["metadata"]["resourceVersion"] == version
+        exposed = generate_latest(brain.registry).decode()
+        assert f"stockade_brain_cnp_status_written_total {float(writes)}" in exposed
+        assert "stockade_brain_cnp_status_failed_total 0.0" in exposed
 
         # A new generation of the spec: observedGeneration follows.
         body = await read(api, "guard")

@@ -29,13 +29,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio.client.exceptions import ApiException
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from stockade.brain.engine.view import EngineView
 from stockade.brain.events import parse_described
@@ -96,12 +98,7 @@ def states(view: EngineView, lookup: Callable[[tuple[str, str, str]], Mapping[st
         if not isinstance(meta, Mapping):
             continue  # nothing to write to (e.g. refused under a name it does not have)
         uid, generation = meta.get("uid"), meta.get("generation")
-        nodes: set[str] = set()
-        if name not in refused:
-            for key in view.cluster_policy_pods(name):
-                pod = view.endpoint(*key.split("/", 1))
-                if pod is not None and pod.node:
-                    nodes.add(pod.node)
+        nodes = view.cluster_policy_nodes(name) if name not in refused else set()
         out.append(
             PolicyState(
                 name,
@@ -305,3 +302,23 @@ class CnpStatusWriter:
             )
             log.warning("cannot write ClusterNetworkPolicy %s's status: %s%s", name, text, hint)
         self._last_error = text
+
+
+class CnpStatusCollector(Collector):
+    """``stockade_brain_cnp_status_written_total`` and ``..._failed_total``: the status writer's
+    patches the API server took, and those it refused or that never reached it."""
+
+    def __init__(self, writer: CnpStatusWriter) -> None:
+        self.writer = writer
+
+    def collect(self) -> Iterator[Metric]:
+        written = CounterMetricFamily(
+            "stockade_brain_cnp_status_written", "ClusterNetworkPolicy status patches the API server took"
+        )
+        written.add_metric([], self.writer.writes)
+        yield written
+        failed = CounterMetricFamily(
+            "stockade_brain_cnp_status_failed", "ClusterNetworkPolicy status writes that failed (retried)"
+        )
+        failed.add_metric([], self.writer.failed)
+        yield failed

@@ -29,7 +29,7 @@ from stockade.brain import metrics as brain_metrics
 from stockade.brain import servers, tokenauth
 from stockade.brain.admin.auth import Authorizer
 from stockade.brain.admin.service import AdminService, DropFeed
-from stockade.brain.cnp_status import CnpStatusWriter, PolicyState, states
+from stockade.brain.cnp_status import CnpStatusCollector, CnpStatusWriter, PolicyState, states
 from stockade.brain.drops import (
     Aggregator,
     DropMetrics,
@@ -134,6 +134,7 @@ class Brain:
         self.registry.register(IdentityCollector(self))  # agents' tokens, startup taints (tokens)
         self.registry.register(LeaderCollector(self.is_leader))  # stockade_brain_leader
         self.registry.register(EventsCollector(self.recorder))  # stockade_brain_events_*
+        self.registry.register(CnpStatusCollector(self.cnp_status))  # stockade_brain_cnp_status_*
         self.ready = False
         self.seen_rv = 0  # highest resourceVersion applied to the engine, any kind
         # per kind: each kind's watch delivers in order, so seeing version N of a kind means

@@ -27,7 +27,7 @@ class GetPolicyRequest(_message.Message):
     def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class PolicyStatus(_message.Message):
-    __slots__ = ("namespace", "name", "selected_pods", "nodes_needed", "nodes_applied", "nodes_pending", "rejected", "warnings", "policy_types", "not_realized", "labels")
+    __slots__ = ("namespace", "name", "selected_pods", "nodes_needed", "nodes_applied", "nodes_pending", "rejected", "warnings", "policy_types", "not_realized", "labels", "kind", "tier", "priority")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +46,9 @@ class PolicyStatus(_message.Message):
     POLICY_TYPES_FIELD_NUMBER: _ClassVar[int]
     NOT_REALIZED_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     name: str
     selected_pods: _containers.RepeatedScalarFieldContainer[str]
@@ -57,7 +60,10 @@ class PolicyStatus(_message.Message):
     policy_types: _containers.RepeatedScalarFieldContainer[str]
     not_realized: _containers.RepeatedScalarFieldContainer[str]
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ..., selected_pods: _Optional[_Iterable[str]] = ..., nodes_needed: _Optional[int] = ..., nodes_applied: _Optional[int] = ..., nodes_pending: _Optional[_Iterable[str]] = ..., rejected: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., policy_types: _Optional[_Iterable[str]] = ..., not_realized: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    kind: str
+    tier: str
+    priority: int
+    def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ..., selected_pods: _Optional[_Iterable[str]] = ..., nodes_needed: _Optional[int] = ..., nodes_applied: _Optional[int] = ..., nodes_pending: _Optional[_Iterable[str]] = ..., rejected: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., policy_types: _Optional[_Iterable[str]] = ..., not_realized: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., kind: _Optional[str] = ..., tier: _Optional[str] = ..., priority: _Optional[int] = ...) -> None: ...
 
 class ListNodesRequest(_message.Message):
     __slots__ = ()

@@ -21,24 +21,38 @@ class DryRunResult:
     checked: int = 0
 
 
-KIND_ORDER = {"Namespace": 0, "Pod": 1, "NetworkPolicy": 2}
+CNP = "ClusterNetworkPolicy"
+KIND_ORDER = {"Namespace": 0, "Pod": 1, "NetworkPolicy": 2, CNP: 2}
 
 
 def _compiled(objs: Sequence[Mapping[str, Any]]) -> Engine:
+    """The cluster as the brain compiles it: the ClusterNetworkPolicies (and the Nodes their
+    `nodes` peers name) too, or a change would be judged without the tiers that decide first."""
     engine = Engine()
 
     def of(kind: str) -> list[Mapping[str, Any]]:
         return [o for o in objs if o.get("kind") == kind]
 
-    engine.load(of("Namespace"), of("Pod"), of("NetworkPolicy"), services=of("Service"))
+    engine.load(
+        of("Namespace"), of("Pod"), of("NetworkPolicy"), of("Node"), services=of("Service"), cluster_policies=of(CNP)
+    )
     return engine
+
+
+def _described(obj: Mapping[str, Any]) -> str:
+    """How lint names the policy ``obj``: ``ns/name``, or ``ClusterNetworkPolicy name``."""
+    meta = obj.get("metadata") or {}
+    if obj.get("kind") == CNP:
+        return f"{CNP} {meta.get('name')}"
+    return f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
 
 
 def dry_run(current: Iterable[Mapping[str, Any]], changes: Sequence[Mapping[str, Any]]) -> DryRunResult:
     """Compare reachability between existing pods, on their declared ports, before and after ``changes``.
 
-    ``current`` are the cluster's objects (Namespaces, Pods, NetworkPolicies); ``changes`` the
-    objects to create or replace. Nothing is applied anywhere: two engines are compiled here.
+    ``current`` are the cluster's objects (Namespaces, Pods, Nodes, NetworkPolicies,
+    ClusterNetworkPolicies); ``changes`` the objects to create or replace. Nothing is applied
+    anywhere: two engines are compiled here.
     """
     objs = list(current)
     before, after = _compiled(objs), _compiled(objs)
@@ -57,7 +71,6 @@ def dry_run(current: Iterable[Mapping[str, Any]], changes: Sequence[Mapping[str,
         elif was and not now:
             result.closed.append(key)
     result.rejected = sorted({str(r) for r in after.rejections()} - rejected_before)
-    changed = {f"{(o.get('metadata') or {}).get('namespace') or 'default'}/{(o.get('metadata') or {}).get('name')}"
-               for o in changes if o.get("kind") == "NetworkPolicy"}  # fmt: skip
+    changed = {_described(o) for o in changes if o.get("kind") in ("NetworkPolicy", CNP)}
     result.warnings = [str(w) for w in after.lint() if w.policy in changed]
     return result

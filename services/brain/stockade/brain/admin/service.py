@@ -22,6 +22,8 @@ from stockade.model import Direction
 from stockade.model import Protocol as L4
 from stockade.v1 import admin_pb2, admin_pb2_grpc
 
+CNP_KIND = "ClusterNetworkPolicy"
+
 
 class StatusSource(Protocol):
     """What the fan-out knows about nodes (see `stockade.brain.fanout`)."""
@@ -165,8 +167,43 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             out.append(admin_pb2.PolicyStatus(namespace=ns, name=name, rejected=f"{r.field}: {r.message}"))
         labels = self._labels("NetworkPolicy")
         for st in out:
+            st.kind = "NetworkPolicy"
             st.labels.update(labels.get((st.namespace, st.name), {}))
-        return sorted(out, key=lambda s: (s.namespace, s.name))
+        if not namespace:  # cluster-scoped: listed unless one namespace is asked for
+            out += self._cluster_policy_statuses(warnings)
+        return sorted(out, key=lambda s: (s.kind != "ClusterNetworkPolicy", s.namespace, s.name))
+
+    def _cluster_policy_statuses(self, warnings: dict[str, list[str]]) -> list[admin_pb2.PolicyStatus]:
+        """Every ClusterNetworkPolicy, held or refused: its subject's pods, the nodes hosting them
+        and how many of those enforce its latest change (as for a NetworkPolicy)."""
+        labels = self._labels(CNP_KIND)
+        out = []
+        refused = {
+            r.object.split(" ", 1)[1]: f"{r.field}: {r.message}"
+            for r in self.engine.rejections()
+            if r.object.startswith(f"{CNP_KIND} ")
+        }
+        for name in sorted(set(self.engine.cluster_policy_names()) | refused.keys()):
+            st = admin_pb2.PolicyStatus(
+                kind=CNP_KIND,
+                name=name,
+                warnings=warnings.get(f"{CNP_KIND} {name}", []),
+                rejected=refused.get(name, ""),
+                labels=labels.get(("", name), {}),
+            )
+            cnp = self.engine.cluster_policy(name)
+            if cnp is not None and name not in refused:
+                st.tier, st.priority = cnp.tier.value, cnp.priority
+                st.policy_types.extend(t for t, rules in (("Ingress", cnp.ingress), ("Egress", cnp.egress)) if rules)
+                st.selected_pods.extend(self.engine.cluster_policy_pods(name))
+                needed = sorted(self.engine.cluster_policy_nodes(name))
+                st.nodes_needed = len(needed)
+                if self.status is not None:
+                    real = self.status.policy_realization("", name, needed)
+                    st.nodes_applied = real.nodes_applied
+                    st.nodes_pending.extend(real.pending)
+            out.append(st)
+        return out
 
     def _labels(self, kind: str) -> dict[tuple[str, str], dict[str, str]]:
         """metadata.labels of every ``kind`` object by (namespace, name): for the CLI's -l selectors."""
@@ -188,7 +225,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     async def GetPolicy(self, request: admin_pb2.GetPolicyRequest, context: Any) -> admin_pb2.PolicyStatus:
         await self.auth.require(context)
         for st in self._all_policy_statuses(request.namespace):
-            if st.name == request.name:
+            if st.name == request.name and (st.namespace == request.namespace or not request.namespace):
                 return st
         await context.abort(grpc.StatusCode.NOT_FOUND, f"no policy {request.namespace}/{request.name}")
         raise AssertionError("unreachable")

@@ -10,7 +10,7 @@ from stockade.brain.engine.api import NotRealized, Rejection, RuleOrigin
 from stockade.brain.engine.applied import AppliedTo
 from stockade.brain.engine.chains import ChainCompiler
 from stockade.brain.engine.cnp import ClusterNetworkPolicy
-from stockade.brain.engine.objects import NamespaceInfo, PodInfo, canonical_ip
+from stockade.brain.engine.objects import NamespaceInfo, NodeInfo, PodInfo, canonical_ip
 from stockade.brain.engine.policy import Policy
 from stockade.brain.engine.services import ServiceInfo
 from stockade.brain.engine.sets import SetTable
@@ -97,6 +97,14 @@ class EngineView:
         cnp = self._store.cnps.get(name)
         return sorted(self._tiers.selected(cnp)) if cnp is not None else []
 
+    def node_info(self, name: str) -> NodeInfo | None:
+        """A Node's labels and addresses, as ClusterNetworkPolicy ``nodes`` peers read them."""
+        return self._store.node_info.get(name)
+
+    def cluster_policy_nodes(self, name: str) -> set[str]:
+        """The nodes hosting the endpoint pods a ClusterNetworkPolicy's subject selects."""
+        return self._nodes_of(self.cluster_policy_pods(name))
+
     def rule_origin(self, node: str, chain_id: str, index: int) -> RuleOrigin | None:
         """The ClusterNetworkPolicy rule behind rule ``index`` of tier chain ``chain_id``
         (``node``: whose model holds it; None when unknown, e.g. a chain since replaced)."""
@@ -116,10 +124,14 @@ class EngineView:
         return sorted(self._store.pods_matching(namespace, pol.pod_selector))
 
     def policy_nodes(self, namespace: str, name: str) -> set[str]:
+        return self._nodes_of(self.policy_pods(namespace, name))
+
+    def _nodes_of(self, pod_keys: list[str]) -> set[str]:
+        """The nodes of those pods that are endpoints (running, with an address)."""
         out = set()
-        for k in self.policy_pods(namespace, name):
-            pod = self._store.pods[k]
-            if k in self._store.endpoint and pod.node:
+        for k in pod_keys:
+            pod = self._store.pods.get(k)
+            if pod is not None and k in self._store.endpoint and pod.node:
                 out.add(pod.node)
         return out
 

@@ -95,9 +95,20 @@ async def _policies(s: admin_pb2_grpc.AdminStub, md: list[tuple[str, str]], t: f
     return await watch(a, render)
 
 
+def _is_cnp(p: admin_pb2.PolicyStatus) -> bool:
+    return p.kind == "ClusterNetworkPolicy"
+
+
+def _policy_name(p: admin_pb2.PolicyStatus) -> str:
+    """``NS/NAME`` for a NetworkPolicy, ``cnp/NAME`` for a ClusterNetworkPolicy (its short name)."""
+    return f"cnp/{p.name}" if _is_cnp(p) else f"{p.namespace}/{p.name}"
+
+
 def _policies_text(a: argparse.Namespace, resp: admin_pb2.ListPoliciesResponse) -> str:
     if a.output == "name":
-        return "\n".join(f"policy/{p.namespace}/{p.name}" for p in resp.policies)
+        return "\n".join(
+            f"clusternetworkpolicy/{p.name}" if _is_cnp(p) else f"policy/{p.namespace}/{p.name}" for p in resp.policies
+        )
     doc = _doc(a, jsonout.POLICY_LIST, resp, "policies")
     if doc is not None:
         return doc
@@ -107,7 +118,10 @@ def _policies_text(a: argparse.Namespace, resp: admin_pb2.ListPoliciesResponse) 
         status = f"REJECTED: {p.rejected}" if p.rejected else f"{p.nodes_applied}/{p.nodes_needed} nodes"
         if p.not_realized:  # accepted, but left out of some nodes' models (e.g. a limit)
             status += "; NOT REALIZED on " + "; ".join(p.not_realized)
-        row = [f"{p.namespace}/{p.name}", ",".join(p.policy_types) or "-", len(p.selected_pods), status]
+        types = ",".join(p.policy_types) or "-"
+        if _is_cnp(p) and not p.rejected:
+            types = f"{p.tier} {p.priority}: {types}"  # where it sits: tier, then priority
+        row = [_policy_name(p), types, len(p.selected_pods), status]
         row.append("; ".join(p.warnings) or "-")
         if wide:
             row += [",".join(p.nodes_pending) or "-", _labels(p.labels)]
