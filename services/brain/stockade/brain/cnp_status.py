@@ -40,7 +40,6 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from stockade.brain.engine.view import EngineView
-from stockade.brain.events import parse_described
 from stockade.brain.fanout.status import PolicyRealization
 
 log = logging.getLogger(__name__)
@@ -86,11 +85,7 @@ Realize = Callable[[str, Iterable[str]], PolicyRealization]  # (name, nodes) -> 
 def states(view: EngineView, lookup: Callable[[tuple[str, str, str]], Mapping[str, Any] | None]) -> list[PolicyState]:
     """Every ClusterNetworkPolicy the brain holds, as the engine judges it (``lookup``: an
     object's last state from the watch). Read it between engine changes."""
-    refused: dict[str, str] = {}
-    for r in view.rejections():
-        parts = parse_described(r.object)
-        if parts is not None and parts[0] == KIND and not parts[1]:
-            refused.setdefault(parts[2], f"{r.field}: {r.message}")
+    refused = view.cluster_policy_refusals()
     out = []
     for name in sorted(set(view.cluster_policy_names()) | refused.keys()):
         obj = lookup((KIND, "", name))

@@ -178,11 +178,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         and how many of those enforce its latest change (as for a NetworkPolicy)."""
         labels = self._labels(CNP_KIND)
         out = []
-        refused = {
-            r.object.split(" ", 1)[1]: f"{r.field}: {r.message}"
-            for r in self.engine.rejections()
-            if r.object.startswith(f"{CNP_KIND} ")
-        }
+        refused = self.engine.cluster_policy_refusals()
         for name in sorted(set(self.engine.cluster_policy_names()) | refused.keys()):
             st = admin_pb2.PolicyStatus(
                 kind=CNP_KIND,

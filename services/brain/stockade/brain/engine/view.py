@@ -86,6 +86,10 @@ class EngineView:
             + [s.refused[k] for k in sorted(s.refused)]
         )
 
+    def cluster_policy_refusals(self) -> dict[str, str]:
+        """The ClusterNetworkPolicies refused, by name as the rejection names them: "field: why"."""
+        return {r.object.partition(" ")[2]: f"{r.field}: {r.message}" for r in self._store.cnp_rejected.values()}
+
     def cluster_policy(self, name: str) -> ClusterNetworkPolicy | None:
         return self._store.cnps.get(name)
 
