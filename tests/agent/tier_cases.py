@@ -15,12 +15,12 @@ from conftest import (
     TCP,
     UDP,
     Topology,
+    _bound,
     dual_policy_model,
     fresh_ports,
     policy_model,
 )
 
-from stockade.agent import netns as ns
 from stockade.agent.backends.base import Dataplane
 from stockade.model import Action, Chain, Direction, NodeModel, PortMatch, Rule, Tier, diff
 from stockade.model import Protocol as L4
@@ -145,10 +145,7 @@ def reference(model: NodeModel, src: str, dst: str, proto: str, port: int, famil
 
 
 def _client(netns: str, kind: int, dst: str) -> socket.socket:
-    with ns.entered(netns):
-        s = socket.socket(socket.AF_INET6 if ":" in dst else socket.AF_INET, kind)
-    s.bind(("::" if ":" in dst else "0.0.0.0", fresh_ports(1)[0]))
-    return s
+    return _bound(netns, kind, dst, fresh_ports(1)[0])
 
 
 def tcp_outcome(netns: str, dst: str, port: int, timeout: float) -> str:
