@@ -12,10 +12,11 @@ import socket
 from collections.abc import Collection
 
 import pytest
-from test_conntrack import CLIENT, INGRESS_B, NODE, SERVER, A, B, passes, sh, sock_in, topology
+from test_conntrack import CLIENT, EGRESS_A, INGRESS_B, NODE, SERVER, A, B, passes, sh, sock_in, topology
 
+from stockade.agent import conntrack as ct
 from stockade.agent.backends.base import MemoryDataplane
-from stockade.agent.conntrack import EntryKey, TrackedFlow, cleanup, flows_to_end, may_forbid
+from stockade.agent.conntrack import EntryKey, TrackedFlow, cleanup, flows_to_end, local_addresses, may_forbid
 from stockade.agent.metered import MeteredDataplane, local_pods
 from stockade.agent.metrics import AgentMetrics
 from stockade.model.rules import Action, Chain, Direction, NodeModel, PortMatch, Protocol, Rule, Tier, diff
@@ -101,6 +102,39 @@ def test_pods_only_in_a_tier_dispatch_are_judged() -> None:
     m = NodeModel("node-1", chains={baseline.id: baseline}, baseline_egress={A: baseline.id})
     assert local_pods(m) == {A}
     assert flows_to_end(m, local_pods(m), [flow(A, B, 7200), flow(A, B, 7100)]) == [flow(A, B, 7200)]
+
+
+# -- a pod's own node (no kernel) ------------------------------------------------------------
+
+NODE_IP = "10.79.1.1"  # the node's address on A's link (test_conntrack's topology)
+NO_NODE_7500 = Chain.ordered(Direction.EGRESS, ADMIN, [rule("nodes", 7500, Action.DENY)])
+
+
+def own_node_model() -> NodeModel:
+    """A isolated for egress by its NetworkPolicy chain (7100, 7200 to anyone, 7300 to ag_b),
+    its Admin egress denying the node on 7500; B isolated for ingress."""
+    m = tiered(ag_a=frozenset({f"{NODE_IP}/32"}))
+    m.sets.update({"ag_b": frozenset(), "nodes": frozenset({f"{NODE_IP}/32"})})
+    m.chains.update({EGRESS_A.id: EGRESS_A, NO_NODE_7500.id: NO_NODE_7500})
+    m.egress[A] = EGRESS_A.id
+    m.admin_egress[A] = NO_NODE_7500.id
+    return m
+
+
+def test_a_pods_flows_to_its_node_pass_its_network_policy_but_not_the_admin_tier() -> None:
+    m, flows = own_node_model(), [flow(A, NODE_IP, 7400), flow(A, NODE_IP, 7500), flow(A, "10.79.9.9", 7400)]
+    assert flows_to_end(m, {A, B}, flows, {NODE_IP, "127.0.0.1"}) == [
+        flow(A, NODE_IP, 7500),
+        flow(A, "10.79.9.9", 7400),
+    ]
+    assert flows_to_end(m, {A, B}, flows) == flows  # not known as the node's: judged as any address
+
+
+def test_the_nodes_flows_to_its_pods_are_never_ended() -> None:
+    m = tiered(ADMIN_DENY, ag_a=frozenset({f"{NODE_IP}/32"}))  # B: Admin Deny of ag_a on 7100; NP allows 7200, 7300
+    flows = [flow(NODE_IP, B, 7100), flow(NODE_IP, B, 7400), flow("10.79.9.9", B, 7400)]
+    assert flows_to_end(m, {A, B}, flows, [f"{NODE_IP}/32", "not an address"]) == [flow("10.79.9.9", B, 7400)]
+    assert flows_to_end(m, {A, B}, flows, ()) == flows
 
 
 # -- real connections ------------------------------------------------------------------------
@@ -196,6 +230,41 @@ def test_admin_deny_ends_its_connections_and_a_removed_accept_ends_what_it_cover
     client, server = conns[7400]
     assert not passes(client, server, b"after")
     assert passes(*conns[7200], b"after")
+    for pair in conns.values():
+        for sock in pair:
+            sock.close()
+
+
+def connect_to_node(port: int) -> tuple[socket.socket, socket.socket]:
+    """A's connection to a listener of the node itself, at its address on A's link."""
+    lsn = sock_in(NODE)
+    lsn.bind((NODE_IP, port))
+    lsn.listen()
+    client = sock_in(CLIENT)
+    client.settimeout(5)
+    client.connect((NODE_IP, port))
+    server, _ = lsn.accept()
+    lsn.close()
+    assert passes(client, server, b"hello", wait=5)
+    return client, server
+
+
+@pytest.mark.root
+def test_a_connection_to_the_own_node_survives_its_network_policy_not_an_admin_deny(
+    topology: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conns = {port: connect_to_node(port) for port in (7400, 7500)}
+    assert {NODE_IP, "10.79.2.1", "127.0.0.1"} <= local_addresses(NODE)
+    m = own_node_model()  # A's NetworkPolicy allows neither port; the Admin tier denies 7500
+    assert sorted(f.dport for f in cleanup(m, {A, B}, netns=NODE).deleted) == [7500]
+    assert passes(*conns[7400], b"kept")  # the node's input path never asks A's NetworkPolicy
+    assert cleanup(m, {A, B}, netns=NODE).deleted == []
+
+    def fails(netns: str | None = None) -> set[str]:
+        raise OSError("no netlink today")
+
+    monkeypatch.setattr(ct, "local_addresses", fails)  # clean-up goes on, judging the node as any address
+    assert sorted(f.dport for f in cleanup(m, {A, B}, netns=NODE).deleted) == [7400]
     for pair in conns.values():
         for sock in pair:
             sock.close()

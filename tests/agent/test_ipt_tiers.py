@@ -16,6 +16,7 @@ from conftest import (
     PODS,
     PODS6,
     Topology,
+    dual_policy_model,
     policy_model,
     run_matrix,
     settled_count,
@@ -33,7 +34,10 @@ from tier_cases import (
     TCP,
     A,
     D,
+    NodeServer,
     move_and_back,
+    own_node_model,
+    run_own_node,
     run_tiers,
     tcp_outcome,
     tiered_model,
@@ -184,6 +188,36 @@ def test_deltas_into_within_and_out_of_the_tiers(topology: Topology, backend: Ip
 
 
 @pytest.mark.root
+@pytest.mark.parametrize("dual", [False, True])
+def test_a_pods_traffic_to_its_own_node_meets_the_tiers(
+    topology: Topology, backend: IptablesBackend, dual: bool
+) -> None:
+    """It reaches INPUT, never FORWARD: the tiers judge it there (the NetworkPolicy tier does
+    not: v1 exempts it), by snapshot and by the deltas that take and bring the tiers."""
+    m = own_node_model(dual)
+    families = ("ipv4", "ipv6") if dual else ("ipv4",)
+    with NodeServer(topology):
+        backend.apply_snapshot(m)
+        assert backend.verify(m) == []
+        for family in families:
+            assert run_own_node(topology, family) == []
+        base = dual_policy_model() if dual else policy_model()
+        backend.apply_delta(diff(m, base), base)  # INPUT's jump goes with the tiers
+        assert backend.verify(base) == []
+        for f in (4, 6):
+            assert ipt_tiers.INPUT_CHAIN not in save(f)
+        backend.apply_delta(diff(base, m), m)  # and comes back in the same restore
+        assert backend.verify(m) == []
+        for family in families:
+            assert run_own_node(topology, family) == []
+        ipt("-D", "INPUT", "-j", ipt_tiers.INPUT_CHAIN)  # drift: found and repaired
+        assert backend.verify(m) == [f"missing INPUT -j {ipt_tiers.INPUT_CHAIN}"]
+        backend.repair(m)
+        assert backend.verify(m) == []
+        assert run_own_node(topology) == []
+
+
+@pytest.mark.root
 def test_a_fresh_backend_reads_the_tier_layout_before_a_delta(topology: Topology, backend: IptablesBackend) -> None:
     """An agent restarted onto a kernel with tiers: its first delta (no snapshot in between)
     reads what the kernel holds (every tier's pod sets, by their names) and applies as a delta."""
@@ -269,7 +303,12 @@ def test_the_tier_layout_pinned() -> None:
     ni = ipt_render.bucket_of(ipt_render.pod_set(netpol.id, IN))
     assert chains == {
         "STK-E-TIERS": ["-g STK-E-NEXT"],
-        "STK-E-NEXT": [f"-m set --match-set STK-BLO-{lo:02d} src -j STK-DLO-{lo:02d}"],
+        "STK-E-NEXT": [
+            "-m addrtype --dst-type LOCAL -g STK-E-LOCAL",  # the pod's own node: no NetworkPolicy
+            f"-m set --match-set STK-BLO-{lo:02d} src -j STK-DLO-{lo:02d}",
+        ],
+        "STK-E-LOCAL": [f"-m set --match-set STK-BLO-{lo:02d} src -j STK-DLO-{lo:02d}"],
+        "STK-INPUT": ["-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN", "-j STK-E-TIERS"],
         "STK-I-TIERS": [f"-m set --match-set STK-BAI-{ai:02d} dst -g STK-DAI-{ai:02d}", "-g STK-I-NEXT"],
         "STK-I-NEXT": [f"-m set --match-set STK-BI-{ni:02d} dst -j STK-DI-{ni:02d}"],
         f"STK-DAI-{ai:02d}": [

@@ -27,14 +27,19 @@ from conftest import (
     udp_burst,
 )
 from tier_cases import (
+    OWN_MATRIX,
     P1_ADMIN_OUT,
     P1_BASE_IN,
     P2_ADMIN_IN,
     P3_BASE_OUT,
     TIER_MATRIX,
+    NodeServer,
     move_and_back,
+    own_node_model,
+    own_node_reference,
     ports,
     reference,
+    run_own_node,
     run_tiers,
     tcp_outcome,
     tiered_model,
@@ -59,6 +64,13 @@ def test_expectations_agree_with_the_reference() -> None:
         m = tiered_model(dual)
         for src, dst, proto, port, allowed in TIER_MATRIX:
             assert reference(m, src, dst, proto, port, family) is allowed, (family, src, dst, proto, port)
+
+
+def test_own_node_expectations_agree_with_the_reference() -> None:
+    for dual, family in ((False, "ipv4"), (True, "ipv4"), (True, "ipv6")):
+        m = own_node_model(dual)
+        for src, proto, port, allowed in OWN_MATRIX:
+            assert own_node_reference(m, src, proto, port, family) is allowed, (family, src, proto, port)
 
 
 def nft(*args: str) -> None:
@@ -149,6 +161,31 @@ def test_delta_onto_a_table_without_tiers(topology: Topology, backend: NftablesB
     view = backend.read_view()
     assert view is not None and not (view.fixed & nft_readback.TIER_FIXED)
     assert run_matrix(topology) == []
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("dual", [False, True])
+def test_a_pods_traffic_to_its_own_node_meets_the_tiers(
+    topology: Topology, backend: NftablesBackend, dual: bool
+) -> None:
+    """It reaches the input hook, never forward: the tiers judge it there (the NetworkPolicy
+    tier does not: v1 exempts it), by snapshot and by the delta that brings the tiers."""
+    m = own_node_model(dual)
+    families = ("ipv4", "ipv6") if dual else ("ipv4",)
+    with NodeServer(topology):
+        backend.apply_snapshot(m)
+        assert backend.verify(m) == []
+        for family in families:
+            assert run_own_node(topology, family) == []
+        base = dual_policy_model() if dual else policy_model()
+        backend.apply_delta(diff(m, base), base)  # the input chain goes with the tiers
+        view = backend.read_view()
+        assert view is not None and nft_render.INPUT not in view.fixed
+        assert backend.verify(base) == []
+        backend.apply_delta(diff(base, m), m)  # and comes back in the same transaction
+        assert backend.verify(m) == []
+        for family in families:
+            assert run_own_node(topology, family) == []
 
 
 def _table_handle(backend: NftablesBackend) -> int:

@@ -6,12 +6,15 @@ remembered, never reuse one)."""
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 
 from conftest import (
     ALLOWED_WAIT,
     DENIED_WAIT,
     PODS,
     PODS6,
+    SERVER,
     TCP,
     UDP,
     Topology,
@@ -210,3 +213,102 @@ def move_and_back(topo: Topology, backend: Dataplane, m: NodeModel) -> None:
     backend.apply_delta(diff(moved, m), m)
     assert backend.verify(m) == []
     assert tcp_outcome(topo.netns("p1"), PODS["p2"], 20080, DENIED_WAIT) == "timeout"
+
+
+# -- a pod's traffic to its own node (the input hook, not forward) -------------------------
+
+NODE_IP, NODE_IP6 = "10.201.100.1", "fd00:201:100::1"  # node 1's own address on its link
+OWN_TCP, OWN_UDP = (20601, 20602, 20603, 20604), (20605,)  # served by node 1 itself
+
+
+def own_node_model(dual: bool = False) -> NodeModel:
+    """`tiered_model` whose tier egress chains also name node 1's own address: p1 (a
+    NetworkPolicy isolates its egress) an Admin Deny and a Pass, p3 (none does) a Baseline Deny,
+    p2 an Admin Deny of everything to the node."""
+    m = tiered_model(dual)
+    m.sets["node"] = frozenset({f"{NODE_IP}/32", *([f"{NODE_IP6}/128"] if dual else [])})
+    p1 = Chain.ordered(
+        OUT,
+        Tier.ADMIN,
+        [
+            Rule("node", ports((TCP, 20601), (UDP, 20605)), D),
+            Rule("node", ports((TCP, 20602)), PS),
+            *P1_ADMIN_OUT.rules,
+        ],
+    )
+    p3 = Chain.ordered(OUT, Tier.BASELINE, [*P3_BASE_OUT.rules, Rule("node", ports((TCP, 20604)), D)])
+    p2 = Chain.ordered(OUT, Tier.ADMIN, [Rule("node", None, D)])
+    for old in (P1_ADMIN_OUT, P3_BASE_OUT):
+        del m.chains[old.id]
+    for pod, table, chain in (("p1", m.admin_egress, p1), ("p3", m.baseline_egress, p3), ("p2", m.admin_egress, p2)):
+        m.chains[chain.id] = chain
+        for addrs in (PODS, PODS6) if dual else (PODS,):
+            table[addrs[pod]] = chain.id
+    assert m.check() == []
+    return m
+
+
+# (source pod, protocol, port, allowed?) to node 1's own address.
+OWN_MATRIX: list[tuple[str, str, int, bool]] = [
+    ("p1", "tcp", 20601, False),  # Admin Deny of its own node
+    ("p1", "udp", 20605, False),
+    ("p1", "tcp", 20602, True),  # Admin Pass: its NetworkPolicy does not filter its own node
+    ("p1", "tcp", 20603, True),  # no Admin match: likewise, though that policy allows no node
+    ("p3", "tcp", 20604, False),  # Baseline Deny (no NetworkPolicy isolates p3's egress)
+    ("p3", "tcp", 20603, True),
+    ("p2", "tcp", 20603, False),  # Admin Deny of everything to the node
+    ("q1", "tcp", 20603, True),  # a pod of node 2: not node 1's to judge (node 2 has no rules)
+]
+
+
+def own_node_reference(model: NodeModel, src: str, proto: str, port: int, family: str) -> bool:
+    """`decide` for a pod of node 1 reaching node 1 (``own_node``); q1's node has no rules."""
+    if src not in NODE1:
+        return True
+    addrs, node = (PODS6, NODE_IP6) if family == "ipv6" else (PODS, NODE_IP)
+    l4 = L4.TCP if proto == "tcp" else L4.UDP
+    return decide(model, OUT, addrs[src], node, l4, port, own_node=True).allowed
+
+
+def _csv(ports: tuple[int, ...]) -> str:
+    return ",".join(map(str, ports))
+
+
+class NodeServer:
+    """Echo servers in node 1's own namespace (a host-network pod's), on `OWN_TCP`/`OWN_UDP`."""
+
+    def __init__(self, topo: Topology) -> None:
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", topo.node, sys.executable, "-c", SERVER, _csv(OWN_TCP), _csv(OWN_UDP)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "ready"
+
+    def __enter__(self) -> NodeServer:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def run_own_node(topo: Topology, family: str = "ipv4") -> list[str]:
+    """The rows of `OWN_MATRIX` whose real attempt (a pod to node 1's own address) disagrees;
+    then node 1 itself reaching p2, whose tiers deny every connection of p2's to the node and
+    every ingress on tcp/20080: traffic from the node is not filtered, nor are its replies."""
+    node = NODE_IP6 if family == "ipv6" else NODE_IP
+    wrong = []
+    for src, proto, port, allowed in OWN_MATRIX:
+        wait = ALLOWED_WAIT if allowed else DENIED_WAIT
+        tries = 3 if allowed else 1
+        if proto == "tcp":
+            got = any(tcp_outcome(topo.netns(src), node, port, wait) == "ok" for _ in range(tries))
+        else:
+            got = any(udp_ok(topo.netns(src), node, port, wait) for _ in range(tries))
+        if got != allowed:
+            wrong.append(f"{family} {src}->node {proto}/{port}: {'allowed' if got else 'denied'}, expected not")
+    p2 = (topo.pods6 if family == "ipv6" else topo.pods)["p2"]
+    if not any(tcp_outcome(topo.node, p2, 20080, ALLOWED_WAIT) == "ok" for _ in range(3)):
+        wrong.append(f"{family} node->p2 tcp/20080: denied, expected allowed (the node's own traffic)")
+    return wrong

@@ -23,6 +23,14 @@ v1 NetworkPolicy tier is `spec_oracle.Oracle`. Slow and meant to be obviously co
 * A rule with a peer or protocol entry of no known field fails closed (`Rule.unknown`): Accept
   matches nothing; Deny and Pass become "Deny all" (deny every connection that reaches them).
 * A pod reaching its own address is always allowed.
+* A pod's own node: the addresses of the node it runs on (its status.hostIP(s), its Node's
+  status.addresses, the addresses of host-network pods on that node). v1 NetworkPolicy does not
+  filter a pod's traffic to or from there ("traffic to and from the node where a Pod is running
+  is always allowed"), but the tiers do not share that exemption: egress to the own node goes
+  through the Admin tier as any egress, then, when v1 isolates the pod, is allowed (tier
+  "NetworkPolicy": that tier is final, and its verdict there is allow), else the Baseline tier
+  decides. Ingress from the own node is never filtered (tier "own node"): the node is no
+  subject, and its packets to its pods never cross a pod's ingress rules.
 """
 
 from __future__ import annotations
@@ -59,7 +67,7 @@ class Decision:
     """One direction's verdict and who gave it."""
 
     allowed: bool
-    tier: str  # "Admin", "NetworkPolicy", "Baseline", "default", "self", "not a subject"
+    tier: str  # "Admin", "NetworkPolicy", "Baseline", "default", "self", "not a subject", "own node"
     policy: str = ""  # the CNP that decided (its name)
     rule: int = -1  # the index of its rule that decided
     passed: tuple[str, ...] = ()  # "policy[index]" of every Pass that handed on
@@ -117,6 +125,23 @@ class CNPOracle:
             if is_endpoint(p) and ip in pod_ips(p):
                 return p
         return None
+
+    def own_node_ips(self, pod: Obj) -> set[str]:
+        """The addresses of the node ``pod`` runs on: its status.hostIP(s), the Node's
+        status.addresses, and the addresses of the host-network pods on it (they are the node's)."""
+        status = pod.get("status") or {}
+        listed = [status.get("hostIP"), *(e.get("ip") for e in status.get("hostIPs") or [])]
+        out = {str(ipaddress.ip_address(ip)) for ip in listed if ip}
+        node = pod["spec"].get("nodeName")
+        if not node:
+            return out
+        for n in self.nodes:
+            if name_of(n) == node:
+                out.update(node_addresses(n))
+        for p in self.pods:
+            if p["spec"].get("hostNetwork") and p["spec"].get("nodeName") == node:
+                out.update(_listed(p))
+        return out
 
     def subject_selects(self, cnp: ClusterNetworkPolicy, pod: Obj) -> bool:
         return is_endpoint(pod) and self._selection_matches(cnp.subject, pod)
@@ -194,6 +219,8 @@ class CNPOracle:
         found = self._tier(Tier.ADMIN, "egress", src, dst_ip, dst, dst, protocol, port, passed)
         if found is not None:
             return found
+        if self.v1.egress_isolated(src) and dst_ip in self.own_node_ips(src):
+            return Decision(True, "NetworkPolicy", passed=tuple(passed))  # v1's own-node exemption
         if self.v1.egress_isolated(src):
             allowed = self.v1.egress_allows(src, dst_ip, dst, protocol, port)
             return Decision(allowed, "NetworkPolicy", passed=tuple(passed))
@@ -207,6 +234,8 @@ class CNPOracle:
         src = self.endpoint_at(src_ip)
         if exempt_self and src is not None and key_of(src) == key_of(dst):
             return Decision(True, "self")
+        if src_ip in self.own_node_ips(dst):
+            return Decision(True, "own node")
         passed: list[str] = []
         found = self._tier(Tier.ADMIN, "ingress", dst, src_ip, src, dst, protocol, port, passed)
         if found is not None:

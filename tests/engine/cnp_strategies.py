@@ -12,9 +12,10 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from .kube import node
+from .kube import node, pod
 from .strategies import (
     CIDRS,
+    NAMESPACES,
     NODES,
     PORT_NAMES,
     PORT_NUMBERS,
@@ -112,7 +113,8 @@ def cluster_network_policy(draw: st.DrawFn, name: str, tier: str | None = None) 
 
 @st.composite
 def tiered_cluster(draw: st.DrawFn, max_pods: int = 6, max_policies: int = 3, max_cnps: int = 4) -> dict[str, Any]:
-    """`strategies.cluster` with labelled nodes (host-network pods at their node's addresses) and CNPs."""
+    """`strategies.cluster` with labelled nodes (host-network pods at their node's addresses), often
+    a node agent (a host-network pod: a pod of its node reaching it reaches its own node), and CNPs."""
     c: dict[str, Any] = draw(cluster(max_pods=max_pods, max_policies=max_policies))
     node_labels = st.dictionaries(st.sampled_from(NODE_LABEL_KEYS), st.sampled_from(VALUES), max_size=2)
     c["nodes"] = [labelled_node(n, draw(node_labels)) for n in NODES]
@@ -121,6 +123,12 @@ def tiered_cluster(draw: st.DrawFn, max_pods: int = 6, max_policies: int = 3, ma
             ips = list(NODE_IPS[p["spec"]["nodeName"]])
             p["status"]["podIP"] = ips[0]
             p["status"]["podIPs"] = [{"ip": a} for a in ips]
+    if draw(st.booleans()):  # a node agent: a host-network pod beside the pods of its node
+        where = draw(st.sampled_from(NODES))
+        ns = draw(st.sampled_from(NAMESPACES))
+        c["pods"].append(
+            pod(ns, "node-agent", {}, list(NODE_IPS[where]), where, [("http", "TCP", 80)], host_network=True)
+        )
     n = draw(st.integers(0, max_cnps))
     c["cnps"] = [draw(cluster_network_policy(f"cnp{i}")) for i in range(n)]
     return c

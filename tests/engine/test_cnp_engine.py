@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import ipaddress
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -56,7 +57,8 @@ def _family(ip: str) -> int:
 class ModelJudge:
     """A connection judged by the compiled models, as the dataplanes would: the source pod's
     egress on its node, the destination pod's ingress on its node; an address no endpoint pod
-    holds is not filtered; a pod reaching itself never leaves it."""
+    holds is not filtered; a pod reaching itself never leaves it. A peer at an address of the
+    pod's own node is judged as the dataplane's input path does (`decide`'s ``own_node``)."""
 
     def __init__(self, models: Mapping[str, NodeModel], oracle: CNPOracle) -> None:
         self.models = models
@@ -71,9 +73,14 @@ class ModelJudge:
         if src is not None and dst is not None and key_of(src) == key_of(dst):
             return True
         proto = Protocol(protocol)
-        if src is not None and not decide(self._model(src), Direction.EGRESS, src_ip, dst_ip, proto, port).allowed:
-            return False
-        return dst is None or decide(self._model(dst), Direction.INGRESS, dst_ip, src_ip, proto, port).allowed
+        if src is not None:
+            own = dst_ip in self.oracle.own_node_ips(src)
+            if not decide(self._model(src), Direction.EGRESS, src_ip, dst_ip, proto, port, own).allowed:
+                return False
+        if dst is None:
+            return True
+        own = src_ip in self.oracle.own_node_ips(dst)
+        return decide(self._model(dst), Direction.INGRESS, dst_ip, src_ip, proto, port, own).allowed
 
 
 def universe(c: Mapping[str, Any]) -> list[str]:
@@ -260,6 +267,34 @@ def test_every_pass_and_accept_path_against_the_oracle() -> None:
     assert is_endpoint(A1)
 
 
+def test_a_pods_own_node_passes_its_network_policy_but_not_the_admin_tier() -> None:
+    """An egress deny-all NetworkPolicy leaves a pod its own node (a host-network pod there) and
+    nothing else; an Admin Deny naming the nodes stops that too."""
+    on_1 = pod("b", "hn1", {"app": "agent"}, "192.168.0.1", "node-1", [("web", "TCP", 80)], host_network=True)
+    on_2 = pod("b", "hn2", {"app": "agent"}, "192.168.0.2", "node-2", [("web", "TCP", 80)], host_network=True)
+    no_egress = policy("a", "no-egress", {"podSelector": {}, "policyTypes": ["Egress"]})
+    c = {**world(policies=[no_egress]), "pods": [A1, A2, B1, on_1, on_2]}
+    eng = load(c)
+    judge = ModelJudge(models_of(eng), oracle_of(c))
+    assert judge.allowed("10.0.0.11", "192.168.0.1", "TCP", 80)  # a1 on node-1: its own node
+    assert not judge.allowed("10.0.0.11", "192.168.0.2", "TCP", 80)  # another node: the NP's rules
+    m = eng.model("node-1")
+    mine = decide(m, Direction.EGRESS, "10.0.0.11", "192.168.0.1", Protocol.TCP, 80, own_node=True)
+    assert (mine.allowed, mine.isolated, mine.own_node, mine.tier, mine.matched) == (True, True, True, Tier.NETPOL, ())
+    assert decide(m, Direction.EGRESS, "10.0.0.11", "192.168.0.1", Protocol.TCP, 80) == replace(
+        mine, allowed=False, own_node=False
+    )  # the default path: the rules, which allow nothing
+    assert not disagreements(c, models_of(eng))
+
+    denied = {**c, "cnps": [cnp("no-nodes", subject={"namespaces": {}}, egress=[to("Deny", {"nodes": {}})])]}
+    eng = load(denied)
+    judge = ModelJudge(models_of(eng), oracle_of(denied))
+    assert not judge.allowed("10.0.0.11", "192.168.0.1", "TCP", 80)
+    verdict = decide(eng.model("node-1"), Direction.EGRESS, "10.0.0.11", "192.168.0.1", Protocol.TCP, 80, True)
+    assert not verdict.allowed and verdict.tier is Tier.ADMIN and not verdict.own_node
+    assert not disagreements(denied, models_of(eng))
+
+
 # ------------------------------------------------------------------ lint
 
 
@@ -282,24 +317,6 @@ def test_lint_finds_a_rule_an_earlier_rule_of_the_tier_decides() -> None:
         {"tcp": {"destinationPort": {"number": 80}}}]}])  # fmt: skip
     assert not load(world(narrow, late)).rejections()
     assert not [w for w in _lint(narrow, late) if "can never match" in w]
-
-
-def test_lint_says_a_deny_of_a_subject_pods_own_node_is_not_filtered() -> None:
-    """A pod's traffic to its own node never crosses the forward path the rules are in: an egress
-    Deny naming that node's address is said not to hold there, on the rule, naming the node."""
-    x = {"namespaces": {"matchLabels": {"team": "x"}}}  # pods a1, a2: on node-1 (192.168.0.1)
-    nodes = cnp("no-nodes", priority=1, subject=x, egress=[to("Deny", {"nodes": {}})])
-    cidr = cnp(
-        "no-net", priority=2, subject=x, egress=[to("Accept", ALL_NS), to("Deny", {"networks": ["192.168.0.0/31"]})]
-    )
-    other = cnp("no-node-2", priority=3, subject=x, egress=[to("Deny", {"networks": ["192.168.0.2/32"]})])
-    accept = cnp("to-nodes", priority=4, subject=x, egress=[to("Accept", {"nodes": {}})])
-    found = [w for w in _lint(nodes, cidr, other, accept) if "own node" in w]
-    assert [w.split(": ", 2)[:2] for w in found] == [
-        ["ClusterNetworkPolicy no-net", "spec.egress[1]"],
-        ["ClusterNetworkPolicy no-nodes", "spec.egress[0]"],
-    ], found
-    assert all("names the addresses of node-1, where pods it selects run" in w for w in found)
 
 
 def test_lint_names_same_priority_overlaps() -> None:

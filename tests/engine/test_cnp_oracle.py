@@ -293,3 +293,42 @@ def test_a_refused_policy_changes_nothing(c: dict[str, Any]) -> None:
     o = of(c, [copy.deepcopy(bad), *c["cnps"]])
     assert "0-bad" in o.rejected
     assert verdicts(o, c["pods"]) == verdicts(of(c), c["pods"])
+
+
+# ------------------------------------------------------------------ a pod's own node
+
+C1 = pod("a", "c1", {"app": "web"}, "10.0.0.31", "node-1", WEB)
+ON_NODE_1 = pod("b", "hn1", {"app": "agent"}, "192.168.0.1", "node-1", WEB, host_network=True)
+ON_NODE_2 = pod("b", "hn2", {"app": "agent"}, "192.168.0.2", "node-2", WEB, host_network=True)
+NO_EGRESS_V1 = policy("a", "no-egress", {"podSelector": {}, "policyTypes": ["Egress"]})
+NO_INGRESS_V1 = policy("a", "no-ingress", {"podSelector": {}, "policyTypes": ["Ingress"]})
+
+
+def own_node_world(*cnps: Obj, policies: tuple[Obj, ...] = (NO_EGRESS_V1,)) -> CNPOracle:
+    return CNPOracle(NAMESPACES, [C1, ON_NODE_1, ON_NODE_2], NODES, list(policies), list(cnps))
+
+
+def test_network_policy_does_not_filter_a_pods_egress_to_its_own_node() -> None:
+    w = own_node_world()
+    assert w.own_node_ips(C1) == {"192.168.0.1"}
+    assert w.decide(C1, ON_NODE_1, "TCP", 80)[0] == Decision(True, "NetworkPolicy")  # deny-all egress: exempt
+    assert w.allowed(C1, "192.168.0.1", "TCP", 22)  # the node itself
+    assert w.decide(C1, ON_NODE_2, "TCP", 80)[0] == Decision(False, "NetworkPolicy")  # another node: the rules
+
+
+def test_the_tiers_do_filter_a_pods_egress_to_its_own_node() -> None:
+    deny = cnp("no-nodes", egress=[to("Deny", {"nodes": {}})])
+    assert own_node_world(deny).decide(C1, ON_NODE_1, "TCP", 80)[0] == Decision(False, "Admin", "no-nodes", 0)
+    base = cnp("base", tier="Baseline", egress=[to("Deny", {"networks": ["192.168.0.0/24"]})])
+    assert own_node_world(base).decide(C1, ON_NODE_1, "TCP", 80)[0].allowed  # the NetworkPolicy tier is final
+    assert own_node_world(base, policies=()).decide(C1, ON_NODE_1, "TCP", 80)[0] == Decision(
+        False, "Baseline", "base", 0
+    )
+
+
+def test_ingress_from_a_pods_own_node_is_never_filtered() -> None:
+    x = {"namespaces": {"matchLabels": {"team": "x"}}}
+    w = own_node_world(cnp("no-in", subject=x, ingress=[r("Deny")]), policies=(NO_INGRESS_V1,))
+    assert w.decide(ON_NODE_1, C1, "TCP", 80)[1] == Decision(True, "own node")
+    assert w.decide("192.168.0.1", C1, "TCP", 80)[1] == Decision(True, "own node")
+    assert not w.decide(ON_NODE_2, C1, "TCP", 80)[1].allowed

@@ -10,6 +10,10 @@ a scan of every element of the set: the scan is what made 10,000 pods slow). One
 representatives gives the verdict for every pair of members, so the work is classes squared
 times ports, while the output stays one probe per pod pair, in the order of
 `reachability.reach` (destination, then port, then source, then family).
+
+A pair with a host-network end on the other end's node is the pod's own node (`decide`'s
+``own_node``): class does not see it, so those pairs (few: the pods of one node with its
+host-network pods) get their own entries in a row, cached per class pair too.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import ipaddress
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from stockade.brain.admin.reachability import Probe, reach_pods
 from stockade.brain.engine import Engine
@@ -59,7 +63,9 @@ class Row:
     """The probes towards one destination (``pods[index]``) on one port: a source of class ``c``
     gets ``by_class[c]``, a list of (family, allowed) in the order the pair's families are
     checked; the destination itself gets ``own`` (self-traffic is never filtered). ``host``:
-    the destination is a host-network pod."""
+    the destination is a host-network pod. ``pairs``: the sources whose pair with the
+    destination is own-node (one end a host-network pod on the other's node), by pod index:
+    their entries instead of their class's."""
 
     dst: PodInfo
     index: int
@@ -68,6 +74,13 @@ class Row:
     by_class: list[list[tuple[str, bool]]]
     own: list[tuple[str, bool]]
     host: bool = False
+    pairs: dict[int, list[tuple[str, bool]]] = field(default_factory=dict)
+
+    def entries(self, i: int, c: int) -> list[tuple[str, bool]]:
+        """The entries of source ``i`` (of class ``c``)."""
+        if i == self.index:
+            return self.own
+        return self.pairs[i] if i in self.pairs else self.by_class[c]
 
 
 class Classes:
@@ -108,18 +121,29 @@ class Classes:
                 self.class_host.append(ep.host_network)
             self.members[cid].append(i)
             self.of.append(cid)
+        self.on_node: dict[str, list[int]] = defaultdict(list)  # node -> its pods' indices
+        self.hosts_on: dict[str, list[int]] = defaultdict(list)  # node -> its host-network pods'
+        for i, ep in enumerate(self.pods):
+            assert ep.node
+            self.on_node[ep.node].append(i)
+            if ep.host_network:
+                self.hosts_on[ep.node].append(i)
         self._cache: dict[tuple[int, int, int, Protocol], list[tuple[str, bool]]] = {}
+        self._own_cache: dict[tuple[int, int, int, Protocol], list[tuple[str, bool]]] = {}
 
     def _in_sets(self, ip: str) -> frozenset[int]:
         if ip not in self._sets:
             self._sets[ip] = self.member.of(ip)
         return self._sets[ip]
 
-    def _decide(self, node: str, direction: Direction, pod_ip: str, peer_ip: str, proto: Protocol, port: int) -> bool:
+    def _decide(
+        self, node: str, direction: Direction, pod_ip: str, peer_ip: str, proto: Protocol, port: int, own: bool = False
+    ) -> bool:
         """`evaluate.decide(...).allowed`, with the peer's set memberships looked up: the tiers
-        in order, the first matching rule of a tier chain deciding (Pass: the next tier)."""
+        in order, the first matching rule of a tier chain deciding (Pass: the next tier).
+        ``own``: the peer is the pod's own node (`decide`'s ``own_node``)."""
         model = self.models.get(node)
-        if model is None:
+        if model is None or (own and direction is Direction.INGRESS):
             return True
         peer_sets: frozenset[int] | None = None
         for tier in TIERS:
@@ -128,6 +152,8 @@ class Classes:
                 continue
             if peer_sets is None:
                 peer_sets = self._in_sets(peer_ip)
+            if tier is Tier.NETPOL and own:
+                return True  # v1 exempts a pod's traffic to its own node
             rules = self.chains[(node, cid)]
             if tier is Tier.NETPOL:
                 return any(r.matches_port(proto, port) and (peer is None or peer in peer_sets) for peer, r in rules)
@@ -138,13 +164,14 @@ class Classes:
                     return r.action is Action.ACCEPT
         return True
 
-    def _allowed(self, src: PodInfo, dst: PodInfo, proto: Protocol, port: int, v: int) -> bool:
-        """`reachability.connection_allowed` for two different pods: egress, then ingress."""
+    def _allowed(self, src: PodInfo, dst: PodInfo, proto: Protocol, port: int, v: int, own: bool = False) -> bool:
+        """`reachability.connection_allowed` for two different pods: egress, then ingress.
+        ``own``: the pair is own-node (`reachability.own_node`), whatever nodes the two are on
+        (they may stand for their classes)."""
         src_ip, dst_ip = src.address(v), dst.address(v)
         assert src_ip and dst_ip and src.node and dst.node
-        return self._decide(src.node, Direction.EGRESS, src_ip, dst_ip, proto, port) and self._decide(
-            dst.node, Direction.INGRESS, dst_ip, src_ip, proto, port
-        )
+        out = self._decide(src.node, Direction.EGRESS, src_ip, dst_ip, proto, port, own and dst.host_network)
+        return out and self._decide(dst.node, Direction.INGRESS, dst_ip, src_ip, proto, port, own and src.host_network)
 
     def _key(self, ep: PodInfo, member: _Membership) -> tuple[object, ...]:
         assert ep.node
@@ -167,15 +194,31 @@ class Classes:
             src = self.pods[self.members[s][0]]
             others = [i for i in self.members[d] if i != self.members[s][0]]
             dst = self.pods[others[0]] if others else None
-            out = []
-            if dst is not None:
-                mine = {ip_version(ip) for ip in src.ips}
-                for v in (ip_version(ip) for ip in dst.ips):
-                    if v in mine and v in self.wanted:
-                        ok = self._allowed(src, dst, proto, port, v)
-                        out.append((FAMILY_NAMES[v], ok))
-            self._cache[key] = out
+            self._cache[key] = [] if dst is None else self._pair(src, dst, port, proto, False)
         return self._cache[key]
+
+    def _pair(self, src: PodInfo, dst: PodInfo, port: int, proto: Protocol, own: bool) -> list[tuple[str, bool]]:
+        mine = {ip_version(ip) for ip in src.ips}
+        return [
+            (FAMILY_NAMES[v], self._allowed(src, dst, proto, port, v, own))
+            for v in (ip_version(ip) for ip in dst.ips)
+            if v in mine and v in self.wanted
+        ]
+
+    def _own_pairs(self, j: int, port: int, proto: Protocol) -> dict[int, list[tuple[str, bool]]]:
+        """The entries of the sources whose pair with ``pods[j]`` is own-node: every pod of its
+        node when it is a host-network pod, else its node's host-network pods."""
+        dst = self.pods[j]
+        assert dst.node
+        sources = (self.on_node if dst.host_network else self.hosts_on).get(dst.node, ())
+        out = {}
+        for i in sources:
+            if i != j:
+                key = (self.of[i], self.of[j], port, proto)
+                if key not in self._own_cache:
+                    self._own_cache[key] = self._pair(self.pods[i], dst, port, proto, True)
+                out[i] = self._own_cache[key]
+        return out
 
     def _self_entries(self, ep: PodInfo) -> list[tuple[str, bool]]:
         vs = [ip_version(ip) for ip in ep.ips]
@@ -195,7 +238,8 @@ class Classes:
                 key = (d, port, proto)
                 if key not in rows:
                     rows[key] = [self._entries(s, d, port, proto) for s in range(len(self.members))]
-                yield Row(dst, j, port, proto, rows[key], self._self_entries(dst), dst.host_network)
+                pairs = self._own_pairs(j, port, proto)
+                yield Row(dst, j, port, proto, rows[key], self._self_entries(dst), dst.host_network, pairs)
 
     def probes(self, ports: Iterable[int] | None = None, protocols: Iterable[Protocol] | None = None) -> list[Probe]:
         """The same list `reachability.reach` returns."""
@@ -203,5 +247,5 @@ class Classes:
             Probe(self.pods[i].key, row.dst.key, row.port, row.protocol, ok, fam, row.host or self.class_host[c])
             for row in self.rows(ports, protocols)
             for i, c in enumerate(self.of)
-            for fam, ok in (row.own if i == row.index else row.by_class[c])
+            for fam, ok in row.entries(i, c)
         ]

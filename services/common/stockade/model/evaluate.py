@@ -46,7 +46,11 @@ class Verdict:
     NetworkPolicy tier ``chain`` is the pod's chain and ``matched`` every rule of it that
     allows; for a tier chain ``chain`` is that chain, ``rule`` the index of the rule that
     decided and ``matched`` that rule. ``passed``: (chain id, rule index) of each Pass that
-    handed on. ``isolated``: whether a NetworkPolicy chain isolates the pod in this direction."""
+    handed on. ``isolated``: whether a NetworkPolicy chain isolates the pod in this direction.
+    ``own_node``: the peer is an address of the pod's own node and that decided: the NetworkPolicy
+    tier allowed it without reading its rules (``tier`` NETPOL, ``matched`` empty: v1 exempts a
+    pod's traffic to its node), or the direction is ingress from the node, never filtered
+    (``tier`` None)."""
 
     isolated: bool
     allowed: bool
@@ -55,6 +59,7 @@ class Verdict:
     tier: Tier | None = None
     rule: int = -1
     passed: tuple[tuple[str, int], ...] = ()
+    own_node: bool = False
 
 
 def rule_matches(model: NodeModel, rule: Rule, peer_ip: str, protocol: Protocol, port: int) -> bool:
@@ -69,16 +74,34 @@ def first_match(model: NodeModel, chain: Chain, peer_ip: str, protocol: Protocol
     return -1
 
 
-def decide(model: NodeModel, direction: Direction, pod_ip: str, peer_ip: str, protocol: Protocol, port: int) -> Verdict:
+def decide(
+    model: NodeModel,
+    direction: Direction,
+    pod_ip: str,
+    peer_ip: str,
+    protocol: Protocol,
+    port: int,
+    own_node: bool = False,
+) -> Verdict:
     """The verdict for ``pod_ip`` talking to (egress) or from (ingress) ``peer_ip``, both of one
     family (the model's dispatch and sets hold both families; a rule without peer matches both),
-    through the tiers in order (see `stockade.model.rules`)."""
+    through the tiers in order (see `stockade.model.rules`).
+
+    ``own_node``: ``peer_ip`` is an address of the pod's own node (the host, a host-network pod).
+    Egress there goes through the Admin tier as any egress; then a NetworkPolicy that isolates
+    the pod allows it (v1 exempts a pod's traffic to its node, and that tier is final), else
+    the Baseline tier decides. Ingress from the node is never filtered (it leaves by the node's
+    output path): allowed, nothing evaluated."""
     passed: list[tuple[str, int]] = []
     np_cid = model.dispatch(direction).get(pod_ip)
+    if own_node and direction is Direction.INGRESS:
+        return Verdict(np_cid is not None, True, own_node=True)
     for tier in (Tier.ADMIN, Tier.NETPOL, Tier.BASELINE):
         if tier is Tier.NETPOL:
             if np_cid is None:
                 continue
+            if own_node:
+                return Verdict(True, True, np_cid, (), Tier.NETPOL, passed=tuple(passed), own_node=True)
             chain = model.chains[np_cid]
             matched = tuple(r for r in chain.rules if rule_matches(model, r, peer_ip, protocol, port))
             return Verdict(True, bool(matched), np_cid, matched, Tier.NETPOL, passed=tuple(passed))

@@ -36,7 +36,7 @@ from stockade.lab.kubeproxy import status as kube_proxy_status
 from stockade.lab.kubeproxy import targets as service_targets
 from stockade.lab.objects import namespace_object, pod_request, running_pod
 from stockade.lab.state import LabState
-from stockade.lab.topology import Plan, PodPlan, empty_plan, place, relabel, without
+from stockade.lab.topology import Plan, PodPlan, PodRequest, empty_plan, place, relabel, without
 
 Say = Callable[[str], None]
 
@@ -208,7 +208,9 @@ def _start_daemons(
     n_brains: int = 1,
 ) -> None:
     assert st.plan is not None
-    taken: set[int] = set()
+    # The lab's own ports are listened on in every node's namespace too (the relays, the agents'
+    # HTTP): never one a host-network pod declares.
+    taken: set[int] = {port for p in st.plan.pods if p.host_network for _, port in p.ports}
     every = brains.planned(n_brains)
     for name in (
         "apiserver",
@@ -358,6 +360,20 @@ def _api(st: LabState) -> kubeapi.Client | None:
     return kubeapi.Client(f"http://127.0.0.1:{st.ports['apiserver']}") if "apiserver" in st.processes else None
 
 
+def _check_node_ports(st: LabState, requests: list[PodRequest]) -> None:
+    """A host-network pod cannot declare a port the lab itself listens on in every node's namespace."""
+    own = {port: "a relay to a brain" for port in st.relays}
+    if "agent_http" in st.ports:
+        own[st.ports["agent_http"]] = "the agents' HTTP"
+    for r in requests:
+        for proto, port in r.ports if r.host_network else []:
+            if proto == "TCP" and port in own:
+                raise LabError(
+                    f"host-network pod {r.namespace}/{r.name} declares TCP/{port}, which the lab uses on "
+                    f"every node ({own[port]}): pick another port, or set STOCKADE_LAB_PORTS for the next lab"
+                )
+
+
 def apply(cfg: LabConfig, paths: list[str], wait: bool, say: Say, timeout: float = 30.0) -> int:
     require_root()
     with state.locked(cfg.state_dir):
@@ -373,6 +389,9 @@ def apply(cfg: LabConfig, paths: list[str], wait: bool, say: Say, timeout: float
                 )
             if old and r.ports != old.ports:
                 raise LabError(f"pod {old.key}: changing its ports is not supported: delete it first")
+            if old and r.host_network != old.host_network:
+                raise LabError(f"pod {old.key}: changing spec.hostNetwork is not supported: delete it first")
+        _check_node_ports(st, new)
         plan = place(st.plan, new)
         added = plan.pods[len(st.plan.pods) :]
         plan = relabel(plan, {f"{r.namespace}/{r.name}": r.labels for r in map(pod_request, objs.pods)})
@@ -490,7 +509,7 @@ def delete(cfg: LabConfig, paths: list[str], wait: bool, say: Say, timeout: floa
             _signal_labd(cfg, st)  # close the pods' sockets before their namespaces go
             _, scripts = netcmds.remove_pods_scripts(st.plan, removed)
             netio.run_scripts(scripts)
-            netio.delete_namespaces(p.netns for p in removed)
+            netio.delete_namespaces(p.netns for p in netcmds.wired(removed))  # never a node's
     if wait:
         _wait(st, since, timeout, say, cfg)
     return 0
@@ -603,6 +622,7 @@ def pods_json(cfg: LabConfig) -> dict[str, Any]:
                 "ip": p.ip,  # the first family's (IPv4 in a dual-stack lab), as status.podIP
                 "ips": list(p.ips),  # every address, in the same order, as status.podIPs
                 "node": p.node,
+                "hostNetwork": p.host_network,  # then its addresses are its node's
                 "labels": p.labels,
                 "ports": [{"protocol": pr, "port": n} for pr, n in p.ports],
             }
@@ -623,7 +643,8 @@ def _matches(label: str, wanted: list[str] | None) -> bool:
 
 
 def _sources(st: LabState, wanted: list[str] | None) -> list[probe.Source]:
-    """The pods and the external host that `--from` names (every one without it)."""
+    """The pods and the external host that `--from` names (every one without it). A host-network
+    pod's client runs in its node's namespace (its plan's netns), from the node's addresses."""
     assert st.plan is not None
     srcs = [probe.Source(p.key, p.netns) for p in st.plan.pods] + [probe.Source("external", st.plan.external.netns)]
     srcs = [s for s in srcs if _matches(s.label, wanted)]
@@ -643,7 +664,8 @@ def run_probe(
     families: list[str] | None = None,
 ) -> list[probe.Result]:
     """Probe from the sources to each port of each target, in `families` (default: every IP
-    family of the lab, so a dual-stack lab is probed over both)."""
+    family of the lab, so a dual-stack lab is probed over both). A host-network pod is dialled at
+    its node's addresses (its plan's ips), where it listens."""
     require_root()
     st = current(cfg)
     assert st.plan is not None

@@ -7,6 +7,8 @@
 Every IPv6 address is added ``nodad``: duplicate address detection would hold it "tentative"
 (unusable) for a second or two after the link comes up, and a probe in that window would report
 a block that no policy made. Nothing in a lab can duplicate an address: the plan assigns them.
+
+A host-network pod is its node's namespace: nothing here makes, wires or removes anything for it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ def _host_route(ip: str, dev: str, src: str | None = None) -> str:
 
 def _default_via(gateway: str, dev: str) -> str:
     return f"route add {'default' if family_of(gateway) == 'ipv4' else '::/0'} via {gateway} dev {dev}"
+
+
+def wired(pods: list[PodPlan]) -> list[PodPlan]:
+    """The pods with a namespace and link of their own: all but the host-network ones."""
+    return [p for p in pods if not p.host_network]
 
 
 def pod_root_lines(plan: Plan, pod: PodPlan) -> list[str]:
@@ -93,7 +100,7 @@ def root_links(plan: Plan) -> list[str]:
         f"link add {ext.veth} address {EXTERNAL_GW_MAC} netns {plan.node(ext.via_node).netns} type veth "
         f"peer name eth0 address {EXTERNAL_MAC} netns {ext.netns}"
     )
-    for pod in plan.pods:
+    for pod in wired(plan.pods):
         lines += pod_root_lines(plan, pod)
     return lines
 
@@ -173,7 +180,7 @@ def ns_scripts(plan: Plan) -> Scripts:
     _add_to(scripts, ext.netns, *(_neigh(gw, EXTERNAL_GW_MAC, "eth0") for gw in ext.gateways))
     _add_to(scripts, ext.netns, *(_host_route(gw, "eth0") for gw in ext.gateways))
     _add_to(scripts, ext.netns, *(_default_via(gw, "eth0") for gw in ext.gateways))
-    for pod in plan.pods:
+    for pod in wired(plan.pods):
         node = plan.node(pod.node)
         _add_to(scripts, pod.netns, *pod_lines(plan, pod, node))
         _add_to(scripts, node.netns, *node_side_pod_lines(plan, pod, node))
@@ -184,7 +191,7 @@ def add_pods_scripts(plan: Plan, pods: list[PodPlan]) -> tuple[list[str], Script
     """Root lines and per-namespace scripts that wire `pods` into an already-built lab."""
     root: list[str] = []
     scripts: Scripts = {}
-    for pod in pods:
+    for pod in wired(pods):
         node = plan.node(pod.node)
         root += pod_root_lines(plan, pod)
         _add_to(scripts, pod.netns, *pod_lines(plan, pod, node))
@@ -194,11 +201,12 @@ def add_pods_scripts(plan: Plan, pods: list[PodPlan]) -> tuple[list[str], Script
 
 def remove_pods_scripts(plan: Plan, pods: list[PodPlan]) -> tuple[list[str], Scripts]:
     """Deleting the node's end destroys the pair at once (and takes it off the pod bridge), even
-    if something still holds the pod's namespace open; then the namespace's name goes."""
+    if something still holds the pod's namespace open; then the namespace's name goes. A
+    host-network pod's namespace is its node's: untouched."""
     scripts: Scripts = {}
-    for pod in pods:
+    for pod in wired(pods):
         _add_to(scripts, plan.node(pod.node).netns, f"link del {pod.veth}")
-    return [f"netns del {pod.netns}" for pod in pods], scripts
+    return [f"netns del {pod.netns}" for pod in wired(pods)], scripts
 
 
 def node_sysctls(plan: Plan) -> dict[str, str]:
@@ -237,7 +245,7 @@ def settle_checks(plan: Plan, pods: list[PodPlan] | None = None) -> list[Check]:
         return []
     return [
         (f"{pod.key} to its gateway", pod.netns, _v6(plan.node(pod.node).gateways))
-        for pod in (plan.pods if pods is None else pods)
+        for pod in wired(plan.pods if pods is None else pods)
     ]
 
 

@@ -39,20 +39,26 @@ def pod_request(pod: Obj) -> PodRequest:
         labels=dict(meta.get("labels") or {}),
         ports=container_ports(pod),
         node_name=(pod.get("spec") or {}).get("nodeName"),
+        host_network=(pod.get("spec") or {}).get("hostNetwork") is True,
     )
 
 
 def running_pod(pod: Obj, placed: PodPlan, plan: Plan) -> Obj:
-    """The pod as the API serves it once scheduled and running: nodeName and status filled."""
+    """The pod as the API serves it once scheduled and running: nodeName and status filled (a
+    host-network pod's addresses are its node's, as the kubelet reports them)."""
     out: dict[str, Any] = copy.deepcopy(pod)
     out["metadata"]["namespace"] = placed.namespace
-    out.setdefault("spec", {})["nodeName"] = placed.node
+    spec = out.setdefault("spec", {})
+    spec["nodeName"] = placed.node
+    if placed.host_network:
+        spec["hostNetwork"] = True
+    node = plan.node(placed.node)
     out["status"] = {
         "phase": "Running",
         "podIP": placed.ip,  # the first family's: IPv4 in a dual-stack lab
         "podIPs": [{"ip": ip} for ip in placed.ips],
-        "hostIP": plan.node(placed.node).ip,
-        "hostIPs": [{"ip": ip} for ip in plan.node(placed.node).ips],
+        "hostIP": node.ip,
+        "hostIPs": [{"ip": ip} for ip in node.ips],
         "conditions": [{"type": "Ready", "status": "True"}],
     }
     return out

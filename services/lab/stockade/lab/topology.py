@@ -16,6 +16,9 @@ host number in both (``10.244.1.5`` and ``fd00:10:244:1::5``):
     are ports of one Linux bridge holding the gateways; pods hold their range's prefix, so two
     pods of one node talk across the bridge, seen by the rules only through br_netfilter.
 * Nodes route each other's pod ranges via the fabric, and forward.
+* A host-network pod (``spec.hostNetwork: true``) has no namespace, link or address of its own: it
+  is its node's namespace, at its node's addresses, as the kubelet runs one. It takes no host
+  number, and two of them on one node cannot declare the same protocol and port.
 * ``<prefix>external`` is a host outside the cluster (``10.239.0.2`` / ``fd00:10:239::2``), linked
   to the first node, which every other node routes it through.
 """
@@ -95,9 +98,10 @@ class PodPlan:
     node: str
     ips: tuple[str, ...]  # one per family of the lab, IPv4 first; the same host number in each
     netns: str
-    veth: str  # the node side of the pod's link
+    veth: str  # the node side of the pod's link ("" for a host-network pod: it has none)
     labels: dict[str, str] = field(default_factory=dict)
     ports: list[tuple[str, int]] = field(default_factory=list)  # declared (protocol, port)
+    host_network: bool = False  # spec.hostNetwork: ips and netns are its node's
 
     @property
     def key(self) -> str:
@@ -187,6 +191,7 @@ class PodRequest:
     labels: dict[str, str]
     ports: list[tuple[str, int]]
     node_name: str | None = None  # spec.nodeName, honoured when set
+    host_network: bool = False  # spec.hostNetwork
 
 
 def node_name(index: int) -> str:
@@ -267,12 +272,33 @@ def _host_number(pod: PodPlan, node: NodePlan) -> int:
     return int(ipaddress.ip_address(pod.ip)) - int(ipaddress.ip_network(node.pod_cidr).network_address)
 
 
+Holders = dict[tuple[str, str, int], str]  # (node, protocol, port) -> the host-network pod listening there
+
+
+def _port_holders(pods: list[PodPlan]) -> Holders:
+    return {(p.node, proto, port): p.key for p in pods if p.host_network for proto, port in p.ports}
+
+
+def _check_host_ports(holders: Holders, key: str, node: str, ports: list[tuple[str, int]]) -> None:
+    """A host-network pod's ports are its node's: refused where another one holds them, as the
+    kubelet refuses a host-port conflict."""
+    for proto, port in ports:
+        other = holders.get((node, proto, port))
+        if other and other != key:
+            raise PlanError(
+                f"host-network pods {other} and {key} both declare {proto}/{port} on {node}: "
+                "a node's port serves one pod (the kubelet refuses the second)"
+            )
+        holders[node, proto, port] = key
+
+
 def place(plan: Plan, requests: list[PodRequest]) -> Plan:
     """The plan with the requested pods added (already-planned pods are kept as they are).
 
     A pod with ``node_name`` goes there; others go, in order, to the node holding the fewest
     pods (the lowest-numbered on a tie), so placement is deterministic and spread out. A pod
-    gets the lowest host number free on its node, the same in every family.
+    gets the lowest host number free on its node, the same in every family; a host-network pod
+    gets its node's addresses and namespace instead. Nothing is placed if any request fails.
     """
     pods = list(plan.pods)
     keys = {p.key for p in pods}
@@ -280,26 +306,35 @@ def place(plan: Plan, requests: list[PodRequest]) -> Plan:
     load = {n.name: 0 for n in plan.nodes}
     for p in pods:
         load[p.node] += 1
-        taken[p.node].add(_host_number(p, plan.node(p.node)))
+        if not p.host_network:
+            taken[p.node].add(_host_number(p, plan.node(p.node)))
+    holders = _port_holders(pods)
     for req in requests:
         key = f"{req.namespace}/{req.name}"
         if key in keys:
             raise PlanError(f"pod {key} is declared twice")
         node = plan.node(req.node_name) if req.node_name else min(plan.nodes, key=lambda n: (load[n.name], n.index))
-        host = _free_host(node, taken[node.name])
-        taken[node.name].add(host)
         keys.add(key)
         load[node.name] += 1
+        if req.host_network:
+            _check_host_ports(holders, key, node.name, req.ports)
+            ips, netns, veth = node.ips, node.netns, ""
+        else:
+            host = _free_host(node, taken[node.name])
+            taken[node.name].add(host)
+            ips = tuple(_host(cidr, host) for cidr in node.pod_cidrs)
+            netns, veth = pod_netns(plan.prefix, req.namespace, req.name), pod_veth(req.namespace, req.name)
         pods.append(
             PodPlan(
                 namespace=req.namespace,
                 name=req.name,
                 node=node.name,
-                ips=tuple(_host(cidr, host) for cidr in node.pod_cidrs),
-                netns=pod_netns(plan.prefix, req.namespace, req.name),
-                veth=pod_veth(req.namespace, req.name),
+                ips=ips,
+                netns=netns,
+                veth=veth,
                 labels=dict(req.labels),
                 ports=list(req.ports),
+                host_network=req.host_network,
             )
         )
     return plan.with_pods(pods)

@@ -6,6 +6,12 @@ something (`may_forbid`), the agent lists the node's conntrack table and deletes
 whose flow the new model denies (through every tier: Admin, NetworkPolicy, Baseline); the next
 packet of such a connection is then judged as new by the pod chains and dropped.
 
+A flow between a pod and an address of the node itself (the host, host-network pods, the
+kubelet) is judged as the dataplane's input path judges it: a pod's connection to its node
+goes through the ClusterNetworkPolicy tiers but no NetworkPolicy (`decide`'s ``own_node``), and
+the node's connections to its pods are never filtered. So clean-up reads the node's local
+addresses too, in the same namespace, each time.
+
 `flows_to_end` is the pure decision. The I/O speaks ctnetlink directly (dump, then batched
 deletes) in the node's network namespace: pyroute2's NFCTSocket decodes ~400 entries/s here, so
 a 10,000-flow table took 25 s to judge; this walks it in well under a second.
@@ -16,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
+import logging
 import os
 import socket
 import struct
@@ -23,10 +30,13 @@ from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
 
 from stockade.model.evaluate import decide
 from stockade.model.rules import CNP_TIERS, Action, Direction, NodeDelta, NodeModel, Protocol, Tier
+
+log = logging.getLogger(__name__)
 
 _PROTOCOLS = {socket.IPPROTO_TCP: Protocol.TCP, socket.IPPROTO_UDP: Protocol.UDP, 132: Protocol.SCTP}
 
@@ -63,37 +73,45 @@ class TrackedFlow:
 # -- the decision (pure) -----------------------------------------------------------------------
 
 
-def flow_verdict(model: NodeModel, local_pods: Collection[str], flow: TrackedFlow) -> str | None:
+def flow_verdict(
+    model: NodeModel, local_pods: Collection[str], flow: TrackedFlow, local_addrs: Collection[str] = ()
+) -> str | None:
     """The chain that now denies ``flow`` (``None``: allowed, or not ours to judge).
 
     Ingress is judged on the destination pod if it is local, egress on the source pod if it is
     local (through every tier: `evaluate.decide`); a flow touching no local pod that some chain
     judges is left alone, as are protocols the model has no rules for (ICMP and the like).
+    ``local_addrs``: the node's own addresses (canonical). A flow from one of them to a pod is
+    never filtered; a pod's flow to one is egress to its own node (``own_node``).
     """
     protocol = _PROTOCOLS.get(flow.protocol)
     if protocol is None:
         return None
-    if flow.dst in local_pods:
+    if flow.dst in local_pods and flow.src not in local_addrs:
         v = decide(model, Direction.INGRESS, flow.dst, flow.src, protocol, flow.dport)
         if not v.allowed:
             return v.chain
     if flow.src in local_pods:
-        v = decide(model, Direction.EGRESS, flow.src, flow.dst, protocol, flow.dport)
+        v = decide(model, Direction.EGRESS, flow.src, flow.dst, protocol, flow.dport, flow.dst in local_addrs)
         if not v.allowed:
             return v.chain
     return None
 
 
-def flows_to_end(model: NodeModel, local_pods: Collection[str], flows: Iterable[TrackedFlow]) -> list[TrackedFlow]:
-    """The flows ``model`` forbids, among those touching the node's pods (``local_pods``: IPs)."""
+def flows_to_end(
+    model: NodeModel, local_pods: Collection[str], flows: Iterable[TrackedFlow], local_addrs: Collection[str] = ()
+) -> list[TrackedFlow]:
+    """The flows ``model`` forbids, among those touching the node's pods (``local_pods``: IPs;
+    ``local_addrs``: the node's own addresses, see `flow_verdict`)."""
     pods = _canonical(local_pods)
+    addrs = _canonical_addresses(local_addrs)
     verdicts: dict[tuple[str, str, int, int], bool] = {}  # many connections share a client and port
     out = []
     for f in flows:
         key = (f.src, f.dst, f.protocol, f.dport)
         deny = verdicts.get(key)
         if deny is None:
-            deny = verdicts[key] = flow_verdict(model, pods, f) is not None
+            deny = verdicts[key] = flow_verdict(model, pods, f, addrs) is not None
         if deny:
             out.append(f)
     return out
@@ -148,6 +166,17 @@ def _canonical(ips: Collection[str]) -> frozenset[str]:
         except ValueError:
             # a pod we cannot place in a family would have its flows never examined: refuse
             raise ConntrackError(f"local pod address {ip[:80]!r} is neither IPv4 nor IPv6") from None
+    return frozenset(out)
+
+
+def _canonical_addresses(ips: Collection[str]) -> frozenset[str]:
+    # the node's own addresses: one that is no address matches no flow, so it is skipped
+    out = set()
+    for ip in ips:
+        try:
+            out.add(str(ipaddress.ip_address(ip.split("/")[0].split("%")[0])))
+        except ValueError:
+            continue
     return frozenset(out)
 
 
@@ -385,19 +414,54 @@ class CleanupResult:
     already_gone: int = 0  # ended between listing and deleting
 
 
-def cleanup(model: NodeModel, local_pods: Collection[str], netns: str | None = None) -> CleanupResult:
-    """Delete the conntrack entries of the node (in ``netns``) whose flow ``model`` forbids."""
+def local_addresses(netns: str | None = None) -> set[str]:
+    """The addresses of the interfaces of ``netns`` (None: the caller's namespace): the node's
+    own, as its input path sees them."""
+    if netns is not None:
+        pr_netns.pushns(netns)  # the socket keeps the namespace it was created in
+    try:
+        ipr = IPRoute()
+    finally:
+        if netns is not None:
+            pr_netns.popns()
+    try:
+        return {
+            str(a.get_attr("IFA_LOCAL") or a.get_attr("IFA_ADDRESS"))
+            for a in ipr.get_addr()
+            if a.get_attr("IFA_LOCAL") or a.get_attr("IFA_ADDRESS")
+        }
+    finally:
+        ipr.close()
+
+
+def _node_addresses(netns: str | None) -> set[str]:
+    try:
+        return local_addresses(netns)
+    except Exception as e:  # the pods' flows can still be judged: only own-node flows are misread
+        log.warning("conntrack clean-up: cannot read the node's addresses (own-node flows judged as any): %s", e)
+        return set()
+
+
+def cleanup(
+    model: NodeModel,
+    local_pods: Collection[str],
+    netns: str | None = None,
+    local_addrs: Collection[str] | None = None,
+) -> CleanupResult:
+    """Delete the conntrack entries of the node (in ``netns``) whose flow ``model`` forbids.
+    ``local_addrs``: the node's own addresses (None: read from ``netns`` now)."""
     pods = _canonical(local_pods)
     result = CleanupResult()
     families = sorted({socket.AF_INET6 if ":" in ip else socket.AF_INET for ip in pods})
     if not families:
         return result
+    addrs = _node_addresses(netns) if local_addrs is None else local_addrs
     ct = CtSocket(netns)
     try:
         for family in families:
             flows = ct.dump(family)
             result.examined += len(flows)
-            deleted, gone = ct.delete(flows_to_end(model, pods, flows))
+            deleted, gone = ct.delete(flows_to_end(model, pods, flows, addrs))
             result.deleted += deleted
             result.already_gone += gone
     finally:

@@ -23,6 +23,10 @@ from stockade.model import Action, Direction, Protocol, Tier
 from stockade.model.evaluate import FAMILY_NAMES, Verdict, decide, ip_version
 
 TIER_NAMES = {Tier.ADMIN: "Admin", Tier.NETPOL: "NetworkPolicy", Tier.BASELINE: "Baseline"}
+OWN_NODE_WORDS = (
+    "NetworkPolicy does not filter a pod's traffic to its own node (the Kubernetes exemption); "
+    "only the ClusterNetworkPolicy tiers do"
+)
 
 
 class ExplainError(ValueError):
@@ -50,6 +54,9 @@ class Side:
     decided_by: RuleOrigin | None = None
     decided_action: str = ""
     passed: list[RuleOrigin] = field(default_factory=list)
+    # The peer is an address of the pod's own node: no NetworkPolicy filters that (egress: only
+    # the ClusterNetworkPolicy tiers do; ingress from the node: nothing does).
+    own_node: bool = False
 
     def tiered(self) -> bool:
         return self.decided_by is not None or bool(self.passed) or self.tier in ("Admin", "Baseline")
@@ -74,6 +81,7 @@ class Side:
             "allowingRules": [{"policy": p, "rule": i} for p, i in self.allowing_rules],
             "notRealized": self.not_realized,
             **({"refused": self.refused} if self.refused else {}),
+            **({"ownNode": True} if self.own_node else {}),
         }
 
 
@@ -256,7 +264,8 @@ def _side(
     engine: Engine, direction: Direction, pod: PodInfo, pod_ip: str, peer_ip: str, protocol: Protocol, port: int
 ) -> Side:
     assert pod.node
-    verdict = decide(engine.model(pod.node), direction, pod_ip, peer_ip, protocol, port)
+    own = _own_node(engine, pod.node, peer_ip)
+    verdict = decide(engine.model(pod.node), direction, pod_ip, peer_ip, protocol, port, own)
     policies = engine.policies_for_pod(pod.namespace, pod.name)[direction]
     beta = direction is Direction.INGRESS and engine.beta_isolated(pod.namespace)
     allowing = [(p, i) for p in policies for i in engine.rules_allowing(p, direction, pod, peer_ip, protocol, port)]
@@ -266,8 +275,18 @@ def _side(
         left_out = [str(r) for r in engine.not_realized() if r.node == pod.node and r.policy in by]
     refused = pod.problem if pod.deny_all else ""
     side = Side(direction, pod.key, verdict.isolated, verdict.allowed, policies, beta, allowing, left_out, refused)
+    side.own_node = own
     _tiers(engine, pod.node, verdict, side)
     return side
+
+
+def _own_node(engine: Engine, node: str, ip: str) -> bool:
+    """Whether ``ip`` is an address of ``node``: its Node's status.addresses, or a host-network
+    pod's on it (the pod reports its node's addresses)."""
+    info = engine.node_info(node)
+    if info is not None and ip in info.addresses:
+        return True
+    return any(p.node == node and ip in p.ips for p in engine.host_network_pods())
 
 
 def _tiers(engine: Engine, node: str, verdict: Verdict, side: Side) -> None:
@@ -289,6 +308,10 @@ def _side_text(side: Side, src: str, dst: str, protocol: Protocol, port: int) ->
     if side.refused:
         return f"{what}: isolated: the brain refused the pod ({side.refused}), so all its traffic is denied"
     passed = "".join(f"{_rule_words(o)} passed it on from the {o.tier} tier; " for o in side.passed)
+    if side.own_node and side.direction is Direction.INGRESS:
+        return f"{what}: from its own node, which is never filtered (the node's traffic to its pods is not)"
+    if side.own_node and side.tier == "NetworkPolicy":
+        return f"{what}: {passed}allowed: {OWN_NODE_WORDS}"
     if side.tier in ("Admin", "Baseline"):
         verb = "allowed" if side.allowed else "blocked"
         by = _rule_words(side.decided_by) if side.decided_by is not None else "a ClusterNetworkPolicy rule"
@@ -331,6 +354,10 @@ def _hints(engine: Engine, sides: list[Side]) -> list[str]:
     for s in sides:
         if s.refused:
             hints.append(f"fix {s.pod}'s {s.refused.split(': ', 1)[0]}: its policies apply once the brain can read it")
+        elif not s.allowed and s.own_node:
+            hints.append(
+                f"a NetworkPolicy cannot allow {s.pod}'s traffic to its own node: only the tier that blocks it can"
+            )
         elif not s.allowed:
             label = "to" if s.direction is Direction.EGRESS else "from"
             hints.append(

@@ -84,7 +84,8 @@ def connection_allowed(
 ) -> bool:
     """A new connection from ``src`` to ``dst`` over IP ``version`` (None: the first family both
     have), as the compiled models decide it. ``src`` and ``dst`` are endpoints (`Engine.endpoint`)
-    or host-network pods (at their node's addresses: never dispatched, so never filtered there)."""
+    or host-network pods (at their node's addresses: never dispatched, so never filtered there).
+    A host-network end on the other end's node is that pod's own node (`own_node`)."""
     if src.key == dst.key:
         return True  # self-traffic is never filtered
     if version is None:
@@ -92,10 +93,19 @@ def connection_allowed(
     src_ip, dst_ip = src.address(version), dst.address(version)
     assert src_ip and dst_ip and src.node and dst.node, f"{src.key} -> {dst.key}: no IPv{version} pair"
     none = NodeModel("")
-    out = decide(models.get(src.node, none), Direction.EGRESS, src_ip, dst_ip, protocol, port)
+    own = own_node(src, dst)
+    out = decide(models.get(src.node, none), Direction.EGRESS, src_ip, dst_ip, protocol, port, own and dst.host_network)
     if not out.allowed:
         return False
-    return decide(models.get(dst.node, none), Direction.INGRESS, dst_ip, src_ip, protocol, port).allowed
+    into = decide(
+        models.get(dst.node, none), Direction.INGRESS, dst_ip, src_ip, protocol, port, own and src.host_network
+    )
+    return into.allowed
+
+
+def own_node(src: PodInfo, dst: PodInfo) -> bool:
+    """Whether one end is a host-network pod on the other's node: an address of that node."""
+    return src.node == dst.node and (src.host_network or dst.host_network)
 
 
 def reach_pods(engine: Engine, host_network: bool = True) -> list[PodInfo]:

@@ -8,10 +8,6 @@
   policy rule shadowed for some pods only is not: it still decides for the others).
 - **Same-priority overlaps**: two policies of one tier with one priority whose subjects share a
   pod. Upstream leaves their order undefined; Stockade runs them by name, and says so.
-- **The own-node gap**: an egress Deny whose `nodes` or `networks` peers match the address of a
-  node hosting one of its subject pods. The dataplane filters in the forward path, which a pod's
-  traffic to its own node never crosses: that Deny does not stop it (yet). Said where the rule is,
-  not left for an operator to find.
 """
 
 from __future__ import annotations
@@ -20,8 +16,6 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 
 from stockade.brain.engine.api import LintWarning, RuleOrigin
-from stockade.brain.engine.cnp import Action, Networks, Nodes, Peer
-from stockade.brain.engine.objects import NodeInfo
 from stockade.brain.engine.view import EngineView
 from stockade.model import CNP_TIERS, PortMatch, Rule
 
@@ -113,44 +107,7 @@ def lint_tiers(view: EngineView) -> list[LintWarning]:
                 )
             )
     out += _same_priority(view)
-    out += _own_node_gaps(view)
     return out
-
-
-def _own_node_gaps(view: EngineView) -> list[LintWarning]:
-    out: list[LintWarning] = []
-    for name in view.cluster_policy_names():
-        cnp = view.cluster_policy(name)
-        if cnp is None:
-            continue
-        hosts = [n for node in sorted(view.cluster_policy_nodes(name)) if (n := view.node_info(node)) is not None]
-        for rule in cnp.egress:
-            if rule.action is not Action.DENY:
-                continue
-            own = sorted({h.name for h in hosts for peer in rule.peers if _names_node(peer, h)})
-            if own:
-                shown = ", ".join(own[:3]) + (f" and {len(own) - 3} more" if len(own) > 3 else "")
-                out.append(
-                    LintWarning(
-                        f"ClusterNetworkPolicy {name}",
-                        f"spec.egress[{rule.index}]",
-                        f"this Deny names the addresses of {shown}, where pods it selects run: a pod's "
-                        "traffic to its own node is not filtered yet (only the forward path is), so "
-                        "those pods still reach their own node",
-                    )
-                )
-    return out
-
-
-def _names_node(peer: Peer, node: NodeInfo) -> bool:
-    """Whether a `nodes` or `networks` peer matches one of ``node``'s addresses."""
-    if isinstance(peer, Nodes):
-        return peer.node_selector.matches(node.labels) and bool(node.addresses)
-    if isinstance(peer, Networks):
-        nets = _nets(peer.cidrs)
-        addrs = [ipaddress.ip_address(a) for a in node.addresses]
-        return any(a in n for a in addrs for n in nets if n.version == a.version)
-    return False
 
 
 def _same_priority(view: EngineView) -> list[LintWarning]:

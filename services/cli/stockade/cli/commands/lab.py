@@ -75,6 +75,11 @@ def _delete(args: argparse.Namespace) -> int:
     return lab.delete(_cfg(args), args.filename, args.wait, _say, args.timeout)
 
 
+def _ips_text(entry: dict[str, Any]) -> str:
+    """A pod's addresses, marked when they are its node's (a host-network pod)."""
+    return ",".join(entry["ips"]) + (" (hostNetwork)" if entry.get("hostNetwork") else "")
+
+
 def _pods(args: argparse.Namespace) -> int:
     from stockade.lab import lab
 
@@ -83,11 +88,11 @@ def _pods(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2))
         return 0
     w = max([len(f"{p['namespace']}/{p['name']}") for p in data["pods"]] + [8]) + 2
-    iw = max([len(",".join(p["ips"])) for p in [*data["pods"], data["external"]]] + [12]) + 2
+    iw = max([len(_ips_text(p)) for p in [*data["pods"], data["external"]]] + [12]) + 2
     print("POD".ljust(w) + "IP".ljust(iw) + "NODE      LABELS")
     for p in data["pods"]:
         labels = ",".join(f"{k}={v}" for k, v in sorted(p["labels"].items()))
-        print(f"{p['namespace'] + '/' + p['name']:<{w}}{','.join(p['ips']):<{iw}}{p['node']:<10}{labels}")
+        print(f"{p['namespace'] + '/' + p['name']:<{w}}{_ips_text(p):<{iw}}{p['node']:<10}{labels}")
     print(f"{'external':<{w}}{','.join(data['external']['ips']):<{iw}}(outside the cluster)")
     return 0
 
@@ -233,7 +238,8 @@ def register(sub: Any) -> None:
         "--cluster",
         action="append",
         metavar="FILE",
-        help="manifests (Namespace, Pod, Deployment, Service, NetworkPolicy) to start with; repeatable",
+        help="manifests (Namespace, Pod, Deployment, Service, NetworkPolicy) to start with; repeatable. "
+        "A pod with hostNetwork: true runs in its node's namespace, at its node's addresses",
     )
     up.add_argument("--backend", choices=["nftables", "iptables"], default="nftables")
     up.add_argument(
@@ -290,7 +296,13 @@ def register(sub: Any) -> None:
         metavar="SRC,...",
         help="sources: ns/pod, a namespace, or external (default: every pod and external)",
     )
-    pr.add_argument("--to", dest="targets", type=_csv, metavar="DST,...", help="destinations: ns/pod or a namespace")
+    pr.add_argument(
+        "--to",
+        dest="targets",
+        type=_csv,
+        metavar="DST,...",
+        help="destinations: ns/pod or a namespace (a host-network pod is dialled at its node's addresses)",
+    )
     pr.add_argument(
         "--family",
         choices=["ipv4", "ipv6"],
@@ -308,7 +320,9 @@ def register(sub: Any) -> None:
     pr.add_argument("-o", "--output", choices=["table", "json"], default="table")
     pr.set_defaults(handler=_guard(_probe))
 
-    pods = labsub.add_parser("pods", help="list the lab's pods and the external host")
+    pods = labsub.add_parser(
+        "pods", help="list the lab's pods (host-network ones at their node's addresses) and the external host"
+    )
     pods.add_argument("-o", "--output", choices=["table", "json"], default="table")
     pods.set_defaults(handler=_guard(_pods))
 

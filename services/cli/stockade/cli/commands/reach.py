@@ -164,7 +164,8 @@ def write_json(
             for c, e in enumerate(row.by_class)
         ]
         own = [(mid + fam + tails[ok, row.host]).encode() for fam, ok in row.own]
-        text = _row_text(heads, classes.of, row.index, per_class, own)
+        pairs = {i: [(mid + fam + tails[ok, True]).encode() for fam, ok in e] for i, e in row.pairs.items()}
+        text = _row_text(heads, classes.of, row.index, per_class, own, pairs)
         if text:
             out.write(b"\n" if first else b",\n")
             out.write(memoryview(text)[: -len(SEP)])
@@ -177,23 +178,34 @@ def write_json(
 SEP = b",\n"
 
 
-def _row_text(heads: list[bytes], of: list[int], index: int, per_class: list[list[bytes]], own: list[bytes]) -> bytes:
+def _row_text(
+    heads: list[bytes],
+    of: list[int],
+    index: int,
+    per_class: list[list[bytes]],
+    own: list[bytes],
+    pairs: dict[int, list[bytes]] | None = None,
+) -> bytes:
     """One row's probes, each followed by SEP: each source's head before each suffix of its class
-    (``own`` for the destination itself). With one probe per source (the common case) heads and
-    suffixes are interleaved by slice assignment and joined once, all in C."""
+    (``own`` for the destination itself, ``pairs`` for the sources whose pair with it is
+    own-node). With one probe per source (the common case) heads and suffixes are interleaved by
+    slice assignment and joined once, all in C."""
+    special = {**(pairs or {}), index: own}  # sources not taking their class's suffixes
     singles = [p[0] + SEP if len(p) == 1 else None for p in per_class]
     picks = list(operator.itemgetter(*of)(singles)) if len(of) > 1 else [singles[c] for c in of]
-    picks[index] = b"".join(s + SEP + (heads[index] if k < len(own) - 1 else b"") for k, s in enumerate(own))
+    for i, mine in special.items():
+        picks[i] = b"".join(s + SEP + (heads[i] if k < len(mine) - 1 else b"") for k, s in enumerate(mine))
     if None not in picks:
         pieces: list[bytes | None] = [b""] * (2 * len(of))
         pieces[0::2] = heads
         pieces[1::2] = picks
-        if not own:
-            pieces[2 * index] = b""
+        for i, mine in special.items():
+            if not mine:
+                pieces[2 * i] = b""
         return b"".join(cast(list[bytes], pieces))
     general: list[bytes] = []
     for i, c in enumerate(of):
-        general.extend(heads[i] + s + SEP for s in (own if i == index else per_class[c]))
+        general.extend(heads[i] + s + SEP for s in (special[i] if i in special else per_class[c]))
     return b"".join(general)
 
 

@@ -46,6 +46,7 @@ class RulesView:
     specs: dict[str, list[str]] = field(default_factory=dict)
     fwd: list[str] | None = None  # STOCKADE-FWD's rules, None when the chain is missing
     forward_jump: bool = False
+    input_jump: bool = False  # INPUT -j STK-INPUT (tiers only)
     denied: dict[str, int] = field(default_factory=dict)  # chain id (NFLOG prefix) -> count
 
 
@@ -103,6 +104,8 @@ def parse_rules(save: str) -> RulesView:
         packets, chain, spec = int(m.group(1)), m.group(3), m.group(4)
         if chain == "FORWARD" and spec == f"-j {FWD}":
             view.forward_jump = True
+        elif chain == "INPUT" and spec == ipt_tiers.INPUT_JUMP:
+            view.input_jump = True
         elif chain == FWD:
             view.fwd = [*(view.fwd or []), spec]
         elif chain.startswith("STK-"):
@@ -184,6 +187,16 @@ class IptDesired:
     chains: dict[int, dict[str, list[str]]]  # family -> name -> rule specs
     chain_ids: dict[str, str]  # name -> model chain id
     fwd: dict[int, list[str]]
+    input_jump: bool = False  # INPUT -j STK-INPUT wanted (the model has tiers)
+
+
+def input_hooks(have: bool, want: bool) -> list[str]:
+    """The restore lines that add or remove INPUT's jump to STK-INPUT (`restore_script` hooks)."""
+    if want and not have:
+        return [f"-I INPUT 1 {ipt_tiers.INPUT_JUMP}"]
+    if have and not want:
+        return [f"-D INPUT {ipt_tiers.INPUT_JUMP}"]
+    return []
 
 
 def desired(
@@ -222,6 +235,7 @@ def desired(
         },
         chain_ids={names.ipt_chain(c): c for c in model.chains},
         fwd={f: ipt_tiers.fwd_specs(model.chains, f) for f in families},
+        input_jump=ipt_tiers.is_tiered(model.chains),
     )
 
 
@@ -258,6 +272,8 @@ def differences(view: IptView, want: IptDesired) -> list[str]:
             out.append(f"{tag}chain {FWD} differs ({len(rules.fwd)} rules, expected {len(want.fwd[f])})")
         if not rules.forward_jump:
             out.append(f"{tag}missing FORWARD -j {FWD}")
+        if rules.input_jump != want.input_jump:
+            out.append(f"{tag}{'missing' if want.input_jump else 'extra'} INPUT {ipt_tiers.INPUT_JUMP}")
         for name, specs in sorted(wanted_chains.items()):
             if name not in rules.chains:
                 out.append(f"{tag}missing chain {name}")

@@ -244,9 +244,14 @@ def fwd_head(family: int = 4) -> list[str]:
         # No mid-stream pickup of a connection conntrack clean-up ended (see the nftables backend).
         "-p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN -m conntrack --ctstate NEW -j DROP",
     ]
-    if family == 6:
-        out += [f"-p ipv6-icmp -m icmp6 --icmpv6-type {t} -m hl --hl-eq 255 -j RETURN" for t in ND_TYPES]
-    return out
+    return out + nd_specs(family)
+
+
+def nd_specs(family: int) -> list[str]:
+    """IPv6 neighbour discovery, let through before any dispatch (hop limit 255: never routed)."""
+    if family != 6:
+        return []
+    return [f"-p ipv6-icmp -m icmp6 --icmpv6-type {t} -m hl --hl-eq 255 -j RETURN" for t in ND_TYPES]
 
 
 def bucket_tests(
@@ -287,14 +292,17 @@ def bucket_chains(chains: dict[str, Chain], family: int = 4) -> dict[str, list[s
     return {bucket_chain(d, b): bucket_specs(d, ids, family) for (d, b), ids in buckets(chains).items()}
 
 
-def restore_script(chains: dict[str, list[str]], delete: Iterable[str] = ()) -> str:
+def restore_script(chains: dict[str, list[str]], delete: Iterable[str] = (), hooks: Iterable[str] = ()) -> str:
     """An ``iptables-restore --noflush`` file: each named chain (re)declared, which flushes it, and
-    refilled; ``delete`` chains flushed and removed. Nothing else is mentioned."""
+    refilled; ``hooks`` (rules of the kernel's own chains, ``-I INPUT 1 ...``/``-D INPUT ...``)
+    after the chains they name are filled and before those they name are removed; ``delete``
+    chains flushed and removed. Nothing else is mentioned."""
     lines = ["*filter"]
     delete = sorted(delete)
     lines += [f":{name} - [0:0]" for name in [*chains, *delete]]
     for name, specs in chains.items():
         lines += [f"-A {name} {s}" for s in specs]
+    lines += list(hooks)
     lines += [f"-X {name}" for name in delete]
     lines.append("COMMIT")
     return "\n".join(lines) + "\n"

@@ -8,6 +8,9 @@ Layout, per family (each direction decided on its own, egress first)::
     STK-E-TIERS    Admin egress bucket tests (-g STK-DAO-nn), then -g STK-E-NEXT
     STK-E-NEXT     NetworkPolicy egress bucket tests (-j STK-DO-nn), Baseline (-j STK-DLO-nn)
     STK-I-TIERS / STK-I-NEXT   the same for ingress (STK-DAI-nn, STK-DI-nn, STK-DLI-nn)
+    INPUT          -j STK-INPUT (inserted first, with tiers only)
+    STK-INPUT      established, neighbour discovery, -j STK-E-TIERS
+    STK-E-LOCAL    Baseline egress bucket tests (-j STK-DLO-nn): STK-E-NEXT's own-node branch
     ipset STK-AI-<h> STK-AO-<h> STK-LI-<h> STK-LO-<h> (+6)   pods of an Admin / Baseline chain
     ipset STK-BAI-NN ... STK-BLO-NN (+6)                     pods of a tier dispatch bucket
 
@@ -22,7 +25,14 @@ pod never is (`NodeModel.check`); a Baseline chain's Accept and Pass RETURN, as 
 A Deny repeats its match before each line of the deny tail (`ipt_render.deny_specs`: one count and
 one NFLOG event per connection), logged and counted under ``<chain id>/<rule index>``; it drops,
 never rejects. Per packet: two jumps more than without tiers, and one set test per non-empty
-bucket of each tier dispatch.
+bucket of each tier dispatch (and one address-type test past the Admin egress tier).
+
+A pod's traffic to its own node reaches INPUT, never FORWARD: STK-INPUT runs the same egress
+tiers on it, but past the Admin tier a local destination (``-m addrtype --dst-type LOCAL``,
+never true in FORWARD) goes to STK-E-LOCAL, the Baseline tier alone: v1 exempts a pod's own
+node, so a pod a NetworkPolicy isolates (never in a Baseline set) is allowed there. The node's
+own traffic to its pods leaves by OUTPUT and is not filtered; STK-INPUT lets its replies in
+first. Without tiers there is no STK-INPUT and no INPUT jump (v1 filters none of this).
 """
 
 from __future__ import annotations
@@ -33,7 +43,9 @@ from stockade.model import CNP_TIERS, Action, Chain, Direction, Tier
 E_TIERS, E_NEXT, I_TIERS, I_NEXT = "STK-E-TIERS", "STK-E-NEXT", "STK-I-TIERS", "STK-I-NEXT"
 TIERS = {Direction.EGRESS: E_TIERS, Direction.INGRESS: I_TIERS}
 NEXT = {Direction.EGRESS: E_NEXT, Direction.INGRESS: I_NEXT}
-FIXED = (E_TIERS, E_NEXT, I_TIERS, I_NEXT)
+E_LOCAL, INPUT_CHAIN = "STK-E-LOCAL", "STK-INPUT"
+FIXED = (E_TIERS, E_NEXT, I_TIERS, I_NEXT, E_LOCAL, INPUT_CHAIN)
+INPUT_JUMP = f"-j {INPUT_CHAIN}"  # in INPUT, with tiers
 
 
 def is_tiered(chains: dict[str, Chain]) -> bool:
@@ -49,14 +61,17 @@ def fwd_specs(chains: dict[str, Chain], family: int = 4) -> list[str]:
 
 
 def fixed_chains(chains: dict[str, Chain], family: int = 4) -> dict[str, list[str]]:
-    """STK-E-TIERS, STK-E-NEXT, STK-I-TIERS, STK-I-NEXT: each tier dispatch's bucket tests."""
+    """STK-E-TIERS, STK-E-NEXT, STK-I-TIERS, STK-I-NEXT: each tier dispatch's bucket tests;
+    STK-E-LOCAL and STK-INPUT: the egress tiers of a pod's traffic to its own node."""
     out: dict[str, list[str]] = {}
     for d in Direction:
+        baseline = ipt_render.bucket_tests(chains, d, family, Tier.BASELINE)
+        local = [f"-m addrtype --dst-type LOCAL -g {E_LOCAL}"] if d is Direction.EGRESS else []
         out[TIERS[d]] = [*ipt_render.bucket_tests(chains, d, family, Tier.ADMIN, "-g"), f"-g {NEXT[d]}"]
-        out[NEXT[d]] = [
-            *ipt_render.bucket_tests(chains, d, family),
-            *ipt_render.bucket_tests(chains, d, family, Tier.BASELINE),
-        ]
+        out[NEXT[d]] = [*local, *ipt_render.bucket_tests(chains, d, family), *baseline]
+        if d is Direction.EGRESS:
+            out[E_LOCAL] = baseline
+    out[INPUT_CHAIN] = [*ipt_render.fwd_head(family)[:1], *ipt_render.nd_specs(family), f"-j {E_TIERS}"]
     return out
 
 

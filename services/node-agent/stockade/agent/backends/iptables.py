@@ -243,8 +243,10 @@ class IptablesBackend:
                 chains[names.ipt_chain(cid)] = ipt_tiers.chain_specs(
                     cid, chain, self.nflog_group, self.log_rate, self.seen_timeout, f
                 )
-            if chains or removed:
-                restores[f] = ipt_render.restore_script(chains, removed)
+            # The first tier chain (or the last one gone): INPUT's jump comes (goes) with them.
+            hooks = ipt_readback.input_hooks(bool(self._tiered), tiered) if layout_changes else []
+            if chains or removed or hooks:
+                restores[f] = ipt_render.restore_script(chains, removed, hooks)
         for s in delta.removed_sets:
             b += [f"destroy {ipt_render.addr_set(s, f)}" for f in fams]
         self._apply(a, restores, b)
@@ -315,8 +317,9 @@ class IptablesBackend:
             if rules.fwd != want.fwd[f]:
                 chains = {ipt_render.FWD: want.fwd[f], **chains}
             extra = sorted(rules.chains.keys() - want.chains[f].keys())
-            if chains or extra:
-                restores[f] = ipt_render.restore_script(chains, extra)
+            hooks = ipt_readback.input_hooks(rules.input_jump, want.input_jump)
+            if chains or extra or hooks:
+                restores[f] = ipt_render.restore_script(chains, extra, hooks)
         changed = self._apply(a, restores, b)
         for f in self.versions:
             if not view.rules.get(f, ipt_readback.RulesView()).forward_jump:

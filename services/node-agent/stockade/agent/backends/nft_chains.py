@@ -13,6 +13,7 @@ from collections.abc import Collection
 
 from stockade.agent.backends import names
 from stockade.agent.backends.nft_render import (
+    BASE_SPEC,
     FORWARD,
     ONCE,
     TABLE,
@@ -20,6 +21,7 @@ from stockade.agent.backends.nft_render import (
     NftConfig,
     add_chain_cmds,
     add_port_chain_cmds,
+    chain_head,
     forward_rules,
     is_tiered,
     layout,
@@ -28,7 +30,7 @@ from stockade.agent.backends.nft_render import (
 )
 from stockade.model import NodeModel
 
-FORWARD_SPEC = "{ type filter hook forward priority filter; policy accept; }"
+FORWARD_SPEC = f"{{ {BASE_SPEC[FORWARD]} }}"
 
 
 def _fixed(name: str, spec: str, lines: list[str]) -> list[str]:
@@ -54,7 +56,7 @@ def rewrite_chains(model: NodeModel, cfg: NftConfig, chains: Collection[str]) ->
         elif name in TIER_CHAINS:
             if not tiered:
                 return None  # left over from a table with tiers: a full repair replaces the table
-            out += _fixed(name, "", TIER_CHAINS[name])
+            out += _fixed(name, chain_head(name), TIER_CHAINS[name])
         elif name in once:
             out += _fixed(name, "", once_lines(once[name], cfg))
         else:

@@ -27,6 +27,7 @@ from stockade.agent.backends.nft_render import (
     HOSTS,
     HOSTS_FAMILY,
     HOSTS_TYPE,
+    INPUT,
     MAPS,
     ONCE,
     SEEN,
@@ -152,6 +153,9 @@ def parse(text: str) -> KernelView:
             if c["name"] == FORWARD:
                 if c.get("hook") == "forward" and c.get("policy") == "accept":
                     view.fixed.add(FORWARD)
+            elif c["name"] == INPUT:  # a base chain of the tiers: only with its hook is it ours
+                if c.get("hook") == "input" and c.get("policy") == "accept":
+                    view.fixed.add(INPUT)
             elif c["name"] in ONCE.values() or c["name"] in TIER_CHAINS:
                 view.fixed.add(c["name"])
             elif c["name"].startswith(PORT_CHAIN):

@@ -68,10 +68,12 @@ chain in its one transaction (`render_delta`), keeping counters and seen sets::
     map admin_ingress_dispatch(6) / baseline_ingress_dispatch(6)   pod IP -> jump <chain>
     map admin_egress_dispatch(6)                                   pod IP -> goto <chain>
     map baseline_egress_dispatch(6)                                pod IP -> jump <chain>
-    chain egress_tiers         admin egress vmap, NetworkPolicy egress vmap, baseline egress vmap
-    chain egress_after_admin   NetworkPolicy egress vmap, baseline egress vmap
+    chain egress_tiers         admin egress vmap, then as egress_after_admin
+    chain egress_after_admin   own node: goto egress_local; NetworkPolicy egress vmap, baseline egress vmap
+    chain egress_local         baseline egress vmap
     chain forward              ..., jump egress_tiers, admin ingress vmap, NetworkPolicy
                                ingress vmap, baseline ingress vmap
+    chain input                hook input: established, neighbour discovery, jump egress_tiers
 
 Ingress: an Admin chain's Accept ``accept``s, its Pass (or no match) ``return``s to the forward
 chain, on to the NetworkPolicy map (its chain is final) and the Baseline map (only pods that
@@ -86,7 +88,13 @@ A tier chain's rules stay in order (first match wins, `tier_rule_lines`); a Deny
 match on the `deny_lines` (``jump once_*``, then ``log ... prefix "<chain id>/<rule index>"
 counter drop``), so it is counted once per connection, logged under its rule and dropped
 silently. Per packet without tiers: nothing more than before; with them, one jump and four
-more map lookups per family in the forward path, then only the pod's own chains.
+more map lookups per family in the forward path, one ``fib`` address-type lookup past the Admin
+tier, then only the pod's own chains.
+
+A pod's traffic to its own node (its gateway, the node's addresses, host-network pods) reaches
+the input hook, never forward: with tiers, the input chain runs the same egress tiers on it, the
+NetworkPolicy tier excepted (v1 exempts a pod's own node: see `INPUT_RULES`). Without tiers
+nothing filters it, as v1 says; no input chain is rendered.
 """
 
 from __future__ import annotations
@@ -123,8 +131,14 @@ def dispatch_map(direction: Direction, version: int, tier: Tier = Tier.NETPOL) -
 
 MAPS = {dispatch_map(d, v): (d, v) for d in Direction for v in FAMILIES}
 TIER_MAPS = {dispatch_map(d, v, t): (t, d, v) for t in CNP_TIERS for d in Direction for v in FAMILIES}
-EGRESS_TIERS = "egress_tiers"  # forward jumps here for egress when the table has tiers
+EGRESS_TIERS = "egress_tiers"  # forward (and input) jump here for egress when the table has tiers
 EGRESS_AFTER_ADMIN = "egress_after_admin"  # an Admin egress chain's Pass (or end) goes on here
+EGRESS_LOCAL = "egress_local"  # egress to the node's own addresses after the Admin tier
+INPUT = "input"  # hook input: a pod's traffic to its own node (with tiers only)
+BASE_SPEC = {
+    FORWARD: "type filter hook forward priority filter; policy accept;",
+    INPUT: "type filter hook input priority filter; policy accept;",
+}
 
 
 def map_verb(tier: Tier, direction: Direction) -> str:
@@ -629,11 +643,35 @@ assert FORWARD_RULES[3:5] == _vmaps(Tier.NETPOL, Direction.EGRESS)  # the egress
 # Admin egress enters its chain by ``goto``: its Accept ``return``s to the forward chain, its
 # Pass (and its end) ``goto``s `EGRESS_AFTER_ADMIN`. A NetworkPolicy egress allow ``return``s
 # here, and the Baseline map after it never holds that pod (`NodeModel.check`).
-_EGRESS_AFTER_ADMIN = [*FORWARD_RULES[3:5], *_vmaps(Tier.BASELINE, Direction.EGRESS)]
+#
+# A pod's traffic to its own node never crosses forward: it reaches the input hook, where the
+# same egress tiers run (`INPUT_RULES`). Only the tiers decide it: v1 exempts traffic to the
+# pod's own node, so past the Admin tier a local destination (``fib daddr type local``: never
+# true in forward) skips the NetworkPolicy map and goes to `EGRESS_LOCAL`, the Baseline map
+# alone (a pod a NetworkPolicy isolates is never in it: allowed, as v1 says). Traffic from the
+# node to its pods leaves by the output hook and is not filtered (v1's exemption; no CNP peer
+# names a node for ingress).
+_EGRESS_AFTER_ADMIN = [
+    f"fib daddr type local goto {EGRESS_LOCAL}",
+    *FORWARD_RULES[3:5],
+    *_vmaps(Tier.BASELINE, Direction.EGRESS),
+]
+# Established first (replies to the node's own connections into its pods, e.g. the kubelet's
+# probes, must not meet a pod's egress chain), then neighbour discovery (an isolated pod's
+# solicitations to its gateway), then the egress tiers.
+INPUT_RULES = ["ct state established,related accept", ND_RULE, f"jump {EGRESS_TIERS}"]
+# In the order they are created: each names only those before it.
 TIER_CHAINS = {
-    EGRESS_TIERS: [*_vmaps(Tier.ADMIN, Direction.EGRESS), *_EGRESS_AFTER_ADMIN],
+    EGRESS_LOCAL: _vmaps(Tier.BASELINE, Direction.EGRESS),
     EGRESS_AFTER_ADMIN: _EGRESS_AFTER_ADMIN,
+    EGRESS_TIERS: [*_vmaps(Tier.ADMIN, Direction.EGRESS), *_EGRESS_AFTER_ADMIN],
+    INPUT: INPUT_RULES,
 }
+
+
+def chain_head(name: str) -> str:
+    """What follows ``chain <name>`` in an ``add chain`` command: a base chain's hook spec."""
+    return f" {{ {BASE_SPEC[name]} }}" if name in BASE_SPEC else ""
 
 
 def forward_rules(tiered: bool) -> list[str]:
@@ -699,13 +737,14 @@ def render_snapshot(model: NodeModel, cfg: NftConfig) -> str:
     for name, lines in port_chains(model.chains.values()).items():
         out += [f"  chain {name} {{", *(f"    {line}" for line in lines), "  }"]
     for name, fixed in TIER_CHAINS.items() if tiered else ():
-        out += [f"  chain {name} {{", *(f"    {line}" for line in fixed), "  }"]
+        head = [f"    {BASE_SPEC[name]}"] if name in BASE_SPEC else []
+        out += [f"  chain {name} {{", *head, *(f"    {line}" for line in fixed), "  }"]
     for cid, chain in model.chains.items():
         out.append(f"  chain {names.nft_chain(cid)} {{")
         out += [f"    {line}" for line in chain_lines(cid, chain, cfg, families, model.sets)]
         out.append("  }")
     out.append(f"  chain {FORWARD} {{")
-    out.append("    type filter hook forward priority filter; policy accept;")
+    out.append(f"    {BASE_SPEC[FORWARD]}")
     out += [f"    {line}" for line in forward_rules(tiered)]
     out += ["  }", "}"]
     return "\n".join(out) + "\n"
@@ -923,12 +962,14 @@ def render_delta(
     if before != after:
         out += [f"flush chain {TABLE} {FORWARD}"] + [f"add rule {TABLE} {FORWARD} {r}" for r in forward_rules(after)]
     if before and not after:
-        out += [f"flush chain {TABLE} {EGRESS_TIERS}", f"delete chain {TABLE} {EGRESS_TIERS}"]
+        for name in (INPUT, EGRESS_TIERS):
+            out += [f"flush chain {TABLE} {name}", f"delete chain {TABLE} {name}"]
     for cid in delta.removed_chains:
         name = names.nft_chain(cid)
         out += [f"flush chain {TABLE} {name}", f"delete chain {TABLE} {name}"]
     if before and not after:
-        out += [f"flush chain {TABLE} {EGRESS_AFTER_ADMIN}", f"delete chain {TABLE} {EGRESS_AFTER_ADMIN}"]
+        for name in (EGRESS_AFTER_ADMIN, EGRESS_LOCAL):
+            out += [f"flush chain {TABLE} {name}", f"delete chain {TABLE} {name}"]
         out += [f"delete map {TABLE} {name}" for name in TIER_MAPS]
     for name in delete_ports:
         out += [f"flush chain {TABLE} {name}", f"delete chain {TABLE} {name}"]
@@ -945,13 +986,13 @@ def render_delta(
 
 def tier_objects_cmds() -> list[str]:
     """Create the tier objects in a table without them (the forward chain is rewritten apart):
-    the maps, then `EGRESS_AFTER_ADMIN` before `EGRESS_TIERS` (each names what is before it)."""
+    the maps, then the chains of `TIER_CHAINS` in order (each names only those before it)."""
     out = [
         f"add {map_decl(name, version).replace('map ', f'map {TABLE} ', 1)}"
         for name, (_, _, version) in TIER_MAPS.items()
     ]
-    for name in (EGRESS_AFTER_ADMIN, EGRESS_TIERS):
-        out += [f"add chain {TABLE} {name}"] + [f"add rule {TABLE} {name} {line}" for line in TIER_CHAINS[name]]
+    for name, lines in TIER_CHAINS.items():
+        out += [f"add chain {TABLE} {name}{chain_head(name)}"] + [f"add rule {TABLE} {name} {line}" for line in lines]
     return out
 
 
