@@ -16,7 +16,6 @@ from conftest import (
     PODS,
     PODS6,
     Topology,
-    dual_policy_model,
     policy_model,
     run_matrix,
     settled_count,
@@ -36,7 +35,7 @@ from tier_cases import (
     D,
     NodeServer,
     move_and_back,
-    own_node_model,
+    own_node_round_trip,
     run_own_node,
     run_tiers,
     tcp_outcome,
@@ -194,22 +193,12 @@ def test_a_pods_traffic_to_its_own_node_meets_the_tiers(
 ) -> None:
     """It reaches INPUT, never FORWARD: the tiers judge it there (the NetworkPolicy tier does
     not: v1 exempts it), by snapshot and by the deltas that take and bring the tiers."""
-    m = own_node_model(dual)
-    families = ("ipv4", "ipv6") if dual else ("ipv4",)
+
+    def gone() -> bool:
+        return all(ipt_tiers.INPUT_CHAIN not in save(f) for f in (4, 6))
+
     with NodeServer(topology):
-        backend.apply_snapshot(m)
-        assert backend.verify(m) == []
-        for family in families:
-            assert run_own_node(topology, family) == []
-        base = dual_policy_model() if dual else policy_model()
-        backend.apply_delta(diff(m, base), base)  # INPUT's jump goes with the tiers
-        assert backend.verify(base) == []
-        for f in (4, 6):
-            assert ipt_tiers.INPUT_CHAIN not in save(f)
-        backend.apply_delta(diff(base, m), m)  # and comes back in the same restore
-        assert backend.verify(m) == []
-        for family in families:
-            assert run_own_node(topology, family) == []
+        m = own_node_round_trip(topology, backend, dual, gone)
         ipt("-D", "INPUT", "-j", ipt_tiers.INPUT_CHAIN)  # drift: found and repaired
         assert backend.verify(m) == [f"missing INPUT -j {ipt_tiers.INPUT_CHAIN}"]
         backend.repair(m)

@@ -37,9 +37,9 @@ from tier_cases import (
     move_and_back,
     own_node_model,
     own_node_reference,
+    own_node_round_trip,
     ports,
     reference,
-    run_own_node,
     run_tiers,
     tcp_outcome,
     tiered_model,
@@ -170,22 +170,13 @@ def test_a_pods_traffic_to_its_own_node_meets_the_tiers(
 ) -> None:
     """It reaches the input hook, never forward: the tiers judge it there (the NetworkPolicy
     tier does not: v1 exempts it), by snapshot and by the delta that brings the tiers."""
-    m = own_node_model(dual)
-    families = ("ipv4", "ipv6") if dual else ("ipv4",)
-    with NodeServer(topology):
-        backend.apply_snapshot(m)
-        assert backend.verify(m) == []
-        for family in families:
-            assert run_own_node(topology, family) == []
-        base = dual_policy_model() if dual else policy_model()
-        backend.apply_delta(diff(m, base), base)  # the input chain goes with the tiers
+
+    def gone() -> bool:
         view = backend.read_view()
-        assert view is not None and nft_render.INPUT not in view.fixed
-        assert backend.verify(base) == []
-        backend.apply_delta(diff(base, m), m)  # and comes back in the same transaction
-        assert backend.verify(m) == []
-        for family in families:
-            assert run_own_node(topology, family) == []
+        return view is not None and nft_render.INPUT not in view.fixed
+
+    with NodeServer(topology):
+        own_node_round_trip(topology, backend, dual, gone)
 
 
 def _table_handle(backend: NftablesBackend) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 
 from conftest import (
     ALLOWED_WAIT,
@@ -312,3 +313,24 @@ def run_own_node(topo: Topology, family: str = "ipv4") -> list[str]:
     if not any(tcp_outcome(topo.node, p2, 20080, ALLOWED_WAIT) == "ok" for _ in range(3)):
         wrong.append(f"{family} node->p2 tcp/20080: denied, expected allowed (the node's own traffic)")
     return wrong
+
+
+def own_node_round_trip(topo: Topology, backend: Dataplane, dual: bool, tiers_gone: Callable[[], bool]) -> NodeModel:
+    """`own_node_model` by snapshot, then out of the tiers and back by deltas, `run_own_node`
+    before and after (``tiers_gone``: the backend's own objects for that path are gone, read
+    from the kernel); the model, for a backend's own further checks."""
+    m = own_node_model(dual)
+    families = ("ipv4", "ipv6") if dual else ("ipv4",)
+    backend.apply_snapshot(m)
+    assert backend.verify(m) == []
+    for family in families:
+        assert run_own_node(topo, family) == []
+    base = dual_policy_model() if dual else policy_model()
+    backend.apply_delta(diff(m, base), base)  # the own-node path goes with the tiers
+    assert backend.verify(base) == []
+    assert tiers_gone()
+    backend.apply_delta(diff(base, m), m)  # and comes back in the same transaction
+    assert backend.verify(m) == []
+    for family in families:
+        assert run_own_node(topo, family) == []
+    return m

@@ -199,6 +199,13 @@ def input_hooks(have: bool, want: bool) -> list[str]:
     return []
 
 
+def hooks(rules: RulesView, want: IptDesired) -> list[str]:
+    """The restore lines putting our jumps in the kernel's own chains as ``want`` has them:
+    FORWARD's to STOCKADE-FWD when missing (always wanted), INPUT's to STK-INPUT (`input_hooks`)."""
+    forward = [] if rules.forward_jump else [f"-I FORWARD 1 -j {FWD}"]
+    return forward + input_hooks(rules.input_jump, want.input_jump)
+
+
 def desired(
     model: NodeModel, nflog_group: int, log_rate: int | None, seen_timeout: int, families: tuple[int, ...] = FAMILIES
 ) -> IptDesired:

@@ -237,10 +237,13 @@ def buckets(chains: dict[str, Chain], tier: Tier = Tier.NETPOL) -> dict[tuple[Di
     return out
 
 
+ESTABLISHED = "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN"
+
+
 def fwd_head(family: int = 4) -> list[str]:
     """What STOCKADE-FWD does before any dispatch."""
     out = [
-        "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN",
+        ESTABLISHED,
         # No mid-stream pickup of a connection conntrack clean-up ended (see the nftables backend).
         "-p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN -m conntrack --ctstate NEW -j DROP",
     ]
@@ -294,7 +297,7 @@ def bucket_chains(chains: dict[str, Chain], family: int = 4) -> dict[str, list[s
 
 def restore_script(chains: dict[str, list[str]], delete: Iterable[str] = (), hooks: Iterable[str] = ()) -> str:
     """An ``iptables-restore --noflush`` file: each named chain (re)declared, which flushes it, and
-    refilled; ``hooks`` (rules of the kernel's own chains, ``-I INPUT 1 ...``/``-D INPUT ...``)
+    refilled; ``hooks`` (our jumps in the kernel's own chains, ``-I FORWARD 1 ...``, ``-D INPUT ...``)
     after the chains they name are filled and before those they name are removed; ``delete``
     chains flushed and removed. Nothing else is mentioned."""
     lines = ["*filter"]

@@ -71,7 +71,7 @@ def fixed_chains(chains: dict[str, Chain], family: int = 4) -> dict[str, list[st
         out[NEXT[d]] = [*local, *ipt_render.bucket_tests(chains, d, family), *baseline]
         if d is Direction.EGRESS:
             out[E_LOCAL] = baseline
-    out[INPUT_CHAIN] = [*ipt_render.fwd_head(family)[:1], *ipt_render.nd_specs(family), f"-j {E_TIERS}"]
+    out[INPUT_CHAIN] = [ipt_render.ESTABLISHED, *ipt_render.nd_specs(family), f"-j {E_TIERS}"]
     return out
 
 

@@ -317,14 +317,10 @@ class IptablesBackend:
             if rules.fwd != want.fwd[f]:
                 chains = {ipt_render.FWD: want.fwd[f], **chains}
             extra = sorted(rules.chains.keys() - want.chains[f].keys())
-            hooks = ipt_readback.input_hooks(rules.input_jump, want.input_jump)
+            hooks = ipt_readback.hooks(rules, want)  # in the same restore as the chains they name
             if chains or extra or hooks:
                 restores[f] = ipt_render.restore_script(chains, extra, hooks)
         changed = self._apply(a, restores, b)
-        for f in self.versions:
-            if not view.rules.get(f, ipt_readback.RulesView()).forward_jump:
-                self._run([ipt_render.tool(f, "", self.variant), "-I", "FORWARD", "1", "-j", ipt_render.FWD])
-                changed = True
         self._dispatched = self._dispatch_from_model(model)
         self._held = {n for n in want.pods if ipt_render.pod_set_dispatch(n)}
         self._tiered = ipt_tiers.is_tiered(model.chains)

@@ -13,7 +13,6 @@ from collections.abc import Collection
 
 from stockade.agent.backends import names
 from stockade.agent.backends.nft_render import (
-    BASE_SPEC,
     FORWARD,
     ONCE,
     TABLE,
@@ -29,8 +28,6 @@ from stockade.agent.backends.nft_render import (
     port_chains,
 )
 from stockade.model import NodeModel
-
-FORWARD_SPEC = f"{{ {BASE_SPEC[FORWARD]} }}"
 
 
 def _fixed(name: str, spec: str, lines: list[str]) -> list[str]:
@@ -52,7 +49,7 @@ def rewrite_chains(model: NodeModel, cfg: NftConfig, chains: Collection[str]) ->
         if name in pods:
             out += add_chain_cmds(pods[name], model.chains[pods[name]], cfg, families, model.sets)
         elif name == FORWARD:
-            out += _fixed(FORWARD, f" {FORWARD_SPEC}", forward_rules(tiered))
+            out += _fixed(FORWARD, chain_head(FORWARD), forward_rules(tiered))
         elif name in TIER_CHAINS:
             if not tiered:
                 return None  # left over from a table with tiers: a full repair replaces the table

@@ -20,6 +20,7 @@ from typing import Any
 from stockade.agent.backends import elements, names
 from stockade.agent.backends.nft_canon import kernel_rule, rendered_rule
 from stockade.agent.backends.nft_render import (
+    BASE_SPEC,
     DENY_COMMENT,
     EGRESS_TIERS,
     FORWARD,
@@ -27,7 +28,6 @@ from stockade.agent.backends.nft_render import (
     HOSTS,
     HOSTS_FAMILY,
     HOSTS_TYPE,
-    INPUT,
     MAPS,
     ONCE,
     SEEN,
@@ -150,12 +150,9 @@ def parse(text: str) -> KernelView:
         elif "chain" in obj:
             c = obj["chain"]
             view.handles[f"chain {c['name']}"] = c["handle"]
-            if c["name"] == FORWARD:
-                if c.get("hook") == "forward" and c.get("policy") == "accept":
-                    view.fixed.add(FORWARD)
-            elif c["name"] == INPUT:  # a base chain of the tiers: only with its hook is it ours
-                if c.get("hook") == "input" and c.get("policy") == "accept":
-                    view.fixed.add(INPUT)
+            if c["name"] in BASE_SPEC:  # forward, input: ours only with their hook (named as they are)
+                if c.get("hook") == c["name"] and c.get("policy") == "accept":
+                    view.fixed.add(c["name"])
             elif c["name"] in ONCE.values() or c["name"] in TIER_CHAINS:
                 view.fixed.add(c["name"])
             elif c["name"].startswith(PORT_CHAIN):
