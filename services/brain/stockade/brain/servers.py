@@ -29,9 +29,9 @@ from stockade.tls.reload import ReloadingServerTLS, TLSFileError
 log = logging.getLogger(__name__)
 
 ADMIN_METHOD = "/stockade.v1.Admin/"
-# Only DryRun carries manifests (the service checks 16 MiB of content in total); everything
-# else is a small query.
-ADMIN_LIMITS = {f"{ADMIN_METHOD}DryRun": (16 << 20) + (1 << 20)}
+# Only DryRun carries manifests (the service checks 16 MiB of content in total), and Suggest
+# up to 500 flows; everything else is a small query.
+ADMIN_LIMITS = {f"{ADMIN_METHOD}DryRun": (16 << 20) + (1 << 20), f"{ADMIN_METHOD}Suggest": 256 * 1024}
 ADMIN_DEFAULT_LIMIT = 64 * 1024
 ADMIN_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_receive_message_length", max(ADMIN_LIMITS.values())),

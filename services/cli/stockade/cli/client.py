@@ -8,10 +8,11 @@ every command finds the brain on its own.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -189,3 +190,35 @@ def rpc_error_exit(e: grpc.aio.AioRpcError, conn: Connection) -> int:
     else:
         print(f"stockade: {code.name}: {details}", file=sys.stderr)
     return exits.for_status(code)
+
+
+Call = Callable[[admin_pb2_grpc.AdminStub, list[tuple[str, str]], float, argparse.Namespace], Awaitable[int]]
+
+
+def runner(call: Call) -> Callable[[argparse.Namespace], int]:
+    """A command's handler: ``call`` with a stub of the brain the settings name, its failures
+    turned into their exit codes."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            conn = resolve(args)
+        except exits.CliError as e:
+            print(f"stockade: {e}", file=sys.stderr)
+            return e.code
+
+        async def go() -> int:
+            ch, s = stub(conn)
+            try:
+                return await call(s, metadata(conn), conn.timeout, args)
+            except grpc.aio.AioRpcError as e:
+                return rpc_error_exit(e, conn)
+            finally:
+                await ch.close(None)
+
+        try:
+            return asyncio.run(go())
+        except exits.CliError as e:  # a bad setting or input file: said in one line
+            print(f"stockade: {e}", file=sys.stderr)
+            return e.code
+
+    return run

@@ -19,11 +19,13 @@ from stockade.brain.engine.policy import parse_policy
 from stockade.cli import jsonout
 from stockade.manifests import (
     IP_FAMILIES,
+    Cluster,
     Document,
     ManifestError,
     assign_addresses,
     bounded_yaml,
     build_cluster,
+    complete_nodes,
     node_names,
     read_documents,
 )
@@ -77,8 +79,8 @@ def check_policies(docs: Sequence[Document]) -> None:
                 raise ManifestError(f"{d.source} ({what}): {e}") from None
 
 
-def compile_checked(paths: Sequence[str], nodes: int = 3, ip_family: str = "ipv4") -> Engine:
-    """The manifests compiled as a cluster of ``nodes`` nodes (see reachability.compile_manifests)."""
+def checked_cluster(paths: Sequence[str], nodes: int = 3, ip_family: str = "ipv4") -> Cluster:
+    """The manifests read and checked, their pods given nodes and addresses."""
     docs = read_manifests(paths)
     check_policies(docs)
     cluster = build_cluster(docs)
@@ -86,7 +88,20 @@ def compile_checked(paths: Sequence[str], nodes: int = 3, ip_family: str = "ipv4
         assign_addresses(cluster.pods, node_names(nodes), ip_family)
     except ValueError as e:
         raise ManifestError(str(e)) from None
-    return load_cluster(cluster, nodes, ip_family)
+    return cluster
+
+
+def compile_checked(paths: Sequence[str], nodes: int = 3, ip_family: str = "ipv4") -> Engine:
+    """The manifests compiled as a cluster of ``nodes`` nodes (see reachability.compile_manifests)."""
+    return load_cluster(checked_cluster(paths, nodes, ip_family), nodes, ip_family)
+
+
+def cluster_objects(paths: Sequence[str], nodes: int = 3, ip_family: str = "ipv4") -> list[dict[str, Any]]:
+    """The manifests as the objects a brain holds (Namespaces, Pods, Nodes, policies, Services):
+    what `suggest -f` and a dry-run judge, as `compile_checked` compiles them."""
+    c = checked_cluster(paths, nodes, ip_family)
+    node_objects = complete_nodes(c.nodes, node_names(nodes), c.pods, ip_family)
+    return [*c.namespaces, *c.pods, *node_objects, *c.policies, *c.cluster_policies, *c.services]
 
 
 # -- `stockade lint -f` and `stockade explain -f`: the online commands' output, from manifests -----

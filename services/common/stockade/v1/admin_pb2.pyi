@@ -194,6 +194,18 @@ class Connection(_message.Message):
     family: str
     def __init__(self, to: _Optional[str] = ..., port: _Optional[int] = ..., protocol: _Optional[str] = ..., family: _Optional[str] = ..., **kwargs) -> None: ...
 
+class SuggestRequest(_message.Message):
+    __slots__ = ("flows",)
+    FLOWS_FIELD_NUMBER: _ClassVar[int]
+    flows: _containers.RepeatedCompositeFieldContainer[Connection]
+    def __init__(self, flows: _Optional[_Iterable[_Union[Connection, _Mapping]]] = ...) -> None: ...
+
+class SuggestResponse(_message.Message):
+    __slots__ = ("json",)
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    json: str
+    def __init__(self, json: _Optional[str] = ...) -> None: ...
+
 class LintRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -59,6 +59,11 @@ class AdminStub:
                 request_serializer=stockade_dot_v1_dot_admin__pb2.DryRunRequest.SerializeToString,
                 response_deserializer=stockade_dot_v1_dot_admin__pb2.DryRunResponse.FromString,
                 _registered_method=True)
+        self.Suggest = channel.unary_unary(
+                '/stockade.v1.Admin/Suggest',
+                request_serializer=stockade_dot_v1_dot_admin__pb2.SuggestRequest.SerializeToString,
+                response_deserializer=stockade_dot_v1_dot_admin__pb2.SuggestResponse.FromString,
+                _registered_method=True)
         self.Lint = channel.unary_unary(
                 '/stockade.v1.Admin/Lint',
                 request_serializer=stockade_dot_v1_dot_admin__pb2.LintRequest.SerializeToString,
@@ -113,6 +118,13 @@ class AdminServicer:
 
     def DryRun(self, request, context):
         """The reachability difference manifests would make, without applying them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Suggest(self, request, context):
+        """The smallest change to the NetworkPolicies in force that admits blocked flows, checked.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -173,6 +185,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.DryRun,
                     request_deserializer=stockade_dot_v1_dot_admin__pb2.DryRunRequest.FromString,
                     response_serializer=stockade_dot_v1_dot_admin__pb2.DryRunResponse.SerializeToString,
+            ),
+            'Suggest': grpc.unary_unary_rpc_method_handler(
+                    servicer.Suggest,
+                    request_deserializer=stockade_dot_v1_dot_admin__pb2.SuggestRequest.FromString,
+                    response_serializer=stockade_dot_v1_dot_admin__pb2.SuggestResponse.SerializeToString,
             ),
             'Lint': grpc.unary_unary_rpc_method_handler(
                     servicer.Lint,
@@ -330,6 +347,33 @@ class Admin:
             '/stockade.v1.Admin/DryRun',
             stockade_dot_v1_dot_admin__pb2.DryRunRequest.SerializeToString,
             stockade_dot_v1_dot_admin__pb2.DryRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Suggest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stockade.v1.Admin/Suggest',
+            stockade_dot_v1_dot_admin__pb2.SuggestRequest.SerializeToString,
+            stockade_dot_v1_dot_admin__pb2.SuggestResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from stockade.brain.admin.reachability import reach
+from stockade.brain.admin.reachability import connections, reach
 from stockade.brain.engine import Engine
 
 Connection = tuple[str, str, int, str, str]  # from, to, port, protocol, family (ipv4/ipv6)
@@ -25,7 +25,7 @@ CNP = "ClusterNetworkPolicy"
 KIND_ORDER = {"Namespace": 0, "Pod": 1, "NetworkPolicy": 2, CNP: 2}
 
 
-def _compiled(objs: Sequence[Mapping[str, Any]]) -> Engine:
+def compile_objects(objs: Sequence[Mapping[str, Any]]) -> Engine:
     """The cluster as the brain compiles it: the ClusterNetworkPolicies (and the Nodes their
     `nodes` peers name) too, or a change would be judged without the tiers that decide first."""
     engine = Engine()
@@ -47,6 +47,33 @@ def _described(obj: Mapping[str, Any]) -> str:
     return f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
 
 
+Touched = tuple[set[str], set[str]]  # (ingress, egress): pods whose rules in that direction may change
+
+
+def affected_pods(before: Engine, after: Engine, changes: Sequence[Mapping[str, Any]]) -> Touched | None:
+    """The pods whose ingress (egress) verdicts ``changes`` can alter, or None for every pod. A
+    NetworkPolicy changes the rules of the pods it selects, before or after, in the directions
+    it isolates then, and of no other pod: only connections to (from) those can change. Any
+    other kind (a Namespace's labels, a ClusterNetworkPolicy's peers) reaches further, and so
+    does a change in what the node limits left out: then every pair is compared."""
+    if any(o.get("kind") != "NetworkPolicy" for o in changes):
+        return None
+    if {str(r) for r in before.not_realized()} != {str(r) for r in after.not_realized()}:
+        return None
+    ingress: set[str] = set()
+    egress: set[str] = set()
+    for o in changes:
+        meta = o.get("metadata") or {}
+        ns, name = str(meta.get("namespace") or "default"), str(meta.get("name"))
+        for engine in (before, after):
+            pol = engine.policy(ns, name)
+            if pol is not None:
+                pods = engine.policy_pods(ns, name)
+                ingress.update(pods if pol.ingress is not None else ())
+                egress.update(pods if pol.egress is not None else ())
+    return ingress, egress
+
+
 def dry_run(current: Iterable[Mapping[str, Any]], changes: Sequence[Mapping[str, Any]]) -> DryRunResult:
     """Compare reachability between existing pods, on their declared ports, before and after ``changes``.
 
@@ -55,15 +82,17 @@ def dry_run(current: Iterable[Mapping[str, Any]], changes: Sequence[Mapping[str,
     anywhere: two engines are compiled here.
     """
     objs = list(current)
-    before, after = _compiled(objs), _compiled(objs)
+    before, after = compile_objects(objs), compile_objects(objs)
     rejected_before = {str(r) for r in after.rejections()}
     for obj in sorted(changes, key=lambda o: KIND_ORDER.get(str(o.get("kind")), 9)):
         if obj.get("kind") in KIND_ORDER and obj.get("kind") != "Pod":
             after.upsert(obj)
-    # Only connections between pods that exist now, on their declared ports.
-    old = {(p.src, p.dst, p.port, p.protocol.value, p.family): p.allowed for p in reach(before)}
-    new = {(p.src, p.dst, p.port, p.protocol.value, p.family): p.allowed for p in reach(after)}
-    result = DryRunResult(checked=len(old))
+    # Only connections between pods that exist now, on their declared ports; of those, only the
+    # ones with an end whose rules the changes can alter.
+    touching = affected_pods(before, after, changes)
+    old = {(p.src, p.dst, p.port, p.protocol.value, p.family): p.allowed for p in reach(before, touching=touching)}
+    new = {(p.src, p.dst, p.port, p.protocol.value, p.family): p.allowed for p in reach(after, touching=touching)}
+    result = DryRunResult(checked=connections(before))
     for key, was in sorted(old.items()):
         now = new.get(key, was)
         if now and not was:

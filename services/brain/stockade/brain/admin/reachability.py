@@ -9,6 +9,7 @@ of one family can make the two differ.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ from stockade.brain.engine import Engine
 from stockade.brain.engine.objects import PodInfo
 from stockade.manifests import Cluster, assign_addresses, build_cluster, complete_nodes, node_names, read_documents
 from stockade.model import Direction, NodeModel, Protocol
-from stockade.model.evaluate import FAMILY_NAMES, decide, ip_version
+from stockade.model.evaluate import FAMILY_NAMES, decide
 
 
 @dataclass(frozen=True)
@@ -67,10 +68,16 @@ def load_cluster(cluster: Cluster, nodes: int, ip_family: str) -> Engine:
     return engine
 
 
+def _version(ip: str) -> int:
+    """A pod address's IP version: the engine keeps them canonical, so a colon says IPv6 (far
+    cheaper than parsing, which `reach` would do for every pair)."""
+    return 6 if ":" in ip else 4
+
+
 def shared_versions(src: PodInfo, dst: PodInfo) -> list[int]:
     """The IP versions both pods have an address of, in the destination's order."""
-    mine = {ip_version(ip) for ip in src.ips}
-    return [v for v in (ip_version(ip) for ip in dst.ips) if v in mine]
+    mine = {_version(ip) for ip in src.ips}
+    return [v for v in (_version(ip) for ip in dst.ips) if v in mine]
 
 
 def connection_allowed(
@@ -114,29 +121,46 @@ def reach_pods(engine: Engine, host_network: bool = True) -> list[PodInfo]:
     return sorted([*pods, *(engine.host_network_pods() if host_network else ())], key=lambda p: p.key)
 
 
+def connections(engine: Engine) -> int:
+    """How many connections `reach(engine)` judges (one per pair, declared port and shared
+    family, a pod with itself included), counted without judging them."""
+    pods = reach_pods(engine, host_network=False)
+    per_version = {4: 0, 6: 0}
+    for p in pods:
+        for v in {_version(ip) for ip in p.ips}:
+            per_version[v] += 1
+    return sum(len(d.ports) * sum(per_version[_version(ip)] for ip in d.ips) for d in pods)
+
+
 def reach(
     engine: Engine,
     ports: Iterable[int] | None = None,
     protocols: Iterable[Protocol] | None = None,
     families: Iterable[int] | None = None,
     host_network: bool = False,
+    touching: tuple[AbstractSet[str], AbstractSet[str]] | None = None,
 ) -> list[Probe]:
     """Every endpoint pair on the given (or declared) ports, once per IP family both have
     (``families``: only those versions, 4 and/or 6); ``host_network``: host-network pods too, as
-    `stockade reach` lists them (dry-run compares endpoints only)."""
+    `stockade reach` lists them (dry-run compares endpoints only); ``touching``: (ingress, egress)
+    pod keys, only the pairs whose destination is among the first or source among the second."""
     models = {n: engine.model(n) for n in engine.nodes()}  # every node hosting an endpoint pod
     pods = reach_pods(engine, host_network)
     protos = list(protocols) if protocols else None
     port_list = list(ports) if ports else None
     wanted = set(families) if families else {4, 6}
+    # A destination outside touching's first is judged from the sources in its second only.
+    into, out_of = touching if touching is not None else (set(), set())
+    touched = pods if touching is None else [p for p in pods if p.key in out_of]
     results = []
     for dst in pods:
         if port_list is not None:
             targets = [(port, proto) for port in port_list for proto in (protos or [Protocol.TCP])]
         else:
             targets = [(port, proto) for port, proto in dst.ports if protos is None or proto in protos]
+        sources = pods if touching is None or dst.key in into else touched
         for port, proto in targets:
-            for src in pods:
+            for src in sources:
                 for v in shared_versions(src, dst):
                     if v in wanted:
                         ok = connection_allowed(engine, models, src, dst, proto, port, v)

@@ -15,6 +15,8 @@ from stockade.brain.admin.auth import Authorizer
 from stockade.brain.admin.dryrun import dry_run
 from stockade.brain.admin.explain import ExplainError, explain
 from stockade.brain.admin.limits import Busy, RateLimits, WorkLimits
+from stockade.brain.admin.suggest import MAX_FLOWS, suggest
+from stockade.brain.admin.suggest_judge import flow as suggest_flow
 from stockade.brain.engine import Engine, NotRealized
 from stockade.codec.version import MIN_PEER, PROTOCOL, release
 from stockade.manifests import bounded_yaml
@@ -330,6 +332,23 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             rejected=result.rejected,
             checked=result.checked,
         )
+
+    async def Suggest(self, request: admin_pb2.SuggestRequest, context: Any) -> admin_pb2.SuggestResponse:
+        caller = await self.auth.require(context)
+        try:
+            flows = [suggest_flow(getattr(c, "from"), c.to, c.port, c.protocol) for c in request.flows]
+        except ValueError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            raise AssertionError("unreachable") from None
+        if not flows or len(flows) > MAX_FLOWS:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"give from 1 to {MAX_FLOWS} flows")
+        # As a dry-run: engines of its own, off the event loop, bounded per caller and in all.
+        try:
+            got = await self.dry_runs.run(caller.name, suggest, list(self.objects()), flows)
+        except Busy as e:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
+            raise AssertionError("unreachable") from None
+        return admin_pb2.SuggestResponse(json=json.dumps(got.as_json()))
 
     async def Lint(self, request: admin_pb2.LintRequest, context: Any) -> admin_pb2.LintResponse:
         await self.auth.require(context)

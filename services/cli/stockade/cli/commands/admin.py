@@ -7,11 +7,9 @@ input, 3 brain unreachable, 4 not authenticated or not permitted, 5 not found (`
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,41 +17,14 @@ import grpc
 import yaml
 
 from stockade.cli import exits, jsonout
-from stockade.cli.client import add_connection_args, metadata, resolve, rpc_error_exit, stub
+from stockade.cli.client import add_connection_args
+from stockade.cli.client import runner as _runner
 from stockade.cli.listing import LIST_OUTPUT, add_list_args, check_list_args, headless, no_headers, selected, watch
 from stockade.cli.offline import add_offline_args, offline_or, run_explain, run_lint
 from stockade.cli.printable import printable
 from stockade.manifests import ManifestError, bounded_yaml
 from stockade.manifests.loader import _files
 from stockade.v1 import admin_pb2, admin_pb2_grpc
-
-Call = Callable[[admin_pb2_grpc.AdminStub, list[tuple[str, str]], float, argparse.Namespace], Awaitable[int]]
-
-
-def _runner(call: Call) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            conn = resolve(args)
-        except exits.CliError as e:
-            print(f"stockade: {e}", file=sys.stderr)
-            return e.code
-
-        async def go() -> int:
-            ch, s = stub(conn)
-            try:
-                return await call(s, metadata(conn), conn.timeout, args)
-            except grpc.aio.AioRpcError as e:
-                return rpc_error_exit(e, conn)
-            finally:
-                await ch.close(None)
-
-        try:
-            return asyncio.run(go())
-        except exits.CliError as e:  # a bad setting or input file: said in one line
-            print(f"stockade: {e}", file=sys.stderr)
-            return e.code
-
-    return run
 
 
 def _emit(args: argparse.Namespace, doc: Callable[[], dict[str, Any]], table: Callable[[], str]) -> None:
