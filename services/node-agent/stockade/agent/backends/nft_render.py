@@ -915,10 +915,12 @@ def render_delta(
     gone: Mapping[str, frozenset[str]] = NO_SETS,
     had_tiers: HadTiers = NO_TIERS,
     tiers: tuple[bool, bool] | None = None,
+    ports: tuple[dict[str, tuple[str, ...]], list[str]] | None = None,
 ) -> str:
     """One transaction for ``delta``; ``model`` is the result, ``had_*`` the pod IPs dispatched
     before (``had_tiers``: of the tier maps), ``had_ports`` the port chains in the kernel
-    (`port_changes`). ``tiers``: whether the table has the tier objects (`is_tiered`) before
+    (`port_changes`; ``ports``: what that returns, when the caller knows it from the delta
+    alone, `nft_ports.PortBook`). ``tiers``: whether the table has the tier objects (`is_tiered`) before
     and after ``delta``; when they differ, the tier objects are created (before the new chains,
     which may name them) or deleted (after the chains that used them), and the forward chain
     is rewritten, in the same transaction (None: unchanged).
@@ -950,7 +952,7 @@ def render_delta(
             else:
                 out += _set_cmds("add", HOSTS[v], tagged(forms[v], names.nft_tag(sid)))
     out += _op_cmds(_set_element_ops(delta, model, families, interval))
-    create_ports, delete_ports = port_changes(delta, model, had_ports)
+    create_ports, delete_ports = ports if ports is not None else port_changes(delta, model, had_ports)
     for name, lines in create_ports.items():
         out += add_port_chain_cmds(name, lines)
     before, after = tiers if tiers is not None else (False, False)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Collection
 
 from stockade.agent.backends import names, nft_chains, nft_netlink, nft_readback, nft_render
 from stockade.agent.backends.base import ApplyError
+from stockade.agent.backends.nft_ports import PortBook
 from stockade.agent.backends.nft_repair import render_reconcile
 from stockade.agent.backends.nftlib import NftRunner
 from stockade.model import TIERS, Chain, Direction, NodeDelta, NodeModel, Tier
@@ -45,6 +46,9 @@ class NftablesBackend:
         self._tiered = False
         self._ipv6 = 0  # how many of them are IPv6: the table's layout (nft_render.layout)
         self._ports: set[str] = set()  # the shared port chains in the kernel (nft_render.port_chain)
+        # Which pod chains use each of them, when known from a model the kernel was given (not
+        # after a read-back, whose chains may differ from the model's): deltas then count.
+        self._book: PortBook | None = None
         # The address sets in the kernel that are interval sets of their own; the others live
         # under their tag in the hosts sets (nft_render.is_hash: decided by a set's content).
         self._interval: set[str] = set()
@@ -156,6 +160,7 @@ class NftablesBackend:
             self._tiered = view is not None and nft_render.EGRESS_TIERS in view.fixed
             self._tier_chains = {cid for cid, c in model.chains.items() if c.tier is not Tier.NETPOL}
             self._ports = set(view.ports) if view else set()
+            self._book = None
             self._interval = set(view.interval) if view else set()
             # What the kernel holds of the sets this delta removes; the others are the model's.
             self._sets = {**model.sets, **(nft_readback.set_contents(view, delta.removed_sets) if view else {})}
@@ -187,16 +192,32 @@ class NftablesBackend:
                     f"delta removes address sets {unknown[:5]} that this node does not hold (nothing "
                     "applied); the agent resynchronises with a full snapshot"
                 )
-            create, delete = nft_render.port_changes(delta, model, self._ports)
+            book = self._book
+            create, delete = book.changes(delta) if book else nft_render.port_changes(delta, model, self._ports)
             gone = {sid: sets[sid] for sid in delta.removed_sets}
             # The first tier chain (or the last one gone): the tier objects come (or go) and the
             # forward chain is rewritten in the same transaction (`nft_render.render_delta`).
             tiers = (self._tiered, bool(tier_chains))
             script = nft_render.render_delta(
-                delta, model, self.config, ins, eg, families, self._ports, self._interval, gone, had, tiers
+                delta,
+                model,
+                self.config,
+                ins,
+                eg,
+                families,
+                self._ports,
+                self._interval,
+                gone,
+                had,
+                tiers,
+                ports=(create, delete),
             )
             self.run_script(script)
             self._ports = (self._ports | create.keys()) - set(delete)
+            if book is not None:
+                book.apply(delta)
+            else:  # once after a read-back: from here on the kernel's chains are the model's
+                self._book = PortBook(model.chains)
             own_gone = {names.nft_set_of(sid, v) for sid in delta.removed_sets for v in nft_render.FAMILIES}
             self._interval = (self._interval - own_gone) | nft_render.interval_sets(delta.new_sets, families)
         for sid in delta.removed_sets:
@@ -281,7 +302,8 @@ class NftablesBackend:
         self._ipv6 = _count_ipv6(self._dispatched)
         self._tier_chains = {cid for cid, c in model.chains.items() if c.tier is not Tier.NETPOL}
         self._tiered = bool(self._tier_chains)
-        self._ports = set(nft_render.port_chains(model.chains.values()))
+        self._book = PortBook(model.chains)
+        self._ports = self._book.names
         self._interval = nft_render.interval_sets(model.sets, self.layout)
         self._sets = dict(model.sets)
 
