@@ -249,6 +249,27 @@ def test_flows_file_limits(tmp_path: Path) -> None:
     assert len(doc["alreadyAllowed"]) == 500 and doc["changes"] == []
 
 
+def test_from_and_to_pick_the_flows_to_admit() -> None:
+    proc = stockade("suggest", *SHOP, "--flows", str(FLOWS), "-n", "sock-shop", "--to", _ss("carts"), "-o", "json")
+    assert proc.returncode == OK, proc.stderr
+    doc = _json(proc)
+    assert doc["admitted"] == [SHOP_BLOCKED[1], SHOP_BLOCKED[3]]  # front-end and orders to carts
+    assert doc["alreadyAllowed"] == [] and doc["alsoOpens"] == []
+    assert [(c["action"], c["policy"]) for c in doc["changes"]] == [("mend", _ss("cart-access"))]
+    # a namespace as "ns/", and both ends at once (-n: the namespace of the file's bare names)
+    ends = ["--from", _ss("front-end"), "--to", "sock-shop/"]
+    both = stockade("suggest", *SHOP, "--flows", str(FLOWS), "-n", "sock-shop", *ends, "-o", "json")
+    assert both.returncode == OK, both.stderr
+    picked = _json(both)
+    assert picked["admitted"] == [SHOP_BLOCKED[1], SHOP_BLOCKED[2]]
+    assert all(f["from"] == _ss("front-end") for f in picked["alreadyAllowed"])
+    none = stockade(
+        "suggest", *SHOP, "--flows", str(FLOWS), "-n", "sock-shop", "--from", "other/", "--to", _ss("carts")
+    )
+    assert none.returncode == OK and none.stdout == ""
+    assert f"None of the flows of {FLOWS} match --from other/ --to {_ss('carts')}: nothing to suggest." in none.stderr
+
+
 def test_manifests_without_flows_is_exit_2() -> None:
     proc = stockade("suggest", *SHOP)
     assert proc.returncode == USAGE
@@ -486,3 +507,13 @@ def test_online_from_the_brains_drops(lab: Lab) -> None:
     assert every.returncode == OK, every.stderr
     all_doc = _json(every)
     assert all_doc["admitted"] == want and all_doc["alreadyAllowed"] == [_flow("open/b", "open/a", 9000)]
+    # --from / --to pick among the drops: an address, and a pod with a namespace
+    outsider = _json(_online(lab, "--from", "203.0.113.9", "-o", "json"))
+    assert outsider["admitted"] == [_flow("203.0.113.9", "locked/a", 8443)] and outsider["alreadyAllowed"] == []
+    to_b = _json(_online(lab, "--to", "locked/b", "--from", "open/", "-o", "json"))
+    assert to_b["admitted"] == [_flow("open/a", "locked/b", 80)]
+    nobody = _online(lab, "--to", "locked/nobody")
+    assert nobody.returncode == OK and nobody.stdout == ""
+    assert (
+        "None of the connections blocked in the last 15m match --to locked/nobody: nothing to suggest." in nobody.stderr
+    )

@@ -7,7 +7,6 @@ and the traffic; `dry-run` then applies the fix it previews.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
@@ -83,18 +82,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 def _patiently(st: LabState, routes: list[demo.Route]) -> list[probe.Result]:
     """`demo.probe_flows` with a timeout for a busy machine."""
-    assert st.plan is not None
-    pods = {p.key: p for p in st.plan.pods}
-    todo = [
-        (
-            probe.Source(r.src, st.plan.external.netns if r.src == "external" else pods[r.src].netns),
-            probe.Target(r.dst, r.address, (("TCP", r.port),)),
-            "TCP",
-            r.port,
-        )
-        for r in routes
-    ]
-    return asyncio.run(probe.probe_cells(todo, PATIENT))
+    return demo.probe_flows(st, routes, PATIENT)
 
 
 def _json(lab: Lab, *args: str) -> dict[str, object]:

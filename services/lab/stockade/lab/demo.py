@@ -136,14 +136,16 @@ def routes(st: LabState, flows: list[tuple[str, str, int]]) -> list[Route]:
     return out
 
 
-def probe_flows(st: LabState, flows: list[Route]) -> list[probe.Result]:
+def probe_flows(st: LabState, flows: list[Route], timeout: float = probe.TIMEOUT) -> list[probe.Result]:
+    """Each flow once, through its Service; ``timeout``: how long a probe waits before it calls
+    the connection blocked (longer on a busy machine)."""
     assert st.plan is not None
     pods = {p.key: p for p in st.plan.pods}
     todo = []
     for r in flows:
         netns = st.plan.external.netns if r.src == "external" else pods[r.src].netns
         todo.append((probe.Source(r.src, netns), probe.Target(r.dst, r.address, (("TCP", r.port),)), "TCP", r.port))
-    return asyncio.run(probe.probe_cells(todo))
+    return asyncio.run(probe.probe_cells(todo, timeout))
 
 
 def _engine(st: LabState) -> Any:

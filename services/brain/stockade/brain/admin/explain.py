@@ -12,10 +12,10 @@ allowed only when it is allowed over each.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from stockade.brain.admin.endpoints import address, find_endpoint
 from stockade.brain.engine import Engine
 from stockade.brain.engine.api import RuleOrigin
 from stockade.brain.engine.objects import BETA_ANNOTATION, PodInfo
@@ -155,26 +155,7 @@ def _rule_words(o: RuleOrigin) -> str:
 
 
 def _find_pod(engine: Engine, ref: str) -> PodInfo:
-    """The endpoint pod named ``ns/name``, with the addresses it owns."""
-    if "/" not in ref:
-        raise ExplainError(f"{ref!r}: name a pod as namespace/name, or give an IP address")
-    ns, name = ref.split("/", 1)
-    pod = engine.pod_info(ns, name)
-    if pod is None:
-        raise ExplainError(f"pod {ref} not found")
-    ep = engine.endpoint(ns, name) or engine.isolated(ns, name)  # isolated: refused, all denied
-    if ep is None or not ep.node:
-        why = f"its addresses were refused: {pod.problem}" if pod.problem else "no IP yet, host network, or finished"
-        raise ExplainError(f"pod {ref} is not a network endpoint ({why})")
-    return ep
-
-
-def _address(text: str) -> str | None:
-    """``text`` as a canonical address, or None when it is not one (then it names a pod)."""
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        return None
+    return find_endpoint(engine, ref, ExplainError)
 
 
 def _pod_address(pod: PodInfo, version: int) -> str:
@@ -191,7 +172,7 @@ def explain(
     """Explain a new connection from ``src`` to ``dst``: each a pod ("ns/name") or an address of
     either family (the destination's must be a pod's). ``family`` (4 or 6) picks the family when
     both are named as pods; without it, every family the two pods share is explained."""
-    src_addr, dst_addr = _address(src), _address(dst)
+    src_addr, dst_addr = address(src), address(dst)
     if dst_addr is not None:
         owner = engine.pod_by_ip(dst_addr)
         if owner is None:

@@ -8,10 +8,10 @@ the destination's ingress) says whether a NetworkPolicy can open it and, when no
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
+from stockade.brain.admin.endpoints import address, find_endpoint
 from stockade.brain.admin.reachability import own_node, shared_versions
 from stockade.brain.engine import Engine
 from stockade.brain.engine.objects import PodInfo
@@ -70,31 +70,13 @@ class Blocked:
     beta: bool = False  # isolated (also) by its namespace's DefaultDeny annotation
 
 
-def _address(text: str) -> str | None:
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        return None
-
-
 def resolve(engine: Engine, ref: str) -> End:
     """``ref`` as an end: the endpoint pod it names, or an address that is no pod's."""
-    addr = _address(ref)
-    if addr is not None:
-        owner = engine.pod_by_ip(addr)
-        return resolve(engine, owner) if owner is not None else addr
-    if "/" not in ref:
-        raise FlowError(f"{ref!r}: name a pod as namespace/name, or give an IP address")
-    ns, name = ref.split("/", 1)
-    info = engine.pod_info(ns, name)
-    if info is None:
-        raise FlowError(f"pod {ref} not found")
-    if info.host_network:
-        raise FlowError(f"pod {ref} is on its node's network: name it by its node's address")
-    ep = engine.endpoint(ns, name) or engine.isolated(ns, name)
-    if ep is None or not ep.node:
-        raise FlowError(f"pod {ref} is not a network endpoint (no IP yet, or finished)")
-    return ep
+    addr = address(ref)
+    if addr is None:
+        return find_endpoint(engine, ref, FlowError)
+    owner = engine.pod_by_ip(addr)
+    return find_endpoint(engine, owner, FlowError) if owner is not None else addr
 
 
 def _versions(src: End, dst: End) -> list[int]:
@@ -152,6 +134,6 @@ def _side(engine: Engine, direction: Direction, pod: PodInfo, peer: End, version
         )
     elif not policies and not beta:
         why = "no NetworkPolicy isolates it, yet it is blocked (a limit of the brain: see `stockade lint`)"
-    elif engine.not_realized() and any(r.node == pod.node and r.policy in policies for r in engine.not_realized()):
+    elif any(r.node == pod.node and r.policy in policies for r in engine.not_realized()):
         why = f"a policy of {pod.key} is not realized on its node (a limit): see `stockade policies`"
     return Blocked(direction, pod, peer, version, why, policies, beta)

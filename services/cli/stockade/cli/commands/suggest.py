@@ -54,6 +54,25 @@ def _in_namespace(f: Flow, namespace: str | None) -> bool:
     return namespace is None or any(end.startswith(f"{namespace}/") for end in (f.src, f.dst))
 
 
+def end_matches(end: str, ref: str | None) -> bool:
+    """Whether a flow's end is the one ``--from``/``--to`` names: a pod ``ns/name``, every pod
+    of a namespace ``ns/``, or an address (None: any end)."""
+    if ref is None:
+        return True
+    return end.startswith(ref) if ref.endswith("/") else end == ref
+
+
+def picked(flows: list[Flow], a: argparse.Namespace) -> list[Flow]:
+    """The flows ``--from`` and ``--to`` keep."""
+    return [f for f in flows if end_matches(f.src, a.src) and end_matches(f.dst, a.dst)]
+
+
+def _nothing_picked(a: argparse.Namespace, what: str) -> int:
+    ends = " ".join(f"{flag} {v}" for flag, v in (("--from", a.src), ("--to", a.dst)) if v)
+    print(f"None of {what} match {ends}: nothing to suggest.", file=sys.stderr)
+    return exits.OK
+
+
 def drop_flows(rows: list[admin_pb2.DropCount], namespace: str | None) -> tuple[list[Flow], list[str]]:
     """The flows of `drops top` rows grouped by DROP_FIELDS, in ``namespace`` (None: all); and
     the rows no NetworkPolicy rule can name (not TCP, UDP or SCTP)."""
@@ -74,7 +93,9 @@ def drop_flows(rows: list[admin_pb2.DropCount], namespace: str | None) -> tuple[
 
 async def _online(s: admin_pb2_grpc.AdminStub, md: list[tuple[str, str]], t: float, a: argparse.Namespace) -> int:
     if a.flows:
-        flows = _flows(a)
+        flows = picked(_flows(a), a)
+        if not flows:
+            return _nothing_picked(a, f"the flows of {a.flows}")
     else:
         resp = await s.TopDrops(
             admin_pb2.TopDropsRequest(window=a.window, group_by=DROP_FIELDS, limit=MAX_FLOWS), metadata=md, timeout=t
@@ -82,6 +103,9 @@ async def _online(s: admin_pb2_grpc.AdminStub, md: list[tuple[str, str]], t: flo
         flows, skipped = drop_flows(list(resp.rows), a.namespace)
         for line in skipped:
             print(f"stockade suggest: skipped {line}: no NetworkPolicy port can name it", file=sys.stderr)
+        if flows and not picked(flows, a):
+            return _nothing_picked(a, f"the connections blocked in the last {resp.window}")
+        flows = picked(flows, a)
         if not flows:
             where = f" in namespace {a.namespace}" if a.namespace else ""
             print(f"No blocked connections{where} in the last {resp.window}: nothing to suggest.", file=sys.stderr)
@@ -103,7 +127,9 @@ def _offline(a: argparse.Namespace) -> int:
         return exits.USAGE
     try:
         objects = cluster_objects(a.filename, a.nodes, a.ip_family)
-        flows = _flows(a)
+        flows = picked(_flows(a), a)
+        if not flows:
+            return _nothing_picked(a, f"the flows of {a.flows}")
     except ManifestError as e:
         print(f"error: {e}", file=sys.stderr)
         return exits.USAGE
@@ -129,6 +155,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
         epilog="examples:\n"
         "  stockade suggest --window 1h -n sock-shop\n"
+        "  stockade suggest --to sock-shop/carts --from sock-shop/   # only what was blocked to carts from the shop\n"
         "  stockade suggest -o yaml | kubectl apply -f -\n"
         "  stockade suggest -f shop.yaml -f policies/ --flows flows.yaml\n"
         "flows file (YAML list): 'sock-shop/front-end -> sock-shop/carts:80', 'web -> db:5432/TCP',\n"
@@ -142,6 +169,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "-n", "--namespace", help="only flows from or to this namespace; in --flows, the namespace of bare pod names"
     )
+    p.add_argument(
+        "--from",
+        dest="src",
+        metavar="END",
+        help="only flows from this end: a pod ns/name, a namespace ns/, or an address",
+    )
+    p.add_argument("--to", dest="dst", metavar="END", help="only flows to this end (as --from)")
     add_connection_args(p, output=("text", "yaml", "json"))
     add_offline_args(p)
     p.set_defaults(handler=offline_or(runner(_online), _offline))
