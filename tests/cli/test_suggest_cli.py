@@ -483,9 +483,7 @@ def test_online_from_the_brains_drops(lab: Lab) -> None:
     assert counted["refused"] == []  # every event valid, as an agent writes them
     proc = _online(lab, "-n", "locked", "-o", "json")
     assert proc.returncode == OK, proc.stderr
-    assert "skipped open/a -> locked/b protocol 1 port 0 (1 attempts): no NetworkPolicy port can name it" in (
-        proc.stderr
-    )
+    assert "skipped open/a -> locked/b ICMP (1 attempts): no NetworkPolicy port can name it" in (proc.stderr)
     doc = _json(proc)
     assert doc["admitted"] == want
     assert doc["notFixable"] == doc["notAdmitted"] == doc["alreadyAllowed"] == doc["closes"] == []

@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 import yaml
 
+from stockade.brain.drops.flows import GROUP_FIELDS
 from stockade.cli import exits, jsonout
 from stockade.cli.client import add_connection_args
 from stockade.cli.client import runner as _runner
@@ -395,8 +396,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--window", default="15m", choices=["1m", "15m", "1h", "24h"])
     q.add_argument(
         "--by", default="dst_namespace,dst_pod,protocol,dport",
-        help="comma-separated fields: dst_namespace, dst_pod, src, protocol, dport, direction, policy "
-        "(the NetworkPolicies, or the ClusterNetworkPolicy rule, that dropped it)",
+        help=f"comma-separated fields: {', '.join(GROUP_FIELDS)} (policy: the NetworkPolicies, or the "
+        "ClusterNetworkPolicy rule, that dropped it)",
     )  # fmt: skip
     q.add_argument("--limit", type=int, default=20)
     add_list_args(q, namespaced=False, labels=False)  # rows are counts, not labelled objects

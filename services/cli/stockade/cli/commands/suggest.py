@@ -28,6 +28,7 @@ from stockade.v1 import admin_pb2, admin_pb2_grpc
 SUGGESTION = "Suggestion"
 # A drop's flow: the source (namespace "" when it is no pod), the destination, and the port.
 DROP_FIELDS = ["src_namespace", "src", "dst_namespace", "dst_pod", "protocol", "dport"]
+ICMP = {"1": "ICMP", "58": "ICMPv6"}  # drops of protocols with no port: their numbers, named
 
 
 def _write(a: argparse.Namespace, doc: Mapping[str, Any]) -> int:
@@ -83,7 +84,8 @@ def drop_flows(rows: list[admin_pb2.DropCount], namespace: str | None) -> tuple[
         dst = f"{k['dst_namespace']}/{k['dst_pod']}" if k.get("dst_namespace") else k.get("dst_pod", "")
         proto, port = k.get("protocol", ""), k.get("dport", "")
         if proto not in ("TCP", "UDP", "SCTP") or not port.isdigit() or not 1 <= int(port) <= 65535:
-            skipped.append(f"{src} -> {dst} protocol {proto} port {port or '-'} ({r.count} attempts)")
+            what = ICMP.get(proto) or f"protocol {proto} port {port or '-'}"
+            skipped.append(f"{src} -> {dst} {what} ({r.count} attempts)")
             continue
         f = Flow(src, dst, int(port), proto)
         if _in_namespace(f, namespace):
