@@ -115,6 +115,7 @@ class Lab:
     sync_port: int
     loop: _Loop
     api: ApiServer
+    http_port: int = 0  # the brain's HTTP port (/v1/realized)
 
     def put(self, obj: dict[str, Any]) -> None:
         """Create or change an object in the API server (from its loop's thread)."""
@@ -137,8 +138,10 @@ def stockade(*args: str, stdin: str | None = None) -> subprocess.CompletedProces
 
 
 @contextmanager
-def running_lab(tmp: Path) -> Iterator[Lab]:
-    """A brain (TLS, a reader's and an admin's token) over the lab's API server with OBJECTS."""
+def running_lab(tmp: Path, api_token: str | None = None) -> Iterator[Lab]:
+    """A brain (TLS, a reader's and an admin's token) over the lab's API server with OBJECTS
+    (``api_token``: the API server's own, which the brain's kubeconfig then carries; the server
+    then serves TLS, as kubectl sends a token over TLS only)."""
     certs = tmp / "certs"
     write_bundle(certs, ["node-1"])
     tokens = tmp / "tokens.json"
@@ -164,7 +167,7 @@ def running_lab(tmp: Path) -> Iterator[Lab]:
         (files / name).write_text(text)
     (files / "binary.yaml").write_bytes(b"\xff\xfe\x00garbage")
     loop = _Loop()
-    server = ApiServer()
+    server = ApiServer(token=api_token, tls=api_token is not None)
     loop.run(server.start("127.0.0.1", 0))
     for obj in OBJECTS:
         server.put_object(obj)
@@ -194,6 +197,7 @@ def running_lab(tmp: Path) -> Iterator[Lab]:
             sync_port=brain.grpc_port,
             loop=loop,
             api=server,
+            http_port=brain.http_port,
         )
         # The brain answers once it has read the cluster: wait for the policy to be compiled.
         deadline = time.monotonic() + 60

@@ -23,6 +23,7 @@ DOCUMENTED_FLAGS: dict[str, frozenset[str]] = {
             "--insecure",
             "--redis-url",
             "--admin-tokens-file",
+            "--no-admin-kube-auth",  # issue 14: admin callers by Kubernetes RBAC (admin/kubeauth.py)
             "--history",
             "--no-beta-default-deny",
             "--agent-auth",

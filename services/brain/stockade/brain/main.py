@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from stockade.brain import metrics as brain_metrics
 from stockade.brain import servers, tokenauth
 from stockade.brain.admin.auth import Authorizer
+from stockade.brain.admin.kubeauth import KubeAuthorizer
 from stockade.brain.admin.service import AdminService, DropFeed
 from stockade.brain.cnp_status import CnpStatusCollector, CnpStatusWriter, PolicyState, states
 from stockade.brain.drops import (
@@ -90,6 +91,8 @@ class BrainConfig:
     insecure: bool = False  # tests only: plain-text gRPC, node names trusted
     redis_url: str | None = None
     admin_tokens_file: str | None = None
+    # Admin callers with a Kubernetes token (TokenReview), authorized by RBAC (admin/kubeauth.py)
+    admin_kube_auth: bool = True
     history: int = 256
     beta_default_deny: bool = True
     drops_quota: QuotaConfig = field(default_factory=QuotaConfig)  # per node, on new Redis counters
@@ -520,6 +523,8 @@ class Brain:
         self._tasks.append(asyncio.create_task(shared.run(), name="drops-follow-peers"))
         self._tasks.append(asyncio.create_task(self.aggregator.run(), name="drops-flush"))
         client = self._client = await api_client(self.config.kubeconfig)
+        if self.config.admin_kube_auth:
+            self._authorizer().kube = KubeAuthorizer(client)
         self.recorder.attach(client)
         self._tasks.append(asyncio.create_task(self.recorder.run(), name="events"))
         if self.config.cnp_status:

@@ -20,9 +20,10 @@ import grpc
 from aiohttp import web
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from stockade.brain.admin.auth import Authorizer, Caller, Refused, load_tokens
+from stockade.brain.admin.auth import Authorizer, Refused, load_tokens, refusal
 from stockade.brain.guard import Guard
 from stockade.brain.nodeauth import CALLER_NODE
+from stockade.brain.tokenauth import TokenRefused
 from stockade.tls import IdentityError, peer_identity
 from stockade.tls.reload import ReloadingServerTLS, TLSFileError
 
@@ -163,9 +164,11 @@ def node_guard(insecure: bool) -> Guard:
 def admin_guard(auth: Authorizer) -> Guard:
     async def check(context: grpc.aio.ServicerContext, method: str) -> None:
         try:
-            auth.authenticate(context.invocation_metadata(), context.auth_context())
+            await auth.identify(context.invocation_metadata(), context.auth_context())
         except Refused as e:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(e))
+        except TokenRefused as e:
+            await context.abort(e.code, e.message)
 
     return Guard(check, limits=ADMIN_LIMITS, default_limit=ADMIN_DEFAULT_LIMIT)
 
@@ -194,13 +197,16 @@ def bearer_required(auth: Authorizer, handler: Handler, role: str = "read") -> H
 
     async def guarded(request: web.Request) -> web.StreamResponse:
         header = request.headers.get("Authorization")
-        caller: Caller | None = None
         try:
-            caller = auth.authenticate([("authorization", header)] if header else [], {})
-        except Refused as e:
-            return web.json_response({"error": str(e)}, status=401, headers={"WWW-Authenticate": "Bearer"})
-        if not caller.may(role):
-            return web.json_response({"error": f"{caller.name} has the {caller.role} role"}, status=403)
+            caller = await auth.identify([("authorization", header)] if header else [], {})
+            allowed = await auth.permits(caller, role)
+        except (Refused, TokenRefused) as e:
+            unavailable = isinstance(e, TokenRefused) and e.code == grpc.StatusCode.UNAVAILABLE
+            message = e.message if isinstance(e, TokenRefused) else str(e)
+            headers = {} if unavailable else {"WWW-Authenticate": "Bearer"}
+            return web.json_response({"error": message}, status=503 if unavailable else 401, headers=headers)
+        if not allowed:
+            return web.json_response({"error": refusal(caller, role)}, status=403)
         return await handler(request)
 
     return guarded

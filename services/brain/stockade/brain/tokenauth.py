@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +28,8 @@ import aiohttp
 import grpc
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio.client.exceptions import ApiException
+
+from stockade.brain.reviewcache import ReviewCache
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +94,7 @@ class TokenAuthenticator:
         self.core_api = k8s.CoreV1Api(api)
         self.audience = audience
         self.usernames = {f"system:serviceaccount:{sa}": sa for sa in service_accounts}
-        self.ttl = ttl
-        self.max_entries = max_entries
-        self.clock = clock
-        self._cache: OrderedDict[bytes, tuple[float, TokenIdentity | TokenRefused]] = OrderedDict()
-        self._inflight: dict[bytes, asyncio.Future[TokenIdentity]] = {}
+        self._answers: ReviewCache[TokenIdentity] = ReviewCache(ttl, max_entries, clock)
         self._limit = asyncio.Semaphore(concurrency)
         self.reviews = 0  # TokenReview calls made, for tests and metrics
 
@@ -105,46 +102,13 @@ class TokenAuthenticator:
         """The identity the token proves, or TokenRefused."""
         if not token or len(token) > MAX_TOKEN:
             raise TokenRefused(grpc.StatusCode.UNAUTHENTICATED, "the bearer token is empty or too long to be a token")
-        key = hashlib.sha256(token.encode()).digest()
-        now = self.clock()
-        hit = self._cache.get(key)
-        if hit is not None:
-            until, result = hit
-            if now < until:
-                if isinstance(result, TokenRefused):
-                    raise result
-                return result
-            del self._cache[key]
-        pending = self._inflight.get(key)
-        if pending is None:
-            pending = self._inflight[key] = asyncio.ensure_future(self._checked(key, token))
-            pending.add_done_callback(lambda t: self._done(key, t))
-        # shielded: one caller giving up does not cancel the review the others wait for
-        return await asyncio.shield(pending)
-
-    def _done(self, key: bytes, task: asyncio.Task[TokenIdentity]) -> None:
-        self._inflight.pop(key, None)
-        if not task.cancelled():
-            task.exception()  # retrieved, even when every caller gave up meanwhile
-
-    async def _checked(self, key: bytes, token: str) -> TokenIdentity:
-        try:
-            result = await self._review(token)
-        except TokenRefused as e:
-            if e.code != grpc.StatusCode.UNAVAILABLE:  # the API's trouble is not the token's verdict
-                self._remember(key, token, e)
-            raise
-        self._remember(key, token, result)
-        return result
-
-    def _remember(self, key: bytes, token: str, result: TokenIdentity | TokenRefused) -> None:
-        until = self.clock() + self.ttl
-        exp = _unverified_exp(token)
-        if exp is not None:
-            until = min(until, exp)
-        self._cache[key] = (until, result)
-        while len(self._cache) > self.max_entries:
-            self._cache.popitem(last=False)
+        return await self._answers.get(
+            hashlib.sha256(token.encode()).digest(),
+            lambda: self._review(token),
+            expires=_unverified_exp(token),
+            # the API's trouble is not the token's verdict: not kept
+            keep=lambda e: isinstance(e, TokenRefused) and e.code != grpc.StatusCode.UNAVAILABLE,
+        )
 
     async def _review(self, token: str) -> TokenIdentity:
         review = k8s.V1TokenReview(spec=k8s.V1TokenReviewSpec(token=token, audiences=[self.audience]))

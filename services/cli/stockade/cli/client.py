@@ -177,7 +177,9 @@ def rpc_error_exit(e: grpc.aio.AioRpcError, conn: Connection) -> int:
     """Print an RpcError as an operator-facing message; return its exit code (`exits.GRPC`)."""
     code = e.code()
     details = e.details() or ""
-    if code == grpc.StatusCode.UNAVAILABLE:
+    if code == grpc.StatusCode.UNAVAILABLE and details.startswith("the brain "):
+        print(f"stockade: {details}", file=sys.stderr)  # reached, but it cannot answer now (try again)
+    elif code == grpc.StatusCode.UNAVAILABLE:
         print(f"stockade: cannot reach the brain at {conn.address}: {details}", file=sys.stderr)
     elif code == grpc.StatusCode.UNAUTHENTICATED:
         print(f"stockade: not authenticated: {details}", file=sys.stderr)

@@ -78,6 +78,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "redis+cluster:// (default: $STOCKADE_REDIS_URL; none: drops are only counted in metrics)",
     )
     p.add_argument("--admin-tokens-file", help="YAML/JSON {tokens: [{name, token, role: read|admin}]}")
+    p.add_argument(
+        "--no-admin-kube-auth",
+        dest="admin_kube_auth",
+        action="store_false",
+        help="admin API: refuse Kubernetes tokens (by default a token not in --admin-tokens-file is checked by "
+        "TokenReview and each call authorized by RBAC: get/update on brains.stockade.io)",
+    )
     p.add_argument("--history", type=int, default=256, help="deltas kept per node before a snapshot is sent instead")
     p.add_argument(
         "--no-beta-default-deny",
@@ -176,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
         insecure=args.insecure,
         redis_url=args.redis_url,
         admin_tokens_file=args.admin_tokens_file,
+        admin_kube_auth=args.admin_kube_auth,
         history=args.history,
         beta_default_deny=not args.no_beta_default_deny,
         agent_auth=args.agent_auth,

@@ -31,8 +31,22 @@ It speaks the real REST and watch protocol, so the brain's kubernetes-asyncio co
   group-version, ``/openapi/v2`` (JSON, or gnostic protobuf), made from one typed description of
   every served kind (``schema/``), so ``kubectl apply`` validates and patches without
   ``--validate=false`` and ``kubectl explain`` answers;
+- RBAC (``/apis/rbac.authorization.k8s.io/v1``: clusterroles, clusterrolebindings, roles,
+  rolebindings; ``kinds/rbac.py``: the real defaults, validation and columns) and the real
+  server's chain (``auth.py``): the static token is ``lab-admin`` (groups ``system:masters``,
+  ``system:authenticated``), a ServiceAccount token this server minted for the API audience is its
+  ServiceAccount, anything else 401 (a server without a static token lets other requests in as
+  ``lab-admin``); ``system:masters`` may do everything, anyone else what RBAC grants
+  (``rbac.py``), else 403 Forbidden with the real message. The default roles of a real cluster
+  that every user needs are stored at start (cluster-admin, system:discovery, system:basic-user,
+  system:public-info-viewer). SubjectAccessReview, SelfSubjectAccessReview and
+  SelfSubjectRulesReview (``/apis/authorization.k8s.io/v1``: ``kubectl auth can-i [--list]``) are
+  answered with real RBAC semantics; TokenReview answers for the static token too. Request bodies
+  in the Kubernetes protobuf encoding are decoded for the RBAC kinds (``protobody.py``: kubectl's
+  typed clients, e.g. ``kubectl create rolebinding``);
 - discovery: ``/api``, ``/api/v1``, ``/apis``, ``/apis/{group}``, ``/apis/{group}/{version}``,
-  plus ``/version`` and ``/healthz``;
+  plus ``/version`` and ``/healthz``; also the reviews and ``brains.stockade.io`` (what RBAC rules
+  name for the brain's admin API; listed only, nothing served there);
 - list (all namespaces or one; ``labelSelector``, simple ``fieldSelector``; ``resourceVersion`` in
   the list metadata; items without kind/apiVersion, as Kubernetes serves them; ``limit`` and
   ``continue`` page through one snapshot, and a token older than the last ``compact()`` gets 410),

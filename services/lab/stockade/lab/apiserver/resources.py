@@ -39,6 +39,7 @@ class Resource:
         return self.kind.lower()
 
 
+RBAC = "rbac.authorization.k8s.io"
 VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
 
 RESOURCES: tuple[Resource, ...] = (
@@ -54,6 +55,11 @@ RESOURCES: tuple[Resource, ...] = (
     # Leader election (the brain's Lease) and the Events it writes (kinds/leases.py, kinds/events.py).
     Resource("coordination.k8s.io", "v1", "leases", "Lease", True, "leases", has_status=False),
     Resource("", "v1", "events", "Event", True, "events", ("ev",), has_status=False),
+    # RBAC (kinds/rbac.py; evaluated by rbac.py for requests and SubjectAccessReviews).
+    Resource(RBAC, "v1", "clusterroles", "ClusterRole", False, "clusterroles", has_status=False),
+    Resource(RBAC, "v1", "clusterrolebindings", "ClusterRoleBinding", False, "clusterrolebindings", has_status=False),
+    Resource(RBAC, "v1", "roles", "Role", True, "roles", has_status=False),
+    Resource(RBAC, "v1", "rolebindings", "RoleBinding", True, "rolebindings", has_status=False),
     # CustomResourceDefinitions (kinds/crds.py): only the ones the lab knows how to serve, below.
     Resource(
         "apiextensions.k8s.io",
@@ -77,6 +83,31 @@ RESOURCES: tuple[Resource, ...] = (
         crd="clusternetworkpolicies.policy.networking.k8s.io",
         status_apart=True,
     ),
+)
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A resource discovery lists that is not stored: the create-only reviews (answered by
+    server.py) and ``brains.stockade.io``, the name RBAC rules give the brain's admin API (the
+    brain asks SubjectAccessReviews about it; nothing is served there). Lab deviation: a real
+    cluster lists it only if something registers it; the lab lists it so that ``kubectl create
+    clusterrole --resource=brains.stockade.io`` and ``kubectl auth can-i`` resolve it."""
+
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool
+    verbs: tuple[str, ...]
+
+
+LISTED: tuple[Listed, ...] = (
+    Listed("authentication.k8s.io", "v1", "tokenreviews", "TokenReview", False, ("create",)),
+    Listed("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview", False, ("create",)),
+    Listed("authorization.k8s.io", "v1", "selfsubjectrulesreviews", "SelfSubjectRulesReview", False, ("create",)),
+    Listed("authorization.k8s.io", "v1", "subjectaccessreviews", "SubjectAccessReview", False, ("create",)),
+    Listed("stockade.io", "v1", "brains", "Brain", False, ("get", "update")),
 )
 # The storages of custom resources, by the name of the CRD that serves them.
 CRD_STORAGE: dict[str, str] = {r.crd: r.storage for r in RESOURCES if r.crd}
@@ -107,12 +138,11 @@ def by_kind(kind: str, api_version: str | None = None) -> Resource:
 def group_versions(hidden: Hidden = frozenset()) -> dict[str, list[str]]:
     """Group name → its versions, in the order they are declared ("" is the core group)."""
     out: dict[str, list[str]] = {}
-    for r in RESOURCES:
-        if r.storage in hidden:
-            continue
-        versions = out.setdefault(r.group, [])
-        if r.version not in versions:
-            versions.append(r.version)
+    served = [(r.group, r.version) for r in RESOURCES if r.storage not in hidden]
+    for group, version in served + [(x.group, x.version) for x in LISTED]:
+        versions = out.setdefault(group, [])
+        if version not in versions:
+            versions.append(version)
     return out
 
 
@@ -145,7 +175,8 @@ def api_group_doc(group: str, hidden: Hidden = frozenset()) -> dict[str, Any] | 
 def resource_list_doc(group: str, version: str, hidden: Hidden = frozenset()) -> dict[str, Any] | None:
     """GET /api/v1 or /apis/{group}/{version}"""
     found = [r for r in RESOURCES if r.group == group and r.version == version and r.storage not in hidden]
-    if not found:
+    listed = [x for x in LISTED if (x.group, x.version) == (group, version)]
+    if not found and not listed:
         return None
     items: list[dict[str, Any]] = []
     for r in found:
@@ -171,4 +202,8 @@ def resource_list_doc(group: str, version: str, hidden: Hidden = frozenset()) ->
                 "verbs": ["get", "patch", "update"],
             }
         )
-    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": found[0].group_version, "resources": items}
+    for x in listed:
+        entry = {"name": x.plural, "singularName": x.kind.lower(), "namespaced": x.namespaced, "kind": x.kind}
+        items.append({**entry, "verbs": list(x.verbs)})
+    group_version = f"{group}/{version}" if group else version
+    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": items}

@@ -20,6 +20,7 @@ from aiohttp import web
 from aiohttp.typedefs import LooseHeaders
 
 from . import resources as R
+from .auth import ADMIN, REVIEW_KINDS, access_review, admin_user_info, bearer, check, user_from_review
 from .controllers import EndpointSliceController
 from .decoding import DecodeError
 from .fielderrors import InvalidError, invalid
@@ -28,6 +29,7 @@ from .kinds.base import Cell, Column
 from .kinds.crds import builtin_crds
 from .openapi.serve import openapi
 from .patch import PatchError, json_patch, merge_patch, strategic_merge_patch
+from .rbac import MASTERS, Attributes, Policy, UserInfo, bootstrap_policy
 from .resources import Resource
 from .schema import for_resource, merge_keys
 from .selectors import Matcher, SelectorError, both, field_matcher, label_matcher
@@ -41,7 +43,7 @@ JSON = "application/json"
 # FAULT INJECTION (tests only, off unless the server is made with fault_injection=True): POST an
 # object here and it is stored and served verbatim, past every check (see inject_object).
 RAW_OBJECTS_PATH = "/fault-injection/v1/raw-objects"
-_OPEN_PATHS = {"/healthz", "/readyz", "/livez", "/version"}
+USER = web.RequestKey("user", UserInfo)  # who the request is (auth.py)
 SA_TOKEN = ["serviceaccounts", "token"]  # /api/v1/namespaces/<ns>/serviceaccounts/<sa>/token
 
 
@@ -186,6 +188,7 @@ class ApiServer:
         self.port = 0
         if crds:
             self.install_crds()
+        self.install_bootstrap_policy()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -265,6 +268,14 @@ class ApiServer:
         """Create (or replace) the CRD of every custom resource the lab serves (``kinds/crds.py``)."""
         return [self.put_object(crd) for crd in builtin_crds()]
 
+    def install_bootstrap_policy(self) -> list[Obj]:
+        """Create (or replace) the default RBAC roles and bindings (``rbac.bootstrap_policy``)."""
+        return [self.put_object(o) for o in bootstrap_policy()]
+
+    def policy(self) -> Policy:
+        """The RBAC objects stored now, for the authorizer."""
+        return Policy.from_objects(self.store.objects)
+
     def hidden(self) -> R.Hidden:
         """The storages not served now: custom resources whose CRD is not stored."""
         crds = self.store.objects["customresourcedefinitions"]
@@ -337,10 +348,27 @@ class ApiServer:
 
     # -- HTTP ------------------------------------------------------------------------------------
 
-    def _authorized(self, request: web.Request) -> bool:
-        if not self.token or request.path in _OPEN_PATHS:
-            return True
-        return request.headers.get("Authorization", "") == f"Bearer {self.token}"
+    def authenticate(self, header: str) -> UserInfo | None:
+        """The user an Authorization header authenticates as; None: 401 (see auth.py)."""
+        token = bearer(header)
+        if token is not None and self.token and secrets.compare_digest(token, self.token):
+            return ADMIN
+        if token is not None:
+            user = self.tokens.api_user(token)
+            if user is not None:
+                return user_from_review(user)
+            if self.tokens.signed(token):
+                return None  # ours, but expired, for another audience or bound to a deleted pod
+        return None if self.token else ADMIN
+
+    def _check(self, request: web.Request, attrs: Attributes) -> None:
+        """403 unless the request's user may do ``attrs``."""
+        user = request[USER]
+        if MASTERS not in user.groups:  # the privileged group needs no look at the policy
+            check(user, attrs, self.policy())
+
+    def _check_path(self, request: web.Request) -> None:
+        self._check(request, Attributes(request.method.lower(), path=request.path, resource_request=False))
 
     def _take_fault(self, verb: str, plural: str) -> web.Response | None:
         for fault in self.faults:
@@ -366,9 +394,15 @@ class ApiServer:
             return web.Response(text="ok")
         if path == "/version":
             return _json({"major": "1", "minor": "30", "gitVersion": "v1.30.0-stockade-lab", "platform": "linux/amd64"})
-        if not self._authorized(request):
+        user = self.authenticate(request.headers.get("Authorization", ""))
+        if user is None:
             return _error(ApiError(401, "Unauthorized", "Unauthorized"))
+        request[USER] = user
         if path.startswith("/openapi/") and request.method == "GET":
+            try:
+                self._check_path(request)
+            except ApiError as e:
+                return _error(e)
             served = openapi(request, self.hidden())
             if served is not None:
                 return served
@@ -376,6 +410,10 @@ class ApiServer:
         if request.method == "POST" and (answer := await self._tokens(request, path)) is not None:
             return answer
         if path == RAW_OBJECTS_PATH and self.fault_injection:
+            try:
+                self._check_path(request)
+            except ApiError as e:
+                return _error(e)
             if request.method != "POST":
                 return _error(ApiError(405, "MethodNotAllowed", f"{request.method} is not allowed here"))
             try:
@@ -385,13 +423,25 @@ class ApiServer:
         hidden = self.hidden()
         route = _parse_path(path, hidden)
         if route is None:
+            try:
+                self._check_path(request)  # as the real server: authorized before it is found missing
+            except ApiError as e:
+                return _error(e)
             return _error(ApiError(404, "NotFound", "the server could not find the requested resource"))
         if not isinstance(route, Route):
+            try:
+                self._check_path(request)
+            except ApiError as e:
+                return _error(e)
             if request.method != "GET":
                 return _error(ApiError(405, "MethodNotAllowed", f"{request.method} is not allowed here"))
             return _json(route)
         try:
             verb = self._verb(request, route)
+            res = route.res
+            self._check(
+                request, Attributes(verb, route.namespace, res.group, res.plural, route.sub or "", route.name or "")
+            )
             self.requests[(verb, route.res.plural)] += 1
             faulted = self._take_fault(verb, route.res.plural)
             if faulted is not None:
@@ -407,13 +457,21 @@ class ApiServer:
         parts = [p for p in path.split("/") if p]
         try:
             if parts == ["apis", "authentication.k8s.io", "v1", "tokenreviews"]:
+                self._check(request, Attributes("create", group="authentication.k8s.io", resource="tokenreviews"))
                 self.requests[("create", "tokenreviews")] += 1
+                self.tokens.static = {self.token: admin_user_info()} if self.token else {}
                 return _json(self.tokens.token_review(await self._body(request)), 201)
+            if len(parts) == 4 and parts[:3] == ["apis", "authorization.k8s.io", "v1"] and parts[3] in REVIEW_KINDS:
+                self._check(request, Attributes("create", group="authorization.k8s.io", resource=parts[3]))
+                self.requests[("create", parts[3])] += 1
+                body = await self._body(request)
+                return _json(access_review(parts[3], body, request[USER], self.policy()), 201)
             if (
                 len(parts) == 7
                 and parts[:3] == ["api", "v1", "namespaces"]
                 and parts[4::2] == ["serviceaccounts", "token"]
             ):
+                self._check(request, Attributes("create", parts[3], "", "serviceaccounts", "token", parts[5]))
                 self.requests[("create", "serviceaccounts/token")] += 1
                 self.store.get("namespaces", "", parts[3])
                 return _json(self.tokens.token_request(parts[3], parts[5], await self._body(request)), 201)

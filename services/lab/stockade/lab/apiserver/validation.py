@@ -111,7 +111,18 @@ def label_value(value: str) -> list[str]:
     return out
 
 
-_NAME_RULES = {"namespaces": dns1123_label, "services": dns1035_label}
+def path_segment_name(value: str) -> list[str]:
+    """apimachinery's ``IsValidPathSegmentName``: RBAC objects' names (``system:discovery``)."""
+    if value in (".", ".."):
+        return [f"may not be '{value}'"]
+    return [f"may not contain '{c}'" for c in ("/", "%") if c in value]
+
+
+_NAME_RULES = {
+    "namespaces": dns1123_label,
+    "services": dns1035_label,
+    **dict.fromkeys(("clusterroles", "clusterrolebindings", "roles", "rolebindings"), path_segment_name),
+}
 
 
 def name_errors(storage: str, name: str) -> list[FieldError]:

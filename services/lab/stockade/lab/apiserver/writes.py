@@ -15,6 +15,7 @@ from multidict import CIMultiDict, MultiMapping
 
 from .errors import ApiError
 from .fielderrors import FieldError, InvalidError, invalid, not_supported
+from .protobody import PROTOBUF, decode_body
 from .typed import StrictDecodingError
 
 OPTIONS_KIND = {
@@ -68,6 +69,8 @@ async def read_body(request: web.Request) -> tuple[Any, Dups]:
             dups[id(out)] = repeated
         return out
 
+    if request.content_type == PROTOBUF:  # kubectl's typed clients (create rolebinding, create role)
+        return decode_body(await request.read()), dups
     try:
         text = await request.text()
         return (json.loads(text, object_pairs_hook=pairs) if text.strip() else None), dups

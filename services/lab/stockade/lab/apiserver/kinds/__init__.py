@@ -20,6 +20,7 @@ from .namespaces import NamespaceBehaviour
 from .networkpolicies import NetworkPolicyBehaviour
 from .nodes import NodeBehaviour
 from .pods import PodBehaviour
+from .rbac import ClusterRoleBehaviour, ClusterRoleBindingBehaviour, RoleBehaviour, RoleBindingBehaviour
 from .services import ServiceBehaviour
 
 DEFAULT_SERVICE_CIDRS = ("10.96.0.0/16", "fd00:10:96::/112")
@@ -42,6 +43,10 @@ def behaviours(
         "namespaces": NamespaceBehaviour(),
         "customresourcedefinitions": CustomResourceDefinitionBehaviour(),
         "clusternetworkpolicies": ClusterNetworkPolicyBehaviour(),
+        "clusterroles": ClusterRoleBehaviour(),
+        "clusterrolebindings": ClusterRoleBindingBehaviour(),
+        "roles": RoleBehaviour(),
+        "rolebindings": RoleBindingBehaviour(),
     }
 
 
@@ -49,6 +54,8 @@ __all__ = [
     "DEFAULT_NODE_PORTS",
     "DEFAULT_SERVICE_CIDRS",
     "ClusterNetworkPolicyBehaviour",
+    "ClusterRoleBehaviour",
+    "ClusterRoleBindingBehaviour",
     "CustomResourceDefinitionBehaviour",
     "EndpointSliceBehaviour",
     "EventBehaviour",
@@ -60,6 +67,8 @@ __all__ = [
     "NodeBehaviour",
     "PodBehaviour",
     "PortAllocator",
+    "RoleBehaviour",
+    "RoleBindingBehaviour",
     "ServiceBehaviour",
     "behaviours",
 ]

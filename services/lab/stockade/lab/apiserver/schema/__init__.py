@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import cache
 
 from ..resources import RESOURCES, Resource
-from . import authentication, coordination, core, discovery, meta, networking, pods, policy
+from . import authentication, coordination, core, discovery, meta, networking, pods, policy, rbac
 from .model import DEFINITIONS, Definition, Type
 
 # Every group-version with a document of its own: the served resources', and TokenReview's.
@@ -66,4 +66,5 @@ __all__ = [
     "networking",
     "pods",
     "policy",
+    "rbac",
 ]

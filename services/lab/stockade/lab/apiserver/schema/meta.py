@@ -206,9 +206,10 @@ def _kind_field() -> Field:
 
 
 def kind(
-    package: str, group: str, version: str, name: str, doc: str, *fields: Field, listed: bool = True
+    package: str, group: str, version: str, name: str, doc: str, *fields: Field, listed: bool = True, open: bool = False
 ) -> Definition:
-    """A served kind: apiVersion, kind and metadata, then its own fields; and its List type."""
+    """A served kind: apiVersion, kind and metadata, then its own fields; and its List type.
+    ``open``: members beyond the fields declared are kept, unchecked."""
     root = define(
         package + name,
         doc,
@@ -217,6 +218,7 @@ def kind(
         F("metadata", OBJECT_META, "Standard object metadata.", **({"required": True} if name == "Event" else {})),
         *fields,
         gvk=((group, version, name),),
+        open=open,
     )
     if not listed:
         return root
