@@ -20,9 +20,9 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import grpc
@@ -59,6 +59,29 @@ class TokenRefused(Exception):
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
         super().__init__(message)
         self.code, self.message = code, message
+
+
+CANNOT_VERIFY = "cannot verify the token"
+T = TypeVar("T")
+
+
+async def api_answer(call: Callable[[], Awaitable[T]], what: str, plural: str, cannot: str) -> T:
+    """``call()``'s answer from the API server; its failure as TokenRefused UNAVAILABLE, the
+    message opening with ``cannot`` (the API's trouble, not the caller's verdict: `is_verdict`)."""
+    try:
+        return await call()
+    except ApiException as e:
+        hint = f"; grant the brain `create` on {plural} (deploy/rbac.yaml)" if e.status == 403 else ""
+        raise TokenRefused(
+            grpc.StatusCode.UNAVAILABLE, f"{cannot}: {what} answered {e.status} {e.reason}{hint}"
+        ) from None
+    except (OSError, TimeoutError, aiohttp.ClientError) as e:
+        raise TokenRefused(grpc.StatusCode.UNAVAILABLE, f"{cannot}: the API server is unreachable ({e})") from None
+
+
+def is_verdict(e: Exception) -> bool:
+    """Whether a review's failure is its verdict on the caller (kept), not the API's trouble."""
+    return isinstance(e, TokenRefused) and e.code != grpc.StatusCode.UNAVAILABLE
 
 
 def _unverified_exp(token: str) -> float | None:
@@ -106,26 +129,16 @@ class TokenAuthenticator:
             hashlib.sha256(token.encode()).digest(),
             lambda: self._review(token),
             expires=_unverified_exp(token),
-            # the API's trouble is not the token's verdict: not kept
-            keep=lambda e: isinstance(e, TokenRefused) and e.code != grpc.StatusCode.UNAVAILABLE,
+            keep=is_verdict,
         )
 
     async def _review(self, token: str) -> TokenIdentity:
         review = k8s.V1TokenReview(spec=k8s.V1TokenReviewSpec(token=token, audiences=[self.audience]))
         async with self._limit:
             self.reviews += 1
-            try:
-                answer = await self.auth_api.create_token_review(review)
-            except ApiException as e:
-                raise TokenRefused(
-                    grpc.StatusCode.UNAVAILABLE,
-                    f"cannot verify the token: TokenReview answered {e.status} {e.reason}"
-                    + ("; grant the brain `create` on tokenreviews (deploy/rbac.yaml)" if e.status == 403 else ""),
-                ) from None
-            except (OSError, TimeoutError, aiohttp.ClientError) as e:
-                raise TokenRefused(
-                    grpc.StatusCode.UNAVAILABLE, f"cannot verify the token: the API server is unreachable ({e})"
-                ) from None
+            answer = await api_answer(
+                lambda: self.auth_api.create_token_review(review), "TokenReview", "tokenreviews", CANNOT_VERIFY
+            )
         status = answer.status
         if status is None or not status.authenticated:
             why = (status.error if status is not None else None) or "not authenticated"

@@ -14,17 +14,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
-import aiohttp
 import grpc
 from kubernetes_asyncio import client as k8s
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from stockade.brain.reviewcache import ReviewCache
-from stockade.brain.tokenauth import MAX_TOKEN, TokenRefused
+from stockade.brain.tokenauth import MAX_TOKEN, TokenRefused, api_answer, is_verdict
 
 GROUP, RESOURCE = "stockade.io", "brains"
 VERBS = {"read": "get", "admin": "update"}  # the admin API's roles as RBAC verbs
@@ -34,7 +31,7 @@ RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("authentication.k8s.io", "tokenreviews", ("create",)),
     ("authorization.k8s.io", "subjectaccessreviews", ("create",)),
 )
-T = TypeVar("T")
+CANNOT_CHECK = "the brain cannot check the caller"  # the CLI tells it from "cannot reach the brain"
 
 
 @dataclass(frozen=True)
@@ -68,21 +65,21 @@ class KubeAuthorizer:
         if not token or len(token) > MAX_TOKEN:
             raise TokenRefused(grpc.StatusCode.UNAUTHENTICATED, "the bearer token is empty or too long to be a token")
         return await self._users.get(
-            hashlib.sha256(token.encode()).digest(), lambda: self._review(token), keep=_verdict
+            hashlib.sha256(token.encode()).digest(), lambda: self._review(token), keep=is_verdict
         )
 
     async def allowed(self, user: KubeUser, role: str) -> bool:
         """Whether RBAC lets ``user`` make a call of ``role`` ("read" or "admin")."""
         key = hashlib.sha256(repr((user, role)).encode()).digest()
-        return await self._grants.get(key, lambda: self._access(user, role), keep=_verdict)
+        return await self._grants.get(key, lambda: self._access(user, role), keep=is_verdict)
 
     async def _review(self, token: str) -> KubeUser:
         self.token_reviews += 1
-        answer = await self._call(
-            "TokenReview",
-            "tokenreviews",
-            lambda: self.auth_api.create_token_review(k8s.V1TokenReview(spec=k8s.V1TokenReviewSpec(token=token))),
-        )
+        review = k8s.V1TokenReview(spec=k8s.V1TokenReviewSpec(token=token))
+        async with self._limit:
+            answer = await api_answer(
+                lambda: self.auth_api.create_token_review(review), "TokenReview", "tokenreviews", CANNOT_CHECK
+            )
         status = answer.status
         if status is None or not status.authenticated or status.user is None or not status.user.username:
             why = (status.error if status is not None else None) or "not authenticated"
@@ -105,31 +102,14 @@ class KubeAuthorizer:
                 resource_attributes=k8s.V1ResourceAttributes(group=GROUP, resource=RESOURCE, verb=VERBS[role]),
             )
         )
-        answer = await self._call(
-            "SubjectAccessReview", "subjectaccessreviews", lambda: self.authz_api.create_subject_access_review(review)
-        )
-        return bool(answer.status is not None and answer.status.allowed and not answer.status.denied)
-
-    async def _call(self, what: str, plural: str, call: Callable[[], Awaitable[T]]) -> T:
         async with self._limit:
-            try:
-                return await call()
-            except ApiException as e:
-                hint = f"; grant the brain `create` on {plural} (deploy/rbac.yaml)" if e.status == 403 else ""
-                raise TokenRefused(
-                    grpc.StatusCode.UNAVAILABLE,
-                    f"the brain cannot check the caller: {what} answered {e.status} {e.reason}{hint}",
-                ) from None
-            except (OSError, TimeoutError, aiohttp.ClientError) as e:
-                raise TokenRefused(
-                    grpc.StatusCode.UNAVAILABLE,
-                    f"the brain cannot check the caller: the Kubernetes API server is unreachable ({e})",
-                ) from None
-
-
-def _verdict(e: Exception) -> bool:
-    """A refusal is kept; the API's trouble is not the caller's verdict."""
-    return isinstance(e, TokenRefused) and e.code != grpc.StatusCode.UNAVAILABLE
+            answer = await api_answer(
+                lambda: self.authz_api.create_subject_access_review(review),
+                "SubjectAccessReview",
+                "subjectaccessreviews",
+                CANNOT_CHECK,
+            )
+        return bool(answer.status is not None and answer.status.allowed and not answer.status.denied)
 
 
 def denied_message(user: str, role: str) -> str:
