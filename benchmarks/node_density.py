@@ -36,6 +36,7 @@ from typing import Any
 from dataplane_models import netns, ratio_line
 from engine_scale import ns_obj, pod_obj, policies_for
 
+from stockade.agent.backends import nft_render
 from stockade.agent.backends.iptables import IptablesBackend
 from stockade.agent.backends.nftables import NftablesBackend
 from stockade.brain.engine import Engine
@@ -162,14 +163,10 @@ def node_deltas(eng: Engine, shape: Shape, count: int) -> dict[str, list[NodeDel
             created = eng.upsert(extra).get(NODE)
             deleted = eng.delete("Pod", f"ns-{ns}", f"extra-{k - 1}").get(NODE)
             assert created is not None and deleted is not None, f"ns-{ns}: a pod on {NODE} changed nothing there"
-            kind = "joins" if _element_only(created) else "new"
+            kind = "joins" if nft_render.is_element_only(created) else "new"
             if len(out[kind]) < 2 * count:
                 out[kind] += [created, deleted]
     return out
-
-
-def _element_only(d: NodeDelta) -> bool:
-    return not (d.new_chains or d.removed_chains or d.new_sets or d.removed_sets)
 
 
 def measure(backend: Backend, model: NodeModel, deltas: dict[str, list[NodeDelta]]) -> dict[str, list[float]]:

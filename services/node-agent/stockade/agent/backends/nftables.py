@@ -45,10 +45,11 @@ class NftablesBackend:
         self._tier_chains: set[str] = set()
         self._tiered = False
         self._ipv6 = 0  # how many of them are IPv6: the table's layout (nft_render.layout)
-        self._ports: set[str] = set()  # the shared port chains in the kernel (nft_render.port_chain)
-        # Which pod chains use each of them, when known from a model the kernel was given (not
-        # after a read-back, whose chains may differ from the model's): deltas then count.
-        self._book: PortBook | None = None
+        # The shared port chains in the kernel (nft_render.port_chain): counted by the pod chains
+        # that use them when known from a model the kernel was given (deltas then find the ones
+        # to create and delete from the delta alone); after a read-back, whose chains may differ
+        # from the model's, only their names until the next delta with chains.
+        self._ports: PortBook | set[str] = set()
         # The address sets in the kernel that are interval sets of their own; the others live
         # under their tag in the hosts sets (nft_render.is_hash: decided by a set's content).
         self._interval: set[str] = set()
@@ -160,7 +161,6 @@ class NftablesBackend:
             self._tiered = view is not None and nft_render.EGRESS_TIERS in view.fixed
             self._tier_chains = {cid for cid, c in model.chains.items() if c.tier is not Tier.NETPOL}
             self._ports = set(view.ports) if view else set()
-            self._book = None
             self._interval = set(view.interval) if view else set()
             # What the kernel holds of the sets this delta removes; the others are the model's.
             self._sets = {**model.sets, **(nft_readback.set_contents(view, delta.removed_sets) if view else {})}
@@ -192,8 +192,11 @@ class NftablesBackend:
                     f"delta removes address sets {unknown[:5]} that this node does not hold (nothing "
                     "applied); the agent resynchronises with a full snapshot"
                 )
-            book = self._book
-            create, delete = book.changes(delta) if book else nft_render.port_changes(delta, model, self._ports)
+            ports = self._ports
+            if isinstance(ports, PortBook):
+                create, delete = ports.changes(delta)
+            else:
+                create, delete = nft_render.port_changes(delta, model, ports)
             gone = {sid: sets[sid] for sid in delta.removed_sets}
             # The first tier chain (or the last one gone): the tier objects come (or go) and the
             # forward chain is rewritten in the same transaction (`nft_render.render_delta`).
@@ -205,19 +208,17 @@ class NftablesBackend:
                 ins,
                 eg,
                 families,
-                self._ports,
-                self._interval,
-                gone,
-                had,
-                tiers,
+                interval=self._interval,
+                gone=gone,
+                had_tiers=had,
+                tiers=tiers,
                 ports=(create, delete),
             )
             self.run_script(script)
-            self._ports = (self._ports | create.keys()) - set(delete)
-            if book is not None:
-                book.apply(delta)
+            if isinstance(ports, PortBook):
+                ports.apply(delta)
             else:  # once after a read-back: from here on the kernel's chains are the model's
-                self._book = PortBook(model.chains)
+                self._ports = PortBook(model.chains)
             own_gone = {names.nft_set_of(sid, v) for sid in delta.removed_sets for v in nft_render.FAMILIES}
             self._interval = (self._interval - own_gone) | nft_render.interval_sets(delta.new_sets, families)
         for sid in delta.removed_sets:
@@ -302,8 +303,7 @@ class NftablesBackend:
         self._ipv6 = _count_ipv6(self._dispatched)
         self._tier_chains = {cid for cid, c in model.chains.items() if c.tier is not Tier.NETPOL}
         self._tiered = bool(self._tier_chains)
-        self._book = PortBook(model.chains)
-        self._ports = self._book.names
+        self._ports = PortBook(model.chains)
         self._interval = nft_render.interval_sets(model.sets, self.layout)
         self._sets = dict(model.sets)
 
