@@ -19,6 +19,7 @@ judges (the verb, namespace, group, resource, subresource and name, or a non-res
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .errors import ApiError
@@ -60,11 +61,12 @@ def forbidden(user: UserInfo, attrs: Attributes, decision: Decision) -> ApiError
     return ApiError(403, "Forbidden", status["message"], status["details"] or None)
 
 
-def check(user: UserInfo, attrs: Attributes, policy: Policy) -> None:
-    """Raise 403 unless ``user`` may do ``attrs``."""
+def check(user: UserInfo, attrs: Attributes, policy: Callable[[], Policy]) -> None:
+    """Raise 403 unless ``user`` may do ``attrs``; ``policy`` is read only for a user outside
+    ``system:masters`` (the privileged group needs no look at the RBAC objects)."""
     if MASTERS in user.groups:
         return
-    decision = authorize(user, attrs, policy)
+    decision = authorize(user, attrs, policy())
     if not decision.allowed:
         raise forbidden(user, attrs, decision)
 

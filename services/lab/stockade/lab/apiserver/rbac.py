@@ -161,38 +161,23 @@ def _first_subject(user: UserInfo, binding: Obj, namespace: str) -> Obj | None:
 def _rules_for(user: UserInfo, namespace: str, policy: Policy) -> Iterator[tuple[str, list[Any] | None, str]]:
     """``VisitRulesFor``: (where the rules come from, the rules or None, the error if the role is
     missing), ClusterRoleBindings first, then the RoleBindings of ``namespace``."""
-    for b in policy.cluster_role_bindings:
-        subject = _first_subject(user, b, "")
+    bindings = [(b, "") for b in policy.cluster_role_bindings]
+    if namespace:
+        bindings += [(b, namespace) for b in policy.role_bindings if b["metadata"].get("namespace") == namespace]
+    for b, where in bindings:
+        subject = _first_subject(user, b, where)
         if subject is None:
             continue
         ref = b.get("roleRef") or {}
-        name = b["metadata"]["name"]
-        source = (
-            f'ClusterRoleBinding "{name}" of {ref.get("kind")} "{ref.get("name")}" to {describe_subject(subject, "")}'
-        )
-        role = policy.cluster_roles.get(str(ref.get("name"))) if ref.get("kind") == "ClusterRole" else None
-        if role is None:
-            yield source, None, f'clusterrole.rbac.authorization.k8s.io "{ref.get("name")}" not found'
-        else:
-            yield source, _list(role.get("rules")), ""
-    if not namespace:
-        return
-    for b in policy.role_bindings:
-        if b["metadata"].get("namespace") != namespace:
-            continue
-        subject = _first_subject(user, b, namespace)
-        if subject is None:
-            continue
-        ref = b.get("roleRef") or {}
-        name = b["metadata"]["name"]
-        source = (
-            f'RoleBinding "{name}/{namespace}" of {ref.get("kind")} "{ref.get("name")}" '
-            f"to {describe_subject(subject, namespace)}"
-        )
+        name, role_name = b["metadata"]["name"], str(ref.get("name"))
+        binding = f'RoleBinding "{name}/{where}"' if where else f'ClusterRoleBinding "{name}"'
+        source = f'{binding} of {ref.get("kind")} "{ref.get("name")}" to {describe_subject(subject, where)}'
         if ref.get("kind") == "ClusterRole":
-            role, missing = policy.cluster_roles.get(str(ref.get("name"))), "clusterrole"
-        else:
-            role, missing = policy.roles.get((namespace, str(ref.get("name")))), "role"
+            role, missing = policy.cluster_roles.get(role_name), "clusterrole"
+        elif where:
+            role, missing = policy.roles.get((where, role_name)), "role"
+        else:  # a ClusterRoleBinding names only ClusterRoles
+            role, missing = None, "clusterrole"
         if role is None:
             yield source, None, f'{missing}.rbac.authorization.k8s.io "{ref.get("name")}" not found'
         else:

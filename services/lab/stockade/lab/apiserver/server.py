@@ -29,7 +29,7 @@ from .kinds.base import Cell, Column
 from .kinds.crds import builtin_crds
 from .openapi.serve import openapi
 from .patch import PatchError, json_patch, merge_patch, strategic_merge_patch
-from .rbac import MASTERS, Attributes, Policy, UserInfo, bootstrap_policy
+from .rbac import Attributes, Policy, UserInfo, bootstrap_policy
 from .resources import Resource
 from .schema import for_resource, merge_keys
 from .selectors import Matcher, SelectorError, both, field_matcher, label_matcher
@@ -173,6 +173,7 @@ class ApiServer:
         self.endpoint_slices = EndpointSliceController(self.store)
         self.tokens = TokenIssuer(self.store)  # TokenRequest and TokenReview (tokens.py)
         self.token = token
+        self.tokens.static = {token: admin_user_info()} if token else {}  # TokenReview answers for it too
         self.bookmark_interval = bookmark_interval
         self.default_watch_timeout = default_watch_timeout
         self.faults: list[Fault] = []
@@ -363,9 +364,7 @@ class ApiServer:
 
     def _check(self, request: web.Request, attrs: Attributes) -> None:
         """403 unless the request's user may do ``attrs``."""
-        user = request[USER]
-        if MASTERS not in user.groups:  # the privileged group needs no look at the policy
-            check(user, attrs, self.policy())
+        check(request[USER], attrs, self.policy)
 
     def _check_path(self, request: web.Request) -> None:
         self._check(request, Attributes(request.method.lower(), path=request.path, resource_request=False))
@@ -398,41 +397,32 @@ class ApiServer:
         if user is None:
             return _error(ApiError(401, "Unauthorized", "Unauthorized"))
         request[USER] = user
-        if path.startswith("/openapi/") and request.method == "GET":
-            try:
+        if request.method == "POST" and (answer := await self._tokens(request, path)) is not None:
+            return answer  # each authorized there, as the resource it is
+        openapi_get = path.startswith("/openapi/") and request.method == "GET"
+        raw_objects = path == RAW_OBJECTS_PATH and self.fault_injection
+        hidden = self.hidden()
+        route = None if openapi_get or raw_objects else _parse_path(path, hidden)
+        if not isinstance(route, Route):
+            try:  # a non-resource request: authorized by its path, before it is found missing (as real)
                 self._check_path(request)
             except ApiError as e:
                 return _error(e)
-            served = openapi(request, self.hidden())
+        if openapi_get:
+            served = openapi(request, hidden)
             if served is not None:
                 return served
             return _error(ApiError(404, "NotFound", "the server could not find the requested resource"))
-        if request.method == "POST" and (answer := await self._tokens(request, path)) is not None:
-            return answer
-        if path == RAW_OBJECTS_PATH and self.fault_injection:
-            try:
-                self._check_path(request)
-            except ApiError as e:
-                return _error(e)
+        if raw_objects:
             if request.method != "POST":
                 return _error(ApiError(405, "MethodNotAllowed", f"{request.method} is not allowed here"))
             try:
                 return _json(self.inject_object(await self._body(request)), 201)
             except ApiError as e:
                 return _error(e)
-        hidden = self.hidden()
-        route = _parse_path(path, hidden)
         if route is None:
-            try:
-                self._check_path(request)  # as the real server: authorized before it is found missing
-            except ApiError as e:
-                return _error(e)
             return _error(ApiError(404, "NotFound", "the server could not find the requested resource"))
         if not isinstance(route, Route):
-            try:
-                self._check_path(request)
-            except ApiError as e:
-                return _error(e)
             if request.method != "GET":
                 return _error(ApiError(405, "MethodNotAllowed", f"{request.method} is not allowed here"))
             return _json(route)
@@ -459,7 +449,6 @@ class ApiServer:
             if parts == ["apis", "authentication.k8s.io", "v1", "tokenreviews"]:
                 self._check(request, Attributes("create", group="authentication.k8s.io", resource="tokenreviews"))
                 self.requests[("create", "tokenreviews")] += 1
-                self.tokens.static = {self.token: admin_user_info()} if self.token else {}
                 return _json(self.tokens.token_review(await self._body(request)), 201)
             if len(parts) == 4 and parts[:3] == ["apis", "authorization.k8s.io", "v1"] and parts[3] in REVIEW_KINDS:
                 self._check(request, Attributes("create", group="authorization.k8s.io", resource=parts[3]))
