@@ -116,6 +116,7 @@ class Lab:
     loop: _Loop
     api: ApiServer
     http_port: int = 0  # the brain's HTTP port (/v1/realized)
+    kubeconfig: Path | None = None  # the API server's, as the brain uses it
 
     def put(self, obj: dict[str, Any]) -> None:
         """Create or change an object in the API server (from its loop's thread)."""
@@ -171,9 +172,10 @@ def running_lab(tmp: Path, api_token: str | None = None) -> Iterator[Lab]:
     loop.run(server.start("127.0.0.1", 0))
     for obj in OBJECTS:
         server.put_object(obj)
+    kubeconfig = server.kubeconfig(tmp / "kc")
     brain = Brain(
         BrainConfig(
-            kubeconfig=str(server.kubeconfig(tmp / "kc")),
+            kubeconfig=str(kubeconfig),
             listen="127.0.0.1:0",
             admin_listen="127.0.0.1:0",
             admin_mtls_listen="127.0.0.1:0",
@@ -198,6 +200,7 @@ def running_lab(tmp: Path, api_token: str | None = None) -> Iterator[Lab]:
             loop=loop,
             api=server,
             http_port=brain.http_port,
+            kubeconfig=kubeconfig,
         )
         # The brain answers once it has read the cluster: wait for the policy to be compiled.
         deadline = time.monotonic() + 60

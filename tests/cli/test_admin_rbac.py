@@ -40,19 +40,19 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     tmp = tmp_path_factory.mktemp("rbac-brain")
     with running_lab(tmp, api_token=API_TOKEN) as found:
         found.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
-        kubeconfig = found.api.kubeconfig(tmp / "kc")
         shipped = [d for d in yaml.safe_load_all((ROOT / "deploy" / "rbac.yaml").read_text()) if d]
         roles = [d for d in shipped if d["kind"] == "ClusterRole" and d["metadata"]["name"] in CLUSTER_ROLES.values()]
         assert len(roles) == 2
         (tmp / "roles.yaml").write_text(yaml.safe_dump_all(roles))
-        kubectl(kubeconfig, "apply", "-f", str(tmp / "roles.yaml"))
-        found.files = tmp  # the kubeconfig, for kubectl in the tests
+        kubectl(found, "apply", "-f", str(tmp / "roles.yaml"))
         yield found
 
 
-def kubectl(kubeconfig: Path, *args: str) -> str:
-    assert KUBECTL is not None
-    out = subprocess.run([KUBECTL, "--kubeconfig", str(kubeconfig), *args], capture_output=True, text=True, timeout=60)
+def kubectl(lab: Lab, *args: str) -> str:
+    assert KUBECTL is not None and lab.kubeconfig is not None
+    out = subprocess.run(
+        [KUBECTL, "--kubeconfig", str(lab.kubeconfig), *args], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -67,7 +67,7 @@ def token_of(api: ApiServer, sa: str, audiences: tuple[str, ...] = (), namespace
 def bind(lab: Lab, role: str, name: str, **subject: str) -> None:
     flag = {"sa": f"--serviceaccount={NS}:{subject.get('sa')}", "group": f"--group={subject.get('group')}"}
     (kind,) = subject
-    kubectl(lab.files / "kc", "create", "clusterrolebinding", name, f"--clusterrole={CLUSTER_ROLES[role]}", flag[kind])
+    kubectl(lab, "create", "clusterrolebinding", name, f"--clusterrole={CLUSTER_ROLES[role]}", flag[kind])
 
 
 def nodes(lab: Lab, token: str) -> subprocess.CompletedProcess[str]:
